@@ -1,0 +1,38 @@
+//! `tuneforge-loader`: labelled datasets for training, read once and served fast.
+//!
+//! The central abstraction is the [`Dataset`] trait (length, feature shape, classes, rows).
+//! Two sources implement it: [`IdxDataset`] for IDX image/label pairs (MNIST,
+//! Fashion-MNIST; raw or `.gz`, inflated once into a content-addressed cache file and
+//! memory-mapped) and [`CsvDataset`] for CSV tables (numeric and categorical columns,
+//! missing markers counted per column, a label column chosen by name, R-style row names).
+//!
+//! CSV reading is strict: a ragged row or text in a numeric column is an [`Error`] with
+//! line and column; every IDX failure names the file and byte offset.
+//!
+//! This crate does not know candle: batches are plain `f32` features and `u32` labels.
+//!
+//! ```
+//! use tuneforge_loader::{CsvOptions, read_csv};
+//! let csv = "\"\",ID,V6,class\n\"1\",10,1,benign\n\"2\",11,NA,malignant\n\"3\",12,?,benign\n";
+//! let data = tuneforge_loader::read_csv_from(
+//!     std::path::Path::new("inline.csv"),
+//!     csv.as_bytes(),
+//!     &CsvOptions::with_label("class"),
+//! )?;
+//! assert_eq!(data.table.n_rows, 3);
+//! assert_eq!(data.table.column("V6").unwrap().missing, 2);
+//! assert_eq!(data.label_names, ["benign", "malignant"]);
+//! assert_eq!(data.labels, [0, 1, 0]);
+//! # let _ = read_csv;
+//! # Ok::<(), tuneforge_loader::Error>(())
+//! ```
+
+mod csv;
+mod dataset;
+mod error;
+pub mod idx;
+
+pub use crate::csv::{read_csv, read_csv_from, Column, ColumnValues, CsvData, CsvDataset, CsvOptions, Table};
+pub use crate::dataset::{Dataset, Scale};
+pub use crate::error::{Error, Result};
+pub use crate::idx::{Access, GzCache, IdxArray, IdxDataset};
