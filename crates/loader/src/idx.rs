@@ -363,6 +363,18 @@ impl IdxDataset {
 
     /// Cross-validates already opened arrays.
     pub fn from_arrays(images: IdxArray, labels: IdxArray, label_names: Vec<String>) -> Result<Self> {
+        if images.dims().len() < 2 || labels.dims().len() != 1 {
+            return Err(Error::Invalid {
+                what: "IDX pair",
+                why: format!(
+                    "{} has rank {} (need at least 2) and {} has rank {} (need 1)",
+                    images.path().display(),
+                    images.dims().len(),
+                    labels.path().display(),
+                    labels.dims().len()
+                ),
+            });
+        }
         let (n_images, n_labels) = (images.dims()[0], labels.dims()[0]);
         if n_images != n_labels {
             return Err(Error::CountMismatch {

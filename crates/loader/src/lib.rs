@@ -27,11 +27,21 @@
 //! # Ok::<(), tuneforge_loader::Error>(())
 //! ```
 
+mod batch;
+mod cache;
 mod csv;
 mod dataset;
 mod error;
 pub mod idx;
+mod prefetch;
+pub mod registry;
+mod sampler;
 
+pub use crate::batch::{Batch, Loader, LoaderConfig};
+pub use crate::cache::{CacheStats, ShardCache};
+pub use crate::prefetch::Prefetcher;
+pub use crate::registry::{DataDirs, Known};
+pub use crate::sampler::{Draw, EpochSampler};
 pub use crate::csv::{read_csv, read_csv_from, Column, ColumnValues, CsvData, CsvDataset, CsvOptions, Table};
 pub use crate::dataset::{Dataset, Scale};
 pub use crate::error::{Error, Result};
