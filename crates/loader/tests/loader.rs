@@ -1,1 +1,487 @@
+//! Integration tests of tuneforge-loader: real datasets from ../shared/datasets and the
+//! committed datasets/, every error path with crafted bad files, batching properties.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tuneforge_loader::idx::{IMAGES_MAGIC, LABELS_MAGIC};
+use tuneforge_loader::*;
+
+/// `TUNEFORGE_DATA`, else the workplace's `../shared/datasets` next to the repository.
+fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("TUNEFORGE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"));
+    assert!(
+        dir.join("fashion-mnist").is_dir(),
+        "real-data tests need Fashion-MNIST: {} has no fashion-mnist/ (set TUNEFORGE_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+fn repo_datasets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
+}
+
+/// A gz cache shared by the tests of this binary (inflating once per `cargo test`).
+fn shared_cache() -> GzCache {
+    GzCache::new(Path::new(env!("CARGO_TARGET_TMPDIR")).join("tuneforge-gz-cache"))
+}
+
+fn fmnist(known: Known) -> Arc<dyn Dataset> {
+    DataDirs::new(vec![shared_data()]).open(known, &shared_cache()).unwrap()
+}
+
+// ---------------------------------------------------------------- real data
+
+#[test]
+fn fashion_mnist_loads_with_the_published_shape() {
+    let train = fmnist(Known::FashionMnistTrain);
+    assert_eq!(train.len(), 60_000);
+    assert_eq!(train.feature_shape(), [28, 28]);
+    assert_eq!(train.num_classes(), 10);
+    assert_eq!(train.label_names()[9], "Ankle boot");
+    assert_eq!(train.class_counts(), vec![6000; 10]);
+    let test = fmnist(Known::FashionMnistTest);
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(test.class_counts(), vec![1000; 10]);
+    // Pixels are bytes: every value an integer in 0..=255, and images are not blank.
+    let mut row = vec![0f32; 784];
+    train.read_row(12_345, &mut row).unwrap();
+    assert!(row.iter().all(|&v| (0.0..=255.0).contains(&v) && v.fract() == 0.0));
+    assert!(row.iter().filter(|&&v| v > 0.0).count() > 50);
+}
+
+#[test]
+fn gz_is_inflated_once_into_an_atomic_cache_and_mapped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = GzCache::new(tmp.path().join("cache"));
+    let gz = shared_data().join("fashion-mnist/t10k-labels-idx1-ubyte.gz");
+    let first = cache.inflate(&gz).unwrap();
+    let meta1 = std::fs::metadata(&first).unwrap();
+    assert_eq!(meta1.len(), 8 + 10_000);
+    let second = cache.inflate(&gz).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(std::fs::metadata(&second).unwrap().modified().unwrap(), meta1.modified().unwrap());
+    // Nothing but the finished file is left in the cache directory.
+    let names: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // SAFETY: the cache file is ours and nobody modifies it during the test.
+    let mapped = unsafe { IdxArray::open_mapped(&gz, LABELS_MAGIC, &cache) }.unwrap();
+    assert!(mapped.is_mapped());
+    let read = IdxArray::open(&gz, LABELS_MAGIC, None).unwrap();
+    assert!(!read.is_mapped());
+    assert_eq!(mapped.data(), read.data());
+    assert_eq!(mapped.dims(), [10_000]);
+}
+
+#[test]
+fn digits_and_biopsy_csv_load_with_the_right_shapes() {
+    let dirs = DataDirs::new(vec![repo_datasets()]);
+    let cache = shared_cache();
+    let digits = dirs.open(Known::Digits, &cache).unwrap();
+    assert_eq!((digits.len(), digits.feature_shape(), digits.num_classes()), (1797, &[64][..], 10));
+    // scikit-learn's load_digits() class counts.
+    assert_eq!(digits.class_counts(), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
+
+    let biopsy = read_csv(&repo_datasets().join("biopsy.csv"), &Known::Biopsy.csv_options().unwrap()).unwrap();
+    assert_eq!(biopsy.table.n_rows, 699);
+    let names: Vec<_> = biopsy.table.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["V1", "V2", "V3", "V4", "V5", "V6", "V7", "V8", "V9"]);
+    let missing: Vec<_> = biopsy.table.missing_counts().into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(missing, [("V6", 16)]);
+    assert_eq!(biopsy.label_names, ["benign", "malignant"]);
+    assert_eq!(biopsy.labels.iter().filter(|&&l| l == 1).count(), 241);
+    let row_names = biopsy.table.row_names.as_ref().unwrap();
+    assert_eq!((row_names[0].as_str(), row_names[698].as_str()), ("1", "699"));
+    let v6 = biopsy.table.column("V6").unwrap();
+    let ColumnValues::Numeric(values) = &v6.values else { panic!("V6 should be numeric") };
+    assert_eq!(values.iter().filter(|v| v.is_nan()).count(), 16);
+    assert!(values.iter().filter(|v| !v.is_nan()).all(|&v| (1.0..=10.0).contains(&v)));
+}
+
+#[test]
+fn a_missing_dataset_names_every_place_looked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = DataDirs::new(vec![tmp.path().join("a"), tmp.path().join("b")]);
+    let err = dirs.locate(Known::FashionMnistTrain).unwrap_err();
+    let msg = err.to_string();
+    for dir in ["a", "b"] {
+        for file in ["fashion-mnist/train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"] {
+            let p = tmp.path().join(dir).join(file);
+            assert!(msg.contains(&p.display().to_string()), "{msg}");
+        }
+    }
+    assert!(msg.contains("TUNEFORGE_DATA"), "{msg}");
+}
+
+// ---------------------------------------------------------------- IDX errors
+
+fn idx_bytes(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn open_pair(images: &Path, labels: &Path, classes: usize, cache: &GzCache) -> Result<IdxDataset> {
+    let names = (0..classes).map(|c| c.to_string()).collect();
+    // SAFETY: test files are not modified while mapped.
+    unsafe { IdxDataset::open(images, labels, names, cache, Access::Mmap) }
+}
+
+#[test]
+fn idx_errors_name_the_file_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = GzCache::new(tmp.path().join("cache"));
+    let images = idx_bytes(IMAGES_MAGIC, &[3, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    let labels = idx_bytes(LABELS_MAGIC, &[3], &[0, 1, 2]);
+    let good_i = write(tmp.path(), "good-images", &images);
+    let good_l = write(tmp.path(), "good-labels", &labels);
+    let ds = open_pair(&good_i, &good_l, 3, &cache).unwrap();
+    assert_eq!((ds.len(), ds.feature_shape()), (3, &[2, 2][..]));
+
+    // Wrong magic (labels file given as images).
+    let err = open_pair(&good_l, &good_l, 3, &cache).unwrap_err();
+    assert!(matches!(err, Error::IdxMagic { found: 0x801, expected: 0x803, .. }), "{err}");
+    assert!(err.to_string().contains("good-labels") && err.to_string().contains("offset 0"), "{err}");
+
+    // Truncated at every interesting offset: inside magic, inside dims, inside data.
+    for cut in [0usize, 2, 4, 7, 12, 15, 16, 20, images.len() - 1] {
+        let p = write(tmp.path(), &format!("cut-{cut}"), &images[..cut]);
+        let err = open_pair(&p, &good_l, 3, &cache).unwrap_err();
+        let Error::Truncated { path, len, offset, .. } = &err else { panic!("cut {cut}: {err}") };
+        assert_eq!((path, *len), (&p, cut as u64), "{err}");
+        assert!(*offset <= 16, "{err}");
+        assert!(err.to_string().contains(&format!("cut-{cut}")), "{err}");
+    }
+
+    // Trailing garbage.
+    let mut long = images.clone();
+    long.extend_from_slice(&[1, 2, 3]);
+    let p = write(tmp.path(), "long", &long);
+    let err = open_pair(&p, &good_l, 3, &cache).unwrap_err();
+    assert!(matches!(err, Error::TrailingBytes { offset: 28, extra: 3, .. }), "{err}");
+
+    // Label count ≠ image count.
+    let p = write(tmp.path(), "two-labels", &idx_bytes(LABELS_MAGIC, &[2], &[0, 1]));
+    let err = open_pair(&good_i, &p, 3, &cache).unwrap_err();
+    assert!(matches!(err, Error::CountMismatch { image_count: 3, label_count: 2, .. }), "{err}");
+
+    // Label 10 in a 10-class set: row 2, byte offset 8 + 2.
+    let p = write(tmp.path(), "label-10", &idx_bytes(LABELS_MAGIC, &[3], &[0, 9, 10]));
+    let err = open_pair(&good_i, &p, 10, &cache).unwrap_err();
+    assert!(matches!(err, Error::LabelOutOfRange { row: 2, offset: 10, label: 10, classes: 10, .. }), "{err}");
+
+    // Absurd dimensions do not overflow or allocate.
+    let p = write(tmp.path(), "huge", &idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[]));
+    let err = open_pair(&p, &good_l, 3, &cache).unwrap_err();
+    assert!(matches!(err, Error::IdxDims { .. } | Error::Truncated { .. }), "{err}");
+    let p = write(tmp.path(), "zero-width", &idx_bytes(IMAGES_MAGIC, &[3, 0, 2], &[]));
+    assert!(matches!(open_pair(&p, &good_l, 3, &cache).unwrap_err(), Error::IdxDims { .. }));
+
+    // A missing file.
+    let err = open_pair(&tmp.path().join("nope"), &good_l, 3, &cache).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn corrupt_gzip_is_a_typed_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = GzCache::new(tmp.path().join("cache"));
+    let labels = idx_bytes(LABELS_MAGIC, &[4000], &vec![3u8; 4000]);
+    let compressed = gz(&labels);
+    let good = write(tmp.path(), "labels.gz", &compressed);
+    assert_eq!(IdxArray::open(&good, LABELS_MAGIC, Some(&cache)).unwrap().dims(), [4000]);
+
+    // Flipped bytes in the deflate stream, a truncated stream, a bad CRC, not gzip at all.
+    let mut flipped = compressed.clone();
+    let mid = flipped.len() / 2;
+    for b in &mut flipped[mid..mid + 4] {
+        *b ^= 0xA5;
+    }
+    let mut bad_crc = compressed.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 0xFF;
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("flipped.gz", flipped),
+        ("truncated.gz", compressed[..compressed.len() / 2].to_vec()),
+        ("crc.gz", bad_crc),
+        ("plain.gz", labels.clone()),
+        ("empty.gz", Vec::new()),
+    ];
+    for (name, bytes) in cases {
+        let p = write(tmp.path(), name, &bytes);
+        let err = IdxArray::open(&p, LABELS_MAGIC, Some(&cache)).unwrap_err();
+        assert!(matches!(err, Error::Gzip { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(name), "{err}");
+        // SAFETY: test files are not modified while mapped.
+        let err = unsafe { IdxArray::open_mapped(&p, LABELS_MAGIC, &cache) }.unwrap_err();
+        assert!(matches!(err, Error::Gzip { .. }), "{name}: {err}");
+    }
+    // Failed inflations leave no partial cache file behind.
+    let left: Vec<_> = std::fs::read_dir(cache.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "only the good file's cache: {left:?}");
+}
+
+// ---------------------------------------------------------------- CSV errors
+
+fn csv_err(text: &str, opts: &CsvOptions) -> Error {
+    read_csv_from(Path::new("bad.csv"), text.as_bytes(), opts).unwrap_err()
+}
+
+#[test]
+fn csv_errors_name_line_and_column() {
+    let opts = CsvOptions::with_label("y");
+    let err = csv_err("a,b,y\n1,2,x\n3,4\n", &opts);
+    assert!(matches!(err, Error::CsvRagged { line: 3, found: 2, expected: 3, .. }), "{err}");
+    assert!(err.to_string().starts_with("bad.csv:3:"), "{err}");
+
+    let err = csv_err("a,b,y\n1,2,x\n3,4,x\n5,abc,y\n", &opts);
+    let Error::CsvNumber { line, column, field, value, .. } = &err else { panic!("{err}") };
+    assert_eq!((*line, column.as_str(), *field, value.as_str()), (4, "b", 2, "abc"));
+
+    assert!(matches!(csv_err("a,b\n1,2\n", &opts), Error::NoSuchColumn { .. }));
+    assert!(matches!(csv_err("a,y\n1,NA\n", &opts), Error::MissingLabel { line: 2, .. }));
+    assert!(matches!(csv_err("", &opts), Error::Empty { .. }));
+    assert!(matches!(csv_err("a,y\n", &opts), Error::Empty { .. }));
+    let drop = CsvOptions { drop: vec!["zz".into()], ..CsvOptions::default() };
+    assert!(matches!(csv_err("a,y\n1,2\n", &drop), Error::NoSuchColumn { .. }));
+    // Invalid UTF-8 is the CSV reader's error, with the line.
+    let bytes = b"a,y\n1,x\n\xff\xfe,y\n";
+    let err = read_csv_from(Path::new("bad.csv"), &bytes[..], &opts).unwrap_err();
+    assert!(matches!(err, Error::Csv { line: 3, .. }), "{err}");
+}
+
+#[test]
+fn csv_types_missing_markers_and_categories() {
+    let text = "\"\",n,c,y\n\"r1\",NA,red,1\n\"r2\",2.5,?,0\n\"r3\",,blue,1\n\"r4\",NaN,red,10\n";
+    let data = read_csv_from(Path::new("t.csv"), text.as_bytes(), &CsvOptions::with_label("y")).unwrap();
+    let n = data.table.column("n").unwrap();
+    assert_eq!(n.missing, 3);
+    let ColumnValues::Numeric(v) = &n.values else { panic!() };
+    assert!(v[0].is_nan() && v[1] == 2.5 && v[2].is_nan() && v[3].is_nan());
+    let c = data.table.column("c").unwrap();
+    assert_eq!(c.missing, 1);
+    assert_eq!(c.values, ColumnValues::Categorical { levels: vec!["blue".into(), "red".into()], codes: vec![Some(1), None, Some(0), Some(1)] });
+    // Numeric labels sort numerically: 0 < 1 < 10.
+    assert_eq!(data.label_names, ["0", "1", "10"]);
+    assert_eq!(data.labels, [1, 0, 1, 2]);
+    assert_eq!(data.table.row_names.as_deref(), Some(&["r1".to_string(), "r2".into(), "r3".into(), "r4".into()][..]));
+    // Forcing a numeric-looking column to be categorical.
+    let opts = CsvOptions { categorical: vec!["n".into()], ..CsvOptions::with_label("y") };
+    let data = read_csv_from(Path::new("t.csv"), text.as_bytes(), &opts).unwrap();
+    assert!(!data.table.column("n").unwrap().is_numeric());
+}
+
+// ---------------------------------------------------------------- batching
+
+/// A synthetic dataset: row r has features [r, r+0.5], label r % classes; optionally
+/// fails reading `fail_at` or sleeps per read.
+struct Synthetic {
+    n: usize,
+    names: Vec<String>,
+    fail_at: Option<usize>,
+    delay: Duration,
+}
+
+impl Synthetic {
+    fn new(n: usize) -> Self {
+        Synthetic { n, names: vec!["a".into(), "b".into(), "c".into()], fail_at: None, delay: Duration::ZERO }
+    }
+}
+
+impl Dataset for Synthetic {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn feature_shape(&self) -> &[usize] {
+        &[2]
+    }
+    fn label_names(&self) -> &[String] {
+        &self.names
+    }
+    fn label(&self, row: usize) -> u32 {
+        (row % 3) as u32
+    }
+    fn read_rows(&self, start: usize, end: usize, out: &mut [f32]) -> Result<()> {
+        std::thread::sleep(self.delay);
+        if let Some(f) = self.fail_at.filter(|f| (start..end).contains(f)) {
+            return Err(Error::Invalid { what: "synthetic row", why: format!("row {f} is unreadable") });
+        }
+        for (i, r) in (start..end).enumerate() {
+            out[2 * i] = r as f32;
+            out[2 * i + 1] = r as f32 + 0.5;
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_batch_size_sequence_visits_each_row_once_per_epoch(
+        n in 1usize..300,
+        seed in any::<u64>(),
+        sizes in prop::collection::vec(1usize..97, 1..40),
+    ) {
+        let mut sampler = EpochSampler::new(n, seed, true).unwrap();
+        let mut seen: Vec<Vec<u32>> = vec![Vec::new()];
+        let mut k = 0;
+        // Draw until three full epochs are done, cycling through the size sequence.
+        while seen.len() <= 3 {
+            let d = sampler.next(sizes[k % sizes.len()]).unwrap();
+            k += 1;
+            prop_assert!(d.rows.len() <= sizes[(k - 1) % sizes.len()]);
+            prop_assert_eq!(d.epoch as usize, seen.len() - 1);
+            seen.last_mut().unwrap().extend_from_slice(d.rows);
+            if d.end_of_epoch {
+                seen.push(Vec::new());
+            }
+        }
+        for epoch in &seen[..3] {
+            let mut sorted = epoch.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(sorted, (0..n as u32).collect::<Vec<_>>());
+        }
+        // Same seed, same order; a different seed, a different order (n large enough
+        // that a collision is practically impossible).
+        let again = EpochSampler::new(n, seed, true).unwrap();
+        prop_assert_eq!(again.order_of(0), seen[0].clone());
+        prop_assert_eq!(again.order_of(1), seen[1].clone());
+        if n >= 10 {
+            let other = EpochSampler::new(n, seed ^ 1, true).unwrap();
+            prop_assert_ne!(other.order_of(0), seen[0].clone());
+            prop_assert_ne!(again.order_of(0), again.order_of(1));
+        }
+    }
+}
+
+#[test]
+fn loader_scales_caches_and_respects_the_byte_bound() {
+    let ds: Arc<dyn Dataset> = Arc::new(Synthetic::new(1000));
+    let cfg = LoaderConfig { scale: Scale::divide(4.0), shard_rows: 100, cache_bytes: 3 * 100 * 2 * 4, ..Default::default() };
+    let mut loader = Loader::new(ds, cfg).unwrap();
+    let mut total = 0;
+    while total < 1000 {
+        let b = loader.next_batch(64).unwrap();
+        for i in 0..b.len() {
+            let r = b.rows[i] as f32;
+            assert_eq!(b.row(i), [r / 4.0, (r + 0.5) / 4.0]);
+            assert_eq!(b.labels[i], b.rows[i] % 3);
+        }
+        total += b.len();
+    }
+    let s = loader.cache_stats();
+    assert_eq!(s.hits + s.misses, 1000);
+    assert!(s.bytes <= s.capacity_bytes && s.shards <= 3, "{s:?}");
+    assert!(s.evictions > 0 && s.misses >= 10, "{s:?}");
+
+    // A cache that holds everything: the second epoch is all hits.
+    let ds: Arc<dyn Dataset> = Arc::new(Synthetic::new(1000));
+    let mut loader = Loader::new(ds, LoaderConfig { shard_rows: 100, ..Default::default() }).unwrap();
+    for _ in 0..2 {
+        loop {
+            if loader.next_batch(128).unwrap().end_of_epoch {
+                break;
+            }
+        }
+    }
+    let s = loader.cache_stats();
+    assert_eq!((s.misses, s.hits, s.shards, s.evictions), (10, 1990, 10, 0), "{s:?}");
+}
+
+#[test]
+fn prefetch_gives_the_same_batches_as_the_plain_loader() {
+    let sizes = [7usize, 7, 7, 100, 1, 33, 33, 500, 2, 64, 64, 64, 3, 999, 5];
+    let make = || Loader::new(Arc::new(Synthetic::new(777)), LoaderConfig { seed: 42, ..Default::default() }).unwrap();
+    let mut plain = make();
+    let mut pre = make().prefetch(4).unwrap();
+    for round in 0..6 {
+        for &s in &sizes {
+            let a = plain.next_batch(s).unwrap();
+            let b = pre.next_batch(s).unwrap();
+            assert_eq!(a, b, "round {round}, size {s}");
+        }
+    }
+}
+
+#[test]
+fn prefetch_worker_errors_reach_the_consumer() {
+    let mut ds = Synthetic::new(500);
+    ds.fail_at = Some(321);
+    let cfg = LoaderConfig { shuffle: false, cache_bytes: 0, ..Default::default() };
+    let mut pre = Loader::new(Arc::new(ds), cfg).unwrap().prefetch(2).unwrap();
+    let mut ok_rows = 0;
+    let err = loop {
+        match pre.next_batch(50) {
+            Ok(b) => ok_rows += b.len(),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(ok_rows, 300);
+    assert!(err.to_string().contains("row 321 is unreadable"), "{err}");
+    assert!(matches!(pre.next_batch(50), Err(Error::Worker(_))));
+}
+
+#[test]
+fn dropping_the_prefetcher_stops_the_worker_promptly() {
+    let mut ds = Synthetic::new(100_000);
+    ds.delay = Duration::from_millis(20);
+    let cfg = LoaderConfig { cache_bytes: 0, ..Default::default() };
+    let mut pre = Loader::new(Arc::new(ds), cfg).unwrap().prefetch(1000).unwrap();
+    pre.next_batch(1).unwrap();
+    // The worker would need 1000 × 20 ms = 20 s to fill its queue.
+    let t = Instant::now();
+    drop(pre);
+    assert!(t.elapsed() < Duration::from_secs(2), "drop took {:?}", t.elapsed());
+}
+
+#[test]
+fn fashion_mnist_epoch_with_changing_batch_sizes_covers_every_image_once() {
+    let train = fmnist(Known::FashionMnistTrain);
+    let cfg = LoaderConfig { seed: 7, scale: Scale::divide(255.0), ..Default::default() };
+    let mut pre = Loader::new(train.clone(), cfg).unwrap().prefetch(4).unwrap();
+    let mut seen = vec![0u8; 60_000];
+    let mut raw = vec![0f32; 784];
+    let sizes = [128usize, 32, 512, 256, 64];
+    let mut k = 0;
+    loop {
+        let b = pre.next_batch(sizes[k % sizes.len()]).unwrap();
+        k += 1;
+        for (i, &r) in b.rows.iter().enumerate() {
+            seen[r as usize] += 1;
+            if r % 997 == 0 {
+                train.read_row(r as usize, &mut raw).unwrap();
+                let expect: Vec<f32> = raw.iter().map(|v| v * (1.0 / 255.0)).collect();
+                assert_eq!(b.row(i), &expect[..]);
+                assert_eq!(b.labels[i], train.label(r as usize));
+            }
+        }
+        if b.end_of_epoch {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1));
+    let s = pre.cache_stats();
+    assert_eq!(s.hits + s.misses, 60_000);
+}
