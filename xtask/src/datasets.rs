@@ -1,0 +1,44 @@
+//! `cargo xtask datasets`: what can be found, and is it intact.
+
+use anyhow::{Context, bail};
+use tuneforge_loader::{DataDirs, Error, GzCache, Known};
+
+use crate::DataArgs;
+
+pub fn run(args: &DataArgs) -> anyhow::Result<()> {
+    let dirs = DataDirs::resolve(args.data_dir.as_deref());
+    let cache = args.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    println!(
+        "data directories: {}",
+        dirs.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    println!("gz cache: {}\n", cache.dir().display());
+    println!("{:<20} {:>6} {:>8} {:>7}  per-class counts / location", "dataset", "rows", "shape", "classes");
+    let mut missing = Vec::new();
+    for known in Known::ALL {
+        let files = match dirs.locate(known) {
+            Ok(files) => files,
+            Err(e @ Error::NotFound { .. }) => {
+                println!("{:<20} {:>6}", known.name(), "-");
+                missing.push(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ds = dirs.open(known, &cache).with_context(|| format!("dataset {known} is unreadable"))?;
+        let shape = ds.feature_shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let counts = ds.class_counts();
+        println!("{:<20} {:>6} {:>8} {:>7}  {:?}", known.name(), ds.len(), shape, ds.num_classes(), counts);
+        println!("{:<20} {:>6} {:>8} {:>7}  {}", "", "", "", "", files[0].display());
+    }
+    if !missing.is_empty() {
+        println!("\nnot found:");
+        for e in &missing {
+            println!("  {e}");
+        }
+    }
+    if missing.len() == Known::ALL.len() {
+        bail!("no dataset found in any data directory");
+    }
+    Ok(())
+}
