@@ -23,7 +23,10 @@ fn datasets_lists_the_committed_csvs_with_their_class_counts() {
     assert!(stdout.contains("digits                 1797       64      10  [178, 182, 177"), "{stdout}");
     assert!(stdout.contains("biopsy                  699        9       2  [458, 241]"), "{stdout}");
     // Fashion-MNIST is not committed: reported as not found, with the way to provide it.
-    assert!(stdout.contains("fashion-mnist-train not found") || stdout.contains("\"fashion-mnist-train\" not found"), "{stdout}");
+    assert!(
+        stdout.contains("fashion-mnist-train not found") || stdout.contains("\"fashion-mnist-train\" not found"),
+        "{stdout}"
+    );
     assert!(stdout.contains("TUNEFORGE_DATA"), "{stdout}");
 }
 

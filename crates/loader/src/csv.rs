@@ -153,11 +153,8 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptio
         let line = source.position().map(|p| p.line()).unwrap_or(0);
         Error::Csv { path: path.to_path_buf(), line, source }
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(options.delimiter)
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(reader);
+    let mut rdr =
+        csv::ReaderBuilder::new().delimiter(options.delimiter).has_headers(true).flexible(true).from_reader(reader);
     let header: Vec<String> = rdr.headers().map_err(csv_err)?.iter().map(|s| s.trim().to_string()).collect();
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
         return Err(Error::Empty { path: path.to_path_buf(), what: "no header row".into() });
@@ -220,7 +217,12 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptio
             if record.len() == 1 && record[0].trim().is_empty() {
                 continue;
             }
-            return Err(Error::CsvRagged { path: path.to_path_buf(), line, found: record.len(), expected: header.len() });
+            return Err(Error::CsvRagged {
+                path: path.to_path_buf(),
+                line,
+                found: record.len(),
+                expected: header.len(),
+            });
         }
         if let Some(i) = row_name_col {
             row_names.push(record[i].to_string());

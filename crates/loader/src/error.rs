@@ -22,9 +22,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The first four bytes are not the IDX magic number expected for this file.
-    #[error(
-        "{path}: not an IDX file of the expected kind: magic {found:#010x} at offset 0, expected {expected:#010x}"
-    )]
+    #[error("{path}: not an IDX file of the expected kind: magic {found:#010x} at offset 0, expected {expected:#010x}")]
     IdxMagic {
         /// The file.
         path: PathBuf,

@@ -39,10 +39,10 @@ mod sampler;
 
 pub use crate::batch::{Batch, Loader, LoaderConfig};
 pub use crate::cache::{CacheStats, ShardCache};
-pub use crate::prefetch::Prefetcher;
-pub use crate::registry::{DataDirs, Known};
-pub use crate::sampler::{Draw, EpochSampler};
-pub use crate::csv::{read_csv, read_csv_from, Column, ColumnValues, CsvData, CsvDataset, CsvOptions, Table};
+pub use crate::csv::{Column, ColumnValues, CsvData, CsvDataset, CsvOptions, Table, read_csv, read_csv_from};
 pub use crate::dataset::{Dataset, Scale};
 pub use crate::error::{Error, Result};
 pub use crate::idx::{Access, GzCache, IdxArray, IdxDataset};
+pub use crate::prefetch::Prefetcher;
+pub use crate::registry::{DataDirs, Known};
+pub use crate::sampler::{Draw, EpochSampler};

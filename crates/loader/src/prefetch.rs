@@ -52,7 +52,15 @@ impl Prefetcher {
             .name("tuneforge-prefetch".into())
             .spawn(move || worker(&mut loader, &tx, &w, &s))
             .map_err(|e| Error::Worker(format!("cannot start the prefetch thread: {e}")))?;
-        Ok(Prefetcher { rx: Some(rx), want, stop, handle: Some(handle), cache, pending: VecDeque::new(), finished: false })
+        Ok(Prefetcher {
+            rx: Some(rx),
+            want,
+            stop,
+            handle: Some(handle),
+            cache,
+            pending: VecDeque::new(),
+            finished: false,
+        })
     }
 
     /// The next batch of at most `batch_size` rows (fewer only at the end of an epoch).

@@ -281,7 +281,13 @@ fn csv_types_missing_markers_and_categories() {
     assert!(v[0].is_nan() && v[1] == 2.5 && v[2].is_nan() && v[3].is_nan());
     let c = data.table.column("c").unwrap();
     assert_eq!(c.missing, 1);
-    assert_eq!(c.values, ColumnValues::Categorical { levels: vec!["blue".into(), "red".into()], codes: vec![Some(1), None, Some(0), Some(1)] });
+    assert_eq!(
+        c.values,
+        ColumnValues::Categorical {
+            levels: vec!["blue".into(), "red".into()],
+            codes: vec![Some(1), None, Some(0), Some(1)]
+        }
+    );
     // Numeric labels sort numerically: 0 < 1 < 10.
     assert_eq!(data.label_names, ["0", "1", "10"]);
     assert_eq!(data.labels, [1, 0, 1, 2]);
@@ -379,7 +385,8 @@ proptest! {
 #[test]
 fn loader_scales_caches_and_respects_the_byte_bound() {
     let ds: Arc<dyn Dataset> = Arc::new(Synthetic::new(1000));
-    let cfg = LoaderConfig { scale: Scale::divide(4.0), shard_rows: 100, cache_bytes: 3 * 100 * 2 * 4, ..Default::default() };
+    let cfg =
+        LoaderConfig { scale: Scale::divide(4.0), shard_rows: 100, cache_bytes: 3 * 100 * 2 * 4, ..Default::default() };
     let mut loader = Loader::new(ds, cfg).unwrap();
     let mut total = 0;
     while total < 1000 {
