@@ -1,6 +1,9 @@
 //! End-to-end tests through the `tuneforge` facade. They grow with the pipeline; today the
 //! loader is the whole of it.
 
+// Test helpers outside #[test] fns unwrap too; a panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use tuneforge::loader::{DataDirs, GzCache, Known, Loader, LoaderConfig};

@@ -68,20 +68,20 @@ impl Prefetcher {
         if batch_size == 0 {
             return Err(Error::Invalid { what: "batch size", why: "it must be at least 1".into() });
         }
-        if self.want.swap(batch_size, Ordering::Relaxed) == 0 {
-            if let Some(h) = &self.handle {
-                h.thread().unpark();
-            }
+        if self.want.swap(batch_size, Ordering::Relaxed) == 0
+            && let Some(h) = &self.handle
+        {
+            h.thread().unpark();
         }
         if self.pending.is_empty() {
             self.receive()?;
         }
         // Fast path: the next ready batch is exactly what was asked for.
-        if let Some((front, 0)) = self.pending.front() {
-            if front.len() == batch_size || (front.len() < batch_size && front.end_of_epoch) {
-                let (b, _) = self.pending.pop_front().expect("non-empty");
-                return Ok(b);
-            }
+        if let Some((front, 0)) = self.pending.front()
+            && (front.len() == batch_size || (front.len() < batch_size && front.end_of_epoch))
+        {
+            let (b, _) = self.pending.pop_front().expect("non-empty");
+            return Ok(b);
         }
         // Re-cut: copy rows from ready batches until full or the epoch ends.
         let mut out = Batch::default();

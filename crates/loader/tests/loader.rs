@@ -1,6 +1,9 @@
 //! Integration tests of tuneforge-loader: real datasets from ../shared/datasets and the
 //! committed datasets/, every error path with crafted bad files, batching properties.
 
+// Test helpers outside #[test] fns unwrap too; a panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
