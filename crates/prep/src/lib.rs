@@ -38,8 +38,10 @@
 //! `scripts/fixtures/prep.py`: population standard deviation (ddof = 0); zero-variance,
 //! zero-range or all-zero columns get scale 1; medians of even counts average the middle
 //! two; most-frequent ties go to the smallest value; statistics ignore missing values.
-//! Unlike scikit-learn's `SimpleImputer`, an all-missing training column is an error rather
-//! than silently dropped.
+//! Deliberate differences: an all-missing training column is an error (scikit-learn's
+//! `SimpleImputer` drops it silently); a missing value reaching one-hot encoding becomes all
+//! zeros and is reported (scikit-learn makes `NaN` a category); one-hot columns are named
+//! `V1=3` (scikit-learn: `V1_3`).
 //!
 //! # Example
 //!

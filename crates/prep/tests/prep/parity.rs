@@ -156,8 +156,10 @@ fn biopsy_imputers_match_simple_imputer() {
         let expected_rows: Vec<f64> = expected.output.iter().flatten().copied().collect();
         assert_close(&rows_of(&m, &fx.rows), &expected_rows, TOL, strategy);
     }
-    // The rows sklearn saw with missing values are the ones we report filling.
-    assert_eq!(fx.missing_rows.len(), 16);
+    // The rows pandas sees as missing are the rows we report dropping.
+    let (_, report) = fit(r#"{"steps":[{"step":"drop_missing_rows"}]}"#, &data.table);
+    let dropped: Vec<usize> = report.dropped_rows.iter().map(|d| d.row).collect();
+    assert_eq!(dropped, fx.missing_rows);
 }
 
 #[test]
