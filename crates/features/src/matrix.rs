@@ -99,14 +99,14 @@ impl Matrix {
 
     /// A new matrix holding only `columns`, in the order given (repeats allowed).
     ///
-    /// Errors: [`Error::Empty`] for no columns, [`Error::KTooLarge`] for an index
-    /// `>= n_cols` (with `k` the offending index).
+    /// Errors: [`Error::Empty`] for no columns, [`Error::ShapeMismatch`] for a column
+    /// index out of range (`expected` is the column count, `found` the index).
     pub fn select_columns(&self, columns: &[usize]) -> Result<Matrix> {
         if columns.is_empty() {
             return Err(Error::Empty { what: "column selection" });
         }
         if let Some(&bad) = columns.iter().find(|&&c| c >= self.n_cols) {
-            return Err(Error::KTooLarge { k: bad, n_features: self.n_cols });
+            return Err(Error::ShapeMismatch { what: "column index", expected: self.n_cols, found: bad });
         }
         let data = self.rows().flat_map(|r| columns.iter().map(move |&c| r[c])).collect();
         Ok(Matrix { data, n_rows: self.n_rows, n_cols: columns.len() })
@@ -160,8 +160,17 @@ pub(crate) fn check_finite<T: Copy + Into<f64>>(data: &[T], n_cols: usize) -> Re
     }
 }
 
-/// Checks `labels` against `x` and `0..n_classes`; returns the per-class counts.
-pub(crate) fn check_labels(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<Vec<usize>> {
+/// The classes present in a label vector, numbered densely in label order.
+pub(crate) struct Classes {
+    /// Per row: index of its class among the present classes.
+    pub(crate) index: Vec<usize>,
+    /// Per present class: number of rows.
+    pub(crate) counts: Vec<usize>,
+}
+
+/// Checks `labels` against `x` and `0..n_classes`, and numbers the present classes densely
+/// (memory follows the classes present, not `n_classes`).
+pub(crate) fn check_labels(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<Classes> {
     if x.n_rows() == 0 {
         return Err(Error::Empty { what: "feature matrix rows" });
     }
@@ -171,10 +180,21 @@ pub(crate) fn check_labels(x: &Matrix, labels: &[u32], n_classes: usize) -> Resu
     if labels.len() != x.n_rows() {
         return Err(Error::ShapeMismatch { what: "labels", expected: x.n_rows(), found: labels.len() });
     }
-    let mut counts = vec![0usize; n_classes];
-    for (row, &label) in labels.iter().enumerate() {
-        let slot = counts.get_mut(label as usize).ok_or(Error::LabelOutOfRange { row, label, n_classes })?;
-        *slot += 1;
+    if let Some(row) = labels.iter().position(|&l| l as usize >= n_classes) {
+        return Err(Error::LabelOutOfRange { row, label: labels[row], n_classes });
     }
-    Ok(counts)
+    let mut present = labels.to_vec();
+    present.sort_unstable();
+    present.dedup();
+    let mut counts = vec![0usize; present.len()];
+    let index = labels
+        .iter()
+        .map(|l| {
+            // Every label is in `present`; 0 is never used.
+            let c = present.binary_search(l).unwrap_or(0);
+            counts[c] += 1;
+            c
+        })
+        .collect();
+    Ok(Classes { index, counts })
 }

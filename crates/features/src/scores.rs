@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::matrix::check_labels;
+use crate::matrix::{Classes, check_labels};
 use crate::{Error, Matrix, Result};
 
 /// Default number of bins for [`mutual_info`].
@@ -10,6 +10,7 @@ pub const DEFAULT_MI_BINS: usize = 10;
 
 /// Per-feature population variance (divisor `n`, as `numpy.var` and scikit-learn's
 /// `VarianceThreshold`). Two-pass: mean first, then squared deviations.
+/// Values beyond about ±1e150 overflow to `+∞`.
 ///
 /// Errors: [`Error::Empty`] for a matrix with no rows.
 pub fn variance(x: &Matrix) -> Result<Vec<f64>> {
@@ -58,12 +59,15 @@ pub struct AnovaF {
 /// - a feature constant *within* every class but not overall has `F = +∞`, `p = 0`: it
 ///   separates the classes perfectly, and ranks first.
 ///
+/// Values beyond about ±1e150 overflow the sums of squares (the result is then ±∞ or NaN);
+/// rescale such features first (F is invariant under affine changes).
+///
 /// Errors: [`Error::Empty`], [`Error::ShapeMismatch`], [`Error::LabelOutOfRange`],
 /// [`Error::TooFewClasses`] when fewer than 2 classes are present, [`Error::TooFewRows`]
 /// when `n <= k`.
 pub fn f_classif(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<AnovaF> {
-    let counts = check_labels(x, labels, n_classes)?;
-    let present = counts.iter().filter(|&&c| c > 0).count();
+    let Classes { index, counts } = check_labels(x, labels, n_classes)?;
+    let present = counts.len();
     if present < 2 {
         return Err(Error::TooFewClasses { needed: 2, found: present });
     }
@@ -73,11 +77,11 @@ pub fn f_classif(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<AnovaF>
     }
     let d = x.n_cols();
     // Per class and feature: sum, min, max.
-    let mut sum = vec![0.0; n_classes * d];
-    let mut min = vec![f64::INFINITY; n_classes * d];
-    let mut max = vec![f64::NEG_INFINITY; n_classes * d];
-    for (row, &label) in x.rows().zip(labels) {
-        let base = label as usize * d;
+    let mut sum = vec![0.0; present * d];
+    let mut min = vec![f64::INFINITY; present * d];
+    let mut max = vec![f64::NEG_INFINITY; present * d];
+    for (row, &c) in x.rows().zip(&index) {
+        let base = c * d;
         for (j, &v) in row.iter().enumerate() {
             sum[base + j] += v;
             min[base + j] = min[base + j].min(v);
@@ -86,20 +90,12 @@ pub fn f_classif(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<AnovaF>
     }
     // Class means; a class constant in a feature gets its value exactly, so that its
     // within-class sum of squares is exactly zero.
-    let mut mean = vec![0.0; n_classes * d];
-    for c in (0..n_classes).filter(|&c| counts[c] > 0) {
-        for j in 0..d {
-            let i = c * d + j;
-            mean[i] = if min[i] == max[i] { min[i] } else { sum[i] / counts[c] as f64 };
-        }
-    }
-    let mut grand = vec![0.0; d];
-    for j in 0..d {
-        grand[j] = (0..n_classes).map(|c| sum[c * d + j]).sum::<f64>() / n as f64;
-    }
+    let mean: Vec<f64> =
+        (0..present * d).map(|i| if min[i] == max[i] { min[i] } else { sum[i] / counts[i / d] as f64 }).collect();
+    let grand: Vec<f64> = (0..d).map(|j| (0..present).map(|c| sum[c * d + j]).sum::<f64>() / n as f64).collect();
     let mut ss_within = vec![0.0; d];
-    for (row, &label) in x.rows().zip(labels) {
-        let base = label as usize * d;
+    for (row, &c) in x.rows().zip(&index) {
+        let base = c * d;
         for (j, &v) in row.iter().enumerate() {
             let dev = v - mean[base + j];
             ss_within[j] += dev * dev;
@@ -110,7 +106,7 @@ pub fn f_classif(x: &Matrix, labels: &[u32], n_classes: usize) -> Result<AnovaF>
     let mut f = Vec::with_capacity(d);
     let mut p_values = Vec::with_capacity(d);
     for j in 0..d {
-        let classes = (0..n_classes).filter(|&c| counts[c] > 0);
+        let classes = 0..present;
         let lo = classes.clone().map(|c| min[c * d + j]).fold(f64::INFINITY, f64::min);
         let hi = classes.clone().map(|c| max[c * d + j]).fold(f64::NEG_INFINITY, f64::max);
         let constant = lo == hi;
@@ -167,13 +163,14 @@ pub fn mutual_info(x: &Matrix, labels: &[u32], n_classes: usize, bins: usize) ->
     if bins < 2 {
         return Err(Error::InvalidParameter { name: "bins", value: bins as f64, expected: "at least 2" });
     }
-    let class_counts = check_labels(x, labels, n_classes)?;
+    let Classes { index, counts: class_counts } = check_labels(x, labels, n_classes)?;
+    let k = class_counts.len();
     let n = x.n_rows();
     let nf = n as f64;
     let mut out = Vec::with_capacity(x.n_cols());
     let mut order: Vec<usize> = (0..n).collect();
     let mut bin_of = vec![0usize; n];
-    let mut joint = vec![0usize; bins * n_classes];
+    let mut joint = vec![0usize; bins * k];
     let mut marginal = vec![0usize; bins];
     for j in 0..x.n_cols() {
         let col = x.column(j).unwrap_or_default();
@@ -188,14 +185,14 @@ pub fn mutual_info(x: &Matrix, labels: &[u32], n_classes: usize, bins: usize) ->
         }
         joint.iter_mut().for_each(|c| *c = 0);
         marginal.iter_mut().for_each(|c| *c = 0);
-        for (i, &label) in labels.iter().enumerate() {
-            joint[bin_of[i] * n_classes + label as usize] += 1;
+        for (i, &c) in index.iter().enumerate() {
+            joint[bin_of[i] * k + c] += 1;
             marginal[bin_of[i]] += 1;
         }
         let mut mi = 0.0;
         for b in 0..bins {
-            for c in 0..n_classes {
-                let nbc = joint[b * n_classes + c];
+            for c in 0..k {
+                let nbc = joint[b * k + c];
                 if nbc > 0 {
                     let nbc = nbc as f64;
                     mi += nbc / nf * (nf * nbc / (marginal[b] as f64 * class_counts[c] as f64)).ln();

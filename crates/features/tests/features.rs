@@ -571,7 +571,15 @@ fn matrix_and_label_errors_are_typed() {
     assert_eq!(f_classif(&empty, &[], 2), Err(Error::Empty { what: "feature matrix rows" }));
     assert_eq!(variance(&empty), Err(Error::Empty { what: "feature matrix rows" }));
     assert_eq!(mutual_info(&x, &[0, 0, 0], 0, 4), Err(Error::Empty { what: "classes" }));
-    assert_eq!(x.select_columns(&[1]), Err(Error::KTooLarge { k: 1, n_features: 1 }));
+    assert_eq!(x.select_columns(&[1]), Err(Error::ShapeMismatch { what: "column index", expected: 1, found: 1 }));
+    assert_eq!(x.select_rows(&[3]), Err(Error::ShapeMismatch { what: "row index", expected: 3, found: 3 }));
+    // Memory follows the classes present, not the declared count.
+    let huge = f_classif(
+        &Matrix::new(4, 1, vec![0.0, 1.0, 2.0, 4.0]).unwrap(),
+        &[0, 0, u32::MAX - 1, u32::MAX - 1],
+        u32::MAX as usize,
+    );
+    assert!(huge.is_ok());
     // Display carries the structured fields.
     assert_eq!(
         Error::LabelOutOfRange { row: 2, label: 5, n_classes: 2 }.to_string(),
