@@ -1,0 +1,361 @@
+//! A built network: parameters as candle `Var`s, forward in train or eval mode, save/load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::spec::{Activation, LayerSpec, ModelSpec};
+use crate::{Error, Result};
+
+/// Key of the spec JSON in the safetensors metadata of a saved model.
+pub const SPEC_METADATA_KEY: &str = "tuneforge.model_spec";
+
+pub(crate) enum Layer {
+    Linear { w: Var, b: Var },
+    Conv2d { w: Var, b: Var, stride: usize, padding: usize },
+    MaxPool2d { size: usize, stride: usize },
+    BatchNorm { gamma: Var, beta: Var, mean: Tensor, var: Tensor, eps: f64, momentum: f64 },
+    Dropout { p: f32 },
+    Flatten,
+    Act(Activation),
+}
+
+/// A network built from a [`ModelSpec`] on a candle [`Device`].
+///
+/// Trainable parameters are candle [`Var`]s named `layers.{i}.weight` and
+/// `layers.{i}.bias` (for batch norm: γ is `weight`, β is `bias`, and the running
+/// statistics are the buffers `layers.{i}.running_mean` / `running_var`), as PyTorch names
+/// them. Initialisation is PyTorch's default (uniform ±1/√fan_in for weights and biases),
+/// drawn from a seeded generator so the same seed gives the same network on any device.
+pub struct Model {
+    pub(crate) spec: ModelSpec,
+    pub(crate) device: Device,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) rng: StdRng,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("spec", &self.spec).field("device", &self.device).finish()
+    }
+}
+
+pub(crate) fn uniform(rng: &mut StdRng, n: usize, bound: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+}
+
+impl ModelSpec {
+    /// Builds the network on `device` with seed 0.
+    pub fn init(&self, device: &Device) -> Result<Model> {
+        self.init_seeded(device, 0)
+    }
+
+    /// Builds the network on `device`; `seed` fixes the initial weights and the dropout
+    /// masks.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> Result<Model> {
+        let shapes = self.shapes()?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut inp = self.input.clone();
+        for (spec, out) in self.layers.iter().zip(&shapes) {
+            let layer = match spec {
+                LayerSpec::Linear { width } => {
+                    let fan_in = inp[0];
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let w = Tensor::from_vec(uniform(&mut rng, width * fan_in, bound), (*width, fan_in), device)?;
+                    let b = Tensor::from_vec(uniform(&mut rng, *width, bound), *width, device)?;
+                    Layer::Linear { w: Var::from_tensor(&w)?, b: Var::from_tensor(&b)? }
+                }
+                LayerSpec::Conv2d { channels, kernel, stride, padding } => {
+                    let fan_in = inp[0] * kernel * kernel;
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let shape = (*channels, inp[0], *kernel, *kernel);
+                    let w = Tensor::from_vec(uniform(&mut rng, channels * fan_in, bound), shape, device)?;
+                    let b = Tensor::from_vec(uniform(&mut rng, *channels, bound), *channels, device)?;
+                    Layer::Conv2d {
+                        w: Var::from_tensor(&w)?,
+                        b: Var::from_tensor(&b)?,
+                        stride: *stride,
+                        padding: *padding,
+                    }
+                }
+                LayerSpec::MaxPool2d { size, stride } => {
+                    Layer::MaxPool2d { size: *size, stride: stride.unwrap_or(*size) }
+                }
+                LayerSpec::BatchNorm { eps, momentum } => {
+                    let c = inp[0];
+                    Layer::BatchNorm {
+                        gamma: Var::ones(c, DType::F32, device)?,
+                        beta: Var::zeros(c, DType::F32, device)?,
+                        mean: Tensor::zeros(c, DType::F32, device)?,
+                        var: Tensor::ones(c, DType::F32, device)?,
+                        eps: *eps,
+                        momentum: *momentum,
+                    }
+                }
+                LayerSpec::Dropout { p } => Layer::Dropout { p: *p },
+                LayerSpec::Flatten => Layer::Flatten,
+                LayerSpec::Activation { function } => Layer::Act(*function),
+            };
+            layers.push(layer);
+            inp = out.clone();
+        }
+        Ok(Model { spec: self.clone(), device: device.clone(), layers, rng: StdRng::seed_from_u64(seed ^ 0xD1CE) })
+    }
+}
+
+impl Model {
+    /// The spec this model currently has (widths follow `widen`/`narrow`).
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Forward pass in evaluation mode (running batch-norm statistics, no dropout).
+    /// `x` has shape `[batch, ...spec.input]`; returns logits `[batch, classes]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = match layer {
+                Layer::BatchNorm { gamma, beta, mean, var, eps, .. } => {
+                    let shape = bn_shape(&h);
+                    let scale = (var.affine(1.0, *eps)?.sqrt()?.recip()? * gamma.as_tensor())?;
+                    let shift = (beta.as_tensor() - (mean * &scale)?)?;
+                    h.broadcast_mul(&scale.reshape(shape.clone())?)?.broadcast_add(&shift.reshape(shape)?)?
+                }
+                Layer::Dropout { .. } => h,
+                other => apply_stateless(other, &h)?,
+            };
+        }
+        Ok(h)
+    }
+
+    /// Forward pass in training mode: batch norm uses (and updates the running averages
+    /// with) batch statistics; dropout draws masks from the model's seeded generator.
+    pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut h = x.clone();
+        for layer in &mut self.layers {
+            h = match layer {
+                Layer::BatchNorm { gamma, beta, mean, var, eps, momentum } => {
+                    let shape = bn_shape(&h);
+                    let dims: Vec<usize> = if h.rank() == 4 { vec![0, 2, 3] } else { vec![0] };
+                    let n = dims.iter().map(|&d| h.dims()[d]).product::<usize>() as f64;
+                    let bmean = h.mean_keepdim(dims.clone())?;
+                    let centered = h.broadcast_sub(&bmean)?;
+                    let bvar = centered.sqr()?.mean_keepdim(dims)?;
+                    let normed = centered.broadcast_div(&bvar.affine(1.0, *eps)?.sqrt()?)?;
+                    let out = normed
+                        .broadcast_mul(&gamma.as_tensor().reshape(shape.clone())?)?
+                        .broadcast_add(&beta.as_tensor().reshape(shape)?)?;
+                    // Running averages (unbiased variance, as PyTorch), outside the graph.
+                    let c = mean.dims1()?;
+                    let m = *momentum;
+                    let bm = bmean.detach().reshape(c)?;
+                    let bv = (bvar.detach().reshape(c)? * (n / (n - 1.0).max(1.0)))?;
+                    *mean = ((&*mean * (1.0 - m))? + (bm * m)?)?;
+                    *var = ((&*var * (1.0 - m))? + (bv * m)?)?;
+                    out
+                }
+                Layer::Dropout { p } if *p > 0.0 => {
+                    let keep = 1.0 - *p;
+                    let n = h.elem_count();
+                    let mask: Vec<f32> =
+                        (0..n).map(|_| if self.rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+                    (&h * Tensor::from_vec(mask, h.shape(), &self.device)?)?
+                }
+                other => apply_stateless(other, &h)?,
+            };
+        }
+        Ok(h)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        if x.rank() != self.spec.input.len() + 1 || x.dims()[1..] != self.spec.input[..] {
+            return Err(Error::InputShape { expected: self.spec.input.clone(), found: x.dims().to_vec() });
+        }
+        Ok(())
+    }
+
+    /// Mean cross-entropy of `logits` against `labels` (`u32` class indices).
+    pub fn loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+    }
+
+    /// Trainable parameters by name, in layer order.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer {
+                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => {
+                    out.push((format!("layers.{i}.weight"), w.clone()));
+                    out.push((format!("layers.{i}.bias"), b.clone()));
+                }
+                Layer::BatchNorm { gamma, beta, .. } => {
+                    out.push((format!("layers.{i}.weight"), gamma.clone()));
+                    out.push((format!("layers.{i}.bias"), beta.clone()));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Every tensor that defines the model: parameters and batch-norm running statistics.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if let Layer::BatchNorm { mean, var, .. } = layer {
+                out.push((format!("layers.{i}.running_mean"), mean.clone()));
+                out.push((format!("layers.{i}.running_var"), var.clone()));
+            }
+        }
+        out
+    }
+
+    /// Number of trainable scalars.
+    pub fn parameter_count(&self) -> usize {
+        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Saves weights and running statistics as safetensors at `path`, with the spec JSON
+    /// in the file's metadata (so one file is the whole model) and, for people, beside it
+    /// as `path.json`. Each file is written to a temporary name, synced and renamed, so a
+    /// crash leaves the previous version or the new one, never a torn file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let spec_json = serde_json::to_string_pretty(&self.spec).expect("a spec always serialises");
+        let tensors = self.tensors();
+        let metadata = HashMap::from([(SPEC_METADATA_KEY.to_string(), spec_json.clone())]);
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), name: String::new(), why: e.to_string() })?;
+        write_atomic(path, &bytes)?;
+        write_atomic(&spec_path(path), spec_json.as_bytes())?;
+        Ok(())
+    }
+
+    /// Loads a model saved by [`Model::save`] onto `device`. The spec comes from the
+    /// file's metadata; every tensor must be present with the spec's shape.
+    pub fn load(path: &Path, device: &Device) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let ck = |name: &str, why: String| Error::Checkpoint { path: path.to_path_buf(), name: name.to_string(), why };
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| ck("", e.to_string()))?;
+        let spec_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(SPEC_METADATA_KEY))
+            .ok_or_else(|| ck("", format!("no {SPEC_METADATA_KEY} metadata: not a tuneforge model")))?;
+        let spec: ModelSpec =
+            serde_json::from_str(spec_json).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        let mut tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        let mut model = spec.init(device)?;
+        let mut take = |name: String, like: &Tensor| -> Result<Tensor> {
+            let t = tensors.remove(&name).ok_or_else(|| ck(&name, "missing".into()))?;
+            if t.dims() != like.dims() || t.dtype() != like.dtype() {
+                return Err(ck(
+                    &name,
+                    format!("{:?} {:?}, spec needs {:?} {:?}", t.dtype(), t.dims(), like.dtype(), like.dims()),
+                ));
+            }
+            Ok(t)
+        };
+        for (i, layer) in model.layers.iter_mut().enumerate() {
+            match layer {
+                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => {
+                    w.set(&take(format!("layers.{i}.weight"), w.as_tensor())?)?;
+                    b.set(&take(format!("layers.{i}.bias"), b.as_tensor())?)?;
+                }
+                Layer::BatchNorm { gamma, beta, mean, var, .. } => {
+                    gamma.set(&take(format!("layers.{i}.weight"), gamma.as_tensor())?)?;
+                    beta.set(&take(format!("layers.{i}.bias"), beta.as_tensor())?)?;
+                    *mean = take(format!("layers.{i}.running_mean"), mean)?;
+                    *var = take(format!("layers.{i}.running_var"), var)?;
+                }
+                _ => {}
+            }
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(ck(extra, "not part of the spec".into()));
+        }
+        Ok(model)
+    }
+
+    /// A deep copy of the model on `device` (e.g. a CUDA model onto the CPU). The copy
+    /// shares no storage with `self`: training one does not change the other.
+    pub fn to_device(&self, device: &Device) -> Result<Model> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mv = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().to_device(device)?.copy()?)?) };
+        for layer in &self.layers {
+            layers.push(match layer {
+                Layer::Linear { w, b } => Layer::Linear { w: mv(w)?, b: mv(b)? },
+                Layer::Conv2d { w, b, stride, padding } => {
+                    Layer::Conv2d { w: mv(w)?, b: mv(b)?, stride: *stride, padding: *padding }
+                }
+                Layer::BatchNorm { gamma, beta, mean, var, eps, momentum } => Layer::BatchNorm {
+                    gamma: mv(gamma)?,
+                    beta: mv(beta)?,
+                    mean: mean.to_device(device)?,
+                    var: var.to_device(device)?,
+                    eps: *eps,
+                    momentum: *momentum,
+                },
+                Layer::MaxPool2d { size, stride } => Layer::MaxPool2d { size: *size, stride: *stride },
+                Layer::Dropout { p } => Layer::Dropout { p: *p },
+                Layer::Flatten => Layer::Flatten,
+                Layer::Act(a) => Layer::Act(*a),
+            });
+        }
+        Ok(Model { spec: self.spec.clone(), device: device.clone(), layers, rng: self.rng.clone() })
+    }
+}
+
+fn bn_shape(h: &Tensor) -> Vec<usize> {
+    let c = h.dims()[1];
+    if h.rank() == 4 { vec![1, c, 1, 1] } else { vec![1, c] }
+}
+
+fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
+    Ok(match layer {
+        Layer::Linear { w, b } => h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?,
+        Layer::Conv2d { w, b, stride, padding } => {
+            let c = b.dims1()?;
+            h.conv2d(w.as_tensor(), *padding, *stride, 1, 1)?.broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
+        }
+        Layer::MaxPool2d { size, stride } => h.max_pool2d_with_stride(*size, *stride)?,
+        Layer::Flatten => h.flatten_from(1)?,
+        Layer::Act(Activation::Relu) => h.relu()?,
+        Layer::Act(Activation::Gelu) => h.gelu()?,
+        Layer::Act(Activation::Tanh) => h.tanh()?,
+        Layer::Dropout { .. } | Layer::BatchNorm { .. } => h.clone(),
+    })
+}
+
+/// Predicted class of each row of `logits`.
+pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+}
+
+fn spec_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `path` through a synced temporary file in the same directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

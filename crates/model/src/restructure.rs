@@ -1,0 +1,383 @@
+//! Changing the width of a hidden layer while training goes on.
+//!
+//! **Widen** (Net2WiderNet, Chen, Goodfellow & Shlens 2016). To grow layer `L` from `n` to
+//! `n'` units: a mapping `g` keeps `g(j) = j` for `j < n` and picks `g(j)` uniformly among
+//! the existing units for each new `j`. Unit `j` of the new layer copies the incoming
+//! weights and bias of unit `g(j)`; batch-norm γ, β and running statistics that follow `L`
+//! are copied the same way; the next parametric layer's weights *from* each replicated unit
+//! (original and copies) are divided by the unit's replication count. With `noise = 0` the
+//! network computes the same function (up to float rounding). `noise > 0` adds
+//! `N(0, (noise·std(W_L))²)` to the new units' incoming weights to break symmetry.
+//! Conv→Conv (channels), Linear→Linear, and Conv→Flatten→Linear (each channel owns a block
+//! of `h·w` columns of the linear weight) are supported, through batch norm, activations,
+//! pooling and dropout.
+//!
+//! **Narrow** removes units. Exact duplicates (identical incoming weights, bias and
+//! batch-norm parameters — what widening with `noise = 0` creates) are recognised and a
+//! removed duplicate's outgoing weights are *added* to the kept one's, so widening and then
+//! narrowing back restores the original function. Otherwise the units of least importance
+//! go, importance of unit `j` being `‖in_j‖₂ · ‖out_j‖₂`: `in_j` is the unit's incoming
+//! weight vector, or `|γ_j| / √(running_var_j + ε)` when batch norm follows (the scale the
+//! unit actually leaves with), and `out_j` the outgoing weights of its duplicate group.
+//!
+//! Both return the list of [`ParamChange`]s an optimiser needs to carry its state over.
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor, Var};
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::model::{Layer, Model};
+use crate::{Error, Result};
+
+/// How one trainable parameter changed shape.
+///
+/// Along `axis`, new index `i` took the values of old index `sources[i]` multiplied by
+/// `scale[i]`; old indices absent from `sources` were removed. All other axes are
+/// unchanged. `var` is the parameter's new variable (the old one is no longer used by the
+/// model).
+#[derive(Debug, Clone)]
+pub struct ParamChange {
+    /// Parameter name, as in [`Model::vars`].
+    pub name: String,
+    /// The new variable.
+    pub var: Var,
+    /// The axis that changed length.
+    pub axis: usize,
+    /// Old index feeding each new index along `axis`.
+    pub sources: Vec<usize>,
+    /// Factor applied to each new index's values along `axis`.
+    pub scale: Vec<f32>,
+}
+
+/// Options of [`Model::widen`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WidenOptions {
+    /// Standard deviation of the symmetry-breaking noise, relative to the std of the
+    /// layer's incoming weights (0 = exactly function-preserving).
+    pub noise: f32,
+    /// Seed of the unit choice and of the noise.
+    pub seed: u64,
+}
+
+impl Default for WidenOptions {
+    fn default() -> Self {
+        WidenOptions { noise: 0.0, seed: 0 }
+    }
+}
+
+/// The layers a width change touches.
+struct Plan {
+    /// Batch-norm layers between it and the consumer.
+    norms: Vec<usize>,
+    /// The next parametric layer.
+    consumer: usize,
+    /// Columns of the consumer per unit (h·w after a flatten, else 1).
+    block: usize,
+    /// Current width.
+    width: usize,
+}
+
+impl Model {
+    fn plan(&self, layer: usize) -> Result<Plan> {
+        let err = |why: String| Error::Resize { layer, why };
+        let hidden = self.spec.hidden_layers();
+        if !hidden.contains(&layer) {
+            return Err(err(format!("not a hidden linear/conv2d layer; hidden layers are {hidden:?}")));
+        }
+        let width = self.spec.layers[layer].width().expect("hidden layers have widths");
+        let shapes = self.spec.shapes()?;
+        let mut norms = Vec::new();
+        let mut block = 1;
+        for i in layer + 1..self.layers.len() {
+            match &self.layers[i] {
+                Layer::BatchNorm { .. } => norms.push(i),
+                Layer::Flatten => {
+                    let before = &shapes[i - 1];
+                    block = before[1..].iter().product();
+                }
+                Layer::Linear { .. } | Layer::Conv2d { .. } => {
+                    if block > 1 && matches!(self.layers[i], Layer::Conv2d { .. }) {
+                        return Err(err("a conv2d after a flatten is not supported".into()));
+                    }
+                    return Ok(Plan { norms, consumer: i, block, width });
+                }
+                _ => {}
+            }
+        }
+        Err(err("no layer consumes its output".into()))
+    }
+
+    /// Widens hidden layer `layer` (an index into `spec().layers`) to `new_width` units,
+    /// preserving the network's function (see the module docs). Returns what changed.
+    pub fn widen(&mut self, layer: usize, new_width: usize, options: WidenOptions) -> Result<Vec<ParamChange>> {
+        let plan = self.plan(layer)?;
+        let n = plan.width;
+        if new_width < n {
+            return Err(Error::Resize { layer, why: format!("widen to {new_width} < current {n}: use narrow") });
+        }
+        if new_width == n {
+            return Ok(Vec::new());
+        }
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        let g: Vec<usize> = (0..new_width).map(|j| if j < n { j } else { rng.random_range(0..n) }).collect();
+        let mut count = vec![0u32; n];
+        for &k in &g {
+            count[k] += 1;
+        }
+        let out_scale: Vec<f32> = g.iter().map(|&k| 1.0 / count[k] as f32).collect();
+        let ones = vec![1.0f32; new_width];
+        let dev = self.device.clone();
+        let idx = index_tensor(&g, &dev)?;
+        let mut changes = Vec::new();
+
+        // The layer's own weights and bias: copy rows (+ noise on the new ones).
+        let (w, b) = layer_wb(&self.layers[layer]);
+        let mut new_w = w.as_tensor().index_select(&idx, 0)?;
+        if options.noise > 0.0 {
+            let std = w.as_tensor().flatten_all()?.var_keepdim(0)?.sqrt()?.to_vec1::<f32>()?[0];
+            let per_row = new_w.elem_count() / new_width;
+            let mut noise = vec![0f32; new_w.elem_count()];
+            let normal = rand_distr_normal(&mut rng, noise[n * per_row..].len(), options.noise * std);
+            noise[n * per_row..].copy_from_slice(&normal);
+            let noise = Tensor::from_vec(noise, new_w.shape(), &dev)?;
+            new_w = (new_w + noise)?;
+        }
+        let new_b = b.as_tensor().index_select(&idx, 0)?;
+        changes.push(change(layer, "weight", &new_w, 0, &g, &ones)?);
+        changes.push(change(layer, "bias", &new_b, 0, &g, &ones)?);
+
+        // Batch norms in between: copy per-channel parameters and statistics.
+        for &i in &plan.norms {
+            if let Layer::BatchNorm { gamma, beta, mean, var, .. } = &mut self.layers[i] {
+                let ng = gamma.as_tensor().index_select(&idx, 0)?;
+                let nb = beta.as_tensor().index_select(&idx, 0)?;
+                *mean = mean.index_select(&idx, 0)?;
+                *var = var.index_select(&idx, 0)?;
+                changes.push(change(i, "weight", &ng, 0, &g, &ones)?);
+                changes.push(change(i, "bias", &nb, 0, &g, &ones)?);
+            }
+        }
+
+        // The consumer: gather input columns/channels and divide by replication counts.
+        let (cw, _) = layer_wb(&self.layers[plan.consumer]);
+        let (cols, col_scale) = expand(&g, &out_scale, plan.block);
+        let cidx = index_tensor(&cols, &dev)?;
+        let gathered = cw.as_tensor().index_select(&cidx, 1)?;
+        let mut sshape = vec![1usize; gathered.rank()];
+        sshape[1] = cols.len();
+        let new_cw = gathered.broadcast_mul(&Tensor::from_vec(col_scale.clone(), sshape, &dev)?)?;
+        changes.push(change(plan.consumer, "weight", &new_cw, 1, &cols, &col_scale)?);
+
+        self.install(&changes)?;
+        self.spec = self.spec.with_width(layer, new_width);
+        Ok(changes)
+    }
+
+    /// Narrows hidden layer `layer` to `new_width` units: exact duplicates are merged back
+    /// first, then the least important units are removed (see the module docs).
+    pub fn narrow(&mut self, layer: usize, new_width: usize) -> Result<Vec<ParamChange>> {
+        let plan = self.plan(layer)?;
+        let n = plan.width;
+        if new_width == 0 || new_width > n {
+            return Err(Error::Resize { layer, why: format!("narrow to {new_width}: must be in 1..={n}") });
+        }
+        if new_width == n {
+            return Ok(Vec::new());
+        }
+        let dev = self.device.clone();
+        let (w, b) = layer_wb(&self.layers[layer]);
+        let w_rows = rows_of(w.as_tensor(), n)?;
+        let b_vals = b.as_tensor().to_vec1::<f32>()?;
+        // Per-unit signature (incoming weights, bias, batch-norm parameters) and the scale
+        // each unit leaves with.
+        let mut signature: Vec<Vec<u32>> =
+            (0..n).map(|j| w_rows[j].iter().chain([&b_vals[j]]).map(|x| x.to_bits()).collect()).collect();
+        let mut in_norm: Vec<f32> = w_rows.iter().map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        for &i in &plan.norms {
+            if let Layer::BatchNorm { gamma, beta, mean, var, eps, .. } = &self.layers[i] {
+                let (g, bt, m, v) = (
+                    gamma.as_tensor().to_vec1::<f32>()?,
+                    beta.as_tensor().to_vec1::<f32>()?,
+                    mean.to_vec1::<f32>()?,
+                    var.to_vec1::<f32>()?,
+                );
+                for j in 0..n {
+                    signature[j].extend([g[j], bt[j], m[j], v[j]].map(f32::to_bits));
+                    in_norm[j] = g[j].abs() / (v[j] + *eps as f32).sqrt();
+                }
+            }
+        }
+        // Duplicate groups.
+        let mut group_of = vec![0usize; n];
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut seen: HashMap<&[u32], usize> = HashMap::new();
+        for j in 0..n {
+            let gi = *seen.entry(&signature[j]).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[gi].push(j);
+            group_of[j] = gi;
+        }
+        // Outgoing blocks of the consumer.
+        let (cw, _) = layer_wb(&self.layers[plan.consumer]);
+        let cdims = cw.as_tensor().dims().to_vec();
+        let out_rows = cdims[0];
+        let inner: usize = cdims[2..].iter().product(); // k·k for a conv consumer, 1 for linear
+        let per_unit = plan.block * inner; // values per (output row, unit)
+        let in_cols = cdims[1];
+        let cvals = cw.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let unit_vals = |j: usize| -> Vec<f32> {
+            let mut v = Vec::with_capacity(out_rows * per_unit);
+            for r in 0..out_rows {
+                let base = r * in_cols * inner + j * per_unit;
+                v.extend_from_slice(&cvals[base..base + per_unit]);
+            }
+            v
+        };
+        let group_out_norm: Vec<f32> = groups
+            .iter()
+            .map(|members| {
+                let mut sum = vec![0f32; out_rows * per_unit];
+                for &j in members {
+                    for (s, x) in sum.iter_mut().zip(unit_vals(j)) {
+                        *s += x;
+                    }
+                }
+                sum.iter().map(|x| x * x).sum::<f32>().sqrt()
+            })
+            .collect();
+        let score: Vec<f32> = (0..n).map(|j| in_norm[j] * group_out_norm[group_of[j]]).collect();
+        // One representative per group, best first; then extra members if room is left.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+        let mut keep = Vec::with_capacity(new_width);
+        let mut taken = vec![false; groups.len()];
+        for &j in &order {
+            if keep.len() < new_width && !taken[group_of[j]] {
+                taken[group_of[j]] = true;
+                keep.push(j);
+            }
+        }
+        for &j in &order {
+            if keep.len() < new_width && !keep.contains(&j) {
+                keep.push(j);
+            }
+        }
+        keep.sort_unstable();
+        // Removed duplicates hand their outgoing weights to a kept member of their group.
+        let mut merged = vec![1u32; n];
+        let mut new_cvals = cvals.clone();
+        for j in 0..n {
+            if keep.contains(&j) {
+                continue;
+            }
+            if let Some(&k) = groups[group_of[j]].iter().find(|m| keep.contains(m)) {
+                merged[k] += 1;
+                for r in 0..out_rows {
+                    let (src, dst) = (r * in_cols * inner + j * per_unit, r * in_cols * inner + k * per_unit);
+                    for t in 0..per_unit {
+                        new_cvals[dst + t] += cvals[src + t];
+                    }
+                }
+            }
+        }
+
+        let idx = index_tensor(&keep, &dev)?;
+        let ones = vec![1.0f32; new_width];
+        let mut changes = Vec::new();
+        changes.push(change(layer, "weight", &w.as_tensor().index_select(&idx, 0)?, 0, &keep, &ones)?);
+        changes.push(change(layer, "bias", &b.as_tensor().index_select(&idx, 0)?, 0, &keep, &ones)?);
+        for &i in &plan.norms {
+            if let Layer::BatchNorm { gamma, beta, mean, var, .. } = &mut self.layers[i] {
+                let ng = gamma.as_tensor().index_select(&idx, 0)?;
+                let nb = beta.as_tensor().index_select(&idx, 0)?;
+                *mean = mean.index_select(&idx, 0)?;
+                *var = var.index_select(&idx, 0)?;
+                changes.push(change(i, "weight", &ng, 0, &keep, &ones)?);
+                changes.push(change(i, "bias", &nb, 0, &keep, &ones)?);
+            }
+        }
+        let merged_cw = Tensor::from_vec(new_cvals, cdims, &dev)?;
+        let keep_scale: Vec<f32> = keep.iter().map(|&k| merged[k] as f32).collect();
+        let (cols, col_scale) = expand(&keep, &keep_scale, plan.block);
+        let new_cw = merged_cw.index_select(&index_tensor(&cols, &dev)?, 1)?;
+        changes.push(change(plan.consumer, "weight", &new_cw, 1, &cols, &col_scale)?);
+
+        self.install(&changes)?;
+        self.spec = self.spec.with_width(layer, new_width);
+        Ok(changes)
+    }
+
+    /// Puts the new variables of `changes` into the layers.
+    fn install(&mut self, changes: &[ParamChange]) -> Result<()> {
+        for c in changes {
+            let mut parts = c.name.split('.');
+            let (_, i, which) = (parts.next(), parts.next(), parts.next());
+            let i: usize = i.and_then(|s| s.parse().ok()).expect("names are layers.{i}.{weight|bias}");
+            match (&mut self.layers[i], which) {
+                (Layer::Linear { w, .. } | Layer::Conv2d { w, .. }, Some("weight")) => *w = c.var.clone(),
+                (Layer::Linear { b, .. } | Layer::Conv2d { b, .. }, Some("bias")) => *b = c.var.clone(),
+                (Layer::BatchNorm { gamma, .. }, Some("weight")) => *gamma = c.var.clone(),
+                (Layer::BatchNorm { beta, .. }, Some("bias")) => *beta = c.var.clone(),
+                _ => unreachable!("change {} does not name a parameter", c.name),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn layer_wb(layer: &Layer) -> (&Var, &Var) {
+    match layer {
+        Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => (w, b),
+        _ => unreachable!("plan() only returns linear/conv layers"),
+    }
+}
+
+fn change(layer: usize, what: &str, t: &Tensor, axis: usize, sources: &[usize], scale: &[f32]) -> Result<ParamChange> {
+    Ok(ParamChange {
+        name: format!("layers.{layer}.{what}"),
+        var: Var::from_tensor(t)?,
+        axis,
+        sources: sources.to_vec(),
+        scale: scale.to_vec(),
+    })
+}
+
+fn index_tensor(idx: &[usize], dev: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<u32>>(), idx.len(), dev)?)
+}
+
+/// Unit-level sources/scales expanded to the consumer's columns (`block` per unit).
+fn expand(units: &[usize], scale: &[f32], block: usize) -> (Vec<usize>, Vec<f32>) {
+    let mut cols = Vec::with_capacity(units.len() * block);
+    let mut s = Vec::with_capacity(units.len() * block);
+    for (&u, &f) in units.iter().zip(scale) {
+        for p in 0..block {
+            cols.push(u * block + p);
+            s.push(f);
+        }
+    }
+    (cols, s)
+}
+
+fn rows_of(t: &Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
+    let flat = t.flatten_all()?.to_vec1::<f32>()?;
+    let per = flat.len() / n;
+    Ok(flat.chunks(per).map(<[f32]>::to_vec).collect())
+}
+
+/// `count` draws of N(0, std²) (Box–Muller; rand 0.9 has no normal distribution without
+/// the rand_distr crate, and two lines do not justify a dependency).
+fn rand_distr_normal(rng: &mut StdRng, count: usize, std: f32) -> Vec<f32> {
+    (0..count)
+        .map(|_| {
+            let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+            let u2: f32 = rng.random();
+            std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect()
+}
