@@ -33,6 +33,7 @@ mod csv;
 mod dataset;
 mod error;
 pub mod idx;
+mod memory;
 mod prefetch;
 pub mod registry;
 mod sampler;
@@ -43,6 +44,7 @@ pub use crate::csv::{Column, ColumnValues, CsvData, CsvDataset, CsvOptions, Tabl
 pub use crate::dataset::{Dataset, Scale};
 pub use crate::error::{Error, Result};
 pub use crate::idx::{Access, GzCache, IdxArray, IdxDataset};
+pub use crate::memory::{InMemory, Subset, stratified_split};
 pub use crate::prefetch::Prefetcher;
 pub use crate::registry::{DataDirs, Known};
 pub use crate::sampler::{Draw, EpochSampler};

@@ -495,3 +495,37 @@ fn fashion_mnist_epoch_with_changing_batch_sizes_covers_every_image_once() {
     let s = pre.cache_stats();
     assert_eq!(s.hits + s.misses, 60_000);
 }
+
+#[test]
+fn stratified_split_keeps_class_proportions_and_is_seeded() {
+    let digits = DataDirs::new(vec![repo_datasets()]).open(Known::Digits, &shared_cache()).unwrap();
+    let labels: Vec<u32> = (0..digits.len()).map(|r| digits.label(r)).collect();
+    let (train, test) = stratified_split(&labels, 0.2, 42).unwrap();
+    assert_eq!(train.len() + test.len(), 1797);
+    // Per class: round(count × 0.2) in the test part.
+    let counts = digits.class_counts();
+    for (c, &n) in counts.iter().enumerate() {
+        let in_test = test.iter().filter(|&&r| labels[r as usize] == c as u32).count();
+        assert_eq!(in_test, (n as f64 * 0.2).round() as usize, "class {c}");
+    }
+    let mut all: Vec<u32> = train.iter().chain(&test).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1797).collect::<Vec<u32>>());
+    assert_eq!(stratified_split(&labels, 0.2, 42).unwrap().1, test);
+    assert_ne!(stratified_split(&labels, 0.2, 43).unwrap().1, test);
+    assert!(stratified_split(&labels, 1.0, 0).is_err());
+
+    // A subset view and an in-memory copy read the same rows.
+    let sub = Subset::new(digits.clone(), test.clone()).unwrap();
+    let mem = InMemory::copy_of(&sub).unwrap();
+    let (mut a, mut b) = (vec![0f32; 64], vec![0f32; 64]);
+    sub.read_row(5, &mut a).unwrap();
+    digits.read_row(test[5] as usize, &mut b).unwrap();
+    assert_eq!(a, b);
+    mem.read_row(5, &mut b).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(mem.label(5), digits.label(test[5] as usize));
+    assert!(Subset::new(digits.clone(), vec![5000]).is_err());
+    assert!(InMemory::new(vec![0.0; 3], vec![0, 1], vec![2], vec!["a".into(), "b".into()]).is_err());
+    assert!(InMemory::new(vec![0.0; 4], vec![0, 2], vec![2], vec!["a".into(), "b".into()]).is_err());
+}
