@@ -1,13 +1,16 @@
 //! `cargo xtask`: tuneforge's command line.
 //!
-//! One module per subcommand. Today: `datasets` (list what can be found and check it).
-//! `tune`, `train` and the benchmarks arrive with the crates they need.
+//! One module per subcommand: `datasets` (list what can be found and check it), `train`
+//! (one run without tuning), `bench-step` (training/inference throughput). `tune` arrives
+//! with the agent.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod datasets;
+mod train;
 
 /// tuneforge: train candle networks and tune them while they train.
 #[derive(Debug, Parser)]
@@ -22,6 +25,12 @@ enum Command {
     /// List the datasets that can be found, with rows, feature shape, classes and per-class
     /// counts; exits non-zero if one of them is corrupt.
     Datasets(DataArgs),
+    /// Train one model once, without tuning, and write summary.json, predictions.csv,
+    /// the model and the optimiser state to --out.
+    Train(train::TrainArgs),
+    /// Training and inference samples/s of one model at one batch size on Fashion-MNIST
+    /// (one JSON line, comparable with ../shared/bench/torch_throughput.py).
+    BenchStep(bench::BenchStepArgs),
 }
 
 /// Where datasets are looked for.
@@ -47,5 +56,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Datasets(args) => datasets::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::BenchStep(args) => {
+            if let Some(n) = args.threads {
+                // SAFETY: no other thread exists yet (nothing has touched candle or rayon).
+                unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+            }
+            bench::run(&args)
+        }
     }
 }

@@ -1,7 +1,41 @@
-//! `tuneforge-agent`: one training run (data → prep → model → optim → eval → monitor,
-//! checkpoints, resume), the run wrapped as a reinforcement-learning environment whose
-//! actions change the learning rate, batch size and hidden widths mid-run, the policies and
-//! baselines (fixed, random search, ASHA, PBT) and the study store.
+//! `tuneforge-agent`: one training run (data → prep → model → optim → eval), and — as the
+//! agent issue lands — the run wrapped as a reinforcement-learning environment whose
+//! actions change the learning rate, batch size and hidden widths mid-run, the policies
+//! and baselines, and the study store.
 //!
-//! Not implemented yet: this crate is planned in `docs/ARCHITECTURE.md` and issue 6. It
-//! holds no code until the real thing lands, so nothing here pretends to work.
+//! Today this crate holds the [`run`] module: [`run::Run`] is a training run with the
+//! knobs the agent will turn ([`run::Run::set_batch_size`],
+//! [`run::Run::scale_learning_rate`], [`run::Run::resize_hidden`]) and [`run::train`] runs
+//! one to the end and writes its summary, predictions, model and optimiser state — what
+//! `cargo xtask train` does. Data preparation ([`data`]) splits datasets without a test
+//! split 80/20 (seeded, stratified) and fits preprocessing on the training rows only.
+//!
+//! ```no_run
+//! use candle_core::Device;
+//! use tuneforge_agent::data::DataSource;
+//! use tuneforge_agent::run::{RunConfig, train};
+//! use tuneforge_loader::{DataDirs, GzCache};
+//! use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
+//!
+//! let config = RunConfig {
+//!     data: DataSource::parse("digits", None)?,
+//!     model: "mlp:64".into(),
+//!     epochs: 5,
+//!     batch_size: 32,
+//!     optimizer: OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() }),
+//!     schedule: ScheduleConfig::Constant,
+//!     seed: 0,
+//!     clip_norm: None,
+//!     val_fraction: 0.0,
+//! };
+//! let dirs = DataDirs::resolve(None);
+//! let summary = train(config, &dirs, &GzCache::default_location(), &Device::Cpu, "runs/digits".as_ref(), &mut |_| {})?;
+//! println!("test accuracy {:.4}", summary.test_accuracy);
+//! # Ok::<(), tuneforge_agent::Error>(())
+//! ```
+
+pub mod data;
+mod error;
+pub mod run;
+
+pub use crate::error::{Error, Result};

@@ -115,6 +115,34 @@ impl Table {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The rows `rows` (in that order) as a new table; missing counts are recomputed.
+    ///
+    /// # Panics
+    /// If a row index is out of range (a caller bug).
+    pub fn select_rows(&self, rows: &[usize]) -> Table {
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                let (values, missing) = match &c.values {
+                    ColumnValues::Numeric(v) => {
+                        let v: Vec<f64> = rows.iter().map(|&r| v[r]).collect();
+                        let missing = v.iter().filter(|x| x.is_nan()).count();
+                        (ColumnValues::Numeric(v), missing)
+                    }
+                    ColumnValues::Categorical { levels, codes } => {
+                        let codes: Vec<Option<u32>> = rows.iter().map(|&r| codes[r]).collect();
+                        let missing = codes.iter().filter(|x| x.is_none()).count();
+                        (ColumnValues::Categorical { levels: levels.clone(), codes }, missing)
+                    }
+                };
+                Column { name: c.name.clone(), values, missing }
+            })
+            .collect();
+        let row_names = self.row_names.as_ref().map(|names| rows.iter().map(|&r| names[r].clone()).collect());
+        Table { columns, row_names, n_rows: rows.len() }
+    }
+
     /// Missing-value count per column, in column order.
     pub fn missing_counts(&self) -> Vec<(&str, usize)> {
         self.columns.iter().map(|c| (c.name.as_str(), c.missing)).collect()

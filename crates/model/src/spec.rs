@@ -227,7 +227,7 @@ impl ModelSpec {
                     if shape.len() != 1 && shape.len() != 3 {
                         return Err(err(format!("batch norm needs [d] or [c, h, w], got {shape:?}")));
                     }
-                    if !(*eps > 0.0) || !(0.0..=1.0).contains(momentum) {
+                    if eps.is_nan() || *eps <= 0.0 || !(0.0..=1.0).contains(momentum) {
                         return Err(err("batch norm needs eps > 0 and momentum in [0, 1]".into()));
                     }
                     shape

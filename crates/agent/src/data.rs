@@ -1,0 +1,176 @@
+//! Turning a dataset name into train / validation / test splits ready for a network.
+//!
+//! - Fashion-MNIST: its own 60000/10000 train/test split; pixels scaled by 1/255.
+//! - CSV data (`digits`, `biopsy`, `csv:PATH`): a seeded, stratified 80/20 train/test split
+//!   ([`tuneforge_loader::stratified_split`] with the run's seed), then a preprocessing
+//!   pipeline fitted **on the training rows only** — median imputation (numeric),
+//!   most-frequent imputation (categorical), dropping constant columns, standard scaling,
+//!   one-hot encoding (unknown categories at test time encode as all zeros) — and applied to
+//!   the test rows. The fitted pipeline is kept so it ships with the model.
+//! - Validation, when asked for, is a further seeded stratified hold-out of the training
+//!   rows; the test split is never looked at during training.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tuneforge_loader::{
+    CsvOptions, DataDirs, Dataset, GzCache, InMemory, Known, Scale, Subset, Table, read_csv, stratified_split,
+};
+use tuneforge_prep::{Columns, FittedPipeline, Impute, PipelineConfig, Scaling, Step, Unknown};
+
+use crate::{Error, Result};
+
+/// Where a run's data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// A dataset known by name (`fashion-mnist`, `digits`, `biopsy`).
+    Known(String),
+    /// A CSV file with a header and a label column.
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The label column's name.
+        label: String,
+    },
+}
+
+impl DataSource {
+    /// Parses `fashion-mnist`, `digits`, `biopsy` or `csv:PATH` (the label column comes
+    /// from `label`, required for CSV files).
+    pub fn parse(text: &str, label: Option<&str>) -> Result<Self> {
+        if let Some(path) = text.strip_prefix("csv:") {
+            let label = label.ok_or_else(|| Error::Config {
+                what: "dataset",
+                why: format!("{text}: a CSV dataset needs --label COLUMN"),
+            })?;
+            return Ok(DataSource::Csv { path: PathBuf::from(path), label: label.to_string() });
+        }
+        match Known::from_name(text) {
+            Some(Known::FashionMnistTest) => Err(Error::Config {
+                what: "dataset",
+                why: "train on fashion-mnist; its test split is used for testing".into(),
+            }),
+            Some(k) => Ok(DataSource::Known(k.name().to_string())),
+            None => Err(Error::Config {
+                what: "dataset",
+                why: format!("unknown dataset {text:?}; use fashion-mnist, digits, biopsy or csv:PATH"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataSource::Known(n) => f.write_str(n),
+            DataSource::Csv { path, label } => write!(f, "csv:{} (label {label})", path.display()),
+        }
+    }
+}
+
+/// Splits ready for training.
+pub struct Prepared {
+    /// Training rows.
+    pub train: Arc<dyn Dataset>,
+    /// Validation rows (held out of the training split), if asked for.
+    pub val: Option<Arc<dyn Dataset>>,
+    /// Test rows.
+    pub test: Arc<dyn Dataset>,
+    /// Applied to features as batches are built.
+    pub scale: Scale,
+    /// Shape of one sample as the model sees it.
+    pub sample_shape: Vec<usize>,
+    /// The preprocessing fitted on the training rows (CSV data).
+    pub pipeline: Option<FittedPipeline>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("train", &self.train.len())
+            .field("val", &self.val.as_ref().map(|v| v.len()))
+            .field("test", &self.test.len())
+            .field("sample_shape", &self.sample_shape)
+            .finish()
+    }
+}
+
+/// The default preprocessing of CSV data (see the module docs).
+pub fn default_pipeline() -> PipelineConfig {
+    PipelineConfig {
+        steps: vec![
+            Step::Impute { columns: Columns::All, strategy: Impute::Median },
+            Step::Impute { columns: Columns::All, strategy: Impute::MostFrequent },
+            Step::DropConstant { columns: Columns::All },
+            Step::Scale { columns: Columns::All, method: Scaling::Standard },
+            Step::OneHot { columns: Columns::All, unknown: Unknown::Ignore },
+        ],
+    }
+}
+
+/// Loads `source` and splits it; `val_fraction` of the training rows are held out.
+pub fn prepare(
+    source: &DataSource,
+    dirs: &DataDirs,
+    cache: &GzCache,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<Prepared> {
+    let (train, test, scale, pipeline, sample_shape): (Arc<dyn Dataset>, Arc<dyn Dataset>, Scale, _, Vec<usize>) =
+        match source {
+            DataSource::Known(name) if name.starts_with("fashion-mnist") => {
+                let train = dirs.open(Known::FashionMnistTrain, cache)?;
+                let test = dirs.open(Known::FashionMnistTest, cache)?;
+                let shape = vec![1, 28, 28];
+                (train, test, Scale::divide(255.0), None, shape)
+            }
+            DataSource::Known(name) => {
+                let known = Known::from_name(name)
+                    .ok_or_else(|| Error::Config { what: "dataset", why: format!("unknown dataset {name:?}") })?;
+                let path = dirs.locate(known)?.remove(0);
+                let opts = known.csv_options().expect("known CSV datasets have options");
+                let (tr, te, p, shape) = prepare_csv(&path, &opts, seed)?;
+                (tr, te, Scale::IDENTITY, Some(p), shape)
+            }
+            DataSource::Csv { path, label } => {
+                let (tr, te, p, shape) = prepare_csv(path, &CsvOptions::with_label(label), seed)?;
+                (tr, te, Scale::IDENTITY, Some(p), shape)
+            }
+        };
+    let (train, val) = if val_fraction > 0.0 {
+        let labels: Vec<u32> = (0..train.len()).map(|r| train.label(r)).collect();
+        let (fit_rows, val_rows) = stratified_split(&labels, val_fraction, seed ^ 0x005E_ED0F_0A11)?;
+        let fit: Arc<dyn Dataset> = Arc::new(Subset::new(train.clone(), fit_rows)?);
+        let val: Arc<dyn Dataset> = Arc::new(Subset::new(train, val_rows)?);
+        (fit, Some(val))
+    } else {
+        (train, None)
+    };
+    Ok(Prepared { train, val, test, scale, sample_shape, pipeline })
+}
+
+type CsvSplits = (Arc<dyn Dataset>, Arc<dyn Dataset>, FittedPipeline, Vec<usize>);
+
+fn prepare_csv(path: &std::path::Path, opts: &CsvOptions, seed: u64) -> Result<CsvSplits> {
+    let data = read_csv(path, opts)?;
+    let (train_rows, test_rows) = stratified_split(&data.labels, 0.2, seed)?;
+    let as_usize = |rows: &[u32]| rows.iter().map(|&r| r as usize).collect::<Vec<_>>();
+    let (train_rows, test_rows) = (as_usize(&train_rows), as_usize(&test_rows));
+    let train_table: Table = data.table.select_rows(&train_rows);
+    let test_table: Table = data.table.select_rows(&test_rows);
+    let (pipeline, report) = default_pipeline().fit(&train_table)?;
+    tracing::info!(%report, "preprocessing fitted on {} training rows", train_rows.len());
+    let names = data.label_names.clone();
+    let to_dataset = |table: &Table, rows: &[usize]| -> Result<InMemory> {
+        let (m, _) = pipeline.transform(table)?;
+        let labels: Vec<u32> = m.rows.iter().map(|&r| data.labels[rows[r]]).collect();
+        let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
+        Ok(InMemory::new(features, labels, vec![m.columns.len()], names.clone())?)
+    };
+    let train = to_dataset(&train_table, &train_rows)?;
+    let test = to_dataset(&test_table, &test_rows)?;
+    let shape = train.feature_shape().to_vec();
+    Ok((Arc::new(train), Arc::new(test), pipeline, shape))
+}

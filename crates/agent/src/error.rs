@@ -1,0 +1,57 @@
+//! The agent crate's error type: the pipeline crates' errors, with context.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong preparing data, training, evaluating or writing outputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or splitting the dataset.
+    #[error(transparent)]
+    Loader(#[from] tuneforge_loader::Error),
+    /// Fitting or applying the preprocessing pipeline.
+    #[error("preprocessing: {0}")]
+    Prep(#[from] tuneforge_prep::Error),
+    /// Building, running or restructuring the model.
+    #[error(transparent)]
+    Model(#[from] tuneforge_model::Error),
+    /// The optimiser or its schedule.
+    #[error("optimiser: {0}")]
+    Optim(#[from] tuneforge_optim::Error),
+    /// Computing metrics.
+    #[error("evaluation: {0}")]
+    Eval(#[from] tuneforge_eval::Error),
+    /// A tensor operation.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A configuration value that cannot work (named, with the reason).
+    #[error("invalid {what}: {why}")]
+    Config {
+        /// The setting.
+        what: &'static str,
+        /// Why it is refused.
+        why: String,
+    },
+    /// Training produced a non-finite loss.
+    #[error("training diverged at epoch {epoch}, step {step}: loss {loss}")]
+    Diverged {
+        /// Epoch (0-based).
+        epoch: usize,
+        /// Global step.
+        step: u64,
+        /// The loss value.
+        loss: f32,
+    },
+    /// Writing an output file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,148 @@
+//! Integration tests of the training run on real data (digits, biopsy, Fashion-MNIST).
+
+// Test helpers outside #[test] fns unwrap too; a panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use tuneforge_agent::data::DataSource;
+use tuneforge_agent::run::{Run, RunConfig, RunEvent, train};
+use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_model::WidenOptions;
+use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
+
+fn repo_dirs() -> DataDirs {
+    DataDirs::new(vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")])
+}
+
+fn shared_dirs() -> DataDirs {
+    let dir = std::env::var_os("TUNEFORGE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"));
+    DataDirs::new(vec![dir])
+}
+
+fn cache() -> GzCache {
+    GzCache::new(Path::new(env!("CARGO_TARGET_TMPDIR")).join("tuneforge-gz-cache"))
+}
+
+fn config(data: &str, model: &str, epochs: usize) -> RunConfig {
+    RunConfig {
+        data: DataSource::parse(data, None).unwrap(),
+        model: model.into(),
+        epochs,
+        batch_size: 32,
+        optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, ..Default::default() }),
+        schedule: ScheduleConfig::Constant,
+        seed: 1,
+        clip_norm: None,
+        val_fraction: 0.0,
+    }
+}
+
+#[test]
+fn digits_train_writes_summary_and_predictions_and_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut epochs_seen = 0;
+    let summary = train(config("digits", "mlp:64", 8), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |ev| {
+        if let RunEvent::Epoch { .. } = ev {
+            epochs_seen += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(epochs_seen, 8);
+    // 359 test rows: per class round(0.2 × count) of digits' class counts
+    // [178, 182, 177, 183, 181, 182, 181, 179, 174, 180] = 36+36+35+37+36+36+36+36+35+36.
+    let preds = std::fs::read_to_string(tmp.path().join("predictions.csv")).unwrap();
+    assert_eq!(preds.lines().count(), 1 + 359);
+    assert!(preds.starts_with("index,label,predicted\n0,"));
+    // The accuracy in summary.json is the one computed from predictions.csv.
+    let correct = preds
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            f[1] == f[2]
+        })
+        .count();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["test_accuracy"].as_f64().unwrap(), correct as f64 / 359.0);
+    assert_eq!(json["epochs"], 8);
+    assert!(json["samples_per_s"].as_f64().unwrap() > 0.0);
+    assert!(json["test_macro_f1"].as_f64().unwrap() > 0.9);
+    // A small MLP on standardised digits reaches > 93% (nearest-centroid gets ~90%).
+    assert!(summary.test_accuracy > 0.93, "{}", summary.test_accuracy);
+    assert!(tmp.path().join("model.safetensors").is_file());
+    assert!(tmp.path().join("prep.json").is_file());
+    assert!(tmp.path().join("optimizer").is_dir());
+}
+
+#[test]
+fn biopsy_csv_just_works_with_its_missing_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/biopsy.csv");
+    let mut cfg = config("digits", "mlp:16", 15);
+    cfg.data = DataSource::parse(&format!("csv:{}", path.display()), Some("class")).unwrap();
+    let summary = train(cfg, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap();
+    // 699 rows → 140 test rows; benign/malignant is an easy problem (> 94% for any sane model).
+    assert_eq!(summary.test_report.support, 140);
+    assert!(summary.test_accuracy > 0.94, "{}", summary.test_accuracy);
+    // The ID column is a feature here (it was not dropped): 10 inputs.
+    assert_eq!(summary.model.input, [10]);
+    assert!(DataSource::parse("csv:x.csv", None).is_err());
+    assert!(DataSource::parse("imagenet", None).is_err());
+}
+
+#[test]
+fn the_run_keeps_training_through_width_batch_and_lr_changes() {
+    let mut cfg = config("digits", "mlp:32,32", 1);
+    cfg.optimizer = OptimizerConfig::Sgd(SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() });
+    cfg.val_fraction = 0.2;
+    let mut run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+    // 20% of the 1438 training rows, stratified (per-class rounding).
+    assert_eq!(run.data().val.as_ref().unwrap().len(), 287);
+    let first = run.train_epoch(&mut |_| {}).unwrap();
+    let acc0 = first.val.as_ref().unwrap().report.accuracy;
+    // Widen both hidden layers: validation metrics do not move (function-preserving)...
+    let before = run.evaluate(&**run.data().val.as_ref().unwrap()).unwrap();
+    run.resize_hidden(0, 48, WidenOptions::default()).unwrap();
+    run.resize_hidden(2, 64, WidenOptions::default()).unwrap();
+    let after = run.evaluate(&**run.data().val.as_ref().unwrap()).unwrap();
+    assert_eq!(before.predictions, after.predictions);
+    assert!((before.loss - after.loss).abs() < 1e-5);
+    assert_eq!(run.model().spec().hidden_widths(), [48, 64]);
+    // ...and training continues with other batch sizes and learning rates, then narrowing.
+    run.set_batch_size(64).unwrap();
+    run.scale_learning_rate(0.5).unwrap();
+    assert!((run.learning_rate() - 0.025).abs() < 1e-12);
+    let s = run.train_step().unwrap();
+    assert_eq!(s.batch_size, 64);
+    run.resize_hidden(0, 24, WidenOptions::default()).unwrap();
+    for _ in 0..3 {
+        let e = run.train_epoch(&mut |_| {}).unwrap();
+        assert!(e.train_loss.is_finite());
+    }
+    let acc = run.evaluate(&**run.data().val.as_ref().unwrap()).unwrap().report.accuracy;
+    assert!(acc > 0.9 && acc >= acc0 - 0.02, "val accuracy {acc} after changes (first epoch {acc0})");
+    assert!(run.set_batch_size(0).is_err());
+}
+
+#[test]
+fn fashion_mnist_splits_and_one_epoch_on_a_subset_of_steps() {
+    let mut cfg = config("fashion-mnist", "seed-cnn", 1);
+    cfg.val_fraction = 0.1;
+    cfg.batch_size = 128;
+    let mut run = Run::new(cfg, &shared_dirs(), &cache(), &Device::Cpu).unwrap();
+    assert_eq!(run.data().train.len(), 54_000);
+    assert_eq!(run.data().val.as_ref().unwrap().len(), 6000);
+    assert_eq!(run.data().test.len(), 10_000);
+    assert_eq!(run.data().val.as_ref().unwrap().class_counts(), vec![600; 10]);
+    // 30 steps of the article's CNN move the loss well below ln(10) = 2.30.
+    let mut last = f32::INFINITY;
+    for _ in 0..30 {
+        last = run.train_step().unwrap().loss;
+    }
+    assert!(last < 1.2, "loss after 30 steps: {last}");
+}

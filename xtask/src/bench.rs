@@ -1,0 +1,161 @@
+//! `cargo xtask bench-step`: training and inference throughput of one model at one batch
+//! size on Fashion-MNIST, measured as `../shared/bench/torch_throughput.py` measures
+//! PyTorch, so the two can run side by side.
+//!
+//! Method: the whole training and test sets resident in memory as `f32` tensors (pixels
+//! /255); 20 warm-up steps; then one full shuffled epoch (60000 rows, last partial batch
+//! included) of gather + forward + backward + Adam(1e-3) step, timed; then inference
+//! throughput over the 10000 test images at the same batch size (one warm-up pass, the
+//! mean of two timed passes). For models with a hidden layer, also the wall time of
+//! widening the first hidden layer by half and of narrowing it back (optimiser remap
+//! included).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use tuneforge_loader::{DataDirs, Dataset, GzCache, InMemory, Known};
+use tuneforge_model::{Model, ModelSpec, WidenOptions};
+use tuneforge_optim::{AdamConfig, Optimizer, OptimizerConfig};
+
+use crate::DataArgs;
+
+const WARMUP_STEPS: usize = 20;
+
+/// Measure training and inference samples/s of one model at one batch size.
+#[derive(Debug, clap::Args)]
+pub struct BenchStepArgs {
+    /// seed-cnn, or mlp:W1,W2,...
+    #[arg(long, default_value = "mlp:256")]
+    pub model: String,
+    /// Rows per step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// cpu, or cuda[:N] (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Worker threads for candle's CPU kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of the weights and the epoch's order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Record {
+    system: &'static str,
+    device: String,
+    model: String,
+    batch_size: usize,
+    threads: usize,
+    parameters: usize,
+    train_samples_per_s: f64,
+    epoch_s: f64,
+    infer_samples_per_s: f64,
+    last_loss: f32,
+    widen_ms: Option<f64>,
+    narrow_ms: Option<f64>,
+}
+
+fn resident(ds: &dyn Dataset, input: &[usize], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    let mem = InMemory::copy_of(ds)?;
+    let x: Vec<f32> = mem.features().iter().map(|v| v / 255.0).collect();
+    let mut shape = vec![ds.len()];
+    shape.extend_from_slice(input);
+    Ok((Tensor::from_vec(x, shape, device)?, Tensor::from_slice(mem.labels(), ds.len(), device)?))
+}
+
+fn step(model: &mut Model, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, idx: &[u32]) -> anyhow::Result<Tensor> {
+    let idx = Tensor::from_slice(idx, idx.len(), x.device())?;
+    let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
+    let loss = Model::loss(&model.forward_train(&xb)?, &yb)?;
+    opt.step(&loss.backward()?)?;
+    Ok(loss)
+}
+
+pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
+    let device = crate::train::parse_device(&args.device)?;
+    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
+    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let train = dirs.open(Known::FashionMnistTrain, &cache).context("bench-step needs Fashion-MNIST")?;
+    let test = dirs.open(Known::FashionMnistTest, &cache)?;
+    let spec = ModelSpec::preset(&args.model, &[1, 28, 28], 10)?;
+    let (xtr, ytr) = resident(&*train, &spec.input, &device)?;
+    let (xte, _) = resident(&*test, &spec.input, &device)?;
+    let mut model = spec.init_seeded(&device, args.seed)?;
+    let mut opt = OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() }).build(model.vars())?;
+    let n = train.len();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+
+    perm.shuffle(&mut rng);
+    for chunk in perm.chunks(args.batch_size).take(WARMUP_STEPS) {
+        step(&mut model, &mut *opt, &xtr, &ytr, chunk)?;
+    }
+    device.synchronize()?;
+    perm.shuffle(&mut rng);
+    let t = Instant::now();
+    let mut last = None;
+    for chunk in perm.chunks(args.batch_size) {
+        last = Some(step(&mut model, &mut *opt, &xtr, &ytr, chunk)?);
+    }
+    let last_loss = last.map(|l| l.to_scalar::<f32>()).transpose()?.unwrap_or(f32::NAN);
+    device.synchronize()?;
+    let epoch_s = t.elapsed().as_secs_f64();
+
+    let infer_pass = |model: &Model| -> anyhow::Result<()> {
+        for start in (0..test.len()).step_by(args.batch_size) {
+            let len = args.batch_size.min(test.len() - start);
+            model.forward(&xte.narrow(0, start, len)?)?;
+        }
+        Ok(device.synchronize()?)
+    };
+    infer_pass(&model)?;
+    let t = Instant::now();
+    infer_pass(&model)?;
+    infer_pass(&model)?;
+    let infer_samples_per_s = 2.0 * test.len() as f64 / t.elapsed().as_secs_f64();
+
+    let (mut widen_ms, mut narrow_ms) = (None, None);
+    if let Some(&layer) = model.spec().hidden_layers().first() {
+        let width = model.spec().layers[layer].width().unwrap_or(0);
+        let time = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+            let t = Instant::now();
+            f()?;
+            device.synchronize()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
+        let resize = |w: usize, m: &mut Model, o: &mut dyn Optimizer| -> anyhow::Result<()> {
+            let changes = if w > width { m.widen(layer, w, WidenOptions::default())? } else { m.narrow(layer, w)? };
+            for c in changes {
+                o.remap(&c.name, c.var, c.axis, &c.sources, &c.scale)?;
+            }
+            Ok(())
+        };
+        widen_ms = Some(time(&mut || resize(width + width / 2, &mut model, &mut *opt))?);
+        narrow_ms = Some(time(&mut || resize(width, &mut model, &mut *opt))?);
+    }
+
+    let record = Record {
+        system: "tuneforge",
+        device: args.device.clone(),
+        model: args.model.clone(),
+        batch_size: args.batch_size,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        parameters: model.parameter_count(),
+        train_samples_per_s: n as f64 / epoch_s,
+        epoch_s,
+        infer_samples_per_s,
+        last_loss,
+        widen_ms,
+        narrow_ms,
+    };
+    println!("{}", serde_json::to_string(&record)?);
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask train`: one training run without tuning — the baseline a user compares
+//! the tuner against.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use tuneforge_agent::data::DataSource;
+use tuneforge_agent::run::{RunConfig, RunEvent, train};
+use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_optim::{AdamConfig, AdamWConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
+
+use crate::DataArgs;
+
+/// Train one model on one dataset and report test accuracy and macro-F1.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// fashion-mnist, digits, biopsy, or csv:PATH (with --label).
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Label column of a csv: dataset.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// seed-cnn, or mlp:W1,W2,... (hidden widths).
+    #[arg(long, default_value = "mlp:256")]
+    pub model: String,
+    /// Passes over the training rows.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Rows per optimiser step.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// adam, adamw or sgd.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay (L2 for sgd/adam, decoupled for adamw).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// constant, cosine[:WARMUP_STEPS], step:STEPS:GAMMA, exp:GAMMA or article:BETA
+    /// (α(t+1) = α(t)/(1+β^t)); stepped once per optimiser step.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Fraction of the training rows held out for validation (reported per epoch).
+    #[arg(long, default_value_t = 0.0)]
+    pub val_fraction: f64,
+    /// Seed of the split, initial weights, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, or cuda[:N] (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output directory (summary.json, predictions.csv, model, optimiser state).
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn parse_schedule(text: &str) -> anyhow::Result<ScheduleConfig> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let num = |s: &str| s.parse::<f64>().with_context(|| format!("--schedule {text}: {s:?} is not a number"));
+    Ok(match parts[..] {
+        ["constant"] => ScheduleConfig::Constant,
+        ["cosine"] => ScheduleConfig::Cosine { total_steps: 0, warmup_steps: 0, min_lr: 0.0 },
+        ["cosine", w] => ScheduleConfig::Cosine { total_steps: 0, warmup_steps: num(w)? as u64, min_lr: 0.0 },
+        ["step", n, g] => ScheduleConfig::Step { step_size: num(n)? as u64, gamma: num(g)? },
+        ["exp", g] => ScheduleConfig::Exponential { gamma: num(g)? },
+        ["article", b] => ScheduleConfig::ArticleDecay { beta: num(b)? },
+        _ => {
+            bail!("--schedule {text}: expected constant, cosine[:WARMUP], step:STEPS:GAMMA, exp:GAMMA or article:BETA")
+        }
+    })
+}
+
+pub fn parse_optimizer(kind: &str, lr: f64, momentum: f64, weight_decay: f64) -> anyhow::Result<OptimizerConfig> {
+    Ok(match kind {
+        "adam" => OptimizerConfig::Adam(AdamConfig { lr, weight_decay, ..Default::default() }),
+        "adamw" => OptimizerConfig::AdamW(AdamWConfig { lr, weight_decay, ..Default::default() }),
+        "sgd" => OptimizerConfig::Sgd(SgdConfig { lr, momentum, weight_decay, ..Default::default() }),
+        other => bail!("--optimizer {other}: expected adam, adamw or sgd"),
+    })
+}
+
+pub fn parse_device(text: &str) -> anyhow::Result<Device> {
+    match text {
+        "cpu" => Ok(Device::Cpu),
+        t if t.starts_with("cuda") => {
+            let n = t.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
+            let n: usize = n.parse().with_context(|| format!("--device {t}: bad ordinal"))?;
+            Device::new_cuda(n).with_context(|| {
+                format!("--device {t}: this build has no CUDA (build with --features cuda) or no GPU {n}")
+            })
+        }
+        other => bail!("--device {other}: expected cpu or cuda[:N]"),
+    }
+}
+
+/// A progress bar on a terminal; plain lines otherwise (or when `CI` is set).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        Progress { bar: interactive.then(ProgressBar::hidden) }
+    }
+
+    pub fn event(&mut self, ev: RunEvent<'_>, epochs: usize) {
+        match ev {
+            RunEvent::Started { train_rows, steps_per_epoch, parameters } => {
+                eprintln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
+                if let Some(bar) = &mut self.bar {
+                    *bar = ProgressBar::new(steps_per_epoch as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!("epoch 1/{epochs}"));
+                }
+            }
+            RunEvent::Step { stats, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                    if stats.step % 10 == 0 {
+                        bar.set_message(format!("loss {:.4} lr {:.2e} bs {}", stats.loss, stats.lr, stats.batch_size));
+                    }
+                }
+            }
+            RunEvent::Epoch { stats } => {
+                let val = stats
+                    .val
+                    .as_ref()
+                    .map(|v| format!(", val acc {:.4}, val macro-F1 {:.4}", v.report.accuracy, v.report.macro_avg.f1))
+                    .unwrap_or_default();
+                let line = format!(
+                    "epoch {}/{epochs}: train loss {:.4}, {:.0} samples/s{val}",
+                    stats.epoch + 1,
+                    stats.train_loss,
+                    stats.samples_per_s
+                );
+                match &self.bar {
+                    Some(bar) => {
+                        bar.println(line);
+                        bar.reset();
+                        bar.set_prefix(format!("epoch {}/{epochs}", stats.epoch + 2));
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let config = RunConfig {
+        data: DataSource::parse(&args.dataset, args.label.as_deref())?,
+        model: args.model.clone(),
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: parse_optimizer(&args.optimizer, args.lr, args.momentum, args.weight_decay)?,
+        schedule: parse_schedule(&args.schedule)?,
+        seed: args.seed,
+        clip_norm: args.clip_norm,
+        val_fraction: args.val_fraction,
+    };
+    let device = parse_device(&args.device)?;
+    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
+    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let mut progress = Progress::new();
+    let summary = train(config, &dirs, &cache, &device, &args.out, &mut |ev| progress.event(ev, args.epochs))?;
+    progress.finish();
+    println!(
+        "test accuracy {:.4}, test macro-F1 {:.4}, {:.0} samples/s, {:.1} s; wrote {}",
+        summary.test_accuracy,
+        summary.test_macro_f1,
+        summary.samples_per_s,
+        summary.wall_seconds,
+        args.out.join("summary.json").display()
+    );
+    Ok(())
+}
