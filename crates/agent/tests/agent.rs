@@ -146,3 +146,59 @@ fn fashion_mnist_splits_and_one_epoch_on_a_subset_of_steps() {
     }
     assert!(last < 1.2, "loss after 30 steps: {last}");
 }
+
+/// Trains, narrows the hidden layer to a quarter, and counts the steps needed to get back
+/// within 1 point of the validation accuracy before narrowing. Prints the figures.
+fn narrow_and_recover(
+    data: &str,
+    dirs: &DataDirs,
+    model: &str,
+    width: usize,
+    epochs: usize,
+    batch: usize,
+) -> (f64, f64, usize) {
+    let mut cfg = config(data, model, epochs);
+    cfg.val_fraction = 0.2;
+    cfg.batch_size = batch;
+    cfg.optimizer = OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() });
+    let mut run = Run::new(cfg, dirs, &cache(), &Device::Cpu).unwrap();
+    for _ in 0..epochs {
+        run.train_epoch(&mut |_| {}).unwrap();
+    }
+    let val = run.data().val.clone().unwrap();
+    let before = run.evaluate(&*val).unwrap().report.accuracy;
+    let layer = run.model().spec().hidden_layers()[0];
+    run.resize_hidden(layer, width / 4, WidenOptions::default()).unwrap();
+    let dip = run.evaluate(&*val).unwrap().report.accuracy;
+    let mut steps = 0;
+    loop {
+        for _ in 0..10 {
+            run.train_step().unwrap();
+        }
+        steps += 10;
+        let acc = run.evaluate(&*val).unwrap().report.accuracy;
+        if acc >= before - 0.01 || steps >= 3000 {
+            println!(
+                "{data} {model}: val accuracy {before:.4} → narrowed {width}→{}: {dip:.4} → {acc:.4} after {steps} steps",
+                width / 4
+            );
+            return (before, dip, steps);
+        }
+    }
+}
+
+#[test]
+fn narrowing_a_trained_digits_model_dips_then_recovers() {
+    let (before, dip, steps) = narrow_and_recover("digits", &repo_dirs(), "mlp:128", 128, 10, 32);
+    assert!(before > 0.93, "{before}");
+    assert!(dip < before, "narrowing 128→32 units should cost accuracy: {dip} vs {before}");
+    assert!(steps < 3000, "no recovery within 3000 steps");
+}
+
+/// `cargo test -p tuneforge-agent --release -- --ignored --nocapture fashion_mnist_narrow`
+#[test]
+#[ignore = "trains Fashion-MNIST for 2 epochs (~1 min in release on 2 cores)"]
+fn fashion_mnist_narrow_dips_then_recovers() {
+    let (before, dip, steps) = narrow_and_recover("fashion-mnist", &shared_dirs(), "mlp:256", 256, 2, 128);
+    assert!(before > 0.84 && dip < before && steps < 3000, "{before} {dip} {steps}");
+}
