@@ -1,0 +1,190 @@
+//! The JSONL event log: what is written reads back; a crash's torn line is tolerated, damage
+//! elsewhere is a typed error with its line number.
+
+use std::io::Write as _;
+
+use tuneforge_monitor::*;
+
+fn every_kind_of_event() -> Vec<Event> {
+    let step = StepRecord {
+        step: 3,
+        epoch: 0,
+        loss: f64::NAN,
+        samples: 128,
+        seconds: 0.004,
+        grad_norm: Some(f64::INFINITY),
+        lr: 1e-3,
+        batch_size: 128,
+        widths: vec![256, 64],
+        samples_per_s: 32000.0,
+        samples_per_s_ewma: 31000.5,
+        loss_ewma: 0.75,
+    };
+    vec![
+        Event::RunStart(RunStart {
+            run: "r1".into(),
+            unix_ms: 1_700_000_000_000,
+            attributes: [("dataset".to_string(), "fashion-mnist".to_string())].into(),
+        }),
+        Event::Step(step),
+        Event::Summary(Figures {
+            step: 3,
+            steps: 4,
+            rss_bytes: Some(1 << 30),
+            loss_slope: -0.01,
+            window_p50_s: f64::NAN,
+            ..Default::default()
+        }),
+        Event::Epoch(EpochEnd { epoch: 0, step: 3, samples: 512, seconds: 1.5 }),
+        Event::Evaluation(Evaluation {
+            step: 3,
+            epoch: 0,
+            accuracy: 0.8,
+            macro_f1: 0.79,
+            loss: Some(0.5),
+            seconds: 0.2,
+        }),
+        Event::Anomaly(Anomaly {
+            step: 3,
+            kind: AnomalyKind::NonFiniteLoss,
+            value: f64::NAN,
+            threshold: f64::INFINITY,
+        }),
+        Event::Anomaly(Anomaly { step: 4, kind: AnomalyKind::ThroughputDrop, value: 10.0, threshold: 50.0 }),
+        Event::Rollback(Rollback {
+            step: 3,
+            to_step: 0,
+            lr_before: 1e-3,
+            lr_after: 5e-4,
+            cause: AnomalyKind::NonFiniteLoss,
+        }),
+        Event::Decision(Decision {
+            step: 3,
+            action: "lr*0.5".into(),
+            lr: 5e-4,
+            batch_size: 64,
+            widths: vec![384],
+            reward: Some(-0.25),
+        }),
+        Event::Checkpoint(Checkpoint { step: 3, path: Some("/tmp/ck".into()) }),
+        Event::RunEnd(RunEnd { step: 3, seconds: 2.0, outcome: Outcome::Completed, anomalies: 2, rollbacks: 1 }),
+    ]
+}
+
+/// NaN != NaN: compare through the JSON text.
+fn same(a: &[Event], b: &[Event]) {
+    assert_eq!(serde_json::to_string(a).unwrap(), serde_json::to_string(b).unwrap());
+}
+
+#[test]
+fn every_event_round_trips_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let events = every_kind_of_event();
+    let mut log = EventLog::open(&path).unwrap();
+    for e in &events {
+        log.append(e).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.events_written(), events.len() as u64);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), events.len());
+    assert!(text.contains(r#""loss":"NaN""#), "{text}");
+    assert!(text.contains(r#""grad_norm":"inf""#), "{text}");
+    assert!(text.lines().all(|l| l.starts_with(r#"{"event":""#)));
+    let read = read_log(&path).unwrap();
+    assert_eq!(read.torn_tail, None);
+    same(&read.events, &events);
+    assert!(matches!(&read.events[1], Event::Step(s) if s.loss.is_nan() && s.grad_norm == Some(f64::INFINITY)));
+}
+
+#[test]
+fn a_torn_last_line_is_tolerated_and_cut_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let events = every_kind_of_event();
+    let mut log = EventLog::open(&path).unwrap();
+    for e in &events[..4] {
+        log.append(e).unwrap();
+    }
+    drop(log);
+    // A crash in the middle of writing the fifth line.
+    let line = serde_json::to_string(&events[4]).unwrap();
+    let torn = &line[..line.len() / 2];
+    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(torn.as_bytes()).unwrap();
+
+    let read = read_log(&path).unwrap();
+    same(&read.events, &events[..4]);
+    assert_eq!(read.torn_tail, Some(TornTail { line: 5, bytes: torn.len() }));
+
+    // Reopening for append cuts the torn bytes, so the next event is on a line of its own.
+    let mut log = EventLog::open(&path).unwrap();
+    log.append(&events[4]).unwrap();
+    drop(log);
+    let read = read_log(&path).unwrap();
+    assert_eq!(read.torn_tail, None);
+    same(&read.events, &events[..5]);
+}
+
+#[test]
+fn every_prefix_of_a_log_reads_without_error() {
+    // Wherever a crash cuts the file, the reader returns the complete events before the cut.
+    let events = every_kind_of_event();
+    let mut bytes = Vec::new();
+    let mut ends = Vec::new();
+    for e in &events {
+        serde_json::to_writer(&mut bytes, e).unwrap();
+        bytes.push(b'\n');
+        ends.push(bytes.len());
+    }
+    for cut in 0..=bytes.len() {
+        let read = parse_log(std::path::Path::new("mem.jsonl"), &bytes[..cut]).unwrap();
+        let complete = ends.iter().filter(|&&end| end <= cut).count();
+        // A cut just before a line's '\n' leaves that line complete JSON: it counts.
+        let whole_line = ends.iter().any(|&end| end == cut + 1);
+        let expected = complete + usize::from(whole_line);
+        assert_eq!(read.events.len(), expected, "cut at {cut}");
+        assert_eq!(read.torn_tail.is_some(), !ends.contains(&cut) && cut > 0 && !whole_line, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_corrupt_middle_line_is_an_error_with_its_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let events = every_kind_of_event();
+    let mut text = String::new();
+    for (i, e) in events.iter().enumerate() {
+        if i == 3 {
+            text.push_str("{\"event\":\"step\",\"step\":\n");
+        }
+        text.push_str(&serde_json::to_string(e).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&path, &text).unwrap();
+    match read_log(&path) {
+        Err(Error::CorruptLine { path: p, line, .. }) => {
+            assert_eq!(p, path);
+            assert_eq!(line, 4);
+        }
+        other => panic!("expected CorruptLine, got {other:?}"),
+    }
+    // An unknown event kind is damage too (the enum is closed).
+    std::fs::write(&path, "{\"event\":\"mystery\"}\n{\"event\":\"checkpoint\",\"step\":1}\n").unwrap();
+    assert!(matches!(read_log(&path), Err(Error::CorruptLine { line: 1, .. })));
+    // A missing file is an i/o error naming it.
+    let missing = dir.path().join("missing.jsonl");
+    assert!(matches!(read_log(&missing), Err(Error::Io { path, .. }) if path == missing));
+}
+
+#[test]
+fn blank_lines_are_skipped() {
+    let events = every_kind_of_event();
+    let text = format!(
+        "\n{}\n\n{}\n\n",
+        serde_json::to_string(&events[0]).unwrap(),
+        serde_json::to_string(&events[9]).unwrap()
+    );
+    let read = parse_log(std::path::Path::new("x"), text.as_bytes()).unwrap();
+    same(&read.events, &[events[0].clone(), events[9].clone()]);
+}
