@@ -54,10 +54,13 @@
 //!
 //! A consequence to know: the *fresh* gradient of a split outgoing weight equals the
 //! source's (each copy sees the same activation), not `1/c` of it. So after a widening
-//! the outgoing weights' `v` rises back towards the gradients' scale over about
-//! `1/(1 − β₂)` steps, and meanwhile Adam's steps on those weights are up to `c` times
-//! their size relative to the halved weights. Training stays stable (tested), and
-//! narrowing keeps state untouched apart from dropping units, where `scale` is 1.
+//! the outgoing weights' `m` returns to the gradients' scale within about `1/(1 − β₁)`
+//! steps but `v` only within about `1/(1 − β₂)`, and in between each copy's Adam step
+//! can be up to `c` times the source's usual step while its weight is `1/c` of the
+//! source's. Training stays finite and keeps improving in the tests. Narrowing drops the
+//! removed units' state; where the model merges `c` duplicates back into one unit it
+//! reports `scale = c`, and the same rule then adds the duplicates' (equal) first
+//! moments back together.
 //!
 //! # Speed: fused CPU updates
 //!
