@@ -1,6 +1,6 @@
 //! What monitoring costs a training step: `Monitor::step` (recorder, detectors, recovery
 //! policy, JSONL event written per step, a summary with RSS every 100 steps; OTLP off as in
-//! the default build) against one real training step of a candle-nn MLP 784-256-10 (Adam,
+//! the default build, and on) against one real training step of a candle-nn MLP 784-256-10 (Adam,
 //! batch 128, Fashion-MNIST) on the CPU.
 //!
 //! `cargo bench -p tuneforge-monitor --bench overhead`; figures in `docs/benchmarks.md`
@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tuneforge_monitor::{Monitor, MonitorConfig, StepFacts, Telemetry};
+use tuneforge_monitor::{Monitor, MonitorConfig, OtlpConfig, StepFacts, Telemetry};
 
 fn facts(step: u64) -> StepFacts {
     // A plausible, slightly noisy step so that the detectors do real work.
@@ -62,6 +62,30 @@ fn bench(c: &mut Criterion) {
                 black_box(monitor.step(facts(i)).unwrap());
             }
             t.elapsed()
+        })
+    });
+    // OTLP on (this bench is built with `otlp` through the dev-dependency): metrics aggregated
+    // in memory per step; the exporter points at a closed port and never exports while timed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    group.bench_function("monitor_step_jsonl_otlp", |b| {
+        b.iter_custom(|iters| {
+            run += 1;
+            let path = dir.path().join(format!("bench-{run}.jsonl"));
+            let config = MonitorConfig { log: Some(path.clone()), ..Default::default() };
+            let otlp = OtlpConfig {
+                export_interval: Duration::from_secs(3600),
+                timeout: Duration::from_millis(200),
+                ..OtlpConfig::new(format!("http://127.0.0.1:{closed}"))
+            };
+            let mut monitor = Monitor::new(config, Telemetry::otlp(&otlp, "bench").unwrap()).unwrap();
+            let t = Instant::now();
+            for i in 0..iters {
+                black_box(monitor.step(facts(i)).unwrap());
+            }
+            let elapsed = t.elapsed();
+            drop(monitor);
+            std::fs::remove_file(&path).unwrap();
+            elapsed
         })
     });
 

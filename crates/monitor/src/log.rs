@@ -24,6 +24,7 @@ pub struct EventLog {
     file: File,
     buf: Vec<u8>,
     events: u64,
+    repaired: u64,
 }
 
 impl EventLog {
@@ -40,7 +41,7 @@ impl EventLog {
         if cut > 0 {
             tracing::warn!(path = %path.display(), bytes = cut, "cut a torn last line off the event log");
         }
-        Ok(EventLog { path, file, buf: Vec::with_capacity(512), events: 0 })
+        Ok(EventLog { path, file, buf: Vec::with_capacity(512), events: 0, repaired: cut })
     }
 
     /// Appends one event as one line and hands it to the kernel (no fsync).
@@ -61,6 +62,11 @@ impl EventLog {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes of a torn last line cut off when the file was opened (0 if it ended cleanly).
+    pub fn repaired_bytes(&self) -> u64 {
+        self.repaired
     }
 
     /// Events appended through this handle.
@@ -117,8 +123,9 @@ pub struct TornTail {
     pub bytes: usize,
 }
 
-/// Reads a whole event log. Blank lines are skipped. See the [module docs](self) for what is
-/// tolerated.
+/// Reads a whole event log. Blank lines are skipped; a last line that does not parse (a torn
+/// write) is reported in [`LogContents::torn_tail`]; a bad line anywhere else is
+/// [`Error::CorruptLine`] with its 1-based line number.
 pub fn read_log(path: impl AsRef<Path>) -> Result<LogContents> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

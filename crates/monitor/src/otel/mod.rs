@@ -78,7 +78,11 @@ impl OtlpConfig {
     /// Only the http/protobuf protocol is supported: an `OTEL_EXPORTER_OTLP_PROTOCOL` other
     /// than `http/protobuf` is logged as a warning and ignored.
     pub fn from_env() -> Option<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return None;
         }
@@ -208,5 +212,43 @@ impl Telemetry {
             Some(i) => i.shutdown(),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn config_from_the_standard_variables() {
+        assert_eq!(OtlpConfig::from_vars(lookup(&[])), None);
+        assert_eq!(OtlpConfig::from_vars(lookup(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])), None);
+        let cfg = OtlpConfig::from_vars(lookup(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318")])).unwrap();
+        assert_eq!(cfg, OtlpConfig::new("http://h:4318"));
+        assert_eq!(cfg.service_name, "tuneforge");
+        let cfg = OtlpConfig::from_vars(lookup(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
+            ("OTEL_SERVICE_NAME", "trainer-7"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.service_name, "trainer-7");
+        let off = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"), ("OTEL_SDK_DISABLED", "TRUE")];
+        assert_eq!(OtlpConfig::from_vars(lookup(&off)), None);
+    }
+
+    #[test]
+    fn disabled_telemetry_is_a_no_op() {
+        let mut t = Telemetry::disabled();
+        assert!(!t.is_enabled());
+        t.epoch_start(0);
+        t.flush().unwrap();
+        t.shutdown().unwrap();
+        #[cfg(not(feature = "otlp"))]
+        assert_eq!(std::mem::size_of::<Telemetry>(), 0);
     }
 }

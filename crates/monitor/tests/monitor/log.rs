@@ -119,6 +119,7 @@ fn a_torn_last_line_is_tolerated_and_cut_on_reopen() {
 
     // Reopening for append cuts the torn bytes, so the next event is on a line of its own.
     let mut log = EventLog::open(&path).unwrap();
+    assert_eq!(log.repaired_bytes(), torn.len() as u64);
     log.append(&events[4]).unwrap();
     drop(log);
     let read = read_log(&path).unwrap();
