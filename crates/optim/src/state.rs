@@ -68,9 +68,14 @@ impl Buf {
                 let n = map.sources.len();
                 let mut new = Vec::with_capacity(outer * n * inner);
                 for o in 0..outer {
-                    for (&src, &f) in map.sources.iter().zip(&factors) {
-                        let start = (o * old_len + src) * inner;
-                        new.extend(old[start..start + inner].iter().map(|&x| x * f));
+                    let block = &old[o * old_len * inner..(o + 1) * old_len * inner];
+                    if inner == 1 {
+                        // Gathering columns (the consumer's input axis): one pass per row.
+                        new.extend(map.sources.iter().zip(&factors).map(|(&src, &f)| block[src] * f));
+                    } else {
+                        for (&src, &f) in map.sources.iter().zip(&factors) {
+                            new.extend(block[src * inner..(src + 1) * inner].iter().map(|&x| x * f));
+                        }
                     }
                 }
                 Ok(Buf::Host(new))
