@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor, Var};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -130,12 +130,11 @@ impl Model {
         let out_scale: Vec<f32> = g.iter().map(|&k| 1.0 / count[k] as f32).collect();
         let ones = vec![1.0f32; new_width];
         let dev = self.device.clone();
-        let idx = index_tensor(&g, &dev)?;
         let mut changes = Vec::new();
 
         // The layer's own weights and bias: copy rows (+ noise on the new ones).
         let (w, b) = layer_wb(&self.layers[layer]);
-        let mut new_w = w.as_tensor().index_select(&idx, 0)?;
+        let new_w = gather_var(w.as_tensor(), 0, &g, None)?;
         if options.noise > 0.0 {
             let std = w.as_tensor().flatten_all()?.var_keepdim(0)?.sqrt()?.to_vec1::<f32>()?[0];
             let per_row = new_w.elem_count() / new_width;
@@ -143,33 +142,29 @@ impl Model {
             let normal = rand_distr_normal(&mut rng, noise[n * per_row..].len(), options.noise * std);
             noise[n * per_row..].copy_from_slice(&normal);
             let noise = Tensor::from_vec(noise, new_w.shape(), &dev)?;
-            new_w = (new_w + noise)?;
+            new_w.set(&(new_w.as_tensor() + noise)?)?;
         }
-        let new_b = b.as_tensor().index_select(&idx, 0)?;
-        changes.push(change(layer, "weight", &new_w, 0, &g, &ones)?);
-        changes.push(change(layer, "bias", &new_b, 0, &g, &ones)?);
+        let new_b = gather_var(b.as_tensor(), 0, &g, None)?;
+        changes.push(change(layer, "weight", new_w, 0, &g, &ones)?);
+        changes.push(change(layer, "bias", new_b, 0, &g, &ones)?);
 
         // Batch norms in between: copy per-channel parameters and statistics.
         for &i in &plan.norms {
             if let Layer::BatchNorm { gamma, beta, mean, var, .. } = &mut self.layers[i] {
-                let ng = gamma.as_tensor().index_select(&idx, 0)?;
-                let nb = beta.as_tensor().index_select(&idx, 0)?;
-                *mean = mean.index_select(&idx, 0)?;
-                *var = var.index_select(&idx, 0)?;
-                changes.push(change(i, "weight", &ng, 0, &g, &ones)?);
-                changes.push(change(i, "bias", &nb, 0, &g, &ones)?);
+                let ng = gather_var(gamma.as_tensor(), 0, &g, None)?;
+                let nb = gather_var(beta.as_tensor(), 0, &g, None)?;
+                *mean = gather_tensor(mean, 0, &g)?;
+                *var = gather_tensor(var, 0, &g)?;
+                changes.push(change(i, "weight", ng, 0, &g, &ones)?);
+                changes.push(change(i, "bias", nb, 0, &g, &ones)?);
             }
         }
 
         // The consumer: gather input columns/channels and divide by replication counts.
         let (cw, _) = layer_wb(&self.layers[plan.consumer]);
         let (cols, col_scale) = expand(&g, &out_scale, plan.block);
-        let cidx = index_tensor(&cols, &dev)?;
-        let gathered = cw.as_tensor().index_select(&cidx, 1)?;
-        let mut sshape = vec![1usize; gathered.rank()];
-        sshape[1] = cols.len();
-        let new_cw = gathered.broadcast_mul(&Tensor::from_vec(col_scale.clone(), sshape, &dev)?)?;
-        changes.push(change(plan.consumer, "weight", &new_cw, 1, &cols, &col_scale)?);
+        let new_cw = gather_var(cw.as_tensor(), 1, &cols, Some(&col_scale))?;
+        changes.push(change(plan.consumer, "weight", new_cw, 1, &cols, &col_scale)?);
 
         self.install(&changes)?;
         self.spec = self.spec.with_width(layer, new_width);
@@ -286,26 +281,25 @@ impl Model {
             }
         }
 
-        let idx = index_tensor(&keep, &dev)?;
         let ones = vec![1.0f32; new_width];
         let mut changes = Vec::new();
-        changes.push(change(layer, "weight", &w.as_tensor().index_select(&idx, 0)?, 0, &keep, &ones)?);
-        changes.push(change(layer, "bias", &b.as_tensor().index_select(&idx, 0)?, 0, &keep, &ones)?);
+        changes.push(change(layer, "weight", gather_var(w.as_tensor(), 0, &keep, None)?, 0, &keep, &ones)?);
+        changes.push(change(layer, "bias", gather_var(b.as_tensor(), 0, &keep, None)?, 0, &keep, &ones)?);
         for &i in &plan.norms {
             if let Layer::BatchNorm { gamma, beta, mean, var, .. } = &mut self.layers[i] {
-                let ng = gamma.as_tensor().index_select(&idx, 0)?;
-                let nb = beta.as_tensor().index_select(&idx, 0)?;
-                *mean = mean.index_select(&idx, 0)?;
-                *var = var.index_select(&idx, 0)?;
-                changes.push(change(i, "weight", &ng, 0, &keep, &ones)?);
-                changes.push(change(i, "bias", &nb, 0, &keep, &ones)?);
+                let ng = gather_var(gamma.as_tensor(), 0, &keep, None)?;
+                let nb = gather_var(beta.as_tensor(), 0, &keep, None)?;
+                *mean = gather_tensor(mean, 0, &keep)?;
+                *var = gather_tensor(var, 0, &keep)?;
+                changes.push(change(i, "weight", ng, 0, &keep, &ones)?);
+                changes.push(change(i, "bias", nb, 0, &keep, &ones)?);
             }
         }
         let merged_cw = Tensor::from_vec(new_cvals, cdims, &dev)?;
         let keep_scale: Vec<f32> = keep.iter().map(|&k| merged[k] as f32).collect();
         let (cols, col_scale) = expand(&keep, &keep_scale, plan.block);
-        let new_cw = merged_cw.index_select(&index_tensor(&cols, &dev)?, 1)?;
-        changes.push(change(plan.consumer, "weight", &new_cw, 1, &cols, &col_scale)?);
+        let new_cw = gather_var(&merged_cw, 1, &cols, None)?;
+        changes.push(change(plan.consumer, "weight", new_cw, 1, &cols, &col_scale)?);
 
         self.install(&changes)?;
         self.spec = self.spec.with_width(layer, new_width);
@@ -337,14 +331,71 @@ fn layer_wb(layer: &Layer) -> (&Var, &Var) {
     }
 }
 
-fn change(layer: usize, what: &str, t: &Tensor, axis: usize, sources: &[usize], scale: &[f32]) -> Result<ParamChange> {
+fn change(layer: usize, what: &str, var: Var, axis: usize, sources: &[usize], scale: &[f32]) -> Result<ParamChange> {
     Ok(ParamChange {
         name: format!("layers.{layer}.{what}"),
-        var: Var::from_tensor(t)?,
+        var,
         axis,
         sources: sources.to_vec(),
         scale: scale.to_vec(),
     })
+}
+
+/// `t` gathered along `axis` (new index `i` ← old index `sources[i]`, times `scale[i]`),
+/// as a plain vector and its dims — on the CPU with contiguous `f32` data, one pass
+/// straight from the storage; `None` elsewhere (use [`gather_on_device`]).
+fn gather_vec(t: &Tensor, axis: usize, sources: &[usize], scale: Option<&[f32]>) -> Option<(Vec<f32>, Vec<usize>)> {
+    if !(t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()) {
+        return None;
+    }
+    let dims = t.dims().to_vec();
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(all)) = &*storage else { return None };
+    let data = &all[layout.start_offset()..layout.start_offset() + t.elem_count()];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let old_len = dims[axis];
+    let mut out = Vec::with_capacity(t.elem_count() / old_len.max(1) * sources.len());
+    for block in data.chunks_exact(old_len * inner) {
+        for (i, &s) in sources.iter().enumerate() {
+            let src = &block[s * inner..(s + 1) * inner];
+            match scale.map(|sc| sc[i]) {
+                Some(f) if f != 1.0 => out.extend(src.iter().map(|x| x * f)),
+                _ => out.extend_from_slice(src),
+            }
+        }
+    }
+    let mut new_dims = dims;
+    new_dims[axis] = sources.len();
+    Some((out, new_dims))
+}
+
+/// [`gather_vec`] on any device: `index_select` + `broadcast_mul`.
+fn gather_on_device(t: &Tensor, axis: usize, sources: &[usize], scale: Option<&[f32]>) -> Result<Tensor> {
+    let g = t.index_select(&index_tensor(sources, t.device())?, axis)?;
+    Ok(match scale {
+        Some(sc) => {
+            let mut sshape = vec![1usize; t.rank()];
+            sshape[axis] = sources.len();
+            g.broadcast_mul(&Tensor::from_vec(sc.to_vec(), sshape, t.device())?)?
+        }
+        None => g,
+    })
+}
+
+/// A new variable holding `t` gathered along `axis` (no extra copy on the CPU).
+fn gather_var(t: &Tensor, axis: usize, sources: &[usize], scale: Option<&[f32]>) -> Result<Var> {
+    match gather_vec(t, axis, sources, scale) {
+        Some((v, dims)) => Ok(Var::from_vec(v, dims, &Device::Cpu)?),
+        None => Ok(Var::from_tensor(&gather_on_device(t, axis, sources, scale)?)?),
+    }
+}
+
+/// A new (non-trainable) tensor holding `t` gathered along `axis`.
+fn gather_tensor(t: &Tensor, axis: usize, sources: &[usize]) -> Result<Tensor> {
+    match gather_vec(t, axis, sources, None) {
+        Some((v, dims)) => Ok(Tensor::from_vec(v, dims, &Device::Cpu)?),
+        None => gather_on_device(t, axis, sources, None),
+    }
 }
 
 fn index_tensor(idx: &[usize], dev: &Device) -> Result<Tensor> {
