@@ -184,13 +184,14 @@ impl Model {
         }
         let dev = self.device.clone();
         let (w, b) = layer_wb(&self.layers[layer]);
-        let w_rows = rows_of(w.as_tensor(), n)?;
+        let w_flat = w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let per_row = w_flat.len() / n;
+        let row = |j: usize| &w_flat[j * per_row..(j + 1) * per_row];
         let b_vals = b.as_tensor().to_vec1::<f32>()?;
-        // Per-unit signature (incoming weights, bias, batch-norm parameters) and the scale
-        // each unit leaves with.
-        let mut signature: Vec<Vec<u32>> =
-            (0..n).map(|j| w_rows[j].iter().chain([&b_vals[j]]).map(|x| x.to_bits()).collect()).collect();
-        let mut in_norm: Vec<f32> = w_rows.iter().map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        // Per-unit parameters besides the incoming row (bias, batch-norm γ, β, mean, var)
+        // and the scale each unit leaves with.
+        let mut extra: Vec<Vec<f32>> = b_vals.iter().map(|&x| vec![x]).collect();
+        let mut in_norm: Vec<f32> = (0..n).map(|j| row(j).iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
         for &i in &plan.norms {
             if let Layer::BatchNorm { gamma, beta, mean, var, eps, .. } = &self.layers[i] {
                 let (g, bt, m, v) = (
@@ -200,20 +201,31 @@ impl Model {
                     var.to_vec1::<f32>()?,
                 );
                 for j in 0..n {
-                    signature[j].extend([g[j], bt[j], m[j], v[j]].map(f32::to_bits));
+                    extra[j].extend([g[j], bt[j], m[j], v[j]]);
                     in_norm[j] = g[j].abs() / (v[j] + *eps as f32).sqrt();
                 }
             }
         }
-        // Duplicate groups.
+        // Duplicate groups: bucket by a hash of the bits, confirm by exact comparison.
+        let bits_eq = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        let same = |a: usize, b: usize| bits_eq(row(a), row(b)) && bits_eq(&extra[a], &extra[b]);
         let mut group_of = vec![0usize; n];
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        let mut seen: HashMap<&[u32], usize> = HashMap::new();
+        let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
         for j in 0..n {
-            let gi = *seen.entry(&signature[j]).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
+            let h = row(j)
+                .iter()
+                .chain(&extra[j])
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x0100_0000_01b3));
+            let bucket = buckets.entry(h).or_default();
+            let gi = match bucket.iter().find(|&&gi| same(groups[gi][0], j)) {
+                Some(&gi) => gi,
+                None => {
+                    groups.push(Vec::new());
+                    bucket.push(groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
             groups[gi].push(j);
             group_of[j] = gi;
         }
@@ -413,12 +425,6 @@ fn expand(units: &[usize], scale: &[f32], block: usize) -> (Vec<usize>, Vec<f32>
         }
     }
     (cols, s)
-}
-
-fn rows_of(t: &Tensor, n: usize) -> Result<Vec<Vec<f32>>> {
-    let flat = t.flatten_all()?.to_vec1::<f32>()?;
-    let per = flat.len() / n;
-    Ok(flat.chunks(per).map(<[f32]>::to_vec).collect())
 }
 
 /// `count` draws of N(0, std²) (Box–Muller; rand 0.9 has no normal distribution without
