@@ -4,6 +4,7 @@
 //! (one run without tuning), `bench-step` (training/inference throughput). `tune` arrives
 //! with the agent.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -46,11 +47,14 @@ pub struct DataArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The monitor's anomaly and rollback warnings are already printed by its progress view
+    // (`train`), so by default only its errors go through tracing. No colour codes in logs.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tuneforge_monitor=error")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

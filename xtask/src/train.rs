@@ -1,15 +1,14 @@
 //! `cargo xtask train`: one training run without tuning — the baseline a user compares
 //! the tuner against.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use tuneforge_agent::data::DataSource;
 use tuneforge_agent::run::{RunConfig, RunEvent, train};
 use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_monitor::{MonitorConfig, ProgressMode};
 use tuneforge_optim::{AdamConfig, AdamWConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
 
 use crate::DataArgs;
@@ -60,9 +59,20 @@ pub struct TrainArgs {
     /// cpu, or cuda[:N] (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Output directory (summary.json, predictions.csv, model, optimiser state).
+    /// Output directory (summary.json, predictions.csv, model, optimiser state, and
+    /// events.jsonl: the monitor's event log, replaced by each run).
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
+    /// Keep an in-memory snapshot (weights + optimiser state) every this many steps; on a
+    /// NaN or exploding gradient the run rolls back to the last one with half the learning
+    /// rate (0: only the snapshot taken before the first step).
+    #[arg(long, default_value_t = 100)]
+    pub snapshot_every: u64,
+    /// Fault injection, for tests of recovery: make the loss (and so the gradients) of
+    /// global step STEP (0-based) NaN. The run logs the anomaly and the rollback in
+    /// events.jsonl and goes on.
+    #[arg(long, value_name = "STEP")]
+    pub inject_nan_at: Option<u64>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -106,71 +116,6 @@ pub fn parse_device(text: &str) -> anyhow::Result<Device> {
     }
 }
 
-/// A progress bar on a terminal; plain lines otherwise (or when `CI` is set).
-pub struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    pub fn new() -> Self {
-        let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-        Progress { bar: interactive.then(ProgressBar::hidden) }
-    }
-
-    pub fn event(&mut self, ev: RunEvent<'_>, epochs: usize) {
-        match ev {
-            RunEvent::Started { train_rows, steps_per_epoch, parameters } => {
-                eprintln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
-                if let Some(bar) = &mut self.bar {
-                    *bar = ProgressBar::new(steps_per_epoch as u64);
-                    bar.set_style(
-                        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
-                            .expect("valid template")
-                            .progress_chars("=> "),
-                    );
-                    bar.set_prefix(format!("epoch 1/{epochs}"));
-                }
-            }
-            RunEvent::Step { stats, .. } => {
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                    if stats.step % 10 == 0 {
-                        bar.set_message(format!("loss {:.4} lr {:.2e} bs {}", stats.loss, stats.lr, stats.batch_size));
-                    }
-                }
-            }
-            RunEvent::Epoch { stats } => {
-                let val = stats
-                    .val
-                    .as_ref()
-                    .map(|v| format!(", val acc {:.4}, val macro-F1 {:.4}", v.report.accuracy, v.report.macro_avg.f1))
-                    .unwrap_or_default();
-                let line = format!(
-                    "epoch {}/{epochs}: train loss {:.4}, {:.0} samples/s{val}",
-                    stats.epoch + 1,
-                    stats.train_loss,
-                    stats.samples_per_s
-                );
-                match &self.bar {
-                    Some(bar) => {
-                        bar.println(line);
-                        bar.reset();
-                        bar.set_prefix(format!("epoch {}/{epochs}", stats.epoch + 2));
-                    }
-                    None => eprintln!("{line}"),
-                }
-            }
-            _ => {}
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig {
         data: DataSource::parse(&args.dataset, args.label.as_deref())?,
@@ -182,19 +127,47 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         clip_norm: args.clip_norm,
         val_fraction: args.val_fraction,
+        snapshot_every: args.snapshot_every,
+        inject_nan_at: args.inject_nan_at,
     };
     let device = parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
-    let mut progress = Progress::new();
-    let summary = train(config, &dirs, &cache, &device, &args.out, &mut |ev| progress.event(ev, args.epochs))?;
-    progress.finish();
+    // The monitor draws the progress: a bar on a terminal, plain lines under CI or when stderr
+    // is not a terminal; anomalies, rollbacks, epochs and evaluations are printed as they come.
+    let monitor = MonitorConfig {
+        run: args.out.file_name().map_or_else(|| "train".into(), |n| n.to_string_lossy().into_owned()),
+        progress: ProgressMode::Auto,
+        ..MonitorConfig::default()
+    };
+    let summary = train(config, monitor, &dirs, &cache, &device, &args.out, &mut |ev| {
+        if let RunEvent::Started { train_rows, steps_per_epoch, parameters } = ev {
+            eprintln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
+        }
+    })?;
+    // Per-epoch figures once the progress view is done (printing during a bar would tear it).
+    for e in &summary.history {
+        let val = e
+            .val
+            .as_ref()
+            .map(|v| format!(", val acc {:.4}, val macro-F1 {:.4}", v.report.accuracy, v.report.macro_avg.f1))
+            .unwrap_or_default();
+        eprintln!(
+            "epoch {}/{}: train loss {:.4}, {:.0} samples/s{val}",
+            e.epoch + 1,
+            args.epochs,
+            e.train_loss,
+            e.samples_per_s
+        );
+    }
     println!(
-        "test accuracy {:.4}, test macro-F1 {:.4}, {:.0} samples/s, {:.1} s; wrote {}",
+        "test accuracy {:.4}, test macro-F1 {:.4}, {:.0} samples/s, {:.1} s, {} anomalies, {} rollbacks; wrote {}",
         summary.test_accuracy,
         summary.test_macro_f1,
         summary.samples_per_s,
         summary.wall_seconds,
+        summary.anomalies,
+        summary.rollbacks,
         args.out.join("summary.json").display()
     );
     Ok(())

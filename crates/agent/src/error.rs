@@ -24,6 +24,9 @@ pub enum Error {
     /// Computing metrics.
     #[error("evaluation: {0}")]
     Eval(#[from] tuneforge_eval::Error),
+    /// The run's monitor: its event log, configuration or telemetry.
+    #[error("monitor: {0}")]
+    Monitor(#[from] tuneforge_monitor::Error),
     /// A tensor operation.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -35,7 +38,9 @@ pub enum Error {
         /// Why it is refused.
         why: String,
     },
-    /// Training produced a non-finite loss.
+    /// Training produced a non-finite loss or gradient and could not recover: the run has no
+    /// monitor, its recovery policy is off, or it gave up (`Recovery::Abort`: no snapshot, or
+    /// too many rollbacks in a row). The diverged step was not applied to the weights.
     #[error("training diverged at epoch {epoch}, step {step}: loss {loss}")]
     Diverged {
         /// Epoch (0-based).

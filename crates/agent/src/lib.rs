@@ -7,14 +7,19 @@
 //! knobs the agent will turn ([`run::Run::set_batch_size`],
 //! [`run::Run::scale_learning_rate`], [`run::Run::resize_hidden`]) and [`run::train`] runs
 //! one to the end and writes its summary, predictions, model and optimiser state — what
-//! `cargo xtask train` does. Data preparation ([`data`]) splits datasets without a test
-//! split 80/20 (seeded, stratified) and fits preprocessing on the training rows only.
+//! `cargo xtask train` does. A run can carry a `tuneforge_monitor::Monitor`
+//! ([`run::Run::with_monitor`]; [`run::train`] always does): every step is reported to it,
+//! its event log is `events.jsonl`, and on a NaN or exploding gradient the run rolls back
+//! to an in-memory snapshot with half the learning rate and goes on. Data preparation
+//! ([`data`]) splits datasets without a test split 80/20 (seeded, stratified) and fits
+//! preprocessing on the training rows only.
 //!
 //! ```no_run
 //! use candle_core::Device;
 //! use tuneforge_agent::data::DataSource;
 //! use tuneforge_agent::run::{RunConfig, train};
 //! use tuneforge_loader::{DataDirs, GzCache};
+//! use tuneforge_monitor::MonitorConfig;
 //! use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
 //!
 //! let config = RunConfig {
@@ -27,9 +32,12 @@
 //!     seed: 0,
 //!     clip_norm: None,
 //!     val_fraction: 0.0,
+//!     snapshot_every: 100,
+//!     inject_nan_at: None,
 //! };
 //! let dirs = DataDirs::resolve(None);
-//! let summary = train(config, &dirs, &GzCache::default_location(), &Device::Cpu, "runs/digits".as_ref(), &mut |_| {})?;
+//! let (cache, out) = (GzCache::default_location(), std::path::Path::new("runs/digits"));
+//! let summary = train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out, &mut |_| {})?;
 //! println!("test accuracy {:.4}", summary.test_accuracy);
 //! # Ok::<(), tuneforge_agent::Error>(())
 //! ```

@@ -2,8 +2,28 @@
 //!
 //! `cargo xtask train` executes a [`Run`] as configured; the agent (later) wraps the same
 //! run and changes its learning rate, batch size and hidden widths between steps through
-//! [`Run::set_learning_rate`], [`Run::set_batch_size`] and [`Run::resize_hidden`]. One
+//! [`Run::scale_learning_rate`], [`Run::set_batch_size`] and [`Run::resize_hidden`]. One
 //! loop, used by both.
+//!
+//! # Monitoring and recovery
+//!
+//! A run built by [`Run::new`] has no monitor: a non-finite loss (or gradient norm) stops it
+//! with [`Error::Diverged`]. [`Run::with_monitor`] attaches a [`tuneforge_monitor::Monitor`]
+//! (what [`train`] always does, logging to `events.jsonl`): every optimiser step is reported
+//! to it with [`StepFacts`], and when its recovery policy answers [`Recovery::RollBack`] the
+//! run restores its last in-memory snapshot (the model's weights and running statistics and
+//! the optimiser's moments), multiplies the learning rate by the policy's factor (0.5 by
+//! default) and goes on; the monitor logs the anomaly and the rollback. A snapshot is a copy
+//! of the variables and the optimiser state, taken when the monitor is attached and then
+//! every [`RunConfig::snapshot_every`] steps. Step numbers keep increasing across a rollback
+//! (they count work done), and the data order is not rewound.
+//!
+//! A step whose loss or gradient norm is not finite is never applied: the optimiser update
+//! is skipped, so neither the weights nor the optimiser's moments ever hold NaN.
+//!
+//! [`RunConfig::inject_nan_at`] is a fault-injection option for tests: it poisons one step's
+//! loss with NaN (loss × NaN before the backward pass, so the gradients are NaN too — a NaN
+//! put in the weights would not do: ReLU turns NaN into 0 and the loss can stay finite).
 
 use std::path::Path;
 use std::time::Instant;
@@ -13,7 +33,10 @@ use serde::{Deserialize, Serialize};
 use tuneforge_eval::{ClassificationReport, ConfusionMatrix};
 use tuneforge_loader::{Batch, DataDirs, Dataset, GzCache, Loader, LoaderConfig};
 use tuneforge_model::{Model, ModelSpec, WidenOptions, argmax};
-use tuneforge_optim::{Optimizer, OptimizerConfig, Schedule, ScheduleConfig, clip_grad_norm};
+use tuneforge_monitor::{Monitor, MonitorConfig, Outcome, Recovery, Rollback, RunSummary, StepFacts, Telemetry};
+use tuneforge_optim::{
+    Optimizer, OptimizerConfig, OptimizerState, Schedule, ScheduleConfig, clip_grad_norm, grad_norm,
+};
 
 use crate::data::{DataSource, Prepared, prepare};
 use crate::{Error, Result};
@@ -40,6 +63,22 @@ pub struct RunConfig {
     pub clip_norm: Option<f64>,
     /// Fraction of the training rows held out for validation (0 = none).
     pub val_fraction: f64,
+    /// With a monitor attached ([`Run::with_monitor`]), take an in-memory snapshot for
+    /// rollback after every this many steps (0: only the one taken when the monitor is
+    /// attached). Default 100: for a 784-256-10 MLP a snapshot copies about 2.4 MB
+    /// (weights and two Adam moments), well under 1% of 100 training steps.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+    /// Fault injection, meant for tests of recovery: make the loss of this global step
+    /// (0-based) NaN, by multiplying it by NaN before the backward pass, so that its
+    /// gradients are NaN too. With a monitor the run rolls back and goes on; without one it
+    /// stops with [`Error::Diverged`]. `None` (the default) in any real run.
+    #[serde(default)]
+    pub inject_nan_at: Option<u64>,
+}
+
+fn default_snapshot_every() -> u64 {
+    100
 }
 
 /// Something worth showing while a run trains.
@@ -86,6 +125,9 @@ pub struct StepStats {
     pub seconds: f64,
     /// `true` if this batch ended its epoch.
     pub end_of_epoch: bool,
+    /// `Some(s)` if the step diverged and the run rolled back to its snapshot taken after
+    /// step `s` (see [`Run::with_monitor`]); the step's loss is then not a training loss.
+    pub rolled_back_to: Option<u64>,
 }
 
 /// One epoch.
@@ -93,7 +135,8 @@ pub struct StepStats {
 pub struct EpochStats {
     /// Epoch (0-based).
     pub epoch: usize,
-    /// Mean training loss over the epoch's steps (weighted by rows).
+    /// Mean training loss over the epoch's steps (weighted by rows; steps that were rolled
+    /// back are left out).
     pub train_loss: f64,
     /// Training rows per second of training time.
     pub samples_per_s: f64,
@@ -141,6 +184,12 @@ pub struct Summary {
     pub history: Vec<EpochStats>,
     /// Per-class metrics on the test split.
     pub test_report: ClassificationReport,
+    /// Anomalies the monitor flagged (see `events.jsonl`).
+    pub anomalies: u64,
+    /// Rollbacks to an in-memory snapshot.
+    pub rollbacks: u64,
+    /// Wall time spent taking in-memory snapshots (included in training time).
+    pub snapshot_seconds: f64,
 }
 
 /// A training run in progress.
@@ -157,11 +206,27 @@ pub struct Run {
     epoch: usize,
     train_seconds: f64,
     train_samples: u64,
+    widths: Vec<u32>,
+    monitor: Option<Monitor>,
+    snapshot: Option<Snapshot>,
+    snapshot_seconds: f64,
+}
+
+/// The state a rollback restores: a deep copy of the model (weights, running statistics,
+/// spec) and of the optimiser's state, taken after step `step`.
+struct Snapshot {
+    step: u64,
+    model: Model,
+    optimizer: OptimizerState,
 }
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Run").field("config", &self.config).field("epoch", &self.epoch).finish()
+        f.debug_struct("Run")
+            .field("config", &self.config)
+            .field("epoch", &self.epoch)
+            .field("monitor", &self.monitor.is_some())
+            .finish()
     }
 }
 
@@ -196,6 +261,7 @@ impl Run {
         let schedule = Schedule::new(schedule_config, config.optimizer.lr())?;
         let loader_cfg = LoaderConfig { seed: config.seed, scale: data.scale, ..LoaderConfig::default() };
         let loader = Loader::new(data.train.clone(), loader_cfg)?;
+        let widths = hidden_widths(&model);
         Ok(Run {
             batch_size: config.batch_size,
             config,
@@ -209,7 +275,47 @@ impl Run {
             epoch: 0,
             train_seconds: 0.0,
             train_samples: 0,
+            widths,
+            monitor: None,
+            snapshot: None,
+            snapshot_seconds: 0.0,
         })
+    }
+
+    /// Attaches `monitor`: from now on every step is reported to it, a snapshot is kept every
+    /// [`RunConfig::snapshot_every`] steps, and its rollbacks are carried out (see the
+    /// [module docs](self)). Takes the first snapshot now (reported as
+    /// `snapshot_taken(last step)`, `0` before any step). End with [`Run::finish_monitor`].
+    pub fn with_monitor(mut self, monitor: Monitor) -> Result<Run> {
+        self.monitor = Some(monitor);
+        self.take_snapshot(self.schedule.step().saturating_sub(1))?;
+        Ok(self)
+    }
+
+    /// The attached monitor, e.g. to record agent decisions.
+    pub fn monitor_mut(&mut self) -> Option<&mut Monitor> {
+        self.monitor.as_mut()
+    }
+
+    /// Detaches the monitor and ends its log with `outcome` (`run_end`, fsync). `None` when
+    /// no monitor is attached (or it was already finished by a failed recovery).
+    pub fn finish_monitor(&mut self, outcome: Outcome) -> Result<Option<RunSummary>> {
+        self.snapshot = None;
+        match self.monitor.take() {
+            Some(m) => Ok(Some(m.finish(outcome)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The global step the next [`Run::train_step`] takes (0-based; it keeps counting
+    /// across rollbacks).
+    pub fn step(&self) -> u64 {
+        self.schedule.step()
+    }
+
+    /// Wall time spent taking snapshots so far.
+    pub fn snapshot_seconds(&self) -> f64 {
+        self.snapshot_seconds
     }
 
     /// The configuration.
@@ -282,7 +388,46 @@ impl Run {
         for c in changes {
             self.optimizer.remap(&c.name, c.var, c.axis, &c.sources, &c.scale)?;
         }
+        self.widths = hidden_widths(&self.model);
         Ok(())
+    }
+
+    /// Copies the model and optimiser state as the snapshot of `step`, kept if the monitor
+    /// accepts it. No-op without a monitor.
+    fn take_snapshot(&mut self, step: u64) -> Result<()> {
+        let Some(monitor) = &mut self.monitor else { return Ok(()) };
+        let t = Instant::now();
+        let snapshot =
+            Snapshot { step, model: self.model.to_device(&self.device)?, optimizer: self.optimizer.state()? };
+        if monitor.snapshot_taken(step) {
+            self.snapshot = Some(snapshot);
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        self.snapshot_seconds += seconds;
+        self.train_seconds += seconds;
+        Ok(())
+    }
+
+    /// Restores the snapshot of `to_step`: a fresh deep copy of its model (the snapshot stays
+    /// intact for a later rollback) and a new optimiser over it loaded with its state.
+    fn restore_snapshot(&mut self, to_step: u64) -> Result<bool> {
+        let Some(snap) = self.snapshot.as_ref().filter(|s| s.step == to_step) else { return Ok(false) };
+        let model = snap.model.to_device(&self.device)?;
+        let mut optimizer = self.config.optimizer.build(model.vars())?;
+        optimizer.load_state(&snap.optimizer)?;
+        self.model = model;
+        self.optimizer = optimizer;
+        self.widths = hidden_widths(&self.model);
+        Ok(true)
+    }
+
+    /// Stops after a divergence that is not recovered from: ends the monitor's log as
+    /// aborted (an error doing so is logged; the divergence is the error returned).
+    fn diverged(&mut self, step: u64, loss: f32) -> Error {
+        if let Err(e) = self.finish_monitor(Outcome::Aborted) {
+            tracing::error!(error = %e, "closing the event log of an aborted run");
+        }
+        Error::Diverged { epoch: self.epoch, step, loss }
     }
 
     fn to_input(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
@@ -294,43 +439,102 @@ impl Run {
     }
 
     /// One optimiser step on the next batch.
+    ///
+    /// A step whose loss or gradient norm is not finite is not applied. Without a monitor it
+    /// is [`Error::Diverged`]; with one, the monitor's recovery policy decides: roll back
+    /// (the returned stats say so in `rolled_back_to`) or give up ([`Error::Diverged`], the
+    /// log ended as aborted).
     pub fn train_step(&mut self) -> Result<StepStats> {
         let t = Instant::now();
+        let step = self.schedule.step();
         let mut batch = std::mem::take(&mut self.batch);
         self.loader.next_batch_into(self.batch_size, &mut batch)?;
         let (x, y) = self.to_input(&batch)?;
         let logits = self.model.forward_train(&x)?;
-        let loss = Model::loss(&logits, &y)?;
+        let mut loss = Model::loss(&logits, &y)?;
+        if self.config.inject_nan_at == Some(step) {
+            tracing::warn!(step, "fault injection (inject_nan_at): this step's loss is multiplied by NaN");
+            loss = (loss * f64::NAN)?;
+        }
+        let loss_value = loss.to_scalar::<f32>()?;
         let mut grads = loss.backward()?;
-        let grad_norm = match self.config.clip_norm {
-            Some(max) => {
-                let vars = self.model.vars();
-                Some(clip_grad_norm(&mut grads, vars.iter().map(|(_, v)| v), max)?)
+        // The monitor watches the gradient norm (NaN, explosions): computed whenever there is
+        // one, one pass over the gradients.
+        let grad_norm = {
+            let vars = self.model.vars();
+            let vars = vars.iter().map(|(_, v)| v);
+            match self.config.clip_norm {
+                Some(max) => Some(clip_grad_norm(&mut grads, vars, max)?),
+                None if self.monitor.is_some() => Some(grad_norm(&grads, vars)?),
+                None => None,
             }
-            None => None,
         };
         let lr = self.schedule.next_lr();
-        self.optimizer.set_learning_rate(lr);
-        self.optimizer.step(&grads)?;
-        let loss_value = loss.to_scalar::<f32>()?;
-        let step = self.schedule.step() - 1;
-        if !loss_value.is_finite() {
-            return Err(Error::Diverged { epoch: self.epoch, step, loss: loss_value });
+        let finite = loss_value.is_finite() && grad_norm.is_none_or(f64::is_finite);
+        if finite {
+            self.optimizer.set_learning_rate(lr);
+            self.optimizer.step(&grads)?;
         }
         let seconds = t.elapsed().as_secs_f64();
         self.train_seconds += seconds;
         self.train_samples += batch.len() as u64;
-        let stats = StepStats {
+        let end_of_epoch = batch.end_of_epoch;
+        let batch_len = batch.len();
+        self.batch = batch;
+        let rolled_back_to = match self.monitor.as_mut() {
+            None if finite => None,
+            None => return Err(self.diverged(step, loss_value)),
+            Some(monitor) => {
+                let facts = StepFacts {
+                    step,
+                    epoch: self.epoch as u32,
+                    loss: f64::from(loss_value),
+                    samples: batch_len as u64,
+                    seconds,
+                    grad_norm,
+                    lr,
+                    batch_size: self.batch_size as u32,
+                    widths: self.widths.clone(),
+                };
+                match monitor.step(facts)?.recovery {
+                    Some(Recovery::RollBack { to_step, lr_factor, cause }) => {
+                        if !self.restore_snapshot(to_step)? {
+                            // The policy's last good snapshot is the one kept: cannot happen.
+                            tracing::error!(step, to_step, "no snapshot of the step to roll back to");
+                            return Err(self.diverged(step, loss_value));
+                        }
+                        let lr_before = self.schedule.lr();
+                        self.scale_learning_rate(lr_factor)?;
+                        let lr_after = self.schedule.lr();
+                        if let Some(m) = self.monitor.as_mut() {
+                            m.rolled_back(Rollback { step, to_step, lr_before, lr_after, cause })?;
+                        }
+                        Some(to_step)
+                    }
+                    Some(Recovery::Abort { .. }) => return Err(self.diverged(step, loss_value)),
+                    // Recovery disabled: a non-finite step was not applied, but the run
+                    // cannot go on as if nothing happened.
+                    None if !finite => return Err(self.diverged(step, loss_value)),
+                    None => {
+                        let every = self.config.snapshot_every;
+                        if every > 0 && (step + 1).is_multiple_of(every) {
+                            self.take_snapshot(step)?;
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        Ok(StepStats {
             step,
             loss: loss_value,
-            batch_size: batch.len(),
+            batch_size: batch_len,
             lr,
             grad_norm,
             seconds,
-            end_of_epoch: batch.end_of_epoch,
-        };
-        self.batch = batch;
-        Ok(stats)
+            end_of_epoch,
+            rolled_back_to,
+        })
     }
 
     /// Trains until the current epoch ends; evaluates on the validation split if any.
@@ -339,16 +543,26 @@ impl Run {
         let (mut loss_sum, mut rows) = (0f64, 0usize);
         loop {
             let s = self.train_step()?;
-            loss_sum += s.loss as f64 * s.batch_size as f64;
-            rows += s.batch_size;
+            if s.rolled_back_to.is_none() {
+                loss_sum += s.loss as f64 * s.batch_size as f64;
+                rows += s.batch_size;
+            }
             on_event(RunEvent::Step { epoch: self.epoch, stats: &s });
             if s.end_of_epoch {
                 break;
             }
         }
         let secs = self.train_seconds - t0;
+        if let Some(m) = &mut self.monitor {
+            m.end_epoch()?;
+        }
         let val = match &self.data.val {
-            Some(v) => Some(self.evaluate(&**v)?),
+            Some(v) => {
+                let t = Instant::now();
+                let e = self.evaluate(&**v)?;
+                self.log_evaluation(&e, self.epoch as u32, t.elapsed().as_secs_f64())?;
+                Some(e)
+            }
             None => None,
         };
         let stats = EpochStats {
@@ -360,6 +574,22 @@ impl Run {
         self.epoch += 1;
         on_event(RunEvent::Epoch { stats: &stats });
         Ok(stats)
+    }
+
+    /// Tells the monitor, if any, about an evaluation taken after the last step.
+    fn log_evaluation(&mut self, e: &Evaluation, epoch: u32, seconds: f64) -> Result<()> {
+        let step = self.schedule.step().saturating_sub(1);
+        if let Some(m) = &mut self.monitor {
+            m.evaluation(tuneforge_monitor::Evaluation {
+                step,
+                epoch,
+                accuracy: e.report.accuracy,
+                macro_f1: e.report.macro_avg.f1,
+                loss: Some(e.loss),
+                seconds,
+            })?;
+        }
+        Ok(())
     }
 
     /// Evaluation-mode metrics of the current model on `dataset` (same scaling as training).
@@ -393,9 +623,19 @@ impl Run {
 /// Trains `config` to the end, evaluates once on the test split and writes to `out`:
 /// `summary.json`, `predictions.csv` (`index,label,predicted` over the test split),
 /// `model.safetensors` (+ `model.safetensors.json`, the spec), `optimizer/` (optimiser and
-/// schedule state) and, for CSV data, `prep.json` (the fitted preprocessing).
+/// schedule state), `events.jsonl` (the monitor's event log) and, for CSV data, `prep.json`
+/// (the fitted preprocessing).
+///
+/// The run is monitored ([`Run::with_monitor`]) with `monitor`, whose defaults are filled
+/// in: `log` is `out/events.jsonl` (replaced if it exists; a path given is appended to),
+/// `total_steps` and the `attributes` (dataset, model, seed, ...) come from `config`, and
+/// OpenTelemetry export is on when the standard `OTEL_*` variables are set and the monitor is
+/// built with `otlp`. `MonitorConfig::default()` shows no progress. The log holds one
+/// `evaluation` per epoch on the validation split (when there is one) and a last one on the
+/// test split, followed by `checkpoint` and `run_end`.
 pub fn train(
     config: RunConfig,
+    mut monitor: MonitorConfig,
     dirs: &DataDirs,
     cache: &GzCache,
     device: &Device,
@@ -403,27 +643,71 @@ pub fn train(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Summary> {
     let t = Instant::now();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let mut run = Run::new(config.clone(), dirs, cache, device)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    let run = Run::new(config.clone(), dirs, cache, device)?;
     let train_rows = run.data.train.len();
-    on_event(RunEvent::Started {
-        train_rows,
-        steps_per_epoch: train_rows.div_ceil(run.batch_size),
-        parameters: run.model.parameter_count(),
-    });
+    let steps_per_epoch = train_rows.div_ceil(run.batch_size);
+    on_event(RunEvent::Started { train_rows, steps_per_epoch, parameters: run.model.parameter_count() });
+    if monitor.log.is_none() {
+        let log = out.join("events.jsonl");
+        match std::fs::remove_file(&log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: log, source: e }),
+            _ => {}
+        }
+        monitor.log = Some(log);
+    }
+    monitor.total_steps = monitor.total_steps.or(Some((config.epochs * steps_per_epoch) as u64));
+    let attributes = [
+        ("data", config.data.to_string()),
+        ("model", config.model.clone()),
+        ("epochs", config.epochs.to_string()),
+        ("batch_size", config.batch_size.to_string()),
+        ("optimizer", config.optimizer.kind().to_string()),
+        ("lr", config.optimizer.lr().to_string()),
+        ("seed", config.seed.to_string()),
+        ("inject_nan_at", config.inject_nan_at.map_or_else(|| "none".into(), |s| s.to_string())),
+    ];
+    for (k, v) in attributes {
+        monitor.attributes.entry(k.to_string()).or_insert(v);
+    }
+    let telemetry = Telemetry::from_env(&monitor.run)?;
+    let mut run = run.with_monitor(Monitor::new(monitor, telemetry)?)?;
+    match train_monitored(&mut run, config, out, on_event, t) {
+        Ok(summary) => Ok(summary),
+        Err(e) => {
+            // Recovery giving up has already closed the log; anything else closes it here.
+            if let Err(close) = run.finish_monitor(Outcome::Aborted) {
+                tracing::error!(error = %close, "closing the event log of a failed run");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn train_monitored(
+    run: &mut Run,
+    config: RunConfig,
+    out: &Path,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+    t: Instant,
+) -> Result<Summary> {
     let mut history = Vec::new();
     for _ in 0..config.epochs {
         history.push(run.train_epoch(on_event)?);
     }
+    let t_test = Instant::now();
     let test = run.evaluate(&*run.data.test)?;
+    let last_epoch = (config.epochs as u32).saturating_sub(1);
+    run.log_evaluation(&test, last_epoch, t_test.elapsed().as_secs_f64())?;
 
-    run.model.save(&out.join("model.safetensors"))?;
+    let model_path = out.join("model.safetensors");
+    run.model.save(&model_path)?;
     let ck = tuneforge_optim::Checkpoint::capture(&*run.optimizer, Some(&run.schedule))?;
     ck.save(&out.join("optimizer"))?;
+    let last_step = run.schedule.step().saturating_sub(1);
+    if let Some(m) = run.monitor_mut() {
+        m.checkpoint(last_step, Some(&model_path))?;
+    }
     if let Some(p) = &run.data.pipeline {
         write_atomic(&out.join("prep.json"), p.to_json()?.as_bytes())?;
     }
@@ -432,6 +716,7 @@ pub fn train(
         csv.push_str(&format!("{i},{l},{p}\n"));
     }
     write_atomic(&out.join("predictions.csv"), csv.as_bytes())?;
+    let monitored = run.finish_monitor(Outcome::Completed)?;
     let summary = Summary {
         test_accuracy: test.report.accuracy,
         test_macro_f1: test.report.macro_avg.f1,
@@ -444,10 +729,17 @@ pub fn train(
         config,
         history,
         test_report: test.report,
+        anomalies: monitored.as_ref().map_or(0, |m| m.anomalies),
+        rollbacks: monitored.as_ref().map_or(0, |m| m.rollbacks),
+        snapshot_seconds: run.snapshot_seconds,
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+fn hidden_widths(model: &Model) -> Vec<u32> {
+    model.spec().hidden_widths().into_iter().map(|w| w as u32).collect()
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

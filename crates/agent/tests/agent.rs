@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use tuneforge_agent::data::DataSource;
-use tuneforge_agent::run::{Run, RunConfig, RunEvent, train};
+use tuneforge_agent::run::{Run, RunConfig, RunEvent, Summary, train};
 use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_model::WidenOptions;
+use tuneforge_monitor::{AnomalyKind, Event, Monitor, MonitorConfig, Outcome, Telemetry};
 use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
 
 fn repo_dirs() -> DataDirs {
@@ -38,6 +39,8 @@ fn config(data: &str, model: &str, epochs: usize) -> RunConfig {
         seed: 1,
         clip_norm: None,
         val_fraction: 0.0,
+        snapshot_every: 100,
+        inject_nan_at: None,
     }
 }
 
@@ -45,7 +48,8 @@ fn config(data: &str, model: &str, epochs: usize) -> RunConfig {
 fn digits_train_writes_summary_and_predictions_and_learns() {
     let tmp = tempfile::tempdir().unwrap();
     let mut epochs_seen = 0;
-    let summary = train(config("digits", "mlp:64", 8), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |ev| {
+    let cfg = config("digits", "mlp:64", 8);
+    let summary = train(cfg, MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |ev| {
         if let RunEvent::Epoch { .. } = ev {
             epochs_seen += 1;
         }
@@ -77,6 +81,14 @@ fn digits_train_writes_summary_and_predictions_and_learns() {
     assert!(tmp.path().join("model.safetensors").is_file());
     assert!(tmp.path().join("prep.json").is_file());
     assert!(tmp.path().join("optimizer").is_dir());
+    // The monitor's log: 8 × 45 steps, one clean run, ended by a checkpoint and run_end.
+    let log = tuneforge_monitor::read_log(tmp.path().join("events.jsonl")).unwrap();
+    assert!(log.torn_tail.is_none());
+    assert_eq!(log.events.iter().filter(|e| matches!(e, Event::Step(_))).count(), 8 * 45);
+    assert!(matches!(log.events.first(), Some(Event::RunStart(_))));
+    let Some(Event::RunEnd(end)) = log.events.last() else { panic!("no run_end: {:?}", log.events.last()) };
+    assert_eq!((end.outcome, end.rollbacks, end.step), (Outcome::Completed, 0, 8 * 45 - 1));
+    assert_eq!(summary.rollbacks, 0);
 }
 
 #[test]
@@ -85,7 +97,8 @@ fn biopsy_csv_just_works_with_its_missing_values() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/biopsy.csv");
     let mut cfg = config("digits", "mlp:16", 15);
     cfg.data = DataSource::parse(&format!("csv:{}", path.display()), Some("class")).unwrap();
-    let summary = train(cfg, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap();
+    let summary =
+        train(cfg, MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap();
     // 699 rows → 140 test rows; benign/malignant is an easy problem (> 94% for any sane model).
     assert_eq!(summary.test_report.support, 140);
     assert!(summary.test_accuracy > 0.94, "{}", summary.test_accuracy);
@@ -201,4 +214,170 @@ fn narrowing_a_trained_digits_model_dips_then_recovers() {
 fn fashion_mnist_narrow_dips_then_recovers() {
     let (before, dip, steps) = narrow_and_recover("fashion-mnist", &shared_dirs(), "mlp:256", 256, 2, 128);
     assert!(before > 0.84 && dip < before && steps < 3000, "{before} {dip} {steps}");
+}
+
+/// Trains `cfg` twice with the same seed — clean, then with a NaN injected into the loss of
+/// step `at` — and checks the faulty run's log: the anomaly and the rollback at `at`, to the
+/// last snapshot before it, with half the learning rate from then on. Prints both accuracies.
+fn nan_recovery(cfg: RunConfig, dirs: &DataDirs, at: u64) -> (Summary, Summary) {
+    let (clean_dir, fault_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lr = cfg.optimizer.lr();
+    let every = cfg.snapshot_every;
+    let name = format!("{} {}", cfg.data, cfg.model);
+    let clean =
+        train(cfg.clone(), MonitorConfig::default(), dirs, &cache(), &Device::Cpu, clean_dir.path(), &mut |_| {})
+            .unwrap();
+    let faulty_cfg = RunConfig { inject_nan_at: Some(at), ..cfg };
+    let mut rolled_back = Vec::new();
+    let faulty =
+        train(faulty_cfg, MonitorConfig::default(), dirs, &cache(), &Device::Cpu, fault_dir.path(), &mut |ev| {
+            if let RunEvent::Step { stats, .. } = ev
+                && let Some(to) = stats.rolled_back_to
+            {
+                rolled_back.push((stats.step, to));
+            }
+        })
+        .unwrap();
+    // The last snapshot before `at` (taken after steps every-1, 2·every-1, ...), else the
+    // initial one, reported as step 0.
+    let to_step = (at / every * every).saturating_sub(1);
+    assert_eq!(rolled_back, [(at, to_step)]);
+    assert_eq!((clean.rollbacks, faulty.rollbacks), (0, 1), "{name}");
+    assert!(faulty.anomalies >= 2, "{name}: {}", faulty.anomalies);
+    assert!(faulty.history.iter().all(|e| e.train_loss.is_finite()));
+
+    let log = tuneforge_monitor::read_log(fault_dir.path().join("events.jsonl")).unwrap();
+    let anomalies: Vec<_> = log
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Anomaly(a) if a.kind.is_divergence() => Some((a.step, a.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(anomalies, [(at, AnomalyKind::NonFiniteLoss), (at, AnomalyKind::NonFiniteGradNorm)]);
+    let rollbacks: Vec<_> =
+        log.events.iter().filter_map(|e| if let Event::Rollback(r) = e { Some(r) } else { None }).collect();
+    assert_eq!(rollbacks.len(), 1);
+    let r = rollbacks[0];
+    assert_eq!((r.step, r.to_step, r.cause), (at, to_step, AnomalyKind::NonFiniteLoss));
+    assert_eq!((r.lr_before, r.lr_after), (lr, lr / 2.0));
+    let lr_of = |step| {
+        log.events.iter().find_map(|e| match e {
+            Event::Step(s) if s.step == step => Some(s.lr),
+            _ => None,
+        })
+    };
+    assert_eq!((lr_of(at), lr_of(at + 1)), (Some(lr), Some(lr / 2.0)));
+    let Some(Event::RunEnd(end)) = log.events.last() else { panic!("no run_end") };
+    assert_eq!((end.outcome, end.rollbacks), (Outcome::Completed, 1));
+    for line in std::fs::read_to_string(fault_dir.path().join("events.jsonl")).unwrap().lines() {
+        if line.contains("\"event\":\"anomaly\"") || line.contains("\"event\":\"rollback\"") {
+            println!("{line}");
+        }
+    }
+    println!(
+        "{name}: test accuracy clean {:.4}, NaN at step {at} → rolled back to {to_step}: {:.4} \
+         (Δ {:+.2} points); snapshots took {:.1} ms of {:.1} s",
+        clean.test_accuracy,
+        faulty.test_accuracy,
+        100.0 * (faulty.test_accuracy - clean.test_accuracy),
+        1e3 * faulty.snapshot_seconds,
+        faulty.wall_seconds,
+    );
+    (clean, faulty)
+}
+
+#[test]
+fn digits_run_with_an_injected_nan_rolls_back_and_ends_within_a_point() {
+    // 45 steps per epoch, 8 epochs: the NaN is in the middle of epoch 3 (its 16th step).
+    let (clean, faulty) = nan_recovery(config("digits", "mlp:64", 8), &repo_dirs(), 150);
+    assert!(clean.test_accuracy > 0.93, "{}", clean.test_accuracy);
+    assert!(
+        (faulty.test_accuracy - clean.test_accuracy).abs() <= 0.01,
+        "{} vs {}",
+        faulty.test_accuracy,
+        clean.test_accuracy
+    );
+}
+
+#[test]
+fn without_a_monitor_an_injected_nan_is_diverged_and_not_applied() {
+    let mut cfg = config("digits", "mlp:16", 1);
+    cfg.inject_nan_at = Some(2);
+    let mut run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+    run.train_step().unwrap();
+    run.train_step().unwrap();
+    let before: Vec<Vec<f32>> =
+        run.model().tensors().iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let err = run.train_step().unwrap_err();
+    assert!(matches!(err, tuneforge_agent::Error::Diverged { step: 2, .. }), "{err}");
+    let after: Vec<Vec<f32>> =
+        run.model().tensors().iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    assert_eq!(before, after, "the NaN step must not reach the weights");
+    assert!(run.optimizer().state().unwrap().params.values().all(|p| p.step == 2));
+}
+
+/// Every tensor of the model, then every optimiser buffer with its step count, flattened.
+type Flat = (Vec<Vec<f32>>, Vec<(u64, Vec<Vec<f32>>)>);
+
+fn state_of(run: &Run) -> Flat {
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let model = run.model().tensors().iter().map(|(_, t)| flat(t)).collect();
+    let optim = run
+        .optimizer()
+        .state()
+        .unwrap()
+        .params
+        .values()
+        .map(|p| (p.step, p.buffers.values().map(flat).collect()))
+        .collect();
+    (model, optim)
+}
+
+#[test]
+fn a_rollback_restores_the_weights_and_moments_of_the_snapshot() {
+    let mut cfg = config("digits", "mlp:16", 1);
+    cfg.snapshot_every = 10;
+    cfg.inject_nan_at = Some(25);
+    let monitor = Monitor::new(MonitorConfig::default(), Telemetry::disabled()).unwrap();
+    let mut run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap().with_monitor(monitor).unwrap();
+    for _ in 0..20 {
+        assert_eq!(run.train_step().unwrap().rolled_back_to, None);
+    }
+    // Steps 0..=19 done: the snapshot of step 19 is the last one.
+    let snapshot = state_of(&run);
+    for _ in 20..25 {
+        run.train_step().unwrap();
+    }
+    assert_ne!(state_of(&run), snapshot);
+    let s = run.train_step().unwrap();
+    assert_eq!((s.step, s.rolled_back_to), (25, Some(19)));
+    assert!(s.loss.is_nan());
+    assert_eq!(state_of(&run), snapshot, "weights and Adam moments are those after step 19");
+    assert_eq!(run.learning_rate(), 1.5e-3);
+    assert_eq!(run.step(), 26);
+    // Training goes on from there; the monitor counted one rollback.
+    assert!(run.train_step().unwrap().loss.is_finite());
+    let summary = run.finish_monitor(Outcome::Completed).unwrap().unwrap();
+    assert_eq!((summary.anomalies, summary.rollbacks), (2, 1));
+    assert!(run.finish_monitor(Outcome::Completed).unwrap().is_none());
+}
+
+/// `cargo test -p tuneforge-agent --release -- --ignored --nocapture fashion_mnist_run_with_an_injected_nan`
+#[test]
+#[ignore = "trains Fashion-MNIST twice for 2 epochs (~15 s in release on 2 cores)"]
+fn fashion_mnist_run_with_an_injected_nan_rolls_back_and_ends_within_a_point() {
+    let mut cfg = config("fashion-mnist", "mlp:256", 2);
+    cfg.batch_size = 128;
+    cfg.optimizer = OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() });
+    // 469 steps per epoch: step 350 is mid-epoch 0; the last snapshot before it is step 299.
+    let (clean, faulty) = nan_recovery(cfg, &shared_dirs(), 350);
+    assert!(clean.test_accuracy > 0.84, "{}", clean.test_accuracy);
+    assert!(
+        (faulty.test_accuracy - clean.test_accuracy).abs() <= 0.01,
+        "{} vs {}",
+        faulty.test_accuracy,
+        clean.test_accuracy
+    );
 }
