@@ -1,7 +1,8 @@
 //! One training step (forward + backward + Adam) of the reference models at batch 128, and
 //! the time to widen / narrow a 1024-wide hidden layer (optimiser remap included).
 //!
-//! `cargo bench --bench train_step` — random inputs of Fashion-MNIST's shape (the step's
+//! `cargo bench --bench train_step` (glibc's allocator tuned as `cargo xtask` tunes it;
+//! `TUNEFORGE_PLAIN_MALLOC=1` for the defaults) — random inputs of Fashion-MNIST's shape (the step's
 //! cost does not depend on pixel values); the end-to-end figures on real data, comparable
 //! with PyTorch, come from `cargo xtask bench-step` (see docs/benchmarks.md).
 
@@ -24,6 +25,9 @@ fn setup(preset: &str) -> (Model, Box<dyn Optimizer>, Tensor, Tensor) {
 }
 
 fn train_step(c: &mut Criterion) {
+    if std::env::var_os("TUNEFORGE_PLAIN_MALLOC").is_none() {
+        tuneforge::tune_allocator();
+    }
     let mut group = c.benchmark_group("train_step_b128");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(10);

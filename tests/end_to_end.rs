@@ -78,3 +78,9 @@ fn save_load_then_next_steps_are_identical() {
     assert_eq!(original, resumed);
     assert!(original[5] < original[0], "still learning: {original:?}");
 }
+
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn the_allocator_can_be_tuned_on_glibc() {
+    assert!(tuneforge::tune_allocator());
+}

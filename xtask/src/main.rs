@@ -58,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Keep freed tensors in the heap (see tuneforge::tune_allocator; measured in docs/benchmarks.md).
+    tuneforge::tune_allocator();
     match cli.command {
         Command::Datasets(args) => datasets::run(&args),
         Command::Train(args) => train::run(&args),
