@@ -43,6 +43,7 @@
 //! ```
 
 pub mod data;
+pub mod env;
 mod error;
 pub mod run;
 

@@ -381,3 +381,75 @@ fn fashion_mnist_run_with_an_injected_nan_rolls_back_and_ends_within_a_point() {
         clean.test_accuracy
     );
 }
+
+mod env {
+    use super::*;
+    use tuneforge_agent::env::{Action, Bounds, Env, EnvConfig, Move};
+
+    #[test]
+    fn actions_have_27_indices_that_round_trip() {
+        for i in 0..Action::COUNT {
+            assert_eq!(Action::from_index(i).unwrap().index(), i);
+        }
+        assert!(Action::from_index(27).is_none());
+        assert_eq!(Action::KEEP.index(), 13);
+    }
+
+    fn digits_env(budget: u64, bounds: Bounds) -> Env {
+        let mut cfg = config("digits", "mlp:32,32", 100);
+        cfg.val_fraction = 0.2;
+        let run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        Env::new(run, EnvConfig { decision_steps: 20, lambda: 0.05, bounds, budget_steps: budget }).unwrap()
+    }
+
+    #[test]
+    fn the_reward_is_f1_gain_plus_throughput_term_and_the_final_f1_at_the_end() {
+        let mut env = digits_env(100, Bounds::default());
+        assert_eq!(env.observe().budget_used, 0.2);
+        let mut prev = env.observe().val_f1;
+        let mut done = false;
+        let mut decisions = 0;
+        while !done {
+            let t = env.step(Action::KEEP).unwrap();
+            let expected =
+                (t.val_f1 - prev) + 0.05 * t.observation.rel_throughput.ln() + if t.done { t.val_f1 } else { 0.0 };
+            assert!((t.reward - expected).abs() < 1e-12, "{} vs {expected}", t.reward);
+            assert!(t.observation.to_vec().iter().all(|v| v.is_finite()));
+            prev = t.val_f1;
+            done = t.done;
+            decisions += 1;
+        }
+        // 100 steps: the first interval of 20 in `Env::new`, then 4 decisions of 20.
+        assert_eq!(decisions, 4);
+        assert_eq!(env.observe().budget_used, 1.0);
+        assert!(env.step(Action::KEEP).is_err(), "no steps after the budget");
+        assert!(prev > 0.8, "val macro-F1 after 100 steps: {prev}");
+    }
+
+    #[test]
+    fn actions_change_lr_batch_and_widths_within_bounds() {
+        let bounds = Bounds { lr: (1e-4, 1e-2), batch: (16, 64), width: (8, 48) };
+        let mut env = digits_env(400, bounds);
+        let lr0 = env.run().learning_rate();
+        let t = env.step(Action { lr: Move::Down, batch: Move::Up, width: Move::Up }).unwrap();
+        assert_eq!(t.applied, Action { lr: Move::Down, batch: Move::Up, width: Move::Up });
+        assert!((env.run().learning_rate() - lr0 / 2.0).abs() < 1e-15);
+        assert_eq!(env.run().batch_size(), 64);
+        assert_eq!(env.run().model().spec().hidden_widths(), [48, 48]);
+        // At the bounds, the same moves change nothing and are reported as Keep.
+        let t = env.step(Action { lr: Move::Keep, batch: Move::Up, width: Move::Up }).unwrap();
+        assert_eq!(t.applied, Action::KEEP);
+        assert_eq!((env.run().batch_size(), env.run().model().spec().hidden_widths()), (64, vec![48, 48]));
+        // Narrowing ×¾ and a smaller batch.
+        let t = env.step(Action { lr: Move::Up, batch: Move::Down, width: Move::Down }).unwrap();
+        assert_eq!(env.run().model().spec().hidden_widths(), [36, 36]);
+        assert_eq!(env.run().batch_size(), 32);
+        assert!(t.val_f1 > 0.5 && t.samples_per_s > 0.0);
+    }
+
+    #[test]
+    fn an_environment_needs_a_validation_split() {
+        let run = Run::new(config("digits", "mlp:16", 1), &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        assert!(Env::new(run, EnvConfig::default()).is_err());
+    }
+}

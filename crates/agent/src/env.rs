@@ -1,0 +1,356 @@
+//! A training run as a reinforcement-learning environment.
+//!
+//! [`Env`] wraps a [`Run`]: [`Env::observe`] describes the run's state, [`Env::step`] applies
+//! an [`Action`] — learning rate ×{½, 1, 2}, batch size ×{½, 1, 2}, hidden widths
+//! ×{¾, 1, 3⁄2} — then trains for one decision interval and evaluates on the validation
+//! split. Actions are clamped to [`Bounds`]; widening is function-preserving and narrowing
+//! drops the least important units, both with the optimiser state carried over
+//! ([`Run::resize_hidden`]).
+//!
+//! Reward of a decision: `Δ validation macro-F1 + λ · ln(samples/s ÷ reference samples/s)`,
+//! the reference being the throughput of the run's first interval; when the budget is spent
+//! the final validation macro-F1 is added. Both objectives are reported separately in every
+//! [`Transition`], so a caller can keep the F1/throughput front. `λ` defaults to 0.02: a
+//! doubling of throughput is then worth about 1.4 points of macro-F1.
+
+use serde::{Deserialize, Serialize};
+use tuneforge_model::WidenOptions;
+
+use crate::run::Run;
+use crate::{Error, Result};
+
+/// A three-way choice of one factored action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Move {
+    /// Halve (lr, batch) or ×¾ (width).
+    Down,
+    /// Leave unchanged.
+    Keep,
+    /// Double (lr, batch) or ×1½ (width).
+    Up,
+}
+
+impl Move {
+    /// The three moves, in index order.
+    pub const ALL: [Move; 3] = [Move::Down, Move::Keep, Move::Up];
+
+    fn index(self) -> usize {
+        match self {
+            Move::Down => 0,
+            Move::Keep => 1,
+            Move::Up => 2,
+        }
+    }
+}
+
+/// One decision: a move for the learning rate, the batch size and the hidden widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Action {
+    /// Learning rate ×{½, 1, 2}.
+    pub lr: Move,
+    /// Batch size ×{½, 1, 2}.
+    pub batch: Move,
+    /// Every hidden width ×{¾, 1, 1½}.
+    pub width: Move,
+}
+
+impl Action {
+    /// Number of distinct actions (3³).
+    pub const COUNT: usize = 27;
+
+    /// Change nothing.
+    pub const KEEP: Action = Action { lr: Move::Keep, batch: Move::Keep, width: Move::Keep };
+
+    /// The action with index `i` in `0..27` (lr major, width minor).
+    pub fn from_index(i: usize) -> Option<Action> {
+        (i < Self::COUNT).then(|| Action {
+            lr: Move::ALL[i / 9],
+            batch: Move::ALL[(i / 3) % 3],
+            width: Move::ALL[i % 3],
+        })
+    }
+
+    /// This action's index in `0..27`.
+    pub fn index(self) -> usize {
+        self.lr.index() * 9 + self.batch.index() * 3 + self.width.index()
+    }
+}
+
+/// Limits the actions are clamped to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// Learning rate range.
+    pub lr: (f64, f64),
+    /// Batch size range.
+    pub batch: (usize, usize),
+    /// Hidden width range (units or channels).
+    pub width: (usize, usize),
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds { lr: (1e-5, 1.0), batch: (16, 1024), width: (8, 2048) }
+    }
+}
+
+/// How the environment runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Optimiser steps between decisions.
+    pub decision_steps: usize,
+    /// Weight of the throughput term of the reward.
+    pub lambda: f64,
+    /// Action limits.
+    pub bounds: Bounds,
+    /// Training budget in optimiser steps (the episode ends when it is spent).
+    pub budget_steps: u64,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        EnvConfig { decision_steps: 50, lambda: 0.02, bounds: Bounds::default(), budget_steps: 1000 }
+    }
+}
+
+/// What the policy sees. All entries are finite; [`Observation::to_vec`] gives the fixed-size
+/// vector form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Mean training loss of the last interval.
+    pub loss: f64,
+    /// Change of that mean since the previous interval.
+    pub loss_delta: f64,
+    /// Validation macro-F1 after the last interval.
+    pub val_f1: f64,
+    /// Its change since the previous interval.
+    pub val_f1_delta: f64,
+    /// ln of the last interval's mean gradient norm (0 when unknown).
+    pub log_grad_norm: f64,
+    /// log10 of the learning rate.
+    pub log_lr: f64,
+    /// log2 of the batch size.
+    pub log2_batch: f64,
+    /// Mean log2 of the hidden widths.
+    pub log2_width: f64,
+    /// Throughput of the last interval relative to the first one.
+    pub rel_throughput: f64,
+    /// Fraction of the budget used, in [0, 1].
+    pub budget_used: f64,
+}
+
+impl Observation {
+    /// Length of [`Observation::to_vec`].
+    pub const LEN: usize = 10;
+
+    /// The observation as a vector (in field order).
+    pub fn to_vec(&self) -> Vec<f64> {
+        vec![
+            self.loss,
+            self.loss_delta,
+            self.val_f1,
+            self.val_f1_delta,
+            self.log_grad_norm,
+            self.log_lr,
+            self.log2_batch,
+            self.log2_width,
+            self.rel_throughput,
+            self.budget_used,
+        ]
+    }
+}
+
+/// The result of [`Env::step`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    /// The state after the interval.
+    pub observation: Observation,
+    /// The reward of the decision (plus the final F1 when `done`).
+    pub reward: f64,
+    /// Validation macro-F1 after the interval.
+    pub val_f1: f64,
+    /// Training samples/s of the interval.
+    pub samples_per_s: f64,
+    /// `true` when the budget is spent.
+    pub done: bool,
+    /// The action as applied after clamping to the bounds.
+    pub applied: Action,
+}
+
+/// A [`Run`] as an environment.
+#[derive(Debug)]
+pub struct Env {
+    run: Run,
+    config: EnvConfig,
+    reference_sps: Option<f64>,
+    last: Observation,
+    steps: u64,
+    widen_seed: u64,
+}
+
+impl Env {
+    /// Wraps `run` (which must have a validation split) and trains the first interval to
+    /// measure the reference throughput and the first observation.
+    pub fn new(run: Run, config: EnvConfig) -> Result<Env> {
+        if run.data().val.is_none() {
+            return Err(Error::Config { what: "environment", why: "the run needs a validation split".into() });
+        }
+        if config.decision_steps == 0 || config.budget_steps == 0 || !config.lambda.is_finite() {
+            return Err(Error::Config {
+                what: "environment",
+                why: "decision_steps and budget_steps must be positive and lambda finite".into(),
+            });
+        }
+        let last = Observation {
+            loss: 0.0,
+            loss_delta: 0.0,
+            val_f1: 0.0,
+            val_f1_delta: 0.0,
+            log_grad_norm: 0.0,
+            log_lr: 0.0,
+            log2_batch: 0.0,
+            log2_width: 0.0,
+            rel_throughput: 1.0,
+            budget_used: 0.0,
+        };
+        let mut env = Env { run, config, reference_sps: None, last, steps: 0, widen_seed: 0 };
+        env.interval()?;
+        Ok(env)
+    }
+
+    /// The current observation.
+    pub fn observe(&self) -> &Observation {
+        &self.last
+    }
+
+    /// The wrapped run.
+    pub fn run(&self) -> &Run {
+        &self.run
+    }
+
+    /// Consumes the environment, giving the run back.
+    pub fn into_run(self) -> Run {
+        self.run
+    }
+
+    /// `true` when the budget is spent.
+    pub fn done(&self) -> bool {
+        self.steps >= self.config.budget_steps
+    }
+
+    /// Applies `action`, trains one interval, evaluates; see the module docs for the reward.
+    pub fn step(&mut self, action: Action) -> Result<Transition> {
+        if self.done() {
+            return Err(Error::Config { what: "environment", why: "the budget is spent".into() });
+        }
+        let applied = self.apply(action)?;
+        let before = self.last.val_f1;
+        let sps = self.interval()?;
+        let reference = self.reference_sps.unwrap_or(sps).max(1e-9);
+        let mut reward = (self.last.val_f1 - before) + self.config.lambda * (sps.max(1e-9) / reference).ln();
+        let done = self.done();
+        if done {
+            reward += self.last.val_f1;
+        }
+        Ok(Transition {
+            observation: self.last.clone(),
+            reward,
+            val_f1: self.last.val_f1,
+            samples_per_s: sps,
+            done,
+            applied,
+        })
+    }
+
+    /// Clamps and applies an action; returns what was actually applied.
+    fn apply(&mut self, action: Action) -> Result<Action> {
+        let b = self.config.bounds.clone();
+        let mut applied = Action::KEEP;
+        let lr = self.run.learning_rate();
+        let lr_factor = match action.lr {
+            Move::Down => 0.5,
+            Move::Keep => 1.0,
+            Move::Up => 2.0,
+        };
+        let new_lr = (lr * lr_factor).clamp(b.lr.0, b.lr.1);
+        if new_lr != lr && lr > 0.0 {
+            self.run.scale_learning_rate(new_lr / lr)?;
+            applied.lr = action.lr;
+        }
+        let bs = self.run.batch_size();
+        let new_bs = match action.batch {
+            Move::Down => bs / 2,
+            Move::Keep => bs,
+            Move::Up => bs * 2,
+        }
+        .clamp(b.batch.0, b.batch.1);
+        if new_bs != bs {
+            self.run.set_batch_size(new_bs)?;
+            applied.batch = action.batch;
+        }
+        if action.width != Move::Keep {
+            let spec = self.run.model().spec().clone();
+            for layer in spec.hidden_layers() {
+                let w = spec.layers[layer].width().unwrap_or(0);
+                let target = match action.width {
+                    Move::Down => w * 3 / 4,
+                    Move::Keep => w,
+                    Move::Up => w + w / 2,
+                }
+                .clamp(b.width.0, b.width.1);
+                if target != w {
+                    self.widen_seed += 1;
+                    let options = WidenOptions { noise: 0.0, seed: self.widen_seed };
+                    self.run.resize_hidden(layer, target, options)?;
+                    applied.width = action.width;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Trains `decision_steps` steps (or what is left of the budget), evaluates, and
+    /// updates the observation; returns the interval's samples/s.
+    fn interval(&mut self) -> Result<f64> {
+        let n = (self.config.decision_steps as u64).min(self.config.budget_steps - self.steps);
+        let (mut loss_sum, mut rows, mut secs, mut norm_sum, mut norms) = (0f64, 0usize, 0f64, 0f64, 0usize);
+        for _ in 0..n {
+            let s = self.run.train_step()?;
+            loss_sum += f64::from(s.loss) * s.batch_size as f64;
+            rows += s.batch_size;
+            secs += s.seconds;
+            if let Some(g) = s.grad_norm.filter(|g| g.is_finite() && *g > 0.0) {
+                norm_sum += g;
+                norms += 1;
+            }
+        }
+        self.steps += n;
+        let sps = rows as f64 / secs.max(1e-9);
+        let reference = *self.reference_sps.get_or_insert(sps);
+        let val = self.run.data().val.clone().expect("checked in new");
+        let f1 = self.run.evaluate(&*val)?.report.macro_avg.f1;
+        let loss = loss_sum / rows.max(1) as f64;
+        let widths = self.run.model().spec().hidden_widths();
+        let log2_width = if widths.is_empty() {
+            0.0
+        } else {
+            widths.iter().map(|&w| (w as f64).log2()).sum::<f64>() / widths.len() as f64
+        };
+        let first = self.steps == n;
+        self.last = Observation {
+            loss,
+            loss_delta: if first { 0.0 } else { loss - self.last.loss },
+            val_f1: f1,
+            val_f1_delta: if first { 0.0 } else { f1 - self.last.val_f1 },
+            log_grad_norm: if norms > 0 { (norm_sum / norms as f64).ln() } else { 0.0 },
+            log_lr: self.run.learning_rate().max(1e-30).log10(),
+            log2_batch: (self.run.batch_size() as f64).log2(),
+            log2_width,
+            rel_throughput: sps / reference.max(1e-9),
+            budget_used: self.steps as f64 / self.config.budget_steps as f64,
+        };
+        Ok(sps)
+    }
+}
