@@ -44,6 +44,7 @@
 
 pub mod data;
 pub mod env;
+pub mod policy;
 mod error;
 pub mod run;
 

@@ -453,3 +453,51 @@ mod env {
         assert!(Env::new(run, EnvConfig::default()).is_err());
     }
 }
+
+mod policy {
+    use rand::SeedableRng;
+    use tuneforge_agent::env::{Action, Observation};
+    use tuneforge_agent::policy::{Fixed, Policy, Reinforce};
+
+    fn obs(x: f64) -> Observation {
+        Observation {
+            loss: x,
+            loss_delta: 0.0,
+            val_f1: 0.5,
+            val_f1_delta: 0.0,
+            log_grad_norm: 0.0,
+            log_lr: -3.0,
+            log2_batch: 5.0,
+            log2_width: 6.0,
+            rel_throughput: 1.0,
+            budget_used: 0.5,
+        }
+    }
+
+    /// A contextual bandit: with loss > 0 the rewarded action is "lr down", otherwise
+    /// "batch up". REINFORCE must learn both from rewards alone.
+    #[test]
+    fn reinforce_learns_a_contextual_bandit() {
+        let down = Action { lr: tuneforge_agent::env::Move::Down, ..Action::KEEP };
+        let up = Action { batch: tuneforge_agent::env::Move::Up, ..Action::KEEP };
+        let mut policy = Reinforce::new(0.2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let uniform = policy.probabilities(&obs(1.0))[down.index()];
+        assert!((uniform - 1.0 / 27.0).abs() < 1e-12);
+        for episode in 0..400 {
+            let o = obs(if episode % 2 == 0 { 1.0 } else { -1.0 });
+            let a = policy.act(&o, &mut rng);
+            let target = if o.loss > 0.0 { down } else { up };
+            let reward = if a == target { 1.0 } else { 0.0 };
+            policy.update(&[(o, a, reward)]);
+        }
+        let p_down = policy.probabilities(&obs(1.0))[down.index()];
+        let p_up = policy.probabilities(&obs(-1.0))[up.index()];
+        println!("after 400 episodes: P(lr down | loss>0) = {p_down:.3}, P(batch up | loss<0) = {p_up:.3}");
+        assert!(p_down > 0.5 && p_up > 0.5, "{p_down} {p_up}");
+        // Plain data: the state survives a JSON round trip.
+        let json = serde_json::to_string(&policy).unwrap();
+        assert_eq!(serde_json::from_str::<Reinforce>(&json).unwrap(), policy);
+        assert_eq!(Fixed.act(&obs(1.0), &mut rng), Action::KEEP);
+    }
+}
