@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod datasets;
 mod train;
+mod tune;
 
 /// tuneforge: train candle networks and tune them while they train.
 #[derive(Debug, Parser)]
@@ -29,6 +30,9 @@ enum Command {
     /// Train one model once, without tuning, and write summary.json, predictions.csv,
     /// the model and the optimiser state to --out.
     Train(train::TrainArgs),
+    /// Tune a network while it trains (strategies fixed, random, rl, rl-no-width) within a
+    /// wall-clock budget; writes summary.json, the best model and its test predictions.
+    Tune(tune::TuneArgs),
     /// Training and inference samples/s of one model at one batch size on Fashion-MNIST
     /// (one JSON line, comparable with ../shared/bench/torch_throughput.py).
     BenchStep(bench::BenchStepArgs),
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Tune(args) => tune::run(&args),
         Command::BenchStep(args) => {
             if let Some(n) = args.threads {
                 // SAFETY: no other thread exists yet (nothing has touched candle or rayon).

@@ -42,3 +42,17 @@ fn datasets_exits_non_zero_naming_a_corrupt_file() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("biopsy.csv:3: 3 fields, but the header has 4"), "{stderr}");
 }
+
+#[test]
+fn tune_rejects_bad_budgets_and_strategies_with_clear_messages() {
+    for (args, needle) in [
+        (&["tune", "--budget", "ten"][..], "expected e.g. 90s, 10m or 1h"),
+        (&["tune", "--budget", "5d"][..], "unit must be s, m or h"),
+        (&["tune", "--strategy", "asha"][..], "asha and pbt are not implemented yet"),
+    ] {
+        let out = xtask(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

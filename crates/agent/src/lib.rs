@@ -47,5 +47,6 @@ pub mod env;
 pub mod policy;
 mod error;
 pub mod run;
+pub mod tune;
 
 pub use crate::error::{Error, Result};

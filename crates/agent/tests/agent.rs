@@ -501,3 +501,49 @@ mod policy {
         assert_eq!(Fixed.act(&obs(1.0), &mut rng), Action::KEEP);
     }
 }
+
+mod tune {
+    use std::time::Duration;
+
+    use super::*;
+    use tuneforge_agent::env::{Bounds, EnvConfig};
+    use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
+
+    #[test]
+    fn a_short_rl_study_on_digits_writes_a_consistent_summary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = TuneConfig {
+            data: DataSource::parse("digits", None).unwrap(),
+            model: "mlp:32".into(),
+            strategy: Strategy::Rl,
+            budget: Duration::from_secs(3),
+            seed: 5,
+            batch_size: 32,
+            lr: 3e-3,
+            env: EnvConfig { decision_steps: 20, lambda: 0.02, bounds: Bounds::default(), budget_steps: 100 },
+        };
+        let mut seen = 0;
+        let summary = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| seen += 1).unwrap();
+        assert!(summary.trials.len() >= 2 && seen == summary.trials.len());
+        assert!(summary.trials.iter().all(|t| t.status == "completed"));
+        let best = summary.trials.iter().map(|t| t.val_macro_f1).fold(0.0, f64::max);
+        assert_eq!(summary.best.val_macro_f1, best);
+        // The F1 in summary.json equals the one recomputed from predictions.csv.
+        let preds = std::fs::read_to_string(tmp.path().join("predictions.csv")).unwrap();
+        let (mut truth, mut pred) = (Vec::new(), Vec::new());
+        for line in preds.lines().skip(1) {
+            let f: Vec<u32> = line.split(',').map(|x| x.parse().unwrap()).collect();
+            truth.push(f[1]);
+            pred.push(f[2]);
+        }
+        let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
+        cm.update(&truth, &pred).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap()).unwrap();
+        assert_eq!(json["best"]["test_macro_f1"].as_f64().unwrap(), cm.report().macro_avg.f1);
+        assert_eq!(json["strategy"], "rl");
+        assert!(tmp.path().join("policy.json").is_file() && tmp.path().join("model.safetensors").is_file());
+        assert!(summary.best.test_macro_f1 > 0.85, "{}", summary.best.test_macro_f1);
+        assert!("asha".parse::<Strategy>().is_err());
+    }
+}
