@@ -44,8 +44,8 @@
 
 pub mod data;
 pub mod env;
-pub mod policy;
 mod error;
+pub mod policy;
 pub mod run;
 pub mod tune;
 

@@ -43,10 +43,7 @@ impl TryFrom<StoredMatrix> for ConfusionMatrix {
 
 impl From<ConfusionMatrix> for StoredMatrix {
     fn from(matrix: ConfusionMatrix) -> Self {
-        StoredMatrix {
-            num_classes: matrix.num_classes,
-            counts: matrix.counts,
-        }
+        StoredMatrix { num_classes: matrix.num_classes, counts: matrix.counts }
     }
 }
 
@@ -63,24 +60,13 @@ impl ConfusionMatrix {
     /// `num_classes²` counts cannot be allocated.
     pub fn new(num_classes: usize) -> Result<Self> {
         if num_classes == 0 {
-            return Err(Error::TooFewClasses {
-                num_classes,
-                min: 1,
-            });
+            return Err(Error::TooFewClasses { num_classes, min: 1 });
         }
-        let cells = num_classes
-            .checked_mul(num_classes)
-            .ok_or(Error::TooManyClasses { num_classes })?;
+        let cells = num_classes.checked_mul(num_classes).ok_or(Error::TooManyClasses { num_classes })?;
         let mut counts = Vec::new();
-        counts
-            .try_reserve_exact(cells)
-            .map_err(|_| Error::TooManyClasses { num_classes })?;
+        counts.try_reserve_exact(cells).map_err(|_| Error::TooManyClasses { num_classes })?;
         counts.resize(cells, 0);
-        Ok(ConfusionMatrix {
-            num_classes,
-            counts,
-            total: 0,
-        })
+        Ok(ConfusionMatrix { num_classes, counts, total: 0 })
     }
 
     /// A matrix from stored row-major counts (`num_classes²` of them), e.g. one sent by a
@@ -91,30 +77,14 @@ impl ConfusionMatrix {
     /// [`Error::CountOverflow`] when the counts add up to more than `u64::MAX`.
     pub fn from_counts(num_classes: usize, counts: Vec<u64>) -> Result<Self> {
         if num_classes == 0 {
-            return Err(Error::TooFewClasses {
-                num_classes,
-                min: 1,
-            });
+            return Err(Error::TooFewClasses { num_classes, min: 1 });
         }
-        let expected = num_classes
-            .checked_mul(num_classes)
-            .ok_or(Error::TooManyClasses { num_classes })?;
+        let expected = num_classes.checked_mul(num_classes).ok_or(Error::TooManyClasses { num_classes })?;
         if counts.len() != expected {
-            return Err(Error::CountsLength {
-                num_classes,
-                expected,
-                actual: counts.len(),
-            });
+            return Err(Error::CountsLength { num_classes, expected, actual: counts.len() });
         }
-        let total = counts
-            .iter()
-            .try_fold(0u64, |acc, &c| acc.checked_add(c))
-            .ok_or(Error::CountOverflow)?;
-        Ok(ConfusionMatrix {
-            num_classes,
-            counts,
-            total,
-        })
+        let total = counts.iter().try_fold(0u64, |acc, &c| acc.checked_add(c)).ok_or(Error::CountOverflow)?;
+        Ok(ConfusionMatrix { num_classes, counts, total })
     }
 
     /// The number of classes.
@@ -136,18 +106,14 @@ impl ConfusionMatrix {
     /// Row `truth`: how often samples of that class were predicted as each class.
     /// `None` when `truth` is not a class.
     pub fn row(&self, truth: u32) -> Option<&[u64]> {
-        let t = usize::try_from(truth)
-            .ok()
-            .filter(|&t| t < self.num_classes)?;
+        let t = usize::try_from(truth).ok().filter(|&t| t < self.num_classes)?;
         Some(&self.counts[t * self.num_classes..(t + 1) * self.num_classes])
     }
 
     /// The count of samples of class `truth` predicted as `pred`; `None` when either is
     /// not a class.
     pub fn get(&self, truth: u32, pred: u32) -> Option<u64> {
-        let p = usize::try_from(pred)
-            .ok()
-            .filter(|&p| p < self.num_classes)?;
+        let p = usize::try_from(pred).ok().filter(|&p| p < self.num_classes)?;
         self.row(truth).map(|row| row[p])
     }
 
@@ -162,25 +128,14 @@ impl ConfusionMatrix {
     /// label `>= num_classes`; [`Error::CountOverflow`] past `u64::MAX` samples.
     pub fn update(&mut self, truth: &[u32], pred: &[u32]) -> Result<()> {
         if truth.len() != pred.len() {
-            return Err(Error::LengthMismatch {
-                truth: truth.len(),
-                predicted: pred.len(),
-            });
+            return Err(Error::LengthMismatch { truth: truth.len(), predicted: pred.len() });
         }
         for (row, (&t, &p)) in truth.iter().zip(pred).enumerate() {
             if !self.is_class(t) {
-                return Err(Error::TruthOutOfRange {
-                    row,
-                    label: t,
-                    num_classes: self.num_classes,
-                });
+                return Err(Error::TruthOutOfRange { row, label: t, num_classes: self.num_classes });
             }
             if !self.is_class(p) {
-                return Err(Error::PredictionOutOfRange {
-                    row,
-                    label: p,
-                    num_classes: self.num_classes,
-                });
+                return Err(Error::PredictionOutOfRange { row, label: p, num_classes: self.num_classes });
             }
         }
         let added = u64::try_from(truth.len()).map_err(|_| Error::CountOverflow)?;
@@ -199,15 +154,9 @@ impl ConfusionMatrix {
     /// [`Error::CountOverflow`] past `u64::MAX` samples. On error nothing is added.
     pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<()> {
         if self.num_classes != other.num_classes {
-            return Err(Error::ClassCountMismatch {
-                left: self.num_classes,
-                right: other.num_classes,
-            });
+            return Err(Error::ClassCountMismatch { left: self.num_classes, right: other.num_classes });
         }
-        self.total = self
-            .total
-            .checked_add(other.total)
-            .ok_or(Error::CountOverflow)?;
+        self.total = self.total.checked_add(other.total).ok_or(Error::CountOverflow)?;
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
         }
@@ -234,11 +183,7 @@ impl ConfusionMatrix {
                 present += 1;
             }
         }
-        if present == 0 {
-            0.0
-        } else {
-            sum / f64::from(present)
-        }
+        if present == 0 { 0.0 } else { sum / f64::from(present) }
     }
 
     /// Every label metric: per-class precision, recall, F1 and support, accuracy,
@@ -285,17 +230,9 @@ impl ConfusionMatrix {
         } else {
             let weight = self.total as f64;
             let weighted = |metric: fn(&ClassMetrics) -> f64| {
-                per_class
-                    .iter()
-                    .map(|m| metric(m) * m.support as f64)
-                    .sum::<f64>()
-                    / weight
+                per_class.iter().map(|m| metric(m) * m.support as f64).sum::<f64>() / weight
             };
-            Averages {
-                precision: weighted(|m| m.precision),
-                recall: weighted(|m| m.recall),
-                f1: weighted(|m| m.f1),
-            }
+            Averages { precision: weighted(|m| m.precision), recall: weighted(|m| m.recall), f1: weighted(|m| m.f1) }
         };
 
         ClassificationReport {
@@ -314,16 +251,12 @@ impl ConfusionMatrix {
     }
 
     fn trace(&self) -> u64 {
-        (0..self.num_classes)
-            .map(|c| self.counts[c * self.num_classes + c])
-            .sum()
+        (0..self.num_classes).map(|c| self.counts[c * self.num_classes + c]).sum()
     }
 
     /// Samples whose true class is `c` (row sum).
     fn support(&self, c: usize) -> u64 {
-        self.counts[c * self.num_classes..(c + 1) * self.num_classes]
-            .iter()
-            .sum()
+        self.counts[c * self.num_classes..(c + 1) * self.num_classes].iter().sum()
     }
 
     /// Samples predicted as `c` (column sum).
@@ -334,21 +267,13 @@ impl ConfusionMatrix {
 
 /// `num / den`, or 0 when `den == 0` (scikit-learn's default zero division).
 fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 {
-        0.0
-    } else {
-        num as f64 / den as f64
-    }
+    if den == 0 { 0.0 } else { num as f64 / den as f64 }
 }
 
 /// F1 = 2·tp / (support + predicted), the form scikit-learn computes; 0 when both are 0.
 fn f1(tp: u64, support: u64, predicted: u64) -> f64 {
     let den = support as f64 + predicted as f64;
-    if den == 0.0 {
-        0.0
-    } else {
-        2.0 * tp as f64 / den
-    }
+    if den == 0.0 { 0.0 } else { 2.0 * tp as f64 / den }
 }
 
 #[cfg(test)]
@@ -357,40 +282,20 @@ mod tests {
 
     #[test]
     fn zero_classes_is_an_error() {
-        assert_eq!(
-            ConfusionMatrix::new(0),
-            Err(Error::TooFewClasses {
-                num_classes: 0,
-                min: 1
-            })
-        );
+        assert_eq!(ConfusionMatrix::new(0), Err(Error::TooFewClasses { num_classes: 0, min: 1 }));
     }
 
     #[test]
     fn too_many_classes_is_an_error() {
-        assert_eq!(
-            ConfusionMatrix::new(usize::MAX),
-            Err(Error::TooManyClasses {
-                num_classes: usize::MAX
-            })
-        );
+        assert_eq!(ConfusionMatrix::new(usize::MAX), Err(Error::TooManyClasses { num_classes: usize::MAX }));
         let huge = 1usize << (usize::BITS / 2 - 1);
-        assert_eq!(
-            ConfusionMatrix::new(huge),
-            Err(Error::TooManyClasses { num_classes: huge })
-        );
+        assert_eq!(ConfusionMatrix::new(huge), Err(Error::TooManyClasses { num_classes: huge }));
     }
 
     #[test]
     fn length_mismatch_is_an_error() {
         let mut m = ConfusionMatrix::new(3).unwrap();
-        assert_eq!(
-            m.update(&[0, 1], &[0]),
-            Err(Error::LengthMismatch {
-                truth: 2,
-                predicted: 1
-            })
-        );
+        assert_eq!(m.update(&[0, 1], &[0]), Err(Error::LengthMismatch { truth: 2, predicted: 1 }));
     }
 
     #[test]
@@ -398,21 +303,10 @@ mod tests {
         let mut m = ConfusionMatrix::new(3).unwrap();
         m.update(&[0], &[0]).unwrap();
         let before = m.clone();
-        assert_eq!(
-            m.update(&[0, 1, 3], &[0, 1, 2]),
-            Err(Error::TruthOutOfRange {
-                row: 2,
-                label: 3,
-                num_classes: 3
-            })
-        );
+        assert_eq!(m.update(&[0, 1, 3], &[0, 1, 2]), Err(Error::TruthOutOfRange { row: 2, label: 3, num_classes: 3 }));
         assert_eq!(
             m.update(&[0, 1, 2], &[0, 7, 2]),
-            Err(Error::PredictionOutOfRange {
-                row: 1,
-                label: 7,
-                num_classes: 3
-            })
+            Err(Error::PredictionOutOfRange { row: 1, label: 7, num_classes: 3 })
         );
         assert_eq!(m, before);
     }
@@ -421,33 +315,17 @@ mod tests {
     fn merge_with_other_class_count_is_an_error() {
         let mut a = ConfusionMatrix::new(3).unwrap();
         let b = ConfusionMatrix::new(4).unwrap();
-        assert_eq!(
-            a.merge(&b),
-            Err(Error::ClassCountMismatch { left: 3, right: 4 })
-        );
+        assert_eq!(a.merge(&b), Err(Error::ClassCountMismatch { left: 3, right: 4 }));
     }
 
     #[test]
     fn counts_are_checked() {
         assert_eq!(
             ConfusionMatrix::from_counts(2, vec![1, 2, 3]),
-            Err(Error::CountsLength {
-                num_classes: 2,
-                expected: 4,
-                actual: 3
-            })
+            Err(Error::CountsLength { num_classes: 2, expected: 4, actual: 3 })
         );
-        assert_eq!(
-            ConfusionMatrix::from_counts(2, vec![u64::MAX, 1, 0, 0]),
-            Err(Error::CountOverflow)
-        );
-        assert_eq!(
-            ConfusionMatrix::from_counts(0, vec![]),
-            Err(Error::TooFewClasses {
-                num_classes: 0,
-                min: 1
-            })
-        );
+        assert_eq!(ConfusionMatrix::from_counts(2, vec![u64::MAX, 1, 0, 0]), Err(Error::CountOverflow));
+        assert_eq!(ConfusionMatrix::from_counts(0, vec![]), Err(Error::TooFewClasses { num_classes: 0, min: 1 }));
     }
 
     #[test]
@@ -480,11 +358,7 @@ mod tests {
         assert_eq!(r.accuracy, 0.0);
         assert_eq!(r.balanced_accuracy, 0.0);
         assert_eq!(r.macro_avg, r.weighted_avg);
-        assert!(
-            r.per_class
-                .iter()
-                .all(|m| m.precision == 0.0 && m.recall == 0.0 && m.f1 == 0.0)
-        );
+        assert!(r.per_class.iter().all(|m| m.precision == 0.0 && m.recall == 0.0 && m.f1 == 0.0));
     }
 
     #[test]
@@ -495,8 +369,6 @@ mod tests {
         assert_eq!(json, r#"{"num_classes":2,"counts":[0,1,1,1]}"#);
         let back: ConfusionMatrix = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
-        assert!(
-            serde_json::from_str::<ConfusionMatrix>(r#"{"num_classes":2,"counts":[0,1]}"#).is_err()
-        );
+        assert!(serde_json::from_str::<ConfusionMatrix>(r#"{"num_classes":2,"counts":[0,1]}"#).is_err());
     }
 }

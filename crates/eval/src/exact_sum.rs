@@ -133,9 +133,7 @@ mod tests {
 
     #[test]
     fn order_and_grouping_do_not_matter() {
-        let values: Vec<f64> = (1..200)
-            .map(|i| 1.0 / f64::from(i) + f64::from(i) * 1e-3)
-            .collect();
+        let values: Vec<f64> = (1..200).map(|i| 1.0 / f64::from(i) + f64::from(i) * 1e-3).collect();
         let forward = sum(&values);
         let mut reversed = values.clone();
         reversed.reverse();

@@ -33,10 +33,7 @@ pub const DEFAULT_SUM_TOLERANCE: f64 = 3.452_669_830_012_439e-4;
 /// - `log_loss`: the mean of `-ln p[true]` with `p` clipped to `[ε, 1 - ε]`, `ε =
 ///   f64::EPSILON`; rows are not renormalised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    try_from = "StoredProbabilityMetrics",
-    into = "StoredProbabilityMetrics"
-)]
+#[serde(try_from = "StoredProbabilityMetrics", into = "StoredProbabilityMetrics")]
 pub struct ProbabilityMetrics {
     num_classes: usize,
     sum_tolerance: f64,
@@ -60,8 +57,7 @@ impl TryFrom<StoredProbabilityMetrics> for ProbabilityMetrics {
     type Error = Error;
 
     fn try_from(stored: StoredProbabilityMetrics) -> Result<Self> {
-        let mut metrics = ProbabilityMetrics::new(stored.num_classes)?
-            .with_sum_tolerance(stored.sum_tolerance)?;
+        let mut metrics = ProbabilityMetrics::new(stored.num_classes)?.with_sum_tolerance(stored.sum_tolerance)?;
         if stored.rank_counts.len() != stored.num_classes {
             return Err(Error::CountsLength {
                 num_classes: stored.num_classes,
@@ -69,19 +65,12 @@ impl TryFrom<StoredProbabilityMetrics> for ProbabilityMetrics {
                 actual: stored.rank_counts.len(),
             });
         }
-        metrics.samples = stored
-            .rank_counts
-            .iter()
-            .try_fold(0u64, |acc, &c| acc.checked_add(c))
-            .ok_or(Error::CountOverflow)?;
+        metrics.samples =
+            stored.rank_counts.iter().try_fold(0u64, |acc, &c| acc.checked_add(c)).ok_or(Error::CountOverflow)?;
         metrics.rank_counts = stored.rank_counts;
         // Bounded so that re-adding cannot overflow; a sum of losses is at most 37 per
         // sample, far below this.
-        if stored
-            .loss_partials
-            .iter()
-            .any(|p| !p.is_finite() || p.abs() > 1e300)
-        {
+        if stored.loss_partials.iter().any(|p| !p.is_finite() || p.abs() > 1e300) {
             return Err(Error::InvalidLossSum);
         }
         for p in stored.loss_partials {
@@ -114,15 +103,10 @@ impl ProbabilityMetrics {
     /// histogram cannot be allocated.
     pub fn new(num_classes: usize) -> Result<Self> {
         if num_classes < 2 {
-            return Err(Error::TooFewClasses {
-                num_classes,
-                min: 2,
-            });
+            return Err(Error::TooFewClasses { num_classes, min: 2 });
         }
         let mut rank_counts = Vec::new();
-        rank_counts
-            .try_reserve_exact(num_classes)
-            .map_err(|_| Error::TooManyClasses { num_classes })?;
+        rank_counts.try_reserve_exact(num_classes).map_err(|_| Error::TooManyClasses { num_classes })?;
         rank_counts.resize(num_classes, 0);
         Ok(ProbabilityMetrics {
             num_classes,
@@ -194,27 +178,20 @@ impl ProbabilityMetrics {
     /// [`Error::CountOverflow`] past `u64::MAX` samples.
     pub fn update_rows<R: AsRef<[f64]>>(&mut self, truth: &[u32], rows: &[R]) -> Result<()> {
         if truth.len() != rows.len() {
-            return Err(Error::LengthMismatch {
-                truth: truth.len(),
-                predicted: rows.len(),
-            });
+            return Err(Error::LengthMismatch { truth: truth.len(), predicted: rows.len() });
         }
         for (row, (&t, probs)) in truth.iter().zip(rows).enumerate() {
             self.check_row(row, t, probs.as_ref())?;
         }
         let added = u64::try_from(truth.len()).map_err(|_| Error::CountOverflow)?;
-        self.samples = self
-            .samples
-            .checked_add(added)
-            .ok_or(Error::CountOverflow)?;
+        self.samples = self.samples.checked_add(added).ok_or(Error::CountOverflow)?;
         for (&t, probs) in truth.iter().zip(rows) {
             let probs = probs.as_ref();
             let t = t as usize; // checked: `t < num_classes`
             // Every rank count is at most `samples`, which did not overflow.
             let rank = self.rank_of_truth(t, probs);
             self.rank_counts[rank] += 1;
-            self.loss
-                .add(-probs[t].clamp(f64::EPSILON, 1.0 - f64::EPSILON).ln());
+            self.loss.add(-probs[t].clamp(f64::EPSILON, 1.0 - f64::EPSILON).ln());
         }
         Ok(())
     }
@@ -227,15 +204,9 @@ impl ProbabilityMetrics {
     /// past `u64::MAX` samples. On error nothing is added.
     pub fn merge(&mut self, other: &ProbabilityMetrics) -> Result<()> {
         if self.num_classes != other.num_classes {
-            return Err(Error::ClassCountMismatch {
-                left: self.num_classes,
-                right: other.num_classes,
-            });
+            return Err(Error::ClassCountMismatch { left: self.num_classes, right: other.num_classes });
         }
-        self.samples = self
-            .samples
-            .checked_add(other.samples)
-            .ok_or(Error::CountOverflow)?;
+        self.samples = self.samples.checked_add(other.samples).ok_or(Error::CountOverflow)?;
         for (mine, theirs) in self.rank_counts.iter_mut().zip(&other.rank_counts) {
             *mine += theirs;
         }
@@ -267,18 +238,10 @@ impl ProbabilityMetrics {
 
     fn check_row(&self, row: usize, truth: u32, probs: &[f64]) -> Result<()> {
         if !usize::try_from(truth).is_ok_and(|t| t < self.num_classes) {
-            return Err(Error::TruthOutOfRange {
-                row,
-                label: truth,
-                num_classes: self.num_classes,
-            });
+            return Err(Error::TruthOutOfRange { row, label: truth, num_classes: self.num_classes });
         }
         if probs.len() != self.num_classes {
-            return Err(Error::RowWidth {
-                row,
-                expected: self.num_classes,
-                actual: probs.len(),
-            });
+            return Err(Error::RowWidth { row, expected: self.num_classes, actual: probs.len() });
         }
         for (class, &value) in probs.iter().enumerate() {
             if !value.is_finite() {
@@ -290,11 +253,7 @@ impl ProbabilityMetrics {
         }
         let sum: f64 = probs.iter().sum();
         if (sum - 1.0).abs() > self.sum_tolerance {
-            return Err(Error::RowSum {
-                row,
-                sum,
-                tolerance: self.sum_tolerance,
-            });
+            return Err(Error::RowSum { row, sum, tolerance: self.sum_tolerance });
         }
         Ok(())
     }
@@ -309,11 +268,7 @@ impl ProbabilityMetrics {
         // scikit-learn: `argsort(kind="mergesort")[:, ::-1]`, so among equal scores the
         // higher class index comes first.
         let s = probs[t];
-        probs
-            .iter()
-            .enumerate()
-            .filter(|&(j, &p)| p > s || (p == s && j > t))
-            .count()
+        probs.iter().enumerate().filter(|&(j, &p)| p > s || (p == s && j > t)).count()
     }
 }
 
@@ -328,36 +283,19 @@ mod tests {
 
     #[test]
     fn too_few_classes() {
-        assert_eq!(
-            ProbabilityMetrics::new(1),
-            Err(Error::TooFewClasses {
-                num_classes: 1,
-                min: 2
-            })
-        );
+        assert_eq!(ProbabilityMetrics::new(1), Err(Error::TooFewClasses { num_classes: 1, min: 2 }));
     }
 
     #[test]
     fn too_many_classes() {
-        assert_eq!(
-            ProbabilityMetrics::new(usize::MAX),
-            Err(Error::TooManyClasses {
-                num_classes: usize::MAX
-            })
-        );
+        assert_eq!(ProbabilityMetrics::new(usize::MAX), Err(Error::TooManyClasses { num_classes: usize::MAX }));
     }
 
     #[test]
     fn invalid_tolerance() {
         let m = ProbabilityMetrics::new(3).unwrap();
-        assert!(matches!(
-            m.clone().with_sum_tolerance(f64::NAN),
-            Err(Error::InvalidTolerance { .. })
-        ));
-        assert_eq!(
-            m.with_sum_tolerance(-1.0),
-            Err(Error::InvalidTolerance { tolerance: -1.0 })
-        );
+        assert!(matches!(m.clone().with_sum_tolerance(f64::NAN), Err(Error::InvalidTolerance { .. })));
+        assert_eq!(m.with_sum_tolerance(-1.0), Err(Error::InvalidTolerance { tolerance: -1.0 }));
     }
 
     #[test]
@@ -365,38 +303,21 @@ mod tests {
         let mut m = ProbabilityMetrics::new(3).unwrap();
         assert_eq!(
             m.update(&[0, 1], &[0.5, 0.5, 0.0, 1.0]),
-            Err(Error::ProbabilityBufferLength {
-                rows: 2,
-                num_classes: 3,
-                actual: 4
-            })
+            Err(Error::ProbabilityBufferLength { rows: 2, num_classes: 3, actual: 4 })
         );
     }
 
     #[test]
     fn length_mismatch() {
         let mut m = ProbabilityMetrics::new(2).unwrap();
-        assert_eq!(
-            m.update_rows(&[0, 1], &[[0.5, 0.5]]),
-            Err(Error::LengthMismatch {
-                truth: 2,
-                predicted: 1
-            })
-        );
+        assert_eq!(m.update_rows(&[0, 1], &[[0.5, 0.5]]), Err(Error::LengthMismatch { truth: 2, predicted: 1 }));
     }
 
     #[test]
     fn row_width() {
         let mut m = ProbabilityMetrics::new(3).unwrap();
         let rows: Vec<Vec<f64>> = vec![vec![0.2, 0.3, 0.5], vec![0.5, 0.5]];
-        assert_eq!(
-            m.update_rows(&[0, 1], &rows),
-            Err(Error::RowWidth {
-                row: 1,
-                expected: 3,
-                actual: 2
-            })
-        );
+        assert_eq!(m.update_rows(&[0, 1], &rows), Err(Error::RowWidth { row: 1, expected: 3, actual: 2 }));
     }
 
     #[test]
@@ -404,28 +325,18 @@ mod tests {
         let mut m = ProbabilityMetrics::new(3).unwrap();
         assert_eq!(
             m.update(&[0, 3], &[0.2, 0.3, 0.5, 0.2, 0.3, 0.5]),
-            Err(Error::TruthOutOfRange {
-                row: 1,
-                label: 3,
-                num_classes: 3
-            })
+            Err(Error::TruthOutOfRange { row: 1, label: 3, num_classes: 3 })
         );
     }
 
     #[test]
     fn non_finite() {
         let mut m = ProbabilityMetrics::new(3).unwrap();
-        let err = m
-            .update(&[0, 1], &[0.2, 0.3, 0.5, 0.2, f64::NAN, 0.8])
-            .unwrap_err();
+        let err = m.update(&[0, 1], &[0.2, 0.3, 0.5, 0.2, f64::NAN, 0.8]).unwrap_err();
         assert!(matches!(err, Error::NonFinite { row: 1, class: 1, value } if value.is_nan()));
         assert_eq!(
             m.update(&[2], &[f64::INFINITY, 0.0, 0.0]),
-            Err(Error::NonFinite {
-                row: 0,
-                class: 0,
-                value: f64::INFINITY
-            })
+            Err(Error::NonFinite { row: 0, class: 0, value: f64::INFINITY })
         );
     }
 
@@ -434,42 +345,26 @@ mod tests {
         let mut m = ProbabilityMetrics::new(3).unwrap();
         assert_eq!(
             m.update(&[0], &[-0.1, 0.6, 0.5]),
-            Err(Error::ProbabilityOutOfRange {
-                row: 0,
-                class: 0,
-                value: -0.1
-            })
+            Err(Error::ProbabilityOutOfRange { row: 0, class: 0, value: -0.1 })
         );
         assert_eq!(
             m.update(&[0], &[0.0, 1.5, -0.5]),
-            Err(Error::ProbabilityOutOfRange {
-                row: 0,
-                class: 1,
-                value: 1.5
-            })
+            Err(Error::ProbabilityOutOfRange { row: 0, class: 1, value: 1.5 })
         );
     }
 
     #[test]
     fn row_sum() {
         let mut m = ProbabilityMetrics::new(3).unwrap();
-        let err = m
-            .update(&[0, 0], &[0.2, 0.3, 0.5, 0.2, 0.3, 0.4])
-            .unwrap_err();
+        let err = m.update(&[0, 0], &[0.2, 0.3, 0.5, 0.2, 0.3, 0.4]).unwrap_err();
         assert!(matches!(err, Error::RowSum { row: 1, sum, tolerance }
             if (sum - 0.9).abs() < 1e-12 && tolerance == DEFAULT_SUM_TOLERANCE));
         // An f32 softmax widened to f64 passes the default tolerance...
         let f32_row = [0.1f32, 0.2, 0.7].map(f64::from);
         m.update(&[2], &f32_row).unwrap();
         // ...and a strict tolerance rejects a row off by 1e-6.
-        let mut strict = ProbabilityMetrics::new(3)
-            .unwrap()
-            .with_sum_tolerance(1e-9)
-            .unwrap();
-        assert!(matches!(
-            strict.update(&[0], &[0.2, 0.3, 0.500001]),
-            Err(Error::RowSum { .. })
-        ));
+        let mut strict = ProbabilityMetrics::new(3).unwrap().with_sum_tolerance(1e-9).unwrap();
+        assert!(matches!(strict.update(&[0], &[0.2, 0.3, 0.500001]), Err(Error::RowSum { .. })));
     }
 
     #[test]
@@ -483,20 +378,14 @@ mod tests {
 
     #[test]
     fn zero_k() {
-        assert_eq!(
-            ProbabilityMetrics::new(3).unwrap().top_k_accuracy(0),
-            Err(Error::ZeroK)
-        );
+        assert_eq!(ProbabilityMetrics::new(3).unwrap().top_k_accuracy(0), Err(Error::ZeroK));
     }
 
     #[test]
     fn merge_class_mismatch() {
         let mut a = ProbabilityMetrics::new(3).unwrap();
         let b = ProbabilityMetrics::new(4).unwrap();
-        assert_eq!(
-            a.merge(&b),
-            Err(Error::ClassCountMismatch { left: 3, right: 4 })
-        );
+        assert_eq!(a.merge(&b), Err(Error::ClassCountMismatch { left: 3, right: 4 }));
     }
 
     #[test]
@@ -537,14 +426,12 @@ mod tests {
     #[test]
     fn serde_round_trip_and_validation() {
         let mut m = ProbabilityMetrics::new(3).unwrap();
-        m.update(&[0, 1, 2], &[0.1, 0.6, 0.3, 0.2, 0.2, 0.6, 0.7, 0.1, 0.2])
-            .unwrap();
+        m.update(&[0, 1, 2], &[0.1, 0.6, 0.3, 0.2, 0.2, 0.6, 0.7, 0.1, 0.2]).unwrap();
         let json = serde_json::to_string(&m).unwrap();
         let back: ProbabilityMetrics = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.log_loss(), m.log_loss());
-        let bad =
-            r#"{"num_classes":3,"sum_tolerance":0.001,"rank_counts":[1,2],"loss_partials":[]}"#;
+        let bad = r#"{"num_classes":3,"sum_tolerance":0.001,"rank_counts":[1,2],"loss_partials":[]}"#;
         assert!(serde_json::from_str::<ProbabilityMetrics>(bad).is_err());
         let bad = r#"{"num_classes":3,"sum_tolerance":0.001,"rank_counts":[1,2,0],"loss_partials":[-1.0]}"#;
         assert!(serde_json::from_str::<ProbabilityMetrics>(bad).is_err());

@@ -73,10 +73,7 @@ impl ClassificationReport {
     /// [`Error::NameCount`] when `names` does not have one entry per class.
     pub fn to_text_with_names<S: AsRef<str>>(&self, names: &[S], digits: usize) -> Result<String> {
         if names.len() != self.per_class.len() {
-            return Err(Error::NameCount {
-                expected: self.per_class.len(),
-                actual: names.len(),
-            });
+            return Err(Error::NameCount { expected: self.per_class.len(), actual: names.len() });
         }
         Ok(self.render(names, digits))
     }
@@ -84,11 +81,7 @@ impl ClassificationReport {
     /// scikit-learn 1.9's `classification_report` format strings, transcribed.
     fn render<S: AsRef<str>>(&self, names: &[S], digits: usize) -> String {
         const LONGEST_HEADING: &str = "weighted avg";
-        let name_width = names
-            .iter()
-            .map(|n| n.as_ref().chars().count())
-            .max()
-            .unwrap_or(0);
+        let name_width = names.iter().map(|n| n.as_ref().chars().count()).max().unwrap_or(0);
         let w = name_width.max(LONGEST_HEADING.len()).max(digits);
         let d = digits;
 
@@ -100,31 +93,15 @@ impl ClassificationReport {
         }
         out.push_str("\n\n");
         let row = |out: &mut String, name: &str, p: f64, r: f64, f: f64, support: u64| {
-            let _ = writeln!(
-                out,
-                "{name:>w$}  {p:>9.d$} {r:>9.d$} {f:>9.d$} {support:>9}"
-            );
+            let _ = writeln!(out, "{name:>w$}  {p:>9.d$} {r:>9.d$} {f:>9.d$} {support:>9}");
         };
         for (name, m) in names.iter().zip(&self.per_class) {
-            row(
-                &mut out,
-                name.as_ref(),
-                m.precision,
-                m.recall,
-                m.f1,
-                m.support,
-            );
+            row(&mut out, name.as_ref(), m.precision, m.recall, m.f1, m.support);
         }
         out.push('\n');
-        let _ = writeln!(
-            out,
-            "{:>w$}  {:>9.d$} {:>9.d$} {:>9.d$} {:>9}",
-            "accuracy", "", "", self.accuracy, self.support
-        );
-        for (heading, a) in [
-            ("macro avg", &self.macro_avg),
-            ("weighted avg", &self.weighted_avg),
-        ] {
+        let _ =
+            writeln!(out, "{:>w$}  {:>9.d$} {:>9.d$} {:>9.d$} {:>9}", "accuracy", "", "", self.accuracy, self.support);
+        for (heading, a) in [("macro avg", &self.macro_avg), ("weighted avg", &self.weighted_avg)] {
             row(&mut out, heading, a.precision, a.recall, a.f1, self.support);
         }
         out
@@ -148,10 +125,7 @@ mod tests {
         //       target_names=["ant", "bee", "cat", "dog"]))
         let mut m = ConfusionMatrix::new(4).unwrap();
         m.update(&[0, 1, 2, 2, 2], &[0, 0, 2, 2, 1]).unwrap();
-        let text = m
-            .report()
-            .to_text_with_names(&["ant", "bee", "cat", "dog"], 2)
-            .unwrap();
+        let text = m.report().to_text_with_names(&["ant", "bee", "cat", "dog"], 2).unwrap();
         let expected = "              precision    recall  f1-score   support
 
          ant       0.50      1.00      0.67         1
@@ -170,23 +144,14 @@ weighted avg       0.70      0.60      0.61         5
     #[test]
     fn wrong_name_count_is_an_error() {
         let r = ConfusionMatrix::new(3).unwrap().report();
-        assert_eq!(
-            r.to_text_with_names(&["a", "b"], 2),
-            Err(Error::NameCount {
-                expected: 3,
-                actual: 2
-            })
-        );
+        assert_eq!(r.to_text_with_names(&["a", "b"], 2), Err(Error::NameCount { expected: 3, actual: 2 }));
     }
 
     #[test]
     fn long_names_widen_the_first_column() {
         let mut m = ConfusionMatrix::new(2).unwrap();
         m.update(&[0, 1], &[0, 1]).unwrap();
-        let text = m
-            .report()
-            .to_text_with_names(&["a", "a rather long name"], 3)
-            .unwrap();
+        let text = m.report().to_text_with_names(&["a", "a rather long name"], 3).unwrap();
         assert!(text.starts_with(&format!("{:>18}  precision", "")));
         assert!(text.contains("\na rather long name      1.000"));
     }

@@ -71,12 +71,8 @@ struct ExpectedAverages {
 
 fn load(name: &str) -> Case {
     let path = Path::new(FIXTURES).join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run python3 scripts/fixtures/eval.py",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run python3 scripts/fixtures/eval.py", path.display()));
     let case: Case = serde_json::from_str(&text).unwrap();
     assert_eq!(case.name, name);
     case
@@ -103,11 +99,7 @@ fn close(what: &str, actual: f64, expected: f64) {
 }
 
 fn close_averages(what: &str, actual: &Averages, expected: &ExpectedAverages) {
-    close(
-        &format!("{what} precision"),
-        actual.precision,
-        expected.precision,
-    );
+    close(&format!("{what} precision"), actual.precision, expected.precision);
     close(&format!("{what} recall"), actual.recall, expected.recall);
     close(&format!("{what} f1"), actual.f1, expected.f1);
 }
@@ -118,39 +110,20 @@ fn check_labels(case: &Case, matrix: &ConfusionMatrix) {
     let name = &case.name;
     let n = case.num_classes;
     let rows: Vec<&[u64]> = matrix.counts().chunks(n).collect();
-    assert_eq!(
-        rows,
-        e.confusion_matrix
-            .iter()
-            .map(Vec::as_slice)
-            .collect::<Vec<_>>(),
-        "{name}"
-    );
+    assert_eq!(rows, e.confusion_matrix.iter().map(Vec::as_slice).collect::<Vec<_>>(), "{name}");
     let report = matrix.report();
     close(&format!("{name} accuracy"), report.accuracy, e.accuracy);
-    close(
-        &format!("{name} balanced accuracy"),
-        report.balanced_accuracy,
-        e.balanced_accuracy,
-    );
+    close(&format!("{name} balanced accuracy"), report.balanced_accuracy, e.balanced_accuracy);
     assert_eq!(report.per_class.len(), n);
     for (c, m) in report.per_class.iter().enumerate() {
-        close(
-            &format!("{name} precision[{c}]"),
-            m.precision,
-            e.precision[c],
-        );
+        close(&format!("{name} precision[{c}]"), m.precision, e.precision[c]);
         close(&format!("{name} recall[{c}]"), m.recall, e.recall[c]);
         close(&format!("{name} f1[{c}]"), m.f1, e.f1[c]);
         assert_eq!(m.support, e.support[c], "{name} support[{c}]");
     }
     close_averages(&format!("{name} macro"), &report.macro_avg, &e.macro_avg);
     close_averages(&format!("{name} micro"), &report.micro_avg, &e.micro);
-    close_averages(
-        &format!("{name} weighted"),
-        &report.weighted_avg,
-        &e.weighted,
-    );
+    close_averages(&format!("{name} weighted"), &report.weighted_avg, &e.weighted);
     assert_eq!(report.support, case.y_true.len() as u64);
     assert_eq!(report.to_text(2), e.report_2, "{name} report, 2 digits");
     assert_eq!(report.to_text(4), e.report_4, "{name} report, 4 digits");
@@ -168,17 +141,9 @@ fn check_probabilities(case: &Case, metrics: &ProbabilityMetrics) {
     assert_eq!(top_k.len(), case.num_classes);
     for (i, &expected) in top_k.iter().enumerate() {
         let k = i + 1;
-        close(
-            &format!("{name} top-{k}"),
-            metrics.top_k_accuracy(k).unwrap(),
-            expected,
-        );
+        close(&format!("{name} top-{k}"), metrics.top_k_accuracy(k).unwrap(), expected);
     }
-    close(
-        &format!("{name} log loss"),
-        metrics.log_loss().unwrap(),
-        case.expected.log_loss.unwrap(),
-    );
+    close(&format!("{name} log loss"), metrics.log_loss().unwrap(), case.expected.log_loss.unwrap());
 }
 
 fn one_shot(case: &Case) -> ConfusionMatrix {
@@ -198,10 +163,7 @@ fn fixtures_are_all_there_and_small() {
     let mut expected: Vec<String> = CASES.iter().map(|c| format!("{c}.json")).collect();
     expected.sort();
     assert_eq!(found, expected);
-    let bytes: u64 = std::fs::read_dir(FIXTURES)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let bytes: u64 = std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(bytes < 200_000, "fixtures take {bytes} bytes");
 }
 
@@ -237,9 +199,7 @@ fn probability_metrics_match_scikit_learn() {
             continue;
         };
         let mut metrics = ProbabilityMetrics::new(case.num_classes).unwrap();
-        metrics
-            .update(&case.y_true, &probabilities(weights))
-            .unwrap();
+        metrics.update(&case.y_true, &probabilities(weights)).unwrap();
         check_probabilities(&case, &metrics);
 
         // The same through `update_rows`.
@@ -259,14 +219,8 @@ fn streamed_and_merged_equals_one_shot() {
         let case = load(name);
         let n = case.num_classes;
         let flat = case.weights.as_deref().map(probabilities);
-        let mut workers: Vec<(ConfusionMatrix, ProbabilityMetrics)> = (0..3)
-            .map(|_| {
-                (
-                    ConfusionMatrix::new(n).unwrap(),
-                    ProbabilityMetrics::new(n.max(2)).unwrap(),
-                )
-            })
-            .collect();
+        let mut workers: Vec<(ConfusionMatrix, ProbabilityMetrics)> =
+            (0..3).map(|_| (ConfusionMatrix::new(n).unwrap(), ProbabilityMetrics::new(n.max(2)).unwrap())).collect();
         let mut start = 0;
         for (batch, size) in [1usize, 7, 0, 32, 13, 64, 5].iter().cycle().enumerate() {
             if start >= case.y_true.len() {
@@ -274,13 +228,9 @@ fn streamed_and_merged_equals_one_shot() {
             }
             let end = (start + size).min(case.y_true.len());
             let (matrix, probs) = &mut workers[batch % 3];
-            matrix
-                .update(&case.y_true[start..end], &case.y_pred[start..end])
-                .unwrap();
+            matrix.update(&case.y_true[start..end], &case.y_pred[start..end]).unwrap();
             if let Some(flat) = &flat {
-                probs
-                    .update(&case.y_true[start..end], &flat[start * n..end * n])
-                    .unwrap();
+                probs.update(&case.y_true[start..end], &flat[start * n..end * n]).unwrap();
             }
             start = end;
         }
@@ -295,10 +245,7 @@ fn streamed_and_merged_equals_one_shot() {
         if let Some(flat) = &flat {
             let mut whole = ProbabilityMetrics::new(n).unwrap();
             whole.update(&case.y_true, flat).unwrap();
-            assert_eq!(
-                probs.log_loss().unwrap().to_bits(),
-                whole.log_loss().unwrap().to_bits()
-            );
+            assert_eq!(probs.log_loss().unwrap().to_bits(), whole.log_loss().unwrap().to_bits());
             for k in 1..=n {
                 assert_eq!(probs.top_k_accuracy(k), whole.top_k_accuracy(k));
             }
@@ -324,32 +271,17 @@ fn accumulators_round_trip_through_json_between_workers() {
     let flat = probabilities(case.weights.as_deref().unwrap());
     let half = case.y_true.len() / 2;
     let mut matrix = ConfusionMatrix::new(n).unwrap();
-    matrix
-        .update(&case.y_true[..half], &case.y_pred[..half])
-        .unwrap();
+    matrix.update(&case.y_true[..half], &case.y_pred[..half]).unwrap();
     let mut probs = ProbabilityMetrics::new(n).unwrap();
-    probs
-        .update(&case.y_true[..half], &flat[..half * n])
-        .unwrap();
+    probs.update(&case.y_true[..half], &flat[..half * n]).unwrap();
     // The second worker sends its accumulators as JSON.
     let mut remote = ConfusionMatrix::new(n).unwrap();
-    remote
-        .update(&case.y_true[half..], &case.y_pred[half..])
-        .unwrap();
+    remote.update(&case.y_true[half..], &case.y_pred[half..]).unwrap();
     let mut remote_probs = ProbabilityMetrics::new(n).unwrap();
-    remote_probs
-        .update(&case.y_true[half..], &flat[half * n..])
-        .unwrap();
-    let sent = (
-        serde_json::to_string(&remote).unwrap(),
-        serde_json::to_string(&remote_probs).unwrap(),
-    );
-    matrix
-        .merge(&serde_json::from_str(&sent.0).unwrap())
-        .unwrap();
-    probs
-        .merge(&serde_json::from_str(&sent.1).unwrap())
-        .unwrap();
+    remote_probs.update(&case.y_true[half..], &flat[half * n..]).unwrap();
+    let sent = (serde_json::to_string(&remote).unwrap(), serde_json::to_string(&remote_probs).unwrap());
+    matrix.merge(&serde_json::from_str(&sent.0).unwrap()).unwrap();
+    probs.merge(&serde_json::from_str(&sent.1).unwrap()).unwrap();
     check_labels(&case, &matrix);
     check_probabilities(&case, &probs);
 }
@@ -360,26 +292,14 @@ type Sample = (u32, u32, Vec<f64>);
 /// A class count, samples for it, and the cut points of a split into batches.
 fn batches() -> impl Strategy<Value = (usize, Vec<Sample>, Vec<usize>)> {
     (2usize..8).prop_flat_map(|n| {
-        let row = (0..n as u32, 0..n as u32, prop::collection::vec(0u32..4, n)).prop_map(
-            move |(t, p, mut w)| {
-                if w.iter().all(|&x| x == 0) {
-                    w[0] = 1;
-                }
-                let sum: u32 = w.iter().sum();
-                (
-                    t,
-                    p,
-                    w.iter()
-                        .map(|&x| f64::from(x) / f64::from(sum))
-                        .collect::<Vec<f64>>(),
-                )
-            },
-        );
-        (
-            Just(n),
-            prop::collection::vec(row, 0..120),
-            prop::collection::vec(0usize..120, 0..6),
-        )
+        let row = (0..n as u32, 0..n as u32, prop::collection::vec(0u32..4, n)).prop_map(move |(t, p, mut w)| {
+            if w.iter().all(|&x| x == 0) {
+                w[0] = 1;
+            }
+            let sum: u32 = w.iter().sum();
+            (t, p, w.iter().map(|&x| f64::from(x) / f64::from(sum)).collect::<Vec<f64>>())
+        });
+        (Just(n), prop::collection::vec(row, 0..120), prop::collection::vec(0usize..120, 0..6))
     })
 }
 
@@ -426,10 +346,7 @@ fn read_digits() -> Vec<(Vec<i64>, u32)> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(header.len(), 65);
-    assert_eq!(
-        (header[0], header[63], header[64]),
-        ("pixel_0", "pixel_63", "label")
-    );
+    assert_eq!((header[0], header[63], header[64]), ("pixel_0", "pixel_63", "label"));
     lines
         .filter(|l| !l.is_empty())
         .map(|line| {
@@ -455,14 +372,8 @@ fn nearest_centroid(data: &[(Vec<i64>, u32)], train_rows: usize, n: usize) -> (V
     let mut preds = Vec::new();
     let mut probs = Vec::new();
     for (x, _) in &data[train_rows..] {
-        let dist: Vec<i64> = (0..n)
-            .map(|c| {
-                x.iter()
-                    .zip(&sums[c])
-                    .map(|(v, s)| (counts[c] * v - s).pow(2))
-                    .sum()
-            })
-            .collect();
+        let dist: Vec<i64> =
+            (0..n).map(|c| x.iter().zip(&sums[c]).map(|(v, s)| (counts[c] * v - s).pow(2)).sum()).collect();
         let mut best = 0;
         for c in 1..n {
             let lhs = i128::from(dist[c]) * i128::from(counts[best]).pow(2);
@@ -472,9 +383,7 @@ fn nearest_centroid(data: &[(Vec<i64>, u32)], train_rows: usize, n: usize) -> (V
             }
         }
         preds.push(best as u32);
-        let w: Vec<f64> = (0..n)
-            .map(|c| 1.0 / (1.0 + dist[c] as f64 / (counts[c] * counts[c]) as f64))
-            .collect();
+        let w: Vec<f64> = (0..n).map(|c| 1.0 / (1.0 + dist[c] as f64 / (counts[c] * counts[c]) as f64)).collect();
         let mut total = 0.0;
         for v in &w {
             total += v;
@@ -502,14 +411,9 @@ fn nearest_centroid_on_digits_matches_scikit_learn() {
     for (start, (t, p)) in truth.chunks(64).zip(preds.chunks(64)).enumerate() {
         let first = start * 64;
         matrix.update(t, p).unwrap();
-        metrics
-            .update(t, &probs[first * n..(first + t.len()) * n])
-            .unwrap();
+        metrics.update(t, &probs[first * n..(first + t.len()) * n]).unwrap();
     }
     check_labels(&case, &matrix);
     check_probabilities(&case, &metrics);
-    assert!(
-        matrix.accuracy() > 0.85,
-        "nearest centroid should do well on digits"
-    );
+    assert!(matrix.accuracy() > 0.85, "nearest centroid should do well on digits");
 }
