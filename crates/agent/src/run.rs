@@ -708,14 +708,8 @@ fn train_monitored(
     if let Some(m) = run.monitor_mut() {
         m.checkpoint(last_step, Some(&model_path))?;
     }
-    if let Some(p) = &run.data.pipeline {
-        write_atomic(&out.join("prep.json"), p.to_json()?.as_bytes())?;
-    }
-    let mut csv = String::from("index,label,predicted\n");
-    for (i, (l, p)) in test.labels.iter().zip(&test.predictions).enumerate() {
-        csv.push_str(&format!("{i},{l},{p}\n"));
-    }
-    write_atomic(&out.join("predictions.csv"), csv.as_bytes())?;
+    run.write_pipeline(&out.join("prep.json"))?;
+    write_predictions(&out.join("predictions.csv"), &test)?;
     let monitored = run.finish_monitor(Outcome::Completed)?;
     let summary = Summary {
         test_accuracy: test.report.accuracy,
@@ -740,6 +734,27 @@ fn train_monitored(
 
 fn hidden_widths(model: &Model) -> Vec<u32> {
     model.spec().hidden_widths().into_iter().map(|w| w as u32).collect()
+}
+
+impl Run {
+    /// Writes the preprocessing fitted on the training rows (CSV data) to `path` as JSON;
+    /// does nothing for data without a pipeline.
+    pub fn write_pipeline(&self, path: &Path) -> Result<()> {
+        match &self.data.pipeline {
+            Some(p) => write_atomic(path, p.to_json()?.as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes `evaluation`'s predictions as `index,label,predicted` lines (row order of the
+/// evaluated dataset).
+pub fn write_predictions(path: &Path, evaluation: &Evaluation) -> Result<()> {
+    let mut csv = String::from("index,label,predicted\n");
+    for (i, (l, p)) in evaluation.labels.iter().zip(&evaluation.predictions).enumerate() {
+        csv.push_str(&format!("{i},{l},{p}\n"));
+    }
+    write_atomic(path, csv.as_bytes())
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -18,7 +18,7 @@ use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
 use crate::data::DataSource;
 use crate::env::{Action, Env, EnvConfig, Move};
 use crate::policy::{Policy, Reinforce};
-use crate::run::{Run, RunConfig, write_atomic};
+use crate::run::{Run, RunConfig, write_atomic, write_predictions};
 use crate::{Error, Result};
 
 /// How a study chooses what to do.
@@ -246,15 +246,9 @@ pub fn tune(
     let test = run.evaluate(&*run.data().test)?;
     let model_path = out.join("model.safetensors");
     run.model().save(&model_path)?;
-    if let Some(p) = &run.data().pipeline {
-        write_atomic(&out.join("prep.json"), p.to_json()?.as_bytes())?;
-    }
+    run.write_pipeline(&out.join("prep.json"))?;
     let predictions_path = out.join("predictions.csv");
-    let mut csv = String::from("index,label,predicted\n");
-    for (i, (l, p)) in test.labels.iter().zip(&test.predictions).enumerate() {
-        csv.push_str(&format!("{i},{l},{p}\n"));
-    }
-    write_atomic(&predictions_path, csv.as_bytes())?;
+    write_predictions(&predictions_path, &test)?;
     if matches!(config.strategy, Strategy::Rl | Strategy::RlNoWidth) {
         let json = serde_json::to_string_pretty(&policy).expect("policy serialises");
         write_atomic(&out.join("policy.json"), json.as_bytes())?;
