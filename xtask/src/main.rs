@@ -39,7 +39,7 @@ enum Command {
 }
 
 /// Where datasets are looked for.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
     /// Directory holding the datasets (default: $TUNEFORGE_DATA, else ./datasets).
     #[arg(long, value_name = "DIR")]

@@ -13,7 +13,7 @@ use tuneforge_loader::{DataDirs, GzCache};
 use crate::DataArgs;
 
 /// Tune a network while it trains and report the best model's test metrics.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TuneArgs {
     /// digits, fashion-mnist, biopsy, or csv:PATH (with --label).
     #[arg(long, default_value = "digits")]
@@ -71,7 +71,8 @@ pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
+/// The study `args` describe, with the per-dataset defaults filled in.
+pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let data = DataSource::parse(&args.dataset, args.label.as_deref())?;
     let images = matches!(&data, DataSource::Known(n) if n.starts_with("fashion-mnist"));
     let strategy: Strategy = args.strategy.parse()?;
@@ -90,6 +91,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             budget_steps: args.trial_steps.unwrap_or(if images { 1500 } else { 300 }),
         },
     };
+    Ok(config)
+}
+
+pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
     let device = crate::train::parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
