@@ -231,22 +231,35 @@ impl Model {
     /// as `path.json`. Each file is written to a temporary name, synced and renamed, so a
     /// crash leaves the previous version or the new one, never a torn file.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_safetensors(path)?;
         let spec_json = serde_json::to_string_pretty(&self.spec).expect("a spec always serialises");
-        let tensors = self.tensors();
-        let metadata = HashMap::from([(SPEC_METADATA_KEY.to_string(), spec_json.clone())]);
-        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
-            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), name: String::new(), why: e.to_string() })?;
         write_atomic(path, &bytes)?;
         write_atomic(&spec_path(path), spec_json.as_bytes())?;
         Ok(())
+    }
+
+    /// The bytes [`Model::save`] writes (safetensors with the spec in the metadata), e.g. to
+    /// keep a checkpoint in a database; `origin` only names the destination in errors.
+    pub fn to_safetensors(&self, origin: &Path) -> Result<Vec<u8>> {
+        let spec_json = serde_json::to_string_pretty(&self.spec).expect("a spec always serialises");
+        let tensors = self.tensors();
+        let metadata = HashMap::from([(SPEC_METADATA_KEY.to_string(), spec_json)]);
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::Checkpoint { path: origin.to_path_buf(), name: String::new(), why: e.to_string() })
     }
 
     /// Loads a model saved by [`Model::save`] onto `device`. The spec comes from the
     /// file's metadata; every tensor must be present with the spec's shape.
     pub fn load(path: &Path, device: &Device) -> Result<Model> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_safetensors(&bytes, path, device)
+    }
+
+    /// [`Model::load`] from bytes made by [`Model::to_safetensors`]; `path` names their
+    /// origin in errors.
+    pub fn from_safetensors(bytes: &[u8], path: &Path, device: &Device) -> Result<Model> {
         let ck = |name: &str, why: String| Error::Checkpoint { path: path.to_path_buf(), name: name.to_string(), why };
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| ck("", e.to_string()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| ck("", e.to_string()))?;
         let spec_json = meta
             .metadata()
             .as_ref()
@@ -254,7 +267,7 @@ impl Model {
             .ok_or_else(|| ck("", format!("no {SPEC_METADATA_KEY} metadata: not a tuneforge model")))?;
         let spec: ModelSpec =
             serde_json::from_str(spec_json).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        let mut tensors = candle_core::safetensors::load_buffer(bytes, device)?;
         let mut model = spec.init(device)?;
         let mut take = |name: String, like: &Tensor| -> Result<Tensor> {
             let t = tensors.remove(&name).ok_or_else(|| ck(&name, "missing".into()))?;

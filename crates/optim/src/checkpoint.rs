@@ -98,12 +98,8 @@ impl Checkpoint {
         Ok(self.schedule.clone())
     }
 
-    /// Writes [`TENSORS_FILE`] and then [`STATE_FILE`] into `dir` (created if missing).
-    /// Each is written to a temporary file, synced and renamed, so a reader never sees
-    /// a half-written file; the JSON file records the tensor file's length and hash, so
-    /// a crash between the two renames is detected on load.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+    /// The buffers as safetensors bytes and the manifest that describes them.
+    fn encode(&self) -> Result<(Vec<u8>, Manifest)> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         let mut params = BTreeMap::new();
         for (name, p) in &self.optimizer.params {
@@ -114,15 +110,9 @@ impl Checkpoint {
             }
             params.insert(name.clone(), ParamManifest { step: p.step, buffers: p.buffers.keys().cloned().collect() });
         }
-
-        let tensors_path = dir.join(TENSORS_FILE);
-        let tmp = temp_path(&tensors_path);
-        candle_core::safetensors::save(&tensors, &tmp)
-            .map_err(|source| Error::Tensors { path: tmp.clone(), source })?;
-        let bytes = fs::read(&tmp).map_err(io(&tmp))?;
-        sync_file(&tmp)?;
-        fs::rename(&tmp, &tensors_path).map_err(io(&tensors_path))?;
-
+        let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).map_err(|e| {
+            Error::Tensors { path: PathBuf::from(TENSORS_FILE), source: candle_core::Error::Msg(e.to_string()) }
+        })?;
         let manifest = Manifest {
             format: FORMAT,
             optimizer: self.optimizer.config.clone(),
@@ -130,6 +120,17 @@ impl Checkpoint {
             params,
             tensors: TensorFile { bytes: bytes.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(&bytes) },
         };
+        Ok((bytes, manifest))
+    }
+
+    /// Writes [`TENSORS_FILE`] and then [`STATE_FILE`] into `dir` (created if missing).
+    /// Each is written to a temporary file, synced and renamed, so a reader never sees
+    /// a half-written file; the JSON file records the tensor file's length and hash, so
+    /// a crash between the two renames is detected on load.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let (bytes, manifest) = self.encode()?;
+        write_atomic(&dir.join(TENSORS_FILE), &bytes)?;
         let state_path = dir.join(STATE_FILE);
         let json =
             serde_json::to_vec_pretty(&manifest).map_err(|source| Error::Json { path: state_path.clone(), source })?;
@@ -141,6 +142,34 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The checkpoint as one byte string (for a database): the manifest's length (8 bytes,
+    /// little-endian), the manifest (JSON, as in [`STATE_FILE`]), then the buffers
+    /// (safetensors, as in [`TENSORS_FILE`]). [`Checkpoint::from_bytes`] reads it back.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let (bytes, manifest) = self.encode()?;
+        let json = serde_json::to_vec(&manifest)
+            .map_err(|source| Error::Json { path: PathBuf::from(STATE_FILE), source })?;
+        let mut out = Vec::with_capacity(8 + json.len() + bytes.len());
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&bytes);
+        Ok(out)
+    }
+
+    /// Reads bytes made by [`Checkpoint::to_bytes`]; `origin` names where they came from in
+    /// errors. Checked like [`Checkpoint::load`] (format, length and hash of the buffers).
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let corrupt = |reason| Error::CorruptCheckpoint { path: origin.to_path_buf(), reason };
+        let len = bytes
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .filter(|&n| n <= bytes.len() - 8)
+            .ok_or_else(|| corrupt(CorruptCheckpoint::Truncated { len: bytes.len() as u64 }))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes[8..8 + len])
+            .map_err(|source| Error::Json { path: origin.to_path_buf(), source })?;
+        Self::decode(manifest, &bytes[8 + len..], origin, origin)
+    }
+
     /// Reads a checkpoint written by [`save`](Self::save); tensors are on the CPU until
     /// [`restore`](Self::restore) moves them to the parameters' devices.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -148,25 +177,28 @@ impl Checkpoint {
         let json = fs::read(&state_path).map_err(io(&state_path))?;
         let manifest: Manifest =
             serde_json::from_slice(&json).map_err(|source| Error::Json { path: state_path.clone(), source })?;
+        let tensors_path = dir.join(TENSORS_FILE);
+        let bytes = fs::read(&tensors_path).map_err(io(&tensors_path))?;
+        Self::decode(manifest, &bytes, &state_path, &tensors_path)
+    }
+
+    fn decode(manifest: Manifest, bytes: &[u8], state_path: &Path, tensors_path: &Path) -> Result<Self> {
         if manifest.format != FORMAT {
             return Err(Error::CorruptCheckpoint {
-                path: state_path,
+                path: state_path.to_path_buf(),
                 reason: CorruptCheckpoint::Format { version: manifest.format },
             });
         }
-
-        let tensors_path = dir.join(TENSORS_FILE);
-        let bytes = fs::read(&tensors_path).map_err(io(&tensors_path))?;
-        let found = (bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes));
+        let found = (bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(bytes));
         let expected = (manifest.tensors.bytes, manifest.tensors.xxh3);
         if found != expected {
             return Err(Error::CorruptCheckpoint {
-                path: tensors_path,
+                path: tensors_path.to_path_buf(),
                 reason: CorruptCheckpoint::TensorFileChanged { expected, actual: found },
             });
         }
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(|source| Error::Tensors { path: tensors_path.clone(), source })?;
+        let mut tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+            .map_err(|source| Error::Tensors { path: tensors_path.to_path_buf(), source })?;
 
         let mut params = BTreeMap::new();
         for (name, p) in manifest.params {
@@ -174,7 +206,7 @@ impl Checkpoint {
             for buffer in p.buffers {
                 let k = key(&name, &buffer);
                 let t = tensors.remove(&k).ok_or_else(|| Error::CorruptCheckpoint {
-                    path: tensors_path.clone(),
+                    path: tensors_path.to_path_buf(),
                     reason: CorruptCheckpoint::MissingTensor { key: k },
                 })?;
                 buffers.insert(buffer, t);
@@ -183,7 +215,7 @@ impl Checkpoint {
         }
         if let Some(k) = tensors.keys().min() {
             return Err(Error::CorruptCheckpoint {
-                path: tensors_path,
+                path: tensors_path.to_path_buf(),
                 reason: CorruptCheckpoint::ExtraTensor { key: k.clone() },
             });
         }
@@ -196,10 +228,6 @@ fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -251,6 +251,11 @@ pub enum CorruptCheckpoint {
         /// The safetensors key.
         key: String,
     },
+    /// Bytes from [`crate::Checkpoint::to_bytes`] too short for the manifest they announce.
+    Truncated {
+        /// Bytes found.
+        len: u64,
+    },
     /// The JSON file has a format version this crate does not read.
     Format {
         /// The version found.
@@ -269,6 +274,7 @@ impl std::fmt::Display for CorruptCheckpoint {
             Self::MissingTensor { key } => write!(f, "tensor {key:?} is missing"),
             Self::ExtraTensor { key } => write!(f, "unexpected tensor {key:?}"),
             Self::Format { version } => write!(f, "unknown format version {version}"),
+            Self::Truncated { len } => write!(f, "{len} bytes: shorter than the manifest they announce"),
         }
     }
 }

@@ -15,6 +15,11 @@ fn bits(v: &Var) -> Vec<u64> {
 }
 
 fn resume_is_exact(config: OptimizerConfig, schedule: Option<ScheduleConfig>, dtype: DType) {
+    resume_is_exact_via(config, schedule, dtype, false);
+}
+
+/// Saves to files, or with `bytes` to [`Checkpoint::to_bytes`], and resumes from that.
+fn resume_is_exact_via(config: OptimizerConfig, schedule: Option<ScheduleConfig>, dtype: DType, bytes: bool) {
     let mut rng = Lcg::new(77);
     let net = Mlp::new(&mut rng, 5, 7, 3, dtype);
     let (x, y) = data(&mut rng, 30, 5, 3, dtype);
@@ -46,7 +51,13 @@ fn resume_is_exact(config: OptimizerConfig, schedule: Option<ScheduleConfig>, dt
         OptimizerConfig::AdamW(c) => c.lr = 123.0,
     }
     let mut opt2 = other.build(resumed.named()).unwrap();
-    let mut sched2 = Checkpoint::load(dir.path()).unwrap().restore(opt2.as_mut()).unwrap();
+    let loaded = if bytes {
+        let b = Checkpoint::capture(opt.as_ref(), sched.as_ref()).unwrap().to_bytes().unwrap();
+        Checkpoint::from_bytes(&b, "db".as_ref()).unwrap()
+    } else {
+        Checkpoint::load(dir.path()).unwrap()
+    };
+    let mut sched2 = loaded.restore(opt2.as_mut()).unwrap();
     assert_eq!(opt2.config(), opt.config());
     assert_eq!(sched2, sched);
 
@@ -99,6 +110,37 @@ fn saved_adamw() -> (tempfile::TempDir, Mlp) {
     let dir = tempfile::tempdir().unwrap();
     Checkpoint::capture(opt.as_ref(), None).unwrap().save(dir.path()).unwrap();
     (dir, net)
+}
+
+#[test]
+fn adamw_with_cosine_schedule_resumes_exactly_from_bytes() {
+    let config = OptimizerConfig::AdamW(AdamWConfig { lr: 0.01, ..AdamWConfig::default() });
+    let schedule = ScheduleConfig::Cosine { total_steps: 20, warmup_steps: 3, min_lr: 0.001 };
+    resume_is_exact_via(config, Some(schedule), DType::F32, true);
+}
+
+#[test]
+fn truncated_or_altered_bytes_are_typed_errors() {
+    let mut rng = Lcg::new(5);
+    let net = Mlp::new(&mut rng, 3, 4, 2, DType::F32);
+    let (x, y) = data(&mut rng, 6, 3, 2, DType::F32);
+    let mut opt = OptimizerConfig::Adam(AdamConfig::default()).build(net.named()).unwrap();
+    opt.backward_step(&net.loss(&x, &y)).unwrap();
+    let bytes = Checkpoint::capture(opt.as_ref(), None).unwrap().to_bytes().unwrap();
+    let origin = std::path::Path::new("study.sqlite#trial-3");
+    for cut in [0, 5, 12] {
+        let e = Checkpoint::from_bytes(&bytes[..cut], origin).unwrap_err();
+        assert!(
+            matches!(&e, Error::CorruptCheckpoint { reason: CorruptCheckpoint::Truncated { .. }, path } if path == origin),
+            "cut {cut}: {e}"
+        );
+    }
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let e = Checkpoint::from_bytes(&flipped, origin).unwrap_err();
+    assert!(matches!(e, Error::CorruptCheckpoint { reason: CorruptCheckpoint::TensorFileChanged { .. }, .. }), "{e}");
+    let e = Checkpoint::from_bytes(&bytes[..bytes.len() - 1], origin).unwrap_err();
+    assert!(matches!(e, Error::CorruptCheckpoint { reason: CorruptCheckpoint::TensorFileChanged { .. }, .. }), "{e}");
 }
 
 #[test]
