@@ -1,14 +1,16 @@
 //! `cargo xtask tune`: a tuning study — trials of one training run under a strategy and a
 //! wall-clock budget, the best model tested once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tuneforge_agent::data::DataSource;
 use tuneforge_agent::env::{Bounds, EnvConfig};
-use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
+use tuneforge_agent::policy::Reinforce;
+use tuneforge_agent::tune::{Strategy, TrialRecord, TuneConfig, TuneSummary, resume, study_path, tune};
 use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_monitor::ProgressMode;
 
 use crate::DataArgs;
 
@@ -25,11 +27,14 @@ pub struct TuneArgs {
     /// fashion-mnist, mlp:64 for tables).
     #[arg(long)]
     pub model: Option<String>,
-    /// fixed (defaults, no actions), random (random start, no actions), rl (REINFORCE acting
-    /// mid-run, learning across trials) or rl-no-width (rl without the width action).
+    /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
+    /// halving over random starts, η = 3), pbt (population of 4, exploit/explore every 2
+    /// decision intervals), rl (REINFORCE acting mid-run, learning across trials) or
+    /// rl-no-width (rl without the width action).
     #[arg(long, default_value = "rl")]
     pub strategy: String,
-    /// Wall-clock budget, e.g. 90s or 10m; no trial starts after it (default 60s).
+    /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop
+    /// at their next decision point (default 60s).
     #[arg(long, default_value = "60s")]
     pub budget: String,
     /// Weight of the throughput term of the reward: Δ val macro-F1 + λ·ln(samples/s ÷ ref).
@@ -47,9 +52,24 @@ pub struct TuneArgs {
     /// cpu, or cuda[:N] (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Output directory.
-    #[arg(long, default_value = "runs/tune")]
+    /// Output directory: study.sqlite, events.jsonl, summary.json, model.safetensors,
+    /// predictions.csv. If the default holds a study already, runs/tune-2, -3, ... is used.
+    #[arg(long, default_value = DEFAULT_OUT)]
     pub out: PathBuf,
+    /// Continue the study in DIR (killed or finished) with its own settings; the other
+    /// study flags are then not allowed.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every"])]
+    pub resume: Option<PathBuf>,
+    /// For rl and rl-no-width: start from this saved policy (a policy.json of an earlier study).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Seconds between checkpoints of a running trial into study.sqlite (0: every decision).
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_every: f64,
+    /// Progress of each trial: auto (a bar on a terminal, plain lines under CI), bar, plain
+    /// or off (default: auto for images, off for tables, whose trials last a second).
+    #[arg(long)]
+    pub progress: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -71,11 +91,37 @@ pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+const DEFAULT_OUT: &str = "runs/tune";
+
+fn progress(args: &TuneArgs, images: bool) -> anyhow::Result<ProgressMode> {
+    Ok(match args.progress.as_deref() {
+        None if images => ProgressMode::Auto,
+        None => ProgressMode::Off,
+        Some("auto") => ProgressMode::Auto,
+        Some("bar") => ProgressMode::Bar,
+        Some("plain") => ProgressMode::Plain,
+        Some("off") => ProgressMode::Off,
+        Some(other) => bail!("--progress {other}: expected auto, bar, plain or off"),
+    })
+}
+
 /// The study `args` describe, with the per-dataset defaults filled in.
 pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let data = DataSource::parse(&args.dataset, args.label.as_deref())?;
     let images = matches!(&data, DataSource::Known(n) if n.starts_with("fashion-mnist"));
     let strategy: Strategy = args.strategy.parse()?;
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
+            let p: Reinforce = serde_json::from_str(&text)
+                .with_context(|| format!("--policy {}: not a policy.json written by tune", path.display()))?;
+            Some(p)
+        }
+        None => None,
+    };
+    if !(args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0) {
+        bail!("--checkpoint-every {}: must be a number of seconds >= 0", args.checkpoint_every);
+    }
     let config = TuneConfig {
         data,
         model: args.model.clone().unwrap_or_else(|| if images { "seed-cnn" } else { "mlp:64" }.into()),
@@ -90,65 +136,113 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             bounds: Bounds::default(),
             budget_steps: args.trial_steps.unwrap_or(if images { 1500 } else { 300 }),
         },
+        checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
+        policy,
+        progress: progress(args, images)?,
     };
     Ok(config)
 }
 
+/// `--out`, or the first of runs/tune, runs/tune-2, ... without a study when it is the default.
+fn out_dir(args: &TuneArgs) -> PathBuf {
+    if args.out != Path::new(DEFAULT_OUT) {
+        return args.out.clone();
+    }
+    (1..)
+        .map(|i| if i == 1 { args.out.clone() } else { PathBuf::from(format!("{DEFAULT_OUT}-{i}")) })
+        .find(|d| !study_path(d).exists())
+        .expect("some directory is free")
+}
+
+fn print_trial(t: &TrialRecord) {
+    eprintln!(
+        "trial {:>3} {:<9}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decisions, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}{}",
+        t.id,
+        t.status.split(':').next().unwrap_or(""),
+        t.val_macro_f1,
+        t.samples_per_s,
+        t.decisions,
+        t.reward,
+        t.final_hparams.lr,
+        t.final_hparams.batch_size,
+        t.final_hparams.widths,
+        if t.resumed { " (resumed)" } else { "" }
+    );
+}
+
 pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
-    let config = config(args)?;
     let device = crate::train::parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
-    eprintln!(
-        "tuning {} ({}) with {:?} for {:?}; writing to {}",
-        config.data,
-        config.model,
-        config.strategy,
-        config.budget,
-        args.out.display()
-    );
-    let summary = tune(&config, &dirs, &cache, &device, &args.out, &mut |t| {
-        eprintln!(
-            "trial {:>3}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decisions, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}",
-            t.id,
-            t.val_macro_f1,
-            t.samples_per_s,
-            t.decisions,
-            t.reward,
-            t.final_hparams.lr,
-            t.final_hparams.batch_size,
-            t.final_hparams.widths
-        );
-    })?;
+    let (summary, out) = match &args.resume {
+        Some(dir) => {
+            let config = tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?;
+            let images = matches!(&config.data, DataSource::Known(n) if n.starts_with("fashion-mnist"));
+            eprintln!(
+                "resuming {} ({}, {}, budget {:?}, seed {})",
+                dir.display(),
+                config.data,
+                config.strategy,
+                config.budget,
+                config.seed
+            );
+            let summary = resume(dir, &dirs, &cache, &device, progress(args, images)?, &mut print_trial)?;
+            (summary, dir.clone())
+        }
+        None => {
+            let config = config(args)?;
+            let out = out_dir(args);
+            eprintln!(
+                "tuning {} ({}) with {} for {:?}; writing to {} (continue it with --resume {})",
+                config.data,
+                config.model,
+                config.strategy,
+                config.budget,
+                out.display(),
+                out.display()
+            );
+            (tune(&config, &dirs, &cache, &device, &out, &mut print_trial)?, out)
+        }
+    };
+    print_leaderboard(&summary, &out);
+    Ok(())
+}
+
+fn print_leaderboard(summary: &TuneSummary, out: &Path) {
     println!(
-        "\n{:>5} {:>10} {:>12} {:>10} {:>9} {:>9} {:>6}  widths",
-        "trial", "status", "val F1", "samples/s", "reward", "lr", "batch"
+        "\n{:>5} {:>11} {:>10} {:>9} {:>6}  {:<16} {:>9} {:>10} {:>8}",
+        "trial", "strategy", "status", "lr", "batch", "widths", "val F1", "samples/s", "reward"
     );
     let mut order: Vec<_> = summary.trials.iter().collect();
     order.sort_by(|a, b| b.val_macro_f1.total_cmp(&a.val_macro_f1));
     for t in order.iter().take(10) {
-        let status = if t.status == "completed" { "completed" } else { "failed" };
         println!(
-            "{:>5} {:>10} {:>12.4} {:>10.0} {:>+9.3} {:>9.2e} {:>6}  {:?}",
+            "{:>5} {:>11} {:>10} {:>9.2e} {:>6}  {:<16} {:>9.4} {:>10.0} {:>+8.3}",
             t.id,
-            status,
-            t.val_macro_f1,
-            t.samples_per_s,
-            t.reward,
+            summary.strategy.name(),
+            t.status.split(':').next().unwrap_or(""),
             t.final_hparams.lr,
             t.final_hparams.batch_size,
-            t.final_hparams.widths
+            format!("{:?}", t.final_hparams.widths),
+            t.val_macro_f1,
+            t.samples_per_s,
+            t.reward
         );
     }
+    if summary.trials.len() > 10 {
+        println!("  ... {} more trials in {}", summary.trials.len() - 10, out.join("summary.json").display());
+    }
     println!(
-        "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s; wrote {}",
+        "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s, \
+         mean reward {:+.4}, agent overhead {:.3}% of wall time; wrote {}",
         summary.best.trial,
         summary.best.val_macro_f1,
         summary.best.test_macro_f1,
         summary.best.test_accuracy,
         summary.trials.len(),
         summary.wall_s,
-        args.out.join("summary.json").display()
+        summary.mean_reward,
+        100.0 * summary.agent_overhead,
+        out.display()
     );
-    Ok(())
 }

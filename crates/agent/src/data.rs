@@ -70,7 +70,8 @@ impl std::fmt::Display for DataSource {
     }
 }
 
-/// Splits ready for training.
+/// Splits ready for training. Cloning shares the datasets (they are `Arc`s).
+#[derive(Clone)]
 pub struct Prepared {
     /// Training rows.
     pub train: Arc<dyn Dataset>,

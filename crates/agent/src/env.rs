@@ -179,6 +179,21 @@ pub struct Transition {
     pub applied: Action,
 }
 
+/// What an [`Env`] keeps besides its run: saved with the run's checkpoint so that a
+/// resumed episode goes on with the same reference throughput and observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvState {
+    /// Throughput of the first interval (the reward's reference).
+    pub reference_sps: Option<f64>,
+    /// The last observation.
+    pub last: Observation,
+    /// Optimiser steps taken in this episode.
+    pub steps: u64,
+    /// Seed of the next widening.
+    pub widen_seed: u64,
+}
+
 /// A [`Run`] as an environment.
 #[derive(Debug)]
 pub struct Env {
@@ -188,6 +203,7 @@ pub struct Env {
     last: Observation,
     steps: u64,
     widen_seed: u64,
+    last_eval: Option<crate::run::Evaluation>,
 }
 
 impl Env {
@@ -215,9 +231,56 @@ impl Env {
             rel_throughput: 1.0,
             budget_used: 0.0,
         };
-        let mut env = Env { run, config, reference_sps: None, last, steps: 0, widen_seed: 0 };
+        let mut env = Env { run, config, reference_sps: None, last, steps: 0, widen_seed: 0, last_eval: None };
         env.interval()?;
         Ok(env)
+    }
+
+    /// Wraps `run` (restored from a checkpoint) in the state saved with it, without
+    /// training: the episode goes on where it was.
+    pub fn resume(run: Run, config: EnvConfig, state: EnvState) -> Result<Env> {
+        if run.data().val.is_none() {
+            return Err(Error::Config { what: "environment", why: "the run needs a validation split".into() });
+        }
+        Ok(Env {
+            run,
+            config,
+            reference_sps: state.reference_sps,
+            last: state.last,
+            steps: state.steps,
+            widen_seed: state.widen_seed,
+            last_eval: None,
+        })
+    }
+
+    /// The state to save beside a checkpoint of the run.
+    pub fn state(&self) -> EnvState {
+        EnvState {
+            reference_sps: self.reference_sps,
+            last: self.last.clone(),
+            steps: self.steps,
+            widen_seed: self.widen_seed,
+        }
+    }
+
+    /// The validation evaluation of the last interval (`None` right after [`Env::resume`]).
+    pub fn last_evaluation(&self) -> Option<&crate::run::Evaluation> {
+        self.last_eval.as_ref()
+    }
+
+    /// Optimiser steps taken in this episode.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EnvConfig {
+        &self.config
+    }
+
+    /// The wrapped run, mutably (e.g. for population-based training's exploit step).
+    pub fn run_mut(&mut self) -> &mut Run {
+        &mut self.run
     }
 
     /// The current observation.
@@ -330,7 +393,12 @@ impl Env {
         let sps = rows as f64 / secs.max(1e-9);
         let reference = *self.reference_sps.get_or_insert(sps);
         let val = self.run.data().val.clone().expect("checked in new");
-        let f1 = self.run.evaluate(&*val)?.report.macro_avg.f1;
+        let t = std::time::Instant::now();
+        let evaluation = self.run.evaluate(&*val)?;
+        let epoch = self.run.epoch() as u32;
+        self.run.log_evaluation(&evaluation, epoch, t.elapsed().as_secs_f64())?;
+        let f1 = evaluation.report.macro_avg.f1;
+        self.last_eval = Some(evaluation);
         let loss = loss_sum / rows.max(1) as f64;
         let widths = self.run.model().spec().hidden_widths();
         let log2_width = if widths.is_empty() {

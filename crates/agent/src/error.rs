@@ -59,4 +59,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The study store (SQLite): what failed, on which file.
+    #[error("study store {path}: {what}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

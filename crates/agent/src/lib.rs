@@ -47,6 +47,8 @@ pub mod env;
 mod error;
 pub mod policy;
 pub mod run;
+pub mod store;
+pub mod trial;
 pub mod tune;
 
 pub use crate::error::{Error, Result};

@@ -233,6 +233,12 @@ impl std::fmt::Debug for Run {
 impl Run {
     /// Prepares the data and builds the model and optimiser.
     pub fn new(config: RunConfig, dirs: &DataDirs, cache: &GzCache, device: &Device) -> Result<Run> {
+        Self::check_config(&config)?;
+        let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+        Self::with_data(config, data, device)
+    }
+
+    fn check_config(config: &RunConfig) -> Result<()> {
         if config.batch_size == 0 {
             return Err(Error::Config { what: "batch size", why: "it must be at least 1".into() });
         }
@@ -243,7 +249,15 @@ impl Run {
             });
         }
         config.optimizer.validate()?;
-        let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+        Ok(())
+    }
+
+    /// Builds the model and optimiser over data already prepared (e.g. once for all the
+    /// trials of a study, so that they share one validation split); `config.data` and
+    /// `config.val_fraction` are then only descriptive, `config.seed` seeds the weights
+    /// and the shuffling.
+    pub fn with_data(config: RunConfig, data: Prepared, device: &Device) -> Result<Run> {
+        Self::check_config(&config)?;
         let classes = data.train.num_classes();
         let spec = ModelSpec::preset(&config.model, &data.sample_shape, classes)?;
         // An MLP takes flat rows; the CNN takes [1, 28, 28] images.
@@ -577,7 +591,7 @@ impl Run {
     }
 
     /// Tells the monitor, if any, about an evaluation taken after the last step.
-    fn log_evaluation(&mut self, e: &Evaluation, epoch: u32, seconds: f64) -> Result<()> {
+    pub(crate) fn log_evaluation(&mut self, e: &Evaluation, epoch: u32, seconds: f64) -> Result<()> {
         let step = self.schedule.step().saturating_sub(1);
         if let Some(m) = &mut self.monitor {
             m.evaluation(tuneforge_monitor::Evaluation {
@@ -736,7 +750,110 @@ fn hidden_widths(model: &Model) -> Vec<u32> {
     model.spec().hidden_widths().into_iter().map(|w| w as u32).collect()
 }
 
+/// Where a run stands, saved beside its weights and optimiser state in a [`RunCheckpoint`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunCursor {
+    /// Batch size of the next step.
+    pub batch_size: usize,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// The sampler's epoch and position: the next batch starts there.
+    pub sampler_epoch: u64,
+    /// Rows of that epoch already drawn.
+    pub sampler_position: usize,
+    /// Training time so far.
+    pub train_seconds: f64,
+    /// Training rows so far.
+    pub train_samples: u64,
+}
+
+/// Everything needed to continue a run exactly where it was: weights (with the model's
+/// spec, so widths changed mid-run come back), optimiser moments, schedule (step and
+/// learning rate), batch size and the position in the seeded data order.
+#[derive(Debug, Clone)]
+pub struct RunCheckpoint {
+    /// Position and counters.
+    pub cursor: RunCursor,
+    /// [`Model::to_safetensors`] bytes.
+    pub model: Vec<u8>,
+    /// [`tuneforge_optim::Checkpoint::to_bytes`] bytes (optimiser and schedule).
+    pub optimizer: Vec<u8>,
+}
+
 impl Run {
+    /// Captures the run's state (see [`RunCheckpoint`]).
+    pub fn checkpoint(&self) -> Result<RunCheckpoint> {
+        Ok(RunCheckpoint {
+            cursor: RunCursor {
+                batch_size: self.batch_size,
+                epoch: self.epoch,
+                sampler_epoch: self.loader.epoch(),
+                sampler_position: self.loader.position(),
+                train_seconds: self.train_seconds,
+                train_samples: self.train_samples,
+            },
+            model: self.model.to_safetensors(Path::new("checkpoint"))?,
+            optimizer: tuneforge_optim::Checkpoint::capture(&*self.optimizer, Some(&self.schedule))?.to_bytes()?,
+        })
+    }
+
+    /// Continues from `checkpoint` (taken from a run over the same data): the model, the
+    /// optimiser and its schedule, the batch size and the data position are replaced;
+    /// `origin` names the checkpoint in errors. A monitor, if attached, takes a new snapshot.
+    pub fn restore(&mut self, checkpoint: &RunCheckpoint, origin: &Path) -> Result<()> {
+        let model = Model::from_safetensors(&checkpoint.model, origin, &self.device)?;
+        let ck = tuneforge_optim::Checkpoint::from_bytes(&checkpoint.optimizer, origin)?;
+        let mut optimizer = ck.optimizer.config.build(model.vars())?;
+        let schedule = ck.restore(optimizer.as_mut())?.ok_or_else(|| Error::Config {
+            what: "checkpoint",
+            why: format!("{}: no learning-rate schedule in it", origin.display()),
+        })?;
+        let c = &checkpoint.cursor;
+        self.check_batch(c.batch_size)?;
+        self.loader.sampler().seek(c.sampler_epoch, c.sampler_position)?;
+        self.model = model;
+        self.optimizer = optimizer;
+        self.schedule = schedule;
+        self.batch_size = c.batch_size;
+        self.epoch = c.epoch;
+        self.train_seconds = c.train_seconds;
+        self.train_samples = c.train_samples;
+        self.widths = hidden_widths(&self.model);
+        self.snapshot = None;
+        if self.monitor.is_some() {
+            self.take_snapshot(self.schedule.step().saturating_sub(1))?;
+        }
+        Ok(())
+    }
+
+    /// Population-based training's exploit: takes `other`'s weights (a deep copy, whatever
+    /// its widths), optimiser state, learning rate and schedule position, and batch size.
+    /// This run's data order and counters are kept.
+    pub fn copy_from(&mut self, other: &Run) -> Result<()> {
+        let model = other.model.to_device(&self.device)?;
+        let state = other.optimizer.state()?;
+        let mut optimizer = state.config.build(model.vars())?;
+        optimizer.load_state(&state)?;
+        self.model = model;
+        self.optimizer = optimizer;
+        self.schedule = other.schedule.clone();
+        self.batch_size = other.batch_size;
+        self.widths = hidden_widths(&self.model);
+        self.snapshot = None;
+        if self.monitor.is_some() {
+            self.take_snapshot(self.schedule.step().saturating_sub(1))?;
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, batch_size: usize) -> Result<()> {
+        if batch_size == 0 {
+            return Err(Error::Config { what: "batch size", why: "it must be at least 1".into() });
+        }
+        Ok(())
+    }
+
     /// Writes the preprocessing fitted on the training rows (CSV data) to `path` as JSON;
     /// does nothing for data without a pipeline.
     pub fn write_pipeline(&self, path: &Path) -> Result<()> {

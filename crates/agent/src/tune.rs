@@ -1,55 +1,110 @@
-//! A tuning study in one process: trials of the same [`Env`] under one strategy and one
-//! wall-clock budget, the best model kept and tested once.
+//! A tuning study: trials of one [`Env`] under one strategy and one wall-clock budget,
+//! recorded in a [`SqliteStore`] so that a study killed at any moment (`kill -9` included)
+//! continues with [`resume`]; the best model is tested once at the end.
 //!
-//! Strategies here: `fixed` (the defaults, no actions), `random` (random initial learning
-//! rate, batch size and widths, no actions), `rl` (REINFORCE acting every decision interval,
-//! learning across the study's trials) and `rl-no-width` (the same without the width
-//! action). Not yet here (issue 6): ASHA, PBT, the SQLite study store and `--resume`.
+//! # Strategies (same environment, same budget accounting)
+//!
+//! | strategy | what it does |
+//! |---|---|
+//! | `fixed` | the default configuration, no actions |
+//! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
+//! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
+//! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
+//! | `rl` | the [`Reinforce`] policy acts at every decision point and learns from every finished trial; its state is kept in the study |
+//! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
+//!
+//! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
+//! begins, once it is spent, and trials still running then are stopped at their next
+//! decision point (status `stopped`, their final validation macro-F1 added to their reward
+//! as for completed ones). The study's reward is the mean of its trials' rewards.
+//!
+//! # Resuming
+//!
+//! Everything is in `DIR/study.sqlite` (see [`crate::store`]): the study's configuration,
+//! every trial, decision and evaluation, the policy after each trial, and a checkpoint of
+//! each trial that may continue (running, paused by ASHA, or the best so far). A running
+//! trial is checkpointed at a decision point whenever [`TuneConfig::checkpoint_every`] has
+//! passed. [`resume`] takes an exclusive lock on `DIR/study.lock` (a study run by a live
+//! process is refused); a trial left `running` is then known to belong to a dead process and
+//! is continued from its checkpoint — weights, optimiser moments, schedule, batch size, data
+//! position, the environment's state and the episode so far — with the decisions recorded
+//! after that checkpoint deleted; it is marked `resumed`. Random draws are derived from
+//! (seed, trial, decision), so nothing random needs saving. Completed trials are kept and not
+//! run again; the wall time already used counts against the budget.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
 use tuneforge_loader::{DataDirs, GzCache};
-use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
+use tuneforge_monitor::ProgressMode;
 
-use crate::data::DataSource;
-use crate::env::{Action, Env, EnvConfig, Move};
+use crate::data::{DataSource, prepare};
+use crate::env::{Action, EnvConfig, Move};
 use crate::policy::{Policy, Reinforce};
-use crate::run::{Run, RunConfig, write_atomic, write_predictions};
+use crate::run::{Run, RunCheckpoint, write_atomic, write_predictions};
+use crate::store::{EvaluationRow, SqliteStore, StudyRow, StudyStore, TrialRow};
+use crate::trial::{Trial, TrialContext, TrialStart, rng_for, unix_now};
 use crate::{Error, Result};
 
-/// How a study chooses what to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub use crate::trial::{Hparams, TrialRecord};
+
+/// How a study chooses what to do (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Defaults, no actions.
     Fixed,
     /// Random initial configuration, no actions.
     Random,
+    /// Asynchronous successive halving over random starts.
+    Asha,
+    /// Population-based training, 4 members.
+    Pbt,
     /// REINFORCE acting during each trial.
     Rl,
     /// REINFORCE without the width action.
     RlNoWidth,
 }
 
+impl Strategy {
+    /// Every strategy, in the order of the docs.
+    pub const ALL: [Strategy; 6] =
+        [Strategy::Fixed, Strategy::Random, Strategy::Asha, Strategy::Pbt, Strategy::Rl, Strategy::RlNoWidth];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Fixed => "fixed",
+            Strategy::Random => "random",
+            Strategy::Asha => "asha",
+            Strategy::Pbt => "pbt",
+            Strategy::Rl => "rl",
+            Strategy::RlNoWidth => "rl-no-width",
+        }
+    }
+
+    fn learns(self) -> bool {
+        matches!(self, Strategy::Rl | Strategy::RlNoWidth)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fixed" => Ok(Strategy::Fixed),
-            "random" => Ok(Strategy::Random),
-            "rl" => Ok(Strategy::Rl),
-            "rl-no-width" => Ok(Strategy::RlNoWidth),
-            other => Err(Error::Config {
-                what: "strategy",
-                why: format!(
-                    "{other:?}: expected fixed, random, rl or rl-no-width (asha and pbt are not implemented yet)"
-                ),
-            }),
-        }
+        Strategy::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Config {
+            what: "strategy",
+            why: format!("{s:?}: expected one of fixed, random, asha, pbt, rl, rl-no-width"),
+        })
     }
 }
 
@@ -62,55 +117,77 @@ pub struct TuneConfig {
     pub model: String,
     /// Strategy.
     pub strategy: Strategy,
-    /// Wall-clock budget: no trial starts after it is spent.
+    /// Wall-clock budget (see the module docs).
     pub budget: Duration,
     /// Seed of everything.
     pub seed: u64,
-    /// Starting batch size and learning rate.
+    /// Starting batch size.
     pub batch_size: usize,
     /// Starting learning rate.
     pub lr: f64,
     /// The environment (decision interval, λ, bounds, steps per trial).
     pub env: EnvConfig,
+    /// Minimum time between two checkpoints of a running trial (zero: every decision).
+    pub checkpoint_every: Duration,
+    /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`); a
+    /// resumed study continues with its own.
+    pub policy: Option<Reinforce>,
+    /// Progress view of each trial's monitor.
+    pub progress: ProgressMode,
 }
 
-/// One trial's record.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrialRecord {
-    /// 0-based trial number.
-    pub id: usize,
-    /// `completed` or `failed: …`.
-    pub status: String,
-    /// Final validation macro-F1.
-    pub val_macro_f1: f64,
-    /// Mean training samples/s.
-    pub samples_per_s: f64,
-    /// Decisions taken (non-`keep` actions applied).
-    pub decisions: usize,
-    /// Sum of rewards.
-    pub reward: f64,
-    /// Always `false` here (no resume yet).
-    pub resumed: bool,
-    /// Learning rate, batch size and hidden widths at the end of the trial.
-    pub final_hparams: Hparams,
+/// The part of [`TuneConfig`] kept in the store (the study's identity).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    data: DataSource,
+    model: String,
+    strategy: Strategy,
+    budget_s: f64,
+    seed: u64,
+    batch_size: usize,
+    lr: f64,
+    env: EnvConfig,
+    checkpoint_every_s: f64,
 }
 
-/// A configuration at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Hparams {
-    /// Learning rate.
-    pub lr: f64,
-    /// Batch size.
-    pub batch_size: usize,
-    /// Hidden widths.
-    pub widths: Vec<usize>,
+impl TuneConfig {
+    fn spec(&self) -> Spec {
+        Spec {
+            data: self.data.clone(),
+            model: self.model.clone(),
+            strategy: self.strategy,
+            budget_s: self.budget.as_secs_f64(),
+            seed: self.seed,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            env: self.env.clone(),
+            checkpoint_every_s: self.checkpoint_every.as_secs_f64(),
+        }
+    }
+
+    fn from_spec(spec: Spec, progress: ProgressMode) -> TuneConfig {
+        TuneConfig {
+            data: spec.data,
+            model: spec.model,
+            strategy: spec.strategy,
+            budget: Duration::from_secs_f64(spec.budget_s.max(0.0)),
+            seed: spec.seed,
+            batch_size: spec.batch_size,
+            lr: spec.lr,
+            env: spec.env,
+            checkpoint_every: Duration::from_secs_f64(spec.checkpoint_every_s.max(0.0)),
+            policy: None,
+            progress,
+        }
+    }
 }
 
 /// The best trial, tested once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Best {
     /// Trial id.
-    pub trial: usize,
+    pub trial: u64,
     /// Its validation macro-F1.
     pub val_macro_f1: f64,
     /// Test macro-F1.
@@ -124,7 +201,7 @@ pub struct Best {
 }
 
 /// What `tune` writes to `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TuneSummary {
     /// Dataset.
     pub dataset: String,
@@ -134,16 +211,33 @@ pub struct TuneSummary {
     pub budget_s: f64,
     /// Seed.
     pub seed: u64,
-    /// Wall time used.
+    /// Wall time used, over every process that worked on the study.
     pub wall_s: f64,
-    /// Every trial.
+    /// Mean reward of the trials.
+    pub mean_reward: f64,
+    /// Seconds of agent work (observation, policy, update) over all trials.
+    pub agent_seconds: f64,
+    /// `agent_seconds / wall_s`.
+    pub agent_overhead: f64,
+    /// Times this study was resumed.
+    pub resumes: u64,
+    /// The study store.
+    pub study_path: PathBuf,
+    /// Every trial, by id.
     pub trials: Vec<TrialRecord>,
     /// The best trial.
     pub best: Best,
 }
 
-/// Runs a study and writes `summary.json`, `model.safetensors` (+ spec), `predictions.csv`
-/// and, for `rl`, `policy.json` to `out`. `on_trial` sees each finished trial.
+/// The file of a study in `dir`.
+pub fn study_path(dir: &Path) -> PathBuf {
+    dir.join("study.sqlite")
+}
+
+/// Runs a new study in `out` (refused if `out` already holds one: continue it with
+/// [`resume`]) and writes `study.sqlite`, `events.jsonl`, `summary.json`,
+/// `model.safetensors` (+ spec), `prep.json` (CSV data), `predictions.csv` and, for the
+/// learning strategies, `policy.json`. `on_trial` sees each finished trial.
 pub fn tune(
     config: &TuneConfig,
     dirs: &DataDirs,
@@ -152,116 +246,598 @@ pub fn tune(
     out: &Path,
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
-    let start = Instant::now();
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-    let mut policy = Reinforce::new(0.05);
-    let mut trials = Vec::new();
-    let mut best: Option<(f64, usize, Run)> = None;
-    while trials.is_empty() || start.elapsed() < config.budget {
-        let id = trials.len();
-        let (mut lr, mut batch, mut model) = (config.lr, config.batch_size, config.model.clone());
-        if config.strategy == Strategy::Random {
-            lr = 10f64.powf(rng.random_range(-4.0..-2.0));
-            batch = [16, 32, 64, 128][rng.random_range(0..4)];
-            if let Some(widths) = model.strip_prefix("mlp:") {
+    let lock = StudyLock::acquire(out)?;
+    let path = study_path(out);
+    if path.exists() {
+        return Err(Error::Config {
+            what: "study",
+            why: format!("{} already holds a study: continue it with --resume, or choose another --out", out.display()),
+        });
+    }
+    let mut store = SqliteStore::open(&path)?;
+    let spec = config.spec();
+    store.create_study(&StudyRow {
+        config: serde_json::to_string(&spec).expect("spec serialises"),
+        strategy: config.strategy.name().into(),
+        dataset: config.data.to_string(),
+        seed: config.seed,
+        budget_s: config.budget.as_secs_f64(),
+        elapsed_s: 0.0,
+        created_unix: unix_now(),
+    })?;
+    drive(config, &mut store, dirs, cache, device, out, 0.0, on_trial, &lock)
+}
+
+/// The configuration of the study in `dir`.
+pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
+    let path = study_path(dir);
+    if !path.exists() {
+        return Err(Error::Config { what: "study", why: format!("{} does not exist: nothing to resume", path.display()) });
+    }
+    let store = SqliteStore::open(&path)?;
+    let row = store
+        .study()?
+        .ok_or_else(|| Error::Config { what: "study", why: format!("{}: no study row", path.display()) })?;
+    let spec: Spec = serde_json::from_str(&row.config)
+        .map_err(|e| Error::Config { what: "study", why: format!("{}: study config: {e}", path.display()) })?;
+    Ok(TuneConfig::from_spec(spec, progress))
+}
+
+/// Continues the study in `dir` (see the module docs) and writes the same outputs as
+/// [`tune`]. A finished study is only re-tested and its outputs rewritten.
+pub fn resume(
+    dir: &Path,
+    dirs: &DataDirs,
+    cache: &GzCache,
+    device: &Device,
+    progress: ProgressMode,
+    on_trial: &mut dyn FnMut(&TrialRecord),
+) -> Result<TuneSummary> {
+    let lock = StudyLock::acquire(dir)?;
+    let config = study_config(dir, progress)?;
+    let mut store = SqliteStore::open(&study_path(dir))?;
+    let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
+    drive(&config, &mut store, dirs, cache, device, dir, elapsed, on_trial, &lock)
+}
+
+/// An exclusive `flock` on `DIR/study.lock`, released when the process ends however it
+/// ends; holds the owner's pid for the error message of a second process.
+#[derive(Debug)]
+struct StudyLock {
+    _file: std::fs::File,
+}
+
+impl StudyLock {
+    fn acquire(dir: &Path) -> Result<StudyLock> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join("study.lock");
+        let io = |source| Error::Io { path: path.clone(), source };
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a file descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let mut owner = String::new();
+                file.read_to_string(&mut owner).ok();
+                return Err(Error::Config {
+                    what: "study",
+                    why: format!(
+                        "{} is in use by process {} (a tune or --resume of it is running)",
+                        dir.display(),
+                        owner.trim()
+                    ),
+                });
+            }
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(StudyLock { _file: file })
+    }
+}
+
+/// Wall time of the study: what earlier processes used plus this one's.
+struct Clock {
+    offset: f64,
+    start: Instant,
+}
+
+impl Clock {
+    fn elapsed(&self) -> f64 {
+        self.offset + self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// The study's state besides the store.
+struct State<'a> {
+    config: &'a TuneConfig,
+    policy: Reinforce,
+    best: Option<(f64, u64)>,
+    records: BTreeMap<u64, TrialRecord>,
+    next_id: u64,
+    on_trial: &'a mut dyn FnMut(&TrialRecord),
+    budget_s: f64,
+}
+
+impl State<'_> {
+    fn over(&self, ctx: &TrialContext<'_>) -> bool {
+        (ctx.elapsed)() >= self.budget_s
+    }
+
+    /// The starting configuration of trial `id`.
+    fn sample_start(&self, id: u64) -> TrialStart {
+        let c = self.config;
+        let mut start = TrialStart { model: c.model.clone(), lr: c.lr, batch_size: c.batch_size, seed: c.seed + id };
+        if matches!(c.strategy, Strategy::Random | Strategy::Asha | Strategy::Pbt) {
+            let mut rng = rng_for(c.seed, id, 0, 2);
+            start.lr = (c.lr * 10f64.powf(rng.random_range(-1.0..1.0))).clamp(c.env.bounds.lr.0, c.env.bounds.lr.1);
+            let k = rng.random_range(-2i32..=1);
+            start.batch_size =
+                ((c.batch_size as f64 * 2f64.powi(k)) as usize).clamp(c.env.bounds.batch.0, c.env.bounds.batch.1);
+            if let Some(widths) = c.model.strip_prefix("mlp:") {
                 let f = [0.5, 1.0, 2.0][rng.random_range(0..3)];
                 let scaled: Vec<String> = widths
                     .split(',')
                     .filter_map(|w| w.trim().parse::<f64>().ok())
-                    .map(|w| ((w * f).round().max(8.0) as usize).to_string())
+                    .map(|w| (((w * f).round() as usize).clamp(c.env.bounds.width.0, c.env.bounds.width.1)).to_string())
                     .collect();
-                model = format!("mlp:{}", scaled.join(","));
+                start.model = format!("mlp:{}", scaled.join(","));
             }
         }
-        let run_config = RunConfig {
-            data: config.data.clone(),
-            model,
-            epochs: 1,
-            batch_size: batch,
-            optimizer: OptimizerConfig::Adam(AdamConfig { lr, ..Default::default() }),
-            schedule: ScheduleConfig::Constant,
-            seed: config.seed.wrapping_add(id as u64),
-            clip_norm: None,
-            val_fraction: 0.2,
-            snapshot_every: 100,
-            inject_nan_at: None,
+        start
+    }
+
+    /// The action at the current decision point of `trial` (timed into its tally).
+    fn choose(&mut self, trial: &mut Trial) -> (Action, f64) {
+        let t = Instant::now();
+        let action = if self.config.strategy.learns() {
+            let mut rng = rng_for(self.config.seed, trial.id, trial.tally.rows, 1);
+            let mut a = self.policy.act(trial.env.observe(), &mut rng);
+            if self.config.strategy == Strategy::RlNoWidth {
+                a.width = Move::Keep;
+            }
+            a
+        } else {
+            Action::KEEP
         };
-        let run = Run::new(run_config, dirs, cache, device)?;
-        let mut env = Env::new(run, config.env.clone())?;
-        let mut episode = Vec::new();
-        let (mut reward, mut decisions, mut sps_sum, mut intervals) = (0.0, 0, 0.0, 0);
-        let mut status = "completed".to_string();
-        while !env.done() {
-            let obs = env.observe().clone();
-            let mut action = match config.strategy {
-                Strategy::Fixed | Strategy::Random => Action::KEEP,
-                Strategy::Rl | Strategy::RlNoWidth => policy.act(&obs, &mut rng),
-            };
-            if config.strategy == Strategy::RlNoWidth {
-                action.width = Move::Keep;
+        (action, t.elapsed().as_secs_f64())
+    }
+
+    /// Ends `trial` (policy update, best model kept, record).
+    fn end(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial) -> Result<()> {
+        let policy = if self.config.strategy.learns() {
+            let t = Instant::now();
+            self.policy.update(&trial.tally.episode);
+            trial.tally.agent_seconds += t.elapsed().as_secs_f64();
+            Some(serde_json::to_string(&self.policy).expect("policy serialises"))
+        } else {
+            None
+        };
+        let f1 = trial.env.observe().val_f1;
+        let keep = self.best.is_none_or(|(b, _)| f1 > b);
+        let row = ctx.finish(trial, policy.as_deref(), keep)?;
+        if keep {
+            if let Some((_, old)) = self.best {
+                ctx.store.delete_checkpoint(old)?;
             }
-            match env.step(action) {
-                Ok(t) => {
-                    reward += t.reward;
-                    sps_sum += t.samples_per_s;
-                    intervals += 1;
-                    if t.applied != Action::KEEP {
-                        decisions += 1;
-                    }
-                    episode.push((obs, action, t.reward));
-                }
-                Err(e) => {
-                    status = format!("failed: {e}");
-                    break;
-                }
+            self.best = Some((f1, trial.id));
+        }
+        self.push(trial.record(&row.status));
+        Ok(())
+    }
+
+    fn fail(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial, error: &Error) -> Result<()> {
+        tracing::warn!(trial = trial.id, error = %error, "trial failed");
+        let row = ctx.fail(trial, error)?;
+        self.push(trial.record(&row.status));
+        Ok(())
+    }
+
+    fn push(&mut self, record: TrialRecord) {
+        (self.on_trial)(&record);
+        self.records.insert(record.id, record);
+    }
+
+    /// Trains `trial` until its episode ends, `until` steps are taken, or the budget is
+    /// spent; `false` if it failed (and was recorded so).
+    fn train(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial, until: Option<u64>) -> Result<bool> {
+        while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over(ctx) {
+            let (action, secs) = self.choose(trial);
+            if let Err(e) = ctx.step(trial, action, secs) {
+                self.fail(ctx, trial, &e)?;
+                return Ok(false);
             }
         }
-        if matches!(config.strategy, Strategy::Rl | Strategy::RlNoWidth) {
-            policy.update(&episode);
+        Ok(true)
+    }
+
+    fn start(&mut self, ctx: &mut TrialContext<'_>) -> Result<Option<Trial>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let start = self.sample_start(id);
+        match ctx.start(id, start.clone()) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) => {
+                // Could not even train its first interval: recorded as failed, the study goes on.
+                tracing::warn!(trial = id, error = %e, "trial failed to start");
+                let record = TrialRecord {
+                    id,
+                    status: format!("failed: {e}"),
+                    val_macro_f1: 0.0,
+                    samples_per_s: 0.0,
+                    decisions: 0,
+                    reward: 0.0,
+                    resumed: false,
+                    final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
+                    start: start.clone(),
+                    steps: 0,
+                    rungs: Vec::new(),
+                    exploits: 0,
+                    agent_seconds: 0.0,
+                };
+                let now = unix_now();
+                let row = TrialRow {
+                    id,
+                    status: record.status.clone(),
+                    config: serde_json::to_string(&start).expect("start serialises"),
+                    record: serde_json::to_string(&record).expect("record serialises"),
+                    val_macro_f1: None,
+                    samples_per_s: None,
+                    reward: 0.0,
+                    decisions: 0,
+                    resumed: false,
+                    started_unix: now,
+                    updated_unix: now,
+                    ended_unix: Some(now),
+                    pid: std::process::id(),
+                };
+                ctx.store.finish_trial(&row, None, (ctx.elapsed)())?;
+                self.push(record);
+                Ok(None)
+            }
         }
-        let val_f1 = env.observe().val_f1;
-        let run = env.into_run();
-        let record = TrialRecord {
-            id,
-            status,
-            val_macro_f1: val_f1,
-            samples_per_s: if intervals > 0 { sps_sum / intervals as f64 } else { 0.0 },
-            decisions,
-            reward,
-            resumed: false,
-            final_hparams: Hparams {
-                lr: run.learning_rate(),
-                batch_size: run.batch_size(),
-                widths: run.model().spec().hidden_widths(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    config: &TuneConfig,
+    store: &mut SqliteStore,
+    dirs: &DataDirs,
+    cache: &GzCache,
+    device: &Device,
+    out: &Path,
+    offset_s: f64,
+    on_trial: &mut dyn FnMut(&TrialRecord),
+    _lock: &StudyLock,
+) -> Result<TuneSummary> {
+    let data = prepare(&config.data, dirs, cache, 0.2, config.seed)?;
+    let clock = Clock { offset: offset_s, start: Instant::now() };
+    let elapsed = || clock.elapsed();
+    let events = out.join("events.jsonl");
+    let rows = store.trials()?;
+    let resumed_before = rows.iter().filter(|r| r.resumed).count() as u64;
+    let policy = match store.policy()? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
+        None => config.policy.clone().unwrap_or_default(),
+    };
+    let mut st = State {
+        config,
+        policy,
+        best: None,
+        records: BTreeMap::new(),
+        next_id: rows.iter().map(|r| r.id + 1).max().unwrap_or(0),
+        on_trial,
+        budget_s: config.budget.as_secs_f64(),
+    };
+    let mut unfinished = Vec::new();
+    for row in rows {
+        match row.status.as_str() {
+            "running" | "paused" => unfinished.push(row),
+            _ => {
+                let record: TrialRecord = serde_json::from_str(&row.record).map_err(|e| Error::Config {
+                    what: "study store",
+                    why: format!("trial {}: record: {e}", row.id),
+                })?;
+                if !record.status.starts_with("failed") && st.best.is_none_or(|(b, _)| record.val_macro_f1 > b) {
+                    st.best = Some((record.val_macro_f1, record.id));
+                }
+                st.records.insert(record.id, record);
+            }
+        }
+    }
+    let mut ctx = TrialContext {
+        data: &data,
+        source: &config.data,
+        device,
+        env: &config.env,
+        events: &events,
+        progress: config.progress,
+        checkpoint_every: config.checkpoint_every,
+        store,
+        elapsed: &elapsed,
+    };
+    match config.strategy {
+        Strategy::Asha => asha(&mut ctx, &mut st, unfinished)?,
+        Strategy::Pbt => pbt(&mut ctx, &mut st, unfinished)?,
+        _ => sequential(&mut ctx, &mut st, unfinished)?,
+    }
+    ctx.store.set_elapsed(elapsed())?;
+    finalize(&mut ctx, st, out, resumed_before, &elapsed)
+}
+
+/// fixed, random, rl, rl-no-width: one trial after another.
+fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
+    let mut pending: Vec<Trial> = Vec::new();
+    for row in unfinished {
+        pending.push(ctx.restore(&row, true)?);
+    }
+    loop {
+        let mut trial = match pending.pop() {
+            Some(t) => t,
+            None if !st.records.is_empty() && st.over(ctx) => break,
+            None => match st.start(ctx)? {
+                Some(t) => t,
+                None => continue,
             },
         };
-        on_trial(&record);
-        if record.status == "completed" && best.as_ref().is_none_or(|(f, _, _)| val_f1 > *f) {
-            best = Some((val_f1, id, run));
+        if st.train(ctx, &mut trial, None)? {
+            st.end(ctx, &mut trial)?;
         }
-        trials.push(record);
+        if st.over(ctx) && pending.is_empty() {
+            break;
+        }
     }
-    let (val_f1, trial, run) = best.ok_or_else(|| Error::Config { what: "study", why: "every trial failed".into() })?;
+    Ok(())
+}
+
+/// ASHA's rungs for a trial of `steps` steps: ⅑, ⅓ and all of them (η = 3).
+fn rungs(steps: u64) -> [u64; 3] {
+    [(steps / 9).max(1), (steps / 3).max(1), steps]
+}
+
+/// Asynchronous successive halving, η = 3 (see the module docs).
+fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
+    const ETA: usize = 3;
+    let targets = rungs(ctx.env.budget_steps);
+    // Rung results of every trial (finished or paused), and which are paused.
+    let mut reached: BTreeMap<u64, Vec<f64>> = st.records.iter().map(|(id, r)| (*id, r.rungs.clone())).collect();
+    let mut paused: BTreeMap<u64, TrialRow> = BTreeMap::new();
+    let mut running = None;
+    for row in unfinished {
+        let record: TrialRecord = serde_json::from_str(&row.record)
+            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+        reached.insert(row.id, record.rungs);
+        if row.status == "paused" {
+            paused.insert(row.id, row);
+        } else {
+            running = Some(ctx.restore(&row, true)?);
+        }
+    }
+    loop {
+        let mut trial = match running.take() {
+            Some(t) => t,
+            None if st.over(ctx) && (!st.records.is_empty() || !paused.is_empty()) => break,
+            None => {
+                // Promote the best paused trial in the top 1/η of the highest rung that has one.
+                let mut promote = None;
+                for k in (0..targets.len() - 1).rev() {
+                    let mut at: Vec<(u64, f64)> =
+                        reached.iter().filter_map(|(id, r)| r.get(k).map(|f| (*id, *f))).collect();
+                    at.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    let top = at.len() / ETA;
+                    if let Some((id, _)) =
+                        at[..top].iter().find(|(id, _)| paused.contains_key(id) && reached[id].len() == k + 1)
+                    {
+                        promote = Some(*id);
+                        break;
+                    }
+                }
+                match promote {
+                    Some(id) => {
+                        let row = paused.remove(&id).expect("a paused trial");
+                        match ctx.restore(&row, false) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::warn!(trial = id, error = %e, "could not restore a paused trial");
+                                reached.remove(&id);
+                                continue;
+                            }
+                        }
+                    }
+                    None => match st.start(ctx)? {
+                        Some(t) => t,
+                        None => continue,
+                    },
+                }
+            }
+        };
+        let rung = trial.tally.rungs.len().min(targets.len() - 1);
+        if !st.train(ctx, &mut trial, Some(targets[rung]))? {
+            reached.remove(&trial.id);
+            continue;
+        }
+        if trial.env.steps() >= targets[rung] {
+            trial.tally.rungs.push(trial.env.observe().val_f1);
+            reached.insert(trial.id, trial.tally.rungs.clone());
+        }
+        if trial.env.done() || st.over(ctx) {
+            st.end(ctx, &mut trial)?;
+        } else {
+            ctx.checkpoint(&mut trial, "paused")?;
+            trial.env.run_mut().finish_monitor(tuneforge_monitor::Outcome::Stopped)?;
+            paused.insert(trial.id, trial.row("paused"));
+        }
+    }
+    // Trials still paused when the budget is spent end as stopped, from their rows.
+    for (id, row) in paused {
+        let mut record: TrialRecord = serde_json::from_str(&row.record)
+            .map_err(|e| Error::Config { what: "study store", why: format!("trial {id}: record: {e}") })?;
+        record.status = "stopped".into();
+        record.reward += record.val_macro_f1;
+        let keep = st.best.is_none_or(|(b, _)| record.val_macro_f1 > b);
+        if keep {
+            if let Some((_, old)) = st.best {
+                ctx.store.delete_checkpoint(old)?;
+            }
+            st.best = Some((record.val_macro_f1, id));
+        } else {
+            ctx.store.delete_checkpoint(id)?;
+        }
+        let row = TrialRow {
+            status: record.status.clone(),
+            record: serde_json::to_string(&record).expect("record serialises"),
+            reward: record.reward,
+            updated_unix: unix_now(),
+            ended_unix: Some(unix_now()),
+            ..row
+        };
+        ctx.store.finish_trial(&row, None, (ctx.elapsed)())?;
+        st.push(record);
+    }
+    Ok(())
+}
+
+/// Population-based training: members per generation, decision intervals per round.
+const PBT_POPULATION: usize = 4;
+const PBT_READY: usize = 2;
+
+/// Population-based training (see the module docs).
+fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
+    let mut members = Vec::new();
+    for row in unfinished {
+        members.push(ctx.restore(&row, true)?);
+    }
+    loop {
+        if members.is_empty() {
+            if st.over(ctx) && !st.records.is_empty() {
+                break;
+            }
+            for _ in 0..PBT_POPULATION {
+                if let Some(t) = st.start(ctx)? {
+                    members.push(t);
+                }
+            }
+            if members.is_empty() {
+                continue;
+            }
+        }
+        // One round: each member trains PBT_READY intervals.
+        let mut i = 0;
+        while i < members.len() {
+            let until = members[i].env.steps() + (PBT_READY * ctx.env.decision_steps) as u64;
+            if st.train(ctx, &mut members[i], Some(until))? {
+                i += 1;
+            } else {
+                members.remove(i);
+            }
+        }
+        if st.over(ctx) || members.iter().all(|m| m.env.done()) {
+            for mut m in members.drain(..) {
+                st.end(ctx, &mut m)?;
+            }
+            continue;
+        }
+        // Exploit and explore: the worst member takes the best's state, then perturbs it.
+        let order: Vec<usize> = {
+            let mut o: Vec<usize> = (0..members.len()).collect();
+            o.sort_by(|&a, &b| members[b].env.observe().val_f1.total_cmp(&members[a].env.observe().val_f1));
+            o
+        };
+        if let (Some(&best), Some(&worst)) = (order.first(), order.last()) {
+            if best != worst && members[worst].env.observe().val_f1 < members[best].env.observe().val_f1 {
+                let t = Instant::now();
+                let (b, w) = if best < worst {
+                    let (lo, hi) = members.split_at_mut(worst);
+                    (&lo[best], &mut hi[0])
+                } else {
+                    let (lo, hi) = members.split_at_mut(best);
+                    (&hi[0], &mut lo[worst])
+                };
+                w.env.run_mut().copy_from(b.env.run())?;
+                let mut rng = rng_for(st.config.seed, w.id, w.tally.rows, 3);
+                let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+                let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+                let bounds = &ctx.env.bounds;
+                let lr = w.env.run().learning_rate();
+                w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
+                let batch = ((w.env.run().batch_size() as f64 * f_batch).round() as usize)
+                    .clamp(bounds.batch.0, bounds.batch.1);
+                w.env.run_mut().set_batch_size(batch)?;
+                w.tally.exploits += 1;
+                w.tally.agent_seconds += t.elapsed().as_secs_f64();
+                tracing::debug!(from = b.id, to = w.id, f_lr, f_batch, "pbt exploit");
+            }
+        }
+        for m in &mut members {
+            ctx.checkpoint(m, "running")?;
+        }
+    }
+    Ok(())
+}
+
+/// Tests the best trial once and writes the outputs.
+fn finalize(
+    ctx: &mut TrialContext<'_>,
+    st: State<'_>,
+    out: &Path,
+    resumed_before: u64,
+    elapsed: &dyn Fn() -> f64,
+) -> Result<TuneSummary> {
+    let (val_f1, best_id) = st.best.ok_or_else(|| Error::Config { what: "study", why: "every trial failed".into() })?;
+    let record = &st.records[&best_id];
+    let ck = ctx.store.checkpoint(best_id)?.ok_or_else(|| Error::Config {
+        what: "study store",
+        why: format!("the best trial ({best_id}) has no checkpoint"),
+    })?;
+    let origin = format!("study.sqlite, checkpoint of trial {best_id}");
+    let state: serde_json::Value = serde_json::from_str(&ck.state)
+        .map_err(|e| Error::Config { what: "study store", why: format!("{origin}: {e}") })?;
+    let cursor = serde_json::from_value(state["cursor"].clone())
+        .map_err(|e| Error::Config { what: "study store", why: format!("{origin}: {e}") })?;
+    let run = best_run(ctx, &record.start, &RunCheckpoint { cursor, model: ck.model, optimizer: ck.optimizer }, &origin)?;
     let test = run.evaluate(&*run.data().test)?;
+    ctx.store.add_evaluation(&EvaluationRow {
+        trial: best_id,
+        idx: ck.decisions,
+        step: ck.step,
+        split: "test".into(),
+        macro_f1: test.report.macro_avg.f1,
+        accuracy: test.report.accuracy,
+        loss: test.loss,
+        at_unix: unix_now(),
+    })?;
     let model_path = out.join("model.safetensors");
     run.model().save(&model_path)?;
     run.write_pipeline(&out.join("prep.json"))?;
     let predictions_path = out.join("predictions.csv");
     write_predictions(&predictions_path, &test)?;
-    if matches!(config.strategy, Strategy::Rl | Strategy::RlNoWidth) {
-        let json = serde_json::to_string_pretty(&policy).expect("policy serialises");
+    if st.config.strategy.learns() {
+        let json = serde_json::to_string_pretty(&st.policy).expect("policy serialises");
         write_atomic(&out.join("policy.json"), json.as_bytes())?;
     }
+    let trials: Vec<TrialRecord> = st.records.into_values().collect();
+    let wall_s = elapsed();
+    let agent_seconds: f64 = trials.iter().map(|t| t.agent_seconds).sum();
+    let resumes = trials.iter().filter(|t| t.resumed).count() as u64;
     let summary = TuneSummary {
-        dataset: config.data.to_string(),
-        strategy: config.strategy,
-        budget_s: config.budget.as_secs_f64(),
-        seed: config.seed,
-        wall_s: start.elapsed().as_secs_f64(),
+        dataset: st.config.data.to_string(),
+        strategy: st.config.strategy,
+        budget_s: st.config.budget.as_secs_f64(),
+        seed: st.config.seed,
+        wall_s,
+        mean_reward: trials.iter().map(|t| t.reward).sum::<f64>() / trials.len().max(1) as f64,
+        agent_seconds,
+        agent_overhead: agent_seconds / wall_s.max(1e-9),
+        resumes: resumes.max(resumed_before),
+        study_path: study_path(out),
         trials,
         best: Best {
-            trial,
+            trial: best_id,
             val_macro_f1: val_f1,
             test_macro_f1: test.report.macro_avg.f1,
             test_accuracy: test.report.accuracy,
@@ -272,4 +848,26 @@ pub fn tune(
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+fn best_run(ctx: &TrialContext<'_>, start: &TrialStart, ck: &RunCheckpoint, origin: &str) -> Result<Run> {
+    let config = crate::run::RunConfig {
+        data: ctx.source.clone(),
+        model: start.model.clone(),
+        epochs: 1,
+        batch_size: start.batch_size,
+        optimizer: tuneforge_optim::OptimizerConfig::Adam(tuneforge_optim::AdamConfig {
+            lr: start.lr,
+            ..Default::default()
+        }),
+        schedule: tuneforge_optim::ScheduleConfig::Constant,
+        seed: start.seed,
+        clip_norm: None,
+        val_fraction: 0.2,
+        snapshot_every: 100,
+        inject_nan_at: None,
+    };
+    let mut run = Run::with_data(config, ctx.data.clone(), ctx.device)?;
+    run.restore(ck, Path::new(origin))?;
+    Ok(run)
 }

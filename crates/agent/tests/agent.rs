@@ -507,29 +507,31 @@ mod tune {
 
     use super::*;
     use tuneforge_agent::env::{Bounds, EnvConfig};
-    use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
+    use tuneforge_agent::store::{SqliteStore, StudyStore};
+    use tuneforge_agent::tune::{Strategy, TuneConfig, TuneSummary, resume, study_path, tune};
+    use tuneforge_monitor::ProgressMode;
 
-    #[test]
-    fn a_short_rl_study_on_digits_writes_a_consistent_summary() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = TuneConfig {
+    fn digits_study(strategy: Strategy, budget_s: f64) -> TuneConfig {
+        TuneConfig {
             data: DataSource::parse("digits", None).unwrap(),
             model: "mlp:32".into(),
-            strategy: Strategy::Rl,
-            budget: Duration::from_secs(3),
+            strategy,
+            budget: Duration::from_secs_f64(budget_s),
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
-            env: EnvConfig { decision_steps: 20, lambda: 0.02, bounds: Bounds::default(), budget_steps: 100 },
-        };
-        let mut seen = 0;
-        let summary = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| seen += 1).unwrap();
-        assert!(summary.trials.len() >= 2 && seen == summary.trials.len());
-        assert!(summary.trials.iter().all(|t| t.status == "completed"));
-        let best = summary.trials.iter().map(|t| t.val_macro_f1).fold(0.0, f64::max);
-        assert_eq!(summary.best.val_macro_f1, best);
-        // The F1 in summary.json equals the one recomputed from predictions.csv.
-        let preds = std::fs::read_to_string(tmp.path().join("predictions.csv")).unwrap();
+            env: EnvConfig { decision_steps: 20, lambda: 0.02, bounds: Bounds::default(), budget_steps: 180 },
+            checkpoint_every: Duration::ZERO,
+            policy: None,
+            progress: ProgressMode::Off,
+        }
+    }
+
+    /// The F1 in summary.json equals the one recomputed from predictions.csv, the best trial
+    /// is the one with the best validation F1, and the store agrees with the summary.
+    fn check_outputs(dir: &Path, summary: &TuneSummary) {
+        let preds = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
+        assert!(preds.starts_with("index,label,predicted\n"));
         let (mut truth, mut pred) = (Vec::new(), Vec::new());
         for line in preds.lines().skip(1) {
             let f: Vec<u32> = line.split(',').map(|x| x.parse().unwrap()).collect();
@@ -539,11 +541,147 @@ mod tune {
         let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
         cm.update(&truth, &pred).unwrap();
         let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("summary.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
         assert_eq!(json["best"]["test_macro_f1"].as_f64().unwrap(), cm.report().macro_avg.f1);
-        assert_eq!(json["strategy"], "rl");
-        assert!(tmp.path().join("policy.json").is_file() && tmp.path().join("model.safetensors").is_file());
+        for key in ["dataset", "strategy", "budget_s", "seed", "trials", "best"] {
+            assert!(json.get(key).is_some(), "summary.json lacks {key}");
+        }
+        for key in ["id", "status", "val_macro_f1", "samples_per_s", "decisions", "resumed", "final_hparams"] {
+            assert!(json["trials"][0].get(key).is_some(), "a trial lacks {key}");
+        }
+        let finished = summary.trials.iter().filter(|t| !t.status.starts_with("failed"));
+        let best = finished.map(|t| t.val_macro_f1).fold(0.0, f64::max);
+        assert_eq!(summary.best.val_macro_f1, best);
+        let ids: Vec<u64> = summary.trials.iter().map(|t| t.id).collect();
+        assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "trial ids are 0..n, each once");
+        let store = SqliteStore::open(&study_path(dir)).unwrap();
+        let rows = store.trials().unwrap();
+        assert_eq!(rows.len(), summary.trials.len());
+        assert!(rows.iter().all(|r| r.status == "completed" || r.status == "stopped"), "no trial left running");
+        for (row, t) in rows.iter().zip(&summary.trials) {
+            let decisions = store.decisions(row.id).unwrap();
+            assert_eq!(decisions.iter().map(|d| d.idx).collect::<Vec<_>>(), (0..decisions.len() as u64).collect::<Vec<_>>());
+            let applied = decisions.iter().filter(|d| d.applied != r#"{"lr":"keep","batch":"keep","width":"keep"}"#).count();
+            assert_eq!(applied as u64, t.decisions, "trial {}", t.id);
+        }
+        // Only the best trial keeps a checkpoint.
+        for r in &rows {
+            assert_eq!(store.checkpoint(r.id).unwrap().is_some(), r.id == summary.best.trial, "trial {}", r.id);
+        }
+        assert!(dir.join("model.safetensors").is_file() && dir.join("events.jsonl").is_file());
+    }
+
+    #[test]
+    fn a_short_rl_study_on_digits_writes_a_consistent_summary_and_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = digits_study(Strategy::Rl, 3.0);
+        let mut seen = 0;
+        let summary = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| seen += 1).unwrap();
+        assert!(summary.trials.len() >= 2 && seen == summary.trials.len());
+        check_outputs(tmp.path(), &summary);
+        assert!(tmp.path().join("policy.json").is_file());
         assert!(summary.best.test_macro_f1 > 0.85, "{}", summary.best.test_macro_f1);
-        assert!("asha".parse::<Strategy>().is_err());
+        assert!(summary.trials.iter().any(|t| t.decisions > 0), "the policy acted");
+        assert!(summary.agent_overhead < 0.01, "agent overhead {}", summary.agent_overhead);
+        // The policy state in the store is the one written to policy.json.
+        let store = SqliteStore::open(&study_path(tmp.path())).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&store.policy().unwrap().unwrap()).unwrap();
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("policy.json")).unwrap()).unwrap();
+        assert_eq!(stored, file);
+        assert_eq!(file["episodes"].as_u64().unwrap(), summary.trials.len() as u64);
+        // A second study in the same directory is refused; resuming a finished one only re-tests it.
+        let e = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("already holds a study"), "{e}");
+        let again = resume(tmp.path(), &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |_| {}).unwrap();
+        assert_eq!(again.trials.len(), summary.trials.len());
+        assert_eq!(again.best.trial, summary.best.trial);
+        assert_eq!(again.best.test_macro_f1, summary.best.test_macro_f1);
+    }
+
+    #[test]
+    fn asha_promotes_the_top_third_and_stops_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let summary =
+            tune(&digits_study(Strategy::Asha, 4.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
+                .unwrap();
+        check_outputs(tmp.path(), &summary);
+        let at = |k: usize| summary.trials.iter().filter(|t| t.rungs.len() > k).count();
+        assert!(at(0) >= 6, "{} trials reached rung 0", at(0));
+        // At most ⌊n/3⌋ of a rung's trials go on to the next one.
+        assert!(at(1) <= at(0) / 3, "rung 0: {}, rung 1: {}", at(0), at(1));
+        assert!(at(1) >= 1 && at(2) <= at(1));
+        // Each trial paused exactly at its last rung (20, 60, 180 steps), but the one the
+        // budget stopped while it trained.
+        let off_rung = summary.trials.iter().filter(|t| !t.rungs.is_empty() && t.steps != [20, 60, 180][t.rungs.len() - 1]);
+        assert!(off_rung.count() <= 1);
+        assert!(summary.trials.iter().all(|t| t.decisions == 0), "asha takes no in-run actions");
+        let stopped = summary.trials.iter().filter(|t| t.status == "stopped").count();
+        assert!(stopped >= at(0) - at(1), "trials not promoted end stopped ({stopped})");
+    }
+
+    #[test]
+    fn pbt_exploits_and_explores_within_a_population_of_four() {
+        let tmp = tempfile::tempdir().unwrap();
+        let summary =
+            tune(&digits_study(Strategy::Pbt, 3.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
+                .unwrap();
+        check_outputs(tmp.path(), &summary);
+        assert!(summary.trials.len() >= 4 && summary.trials.len() % 4 == 0, "{} trials", summary.trials.len());
+        let exploits: u64 = summary.trials.iter().map(|t| t.exploits).sum();
+        assert!(exploits >= 1, "no member ever took another's weights");
+        // The first generation started from 4 different configurations.
+        let starts: std::collections::HashSet<String> =
+            summary.trials[..4].iter().map(|t| format!("{:?}", t.start)).collect();
+        assert_eq!(starts.len(), 4);
+    }
+
+    #[test]
+    fn fixed_random_and_rl_no_width_run_on_the_same_environment() {
+        for strategy in [Strategy::Fixed, Strategy::Random, Strategy::RlNoWidth] {
+            let tmp = tempfile::tempdir().unwrap();
+            let summary =
+                tune(&digits_study(strategy, 1.5), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
+                    .unwrap();
+            check_outputs(tmp.path(), &summary);
+            match strategy {
+                Strategy::Fixed => assert!(summary.trials.iter().all(|t| t.decisions == 0 && t.start.lr == 3e-3)),
+                Strategy::Random => {
+                    assert!(summary.trials.iter().all(|t| t.decisions == 0));
+                    assert!(summary.trials.windows(2).any(|w| w[0].start != w[1].start));
+                }
+                _ => assert!(summary.trials.iter().all(|t| t.final_hparams.widths == vec![32])),
+            }
+        }
+        assert!("bohb".parse::<Strategy>().is_err());
+    }
+
+    #[test]
+    fn a_run_restored_from_its_checkpoint_continues_bit_for_bit() {
+        let mut cfg = config("digits", "mlp:32,16", 100);
+        cfg.val_fraction = 0.2;
+        let mut a = Run::new(cfg.clone(), &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        for _ in 0..15 {
+            a.train_step().unwrap();
+        }
+        a.set_batch_size(48).unwrap();
+        a.resize_hidden(0, 48, WidenOptions { noise: 0.0, seed: 1 }).unwrap();
+        a.scale_learning_rate(0.5).unwrap();
+        for _ in 0..7 {
+            a.train_step().unwrap();
+        }
+        let ck = a.checkpoint().unwrap();
+        // A fresh run of the same config (other initial weights, at step 0) takes it over.
+        let mut b = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        b.restore(&ck, Path::new("test")).unwrap();
+        assert_eq!((b.step(), b.batch_size(), b.learning_rate()), (a.step(), a.batch_size(), a.learning_rate()));
+        assert_eq!(b.model().spec().hidden_widths(), vec![48, 16]);
+        for n in 0..40 {
+            let (sa, sb) = (a.train_step().unwrap(), b.train_step().unwrap());
+            assert_eq!(sa.loss.to_bits(), sb.loss.to_bits(), "step {n} after the restore");
+            assert_eq!(sa.end_of_epoch, sb.end_of_epoch);
+        }
+        let val = a.data().val.clone().unwrap();
+        assert_eq!(a.evaluate(&*val).unwrap().predictions, b.evaluate(&*val).unwrap().predictions);
     }
 }

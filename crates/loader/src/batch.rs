@@ -203,6 +203,12 @@ impl Loader {
         self.sampler.epoch()
     }
 
+    /// Rows of the current epoch already drawn (with [`Loader::epoch`], what
+    /// `sampler().seek` takes to resume).
+    pub fn position(&self) -> usize {
+        self.sampler.position()
+    }
+
     /// Shard cache counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.gatherer.cache.stats()

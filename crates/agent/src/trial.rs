@@ -1,0 +1,437 @@
+//! One trial of a study: an [`Env`] with its bookkeeping, kept in a [`StudyStore`] so that
+//! it can be paused (ASHA), copied from (PBT), checkpointed and resumed after a crash.
+//!
+//! A trial's checkpoint is one store row holding the run's [`RunCheckpoint`] (weights with
+//! their spec, optimiser moments, schedule, batch size, data position) and, as JSON, the
+//! environment's [`EnvState`] and the trial's [`Tally`] (rewards so far and the episode the
+//! policy will learn from). Decision and evaluation rows written after the checkpoint are
+//! deleted when the trial is resumed from it, so the store never holds a decision twice.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tuneforge_monitor::{Decision, Monitor, MonitorConfig, Outcome, ProgressMode, Telemetry};
+use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
+
+use crate::data::{DataSource, Prepared};
+use crate::env::{Action, Env, EnvConfig, EnvState, Move, Observation, Transition};
+use crate::run::{Run, RunCheckpoint, RunConfig, RunCursor};
+use crate::store::{CheckpointRow, DecisionRow, EvaluationRow, StudyStore, TrialRow};
+use crate::{Error, Result};
+
+/// How a trial starts: what the strategy chose before any action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialStart {
+    /// Starting architecture preset.
+    pub model: String,
+    /// Starting learning rate.
+    pub lr: f64,
+    /// Starting batch size.
+    pub batch_size: usize,
+    /// Seed of the weights and the data order.
+    pub seed: u64,
+}
+
+/// A trial's running totals, saved with each checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tally {
+    /// Sum of the rewards so far (plus the final validation macro-F1 once ended).
+    pub reward: f64,
+    /// Decisions that changed something.
+    pub applied: u64,
+    /// Decision rows written (the next row's index).
+    pub rows: u64,
+    /// Sum of the intervals' samples/s (for the mean).
+    pub sps_sum: f64,
+    /// Intervals trained after the first one.
+    pub intervals: u64,
+    /// The decisions of the episode, for the policy's update.
+    pub episode: Vec<(Observation, Action, f64)>,
+    /// ASHA: validation macro-F1 at each rung reached.
+    pub rungs: Vec<f64>,
+    /// PBT: times this member took another's weights.
+    pub exploits: u64,
+    /// Seconds spent choosing actions and learning (observation, policy, update).
+    pub agent_seconds: f64,
+}
+
+/// A trial in memory.
+#[derive(Debug)]
+pub struct Trial {
+    /// Trial id (0-based, in start order).
+    pub id: u64,
+    /// The environment.
+    pub env: Env,
+    /// How it started.
+    pub start: TrialStart,
+    /// Running totals.
+    pub tally: Tally,
+    /// `true` if it was continued from a checkpoint after its process died.
+    pub resumed: bool,
+    /// When it started (Unix seconds).
+    pub started_unix: f64,
+    last_checkpoint: Instant,
+}
+
+/// The checkpoint's JSON part.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointState {
+    cursor: RunCursor,
+    env: EnvState,
+    tally: Tally,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A random generator for one purpose of one trial, derived from the study seed, so that
+/// nothing random needs saving: a resumed study draws the same numbers.
+pub fn rng_for(seed: u64, trial: u64, index: u64, purpose: u64) -> rand::rngs::StdRng {
+    let mut z = seed ^ trial.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.rotate_left(21) ^ purpose.rotate_left(42);
+    // splitmix64 finaliser
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    rand::rngs::StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// A short name for an action: `keep`, or e.g. `lr*2,batch*0.5,width*1.5`.
+pub fn action_name(a: Action) -> String {
+    let mut parts = Vec::new();
+    for (name, m, down, up) in [("lr", a.lr, "0.5", "2"), ("batch", a.batch, "0.5", "2"), ("width", a.width, "0.75", "1.5")] {
+        match m {
+            Move::Down => parts.push(format!("{name}*{down}")),
+            Move::Up => parts.push(format!("{name}*{up}")),
+            Move::Keep => {}
+        }
+    }
+    if parts.is_empty() { "keep".into() } else { parts.join(",") }
+}
+
+/// What trials of one study share.
+pub struct TrialContext<'a> {
+    /// The data, prepared once for the study (one validation split for every trial).
+    pub data: &'a Prepared,
+    /// The data's name.
+    pub source: &'a DataSource,
+    /// The device.
+    pub device: &'a candle_core::Device,
+    /// The environment's settings.
+    pub env: &'a EnvConfig,
+    /// The study's event log (appended to).
+    pub events: &'a Path,
+    /// Progress view of each trial's monitor.
+    pub progress: ProgressMode,
+    /// Minimum time between two checkpoints of a running trial (zero: at every decision).
+    pub checkpoint_every: Duration,
+    /// The store.
+    pub store: &'a mut dyn StudyStore,
+    /// Study wall time used, for the store.
+    pub elapsed: &'a dyn Fn() -> f64,
+}
+
+impl TrialContext<'_> {
+    fn run(&self, id: u64, start: &TrialStart) -> Result<Run> {
+        let config = RunConfig {
+            data: self.source.clone(),
+            model: start.model.clone(),
+            epochs: 1,
+            batch_size: start.batch_size,
+            optimizer: OptimizerConfig::Adam(AdamConfig { lr: start.lr, ..Default::default() }),
+            schedule: ScheduleConfig::Constant,
+            seed: start.seed,
+            clip_norm: None,
+            val_fraction: 0.2,
+            snapshot_every: 100,
+            inject_nan_at: None,
+        };
+        let run = Run::with_data(config, self.data.clone(), self.device)?;
+        let monitor = MonitorConfig {
+            run: format!("trial-{id}"),
+            log: Some(self.events.to_path_buf()),
+            progress: self.progress,
+            total_steps: Some(self.env.budget_steps),
+            attributes: [
+                ("trial".to_string(), id.to_string()),
+                ("model".to_string(), start.model.clone()),
+                ("lr".to_string(), start.lr.to_string()),
+                ("batch_size".to_string(), start.batch_size.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..MonitorConfig::default()
+        };
+        run.with_monitor(Monitor::new(monitor, Telemetry::disabled())?)
+    }
+
+    /// Starts a new trial (trains its first interval) and records it as running.
+    pub fn start(&mut self, id: u64, start: TrialStart) -> Result<Trial> {
+        let run = self.run(id, &start)?;
+        let env = Env::new(run, self.env.clone())?;
+        let mut trial = Trial {
+            id,
+            env,
+            start,
+            tally: Tally::default(),
+            resumed: false,
+            started_unix: unix_now(),
+            last_checkpoint: Instant::now(),
+        };
+        self.store.save_trial(&trial.row("running"), (self.elapsed)())?;
+        self.evaluation_row(&trial)?;
+        trial.last_checkpoint = Instant::now();
+        Ok(trial)
+    }
+
+    /// Brings back a trial from its row: from its checkpoint if it has one (rows written
+    /// after it are deleted), else from its start. `resumed` marks a trial whose process
+    /// died; a trial paused by ASHA is not "resumed".
+    pub fn restore(&mut self, row: &TrialRow, resumed: bool) -> Result<Trial> {
+        let start: TrialStart = serde_json::from_str(&row.config).map_err(|e| Error::Config {
+            what: "study store",
+            why: format!("trial {}: its config is not a trial start: {e}", row.id),
+        })?;
+        let Some(ck) = self.store.checkpoint(row.id)? else {
+            self.store.rewind(row.id, 0)?;
+            let mut trial = self.start(row.id, start)?;
+            trial.resumed = resumed;
+            trial.started_unix = row.started_unix;
+            return Ok(trial);
+        };
+        let origin = format!("study.sqlite, checkpoint of trial {}", row.id);
+        let state: CheckpointState = serde_json::from_str(&ck.state)
+            .map_err(|e| Error::Config { what: "study store", why: format!("{origin}: {e}") })?;
+        let mut run = self.run(row.id, &start)?;
+        let checkpoint = RunCheckpoint { cursor: state.cursor, model: ck.model, optimizer: ck.optimizer };
+        run.restore(&checkpoint, Path::new(&origin))?;
+        self.store.rewind(row.id, state.tally.rows)?;
+        let env = Env::resume(run, self.env.clone(), state.env)?;
+        Ok(Trial {
+            id: row.id,
+            env,
+            start,
+            tally: state.tally,
+            resumed: resumed || row.resumed,
+            started_unix: row.started_unix,
+            last_checkpoint: Instant::now(),
+        })
+    }
+
+    /// Applies `action`, trains one interval, records the decision (store and event log)
+    /// and checkpoints when due. `agent_seconds` is the time the caller spent choosing.
+    pub fn step(&mut self, trial: &mut Trial, action: Action, agent_seconds: f64) -> Result<Transition> {
+        let observation = trial.env.observe().clone();
+        let step = trial.env.run().step();
+        let t = trial.env.step(action)?;
+        trial.tally.reward += t.reward;
+        trial.tally.sps_sum += t.samples_per_s;
+        trial.tally.intervals += 1;
+        trial.tally.agent_seconds += agent_seconds;
+        if t.applied != Action::KEEP {
+            trial.tally.applied += 1;
+        }
+        trial.tally.episode.push((observation.clone(), action, t.reward));
+        let row = DecisionRow {
+            trial: trial.id,
+            idx: trial.tally.rows,
+            step,
+            observation: json(&observation),
+            action: json(&action),
+            applied: json(&t.applied),
+            reward: t.reward,
+            val_macro_f1: t.val_f1,
+            samples_per_s: t.samples_per_s,
+            at_unix: unix_now(),
+        };
+        self.store.add_decision(&row)?;
+        trial.tally.rows += 1;
+        self.evaluation_row(trial)?;
+        let run = trial.env.run_mut();
+        let (lr, batch_size) = (run.learning_rate(), run.batch_size() as u32);
+        let widths = run.model().spec().hidden_widths().into_iter().map(|w| w as u32).collect();
+        if let Some(m) = run.monitor_mut() {
+            m.decision(Decision { step, action: action_name(t.applied), lr, batch_size, widths, reward: Some(t.reward) })?;
+        }
+        if !t.done && trial.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint(trial, "running")?;
+        }
+        Ok(t)
+    }
+
+    fn evaluation_row(&mut self, trial: &Trial) -> Result<()> {
+        if let Some(e) = trial.env.last_evaluation() {
+            self.store.add_evaluation(&EvaluationRow {
+                trial: trial.id,
+                idx: trial.tally.rows,
+                step: trial.env.run().step(),
+                split: "validation".into(),
+                macro_f1: e.report.macro_avg.f1,
+                accuracy: e.report.accuracy,
+                loss: e.loss,
+                at_unix: unix_now(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Saves the trial's checkpoint with its row in state `status` (one transaction).
+    pub fn checkpoint(&mut self, trial: &mut Trial, status: &str) -> Result<()> {
+        let ck = trial.env.run().checkpoint()?;
+        let state = CheckpointState { cursor: ck.cursor, env: trial.env.state(), tally: trial.tally.clone() };
+        let row = CheckpointRow {
+            trial: trial.id,
+            step: trial.env.run().step(),
+            decisions: trial.tally.rows,
+            state: serde_json::to_string(&state).expect("checkpoint state serialises"),
+            model: ck.model,
+            optimizer: ck.optimizer,
+            created_unix: unix_now(),
+        };
+        self.store.save_checkpoint(&trial.row(status), &row, (self.elapsed)())?;
+        trial.last_checkpoint = Instant::now();
+        let step = row.step.saturating_sub(1);
+        if let Some(m) = trial.env.run_mut().monitor_mut() {
+            m.checkpoint(step, None)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a trial: `completed` when its step budget is spent, else `stopped` (budget of
+    /// the study, or pruned); adds the final validation macro-F1 to its reward if the
+    /// environment did not (it does when the episode ends), closes its event log and records
+    /// it, with `policy` (JSON) in the same transaction. With `keep`, the final state is
+    /// checkpointed (the study's best so far), otherwise its checkpoint is deleted.
+    pub fn finish(&mut self, trial: &mut Trial, policy: Option<&str>, keep: bool) -> Result<TrialRow> {
+        let done = trial.env.done();
+        if !done {
+            trial.tally.reward += trial.env.observe().val_f1;
+        }
+        let status = if done { "completed" } else { "stopped" };
+        if keep {
+            self.checkpoint(trial, status)?;
+        } else {
+            self.store.delete_checkpoint(trial.id)?;
+        }
+        let outcome = if done { Outcome::Completed } else { Outcome::Stopped };
+        trial.env.run_mut().finish_monitor(outcome)?;
+        let mut row = trial.row(status);
+        row.ended_unix = Some(unix_now());
+        self.store.finish_trial(&row, policy, (self.elapsed)())?;
+        Ok(row)
+    }
+
+    /// Records a trial that failed (its error as the status).
+    pub fn fail(&mut self, trial: &mut Trial, error: &Error) -> Result<TrialRow> {
+        trial.env.run_mut().finish_monitor(Outcome::Aborted).ok();
+        self.store.delete_checkpoint(trial.id)?;
+        let mut row = trial.row(&format!("failed: {error}"));
+        row.ended_unix = Some(unix_now());
+        self.store.finish_trial(&row, None, (self.elapsed)())?;
+        Ok(row)
+    }
+}
+
+/// A trial's record as `summary.json` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Trial id.
+    pub id: u64,
+    /// `running`, `paused`, `completed`, `stopped` or `failed: …`.
+    pub status: String,
+    /// Latest validation macro-F1.
+    pub val_macro_f1: f64,
+    /// Mean training samples/s over its intervals.
+    pub samples_per_s: f64,
+    /// Decisions that changed something.
+    pub decisions: u64,
+    /// Sum of rewards (with the final validation macro-F1 once ended).
+    pub reward: f64,
+    /// `true` if it was continued from a checkpoint after its process died.
+    pub resumed: bool,
+    /// How it started.
+    pub start: TrialStart,
+    /// Learning rate, batch size and hidden widths now.
+    pub final_hparams: Hparams,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// ASHA: validation macro-F1 at each rung reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<f64>,
+    /// PBT: times it took another member's weights.
+    #[serde(default)]
+    pub exploits: u64,
+    /// Seconds of agent work (observation, policy, update).
+    pub agent_seconds: f64,
+}
+
+/// A configuration at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hparams {
+    /// Learning rate.
+    pub lr: f64,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Hidden widths.
+    pub widths: Vec<usize>,
+}
+
+impl Trial {
+    /// Its record now.
+    pub fn record(&self, status: &str) -> TrialRecord {
+        let run = self.env.run();
+        TrialRecord {
+            id: self.id,
+            status: status.to_string(),
+            val_macro_f1: self.env.observe().val_f1,
+            samples_per_s: if self.tally.intervals > 0 {
+                self.tally.sps_sum / self.tally.intervals as f64
+            } else {
+                self.env.run().samples_per_s()
+            },
+            decisions: self.tally.applied,
+            reward: self.tally.reward,
+            resumed: self.resumed,
+            start: self.start.clone(),
+            final_hparams: Hparams {
+                lr: run.learning_rate(),
+                batch_size: run.batch_size(),
+                widths: run.model().spec().hidden_widths(),
+            },
+            steps: self.env.steps(),
+            rungs: self.tally.rungs.clone(),
+            exploits: self.tally.exploits,
+            agent_seconds: self.tally.agent_seconds,
+        }
+    }
+
+    /// Its store row now.
+    pub fn row(&self, status: &str) -> TrialRow {
+        let record = self.record(status);
+        TrialRow {
+            id: self.id,
+            status: status.to_string(),
+            config: serde_json::to_string(&self.start).expect("trial start serialises"),
+            record: serde_json::to_string(&record).expect("trial record serialises"),
+            val_macro_f1: Some(record.val_macro_f1),
+            samples_per_s: Some(record.samples_per_s),
+            reward: record.reward,
+            decisions: record.decisions,
+            resumed: self.resumed,
+            started_unix: self.started_unix,
+            updated_unix: unix_now(),
+            ended_unix: None,
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// JSON of plain data.
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serialises")
+}
