@@ -1,8 +1,8 @@
 //! `cargo xtask`: tuneforge's command line.
 //!
 //! One module per subcommand: `datasets` (list what can be found and check it), `train`
-//! (one run without tuning), `bench-step` (training/inference throughput). `tune` arrives
-//! with the agent.
+//! (one run without tuning), `tune` (a tuning study), `bench-step` (training/inference
+//! throughput), `bench-tune` (the nightly comparison of tuning strategies over seeds).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_tune;
 mod datasets;
 mod train;
 mod tune;
@@ -36,6 +37,9 @@ enum Command {
     /// Training and inference samples/s of one model at one batch size on Fashion-MNIST
     /// (one JSON line, comparable with ../shared/bench/torch_throughput.py).
     BenchStep(bench::BenchStepArgs),
+    /// Compare tuning strategies: one `tune` study per strategy and seed, mean ± sd per
+    /// strategy written to --json and a section of --doc; --compare flags regressions.
+    BenchTune(bench_tune::BenchTuneArgs),
 }
 
 /// Where datasets are looked for.
@@ -75,5 +79,6 @@ fn main() -> anyhow::Result<()> {
             }
             bench::run(&args)
         }
+        Command::BenchTune(args) => bench_tune::run(&args),
     }
 }
