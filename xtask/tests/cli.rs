@@ -48,7 +48,11 @@ fn tune_rejects_bad_budgets_and_strategies_with_clear_messages() {
     for (args, needle) in [
         (&["tune", "--budget", "ten"][..], "expected e.g. 90s, 10m or 1h"),
         (&["tune", "--budget", "5d"][..], "unit must be s, m or h"),
-        (&["tune", "--strategy", "asha"][..], "asha and pbt are not implemented yet"),
+        (&["tune", "--strategy", "bohb"][..], "expected one of fixed, random, asha, pbt, rl, rl-no-width"),
+        (&["tune", "--resume", "/nonexistent/study"][..], "does not exist: nothing to resume"),
+        (&["tune", "--policy", "/nonexistent/policy.json"][..], "--policy /nonexistent/policy.json"),
+        (&["tune", "--checkpoint-every=-1"][..], "must be a number of seconds >= 0"),
+        (&["tune", "--progress", "loud"][..], "expected auto, bar, plain or off"),
     ] {
         let out = xtask(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -104,7 +104,9 @@ pub fn rng_for(seed: u64, trial: u64, index: u64, purpose: u64) -> rand::rngs::S
 /// A short name for an action: `keep`, or e.g. `lr*2,batch*0.5,width*1.5`.
 pub fn action_name(a: Action) -> String {
     let mut parts = Vec::new();
-    for (name, m, down, up) in [("lr", a.lr, "0.5", "2"), ("batch", a.batch, "0.5", "2"), ("width", a.width, "0.75", "1.5")] {
+    for (name, m, down, up) in
+        [("lr", a.lr, "0.5", "2"), ("batch", a.batch, "0.5", "2"), ("width", a.width, "0.75", "1.5")]
+    {
         match m {
             Move::Down => parts.push(format!("{name}*{down}")),
             Move::Up => parts.push(format!("{name}*{up}")),
@@ -256,7 +258,14 @@ impl TrialContext<'_> {
         let (lr, batch_size) = (run.learning_rate(), run.batch_size() as u32);
         let widths = run.model().spec().hidden_widths().into_iter().map(|w| w as u32).collect();
         if let Some(m) = run.monitor_mut() {
-            m.decision(Decision { step, action: action_name(t.applied), lr, batch_size, widths, reward: Some(t.reward) })?;
+            m.decision(Decision {
+                step,
+                action: action_name(t.applied),
+                lr,
+                batch_size,
+                widths,
+                reward: Some(t.reward),
+            })?;
         }
         if !t.done && trial.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint(trial, "running")?;

@@ -273,7 +273,10 @@ pub fn tune(
 pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
     let path = study_path(dir);
     if !path.exists() {
-        return Err(Error::Config { what: "study", why: format!("{} does not exist: nothing to resume", path.display()) });
+        return Err(Error::Config {
+            what: "study",
+            why: format!("{} does not exist: nothing to resume", path.display()),
+        });
     }
     let store = SqliteStore::open(&path)?;
     let row = store
@@ -748,30 +751,31 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
             o.sort_by(|&a, &b| members[b].env.observe().val_f1.total_cmp(&members[a].env.observe().val_f1));
             o
         };
-        if let (Some(&best), Some(&worst)) = (order.first(), order.last()) {
-            if best != worst && members[worst].env.observe().val_f1 < members[best].env.observe().val_f1 {
-                let t = Instant::now();
-                let (b, w) = if best < worst {
-                    let (lo, hi) = members.split_at_mut(worst);
-                    (&lo[best], &mut hi[0])
-                } else {
-                    let (lo, hi) = members.split_at_mut(best);
-                    (&hi[0], &mut lo[worst])
-                };
-                w.env.run_mut().copy_from(b.env.run())?;
-                let mut rng = rng_for(st.config.seed, w.id, w.tally.rows, 3);
-                let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
-                let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
-                let bounds = &ctx.env.bounds;
-                let lr = w.env.run().learning_rate();
-                w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
-                let batch = ((w.env.run().batch_size() as f64 * f_batch).round() as usize)
-                    .clamp(bounds.batch.0, bounds.batch.1);
-                w.env.run_mut().set_batch_size(batch)?;
-                w.tally.exploits += 1;
-                w.tally.agent_seconds += t.elapsed().as_secs_f64();
-                tracing::debug!(from = b.id, to = w.id, f_lr, f_batch, "pbt exploit");
-            }
+        if let (Some(&best), Some(&worst)) = (order.first(), order.last())
+            && best != worst
+            && members[worst].env.observe().val_f1 < members[best].env.observe().val_f1
+        {
+            let t = Instant::now();
+            let (b, w) = if best < worst {
+                let (lo, hi) = members.split_at_mut(worst);
+                (&lo[best], &mut hi[0])
+            } else {
+                let (lo, hi) = members.split_at_mut(best);
+                (&hi[0], &mut lo[worst])
+            };
+            w.env.run_mut().copy_from(b.env.run())?;
+            let mut rng = rng_for(st.config.seed, w.id, w.tally.rows, 3);
+            let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+            let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+            let bounds = &ctx.env.bounds;
+            let lr = w.env.run().learning_rate();
+            w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
+            let batch =
+                ((w.env.run().batch_size() as f64 * f_batch).round() as usize).clamp(bounds.batch.0, bounds.batch.1);
+            w.env.run_mut().set_batch_size(batch)?;
+            w.tally.exploits += 1;
+            w.tally.agent_seconds += t.elapsed().as_secs_f64();
+            tracing::debug!(from = b.id, to = w.id, f_lr, f_batch, "pbt exploit");
         }
         for m in &mut members {
             ctx.checkpoint(m, "running")?;
@@ -799,7 +803,8 @@ fn finalize(
         .map_err(|e| Error::Config { what: "study store", why: format!("{origin}: {e}") })?;
     let cursor = serde_json::from_value(state["cursor"].clone())
         .map_err(|e| Error::Config { what: "study store", why: format!("{origin}: {e}") })?;
-    let run = best_run(ctx, &record.start, &RunCheckpoint { cursor, model: ck.model, optimizer: ck.optimizer }, &origin)?;
+    let run =
+        best_run(ctx, &record.start, &RunCheckpoint { cursor, model: ck.model, optimizer: ck.optimizer }, &origin)?;
     let test = run.evaluate(&*run.data().test)?;
     ctx.store.add_evaluation(&EvaluationRow {
         trial: best_id,

@@ -560,8 +560,12 @@ mod tune {
         assert!(rows.iter().all(|r| r.status == "completed" || r.status == "stopped"), "no trial left running");
         for (row, t) in rows.iter().zip(&summary.trials) {
             let decisions = store.decisions(row.id).unwrap();
-            assert_eq!(decisions.iter().map(|d| d.idx).collect::<Vec<_>>(), (0..decisions.len() as u64).collect::<Vec<_>>());
-            let applied = decisions.iter().filter(|d| d.applied != r#"{"lr":"keep","batch":"keep","width":"keep"}"#).count();
+            assert_eq!(
+                decisions.iter().map(|d| d.idx).collect::<Vec<_>>(),
+                (0..decisions.len() as u64).collect::<Vec<_>>()
+            );
+            let applied =
+                decisions.iter().filter(|d| d.applied != r#"{"lr":"keep","batch":"keep","width":"keep"}"#).count();
             assert_eq!(applied as u64, t.decisions, "trial {}", t.id);
         }
         // Only the best trial keeps a checkpoint.
@@ -589,7 +593,8 @@ mod tune {
         let file: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(tmp.path().join("policy.json")).unwrap()).unwrap();
         assert_eq!(stored, file);
-        assert_eq!(file["episodes"].as_u64().unwrap(), summary.trials.len() as u64);
+        let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed")).count();
+        assert_eq!(file["episodes"].as_u64().unwrap(), learnt as u64);
         // A second study in the same directory is refused; resuming a finished one only re-tests it.
         let e = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("already holds a study"), "{e}");
@@ -614,14 +619,19 @@ mod tune {
         assert!(at(1) >= 1 && at(1) <= at(0) / 2, "rung 0: {}, rung 1: {}", at(0), at(1));
         assert!(at(2) <= at(1));
         let mean = |promoted: bool| {
-            let f: Vec<f64> =
-                summary.trials.iter().filter(|t| !t.rungs.is_empty() && (t.rungs.len() > 1) == promoted).map(|t| t.rungs[0]).collect();
+            let f: Vec<f64> = summary
+                .trials
+                .iter()
+                .filter(|t| !t.rungs.is_empty() && (t.rungs.len() > 1) == promoted)
+                .map(|t| t.rungs[0])
+                .collect();
             f.iter().sum::<f64>() / f.len() as f64
         };
         assert!(mean(true) > mean(false), "promoted {:.4} vs stopped {:.4} at rung 0", mean(true), mean(false));
         // Each trial paused exactly at its last rung (20, 60, 180 steps), but the one the
         // budget stopped while it trained.
-        let off_rung = summary.trials.iter().filter(|t| !t.rungs.is_empty() && t.steps != [20, 60, 180][t.rungs.len() - 1]);
+        let off_rung =
+            summary.trials.iter().filter(|t| !t.rungs.is_empty() && t.steps != [20, 60, 180][t.rungs.len() - 1]);
         assert!(off_rung.count() <= 1);
         assert!(summary.trials.iter().all(|t| t.decisions == 0), "asha takes no in-run actions");
         let stopped = summary.trials.iter().filter(|t| t.status == "stopped").count();
@@ -635,7 +645,7 @@ mod tune {
             tune(&digits_study(Strategy::Pbt, 3.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
                 .unwrap();
         check_outputs(tmp.path(), &summary);
-        assert!(summary.trials.len() >= 4 && summary.trials.len() % 4 == 0, "{} trials", summary.trials.len());
+        assert!(summary.trials.len() >= 4 && summary.trials.len().is_multiple_of(4), "{} trials", summary.trials.len());
         let exploits: u64 = summary.trials.iter().map(|t| t.exploits).sum();
         assert!(exploits >= 1, "no member ever took another's weights");
         // The first generation started from 4 different configurations.
