@@ -81,7 +81,7 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bounds {
-    /// Learning rate range.
+    /// Learning rate range (of the schedule's base rate).
     pub lr: (f64, f64),
     /// Batch size range.
     pub batch: (usize, usize),
@@ -331,7 +331,8 @@ impl Env {
     fn apply(&mut self, action: Action) -> Result<Action> {
         let b = self.config.bounds.clone();
         let mut applied = Action::KEEP;
-        let lr = self.run.learning_rate();
+        // The schedule's base rate: bounded and scaled, whatever the schedule's phase.
+        let lr = self.run.base_learning_rate();
         let lr_factor = match action.lr {
             Move::Down => 0.5,
             Move::Keep => 1.0,

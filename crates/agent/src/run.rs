@@ -384,6 +384,11 @@ impl Run {
         Ok(())
     }
 
+    /// The schedule's base learning rate (what [`Run::scale_learning_rate`] scales).
+    pub fn base_learning_rate(&self) -> f64 {
+        self.schedule.base_lr()
+    }
+
     /// The learning rate the next step will use.
     pub fn learning_rate(&self) -> f64 {
         self.schedule.lr()

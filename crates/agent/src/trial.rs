@@ -57,6 +57,9 @@ pub struct Tally {
     pub exploits: u64,
     /// Seconds spent choosing actions and learning (observation, policy, update).
     pub agent_seconds: f64,
+    /// Seconds spent writing to the study store (decisions, evaluations, checkpoints).
+    #[serde(default)]
+    pub store_seconds: f64,
 }
 
 /// A trial in memory.
@@ -132,6 +135,10 @@ pub struct TrialContext<'a> {
     pub progress: ProgressMode,
     /// Minimum time between two checkpoints of a running trial (zero: at every decision).
     pub checkpoint_every: Duration,
+    /// The learning-rate schedule of every trial.
+    pub schedule: ScheduleConfig,
+    /// Fraction of the training rows held out for validation.
+    pub val_fraction: f64,
     /// The store.
     pub store: &'a mut dyn StudyStore,
     /// Study wall time used, for the store.
@@ -139,20 +146,25 @@ pub struct TrialContext<'a> {
 }
 
 impl TrialContext<'_> {
-    fn run(&self, id: u64, start: &TrialStart) -> Result<Run> {
-        let config = RunConfig {
+    /// The run configuration of a trial that starts as `start`.
+    pub fn run_config(&self, start: &TrialStart) -> RunConfig {
+        RunConfig {
             data: self.source.clone(),
             model: start.model.clone(),
             epochs: 1,
             batch_size: start.batch_size,
             optimizer: OptimizerConfig::Adam(AdamConfig { lr: start.lr, ..Default::default() }),
-            schedule: ScheduleConfig::Constant,
+            schedule: self.schedule.clone(),
             seed: start.seed,
             clip_norm: None,
-            val_fraction: 0.2,
+            val_fraction: self.val_fraction,
             snapshot_every: 100,
             inject_nan_at: None,
-        };
+        }
+    }
+
+    fn run(&self, id: u64, start: &TrialStart) -> Result<Run> {
+        let config = self.run_config(start);
         let run = Run::with_data(config, self.data.clone(), self.device)?;
         let monitor = MonitorConfig {
             run: format!("trial-{id}"),
@@ -251,9 +263,11 @@ impl TrialContext<'_> {
             samples_per_s: t.samples_per_s,
             at_unix: unix_now(),
         };
+        let t_store = Instant::now();
         self.store.add_decision(&row)?;
         trial.tally.rows += 1;
         self.evaluation_row(trial)?;
+        trial.tally.store_seconds += t_store.elapsed().as_secs_f64();
         let run = trial.env.run_mut();
         let (lr, batch_size) = (run.learning_rate(), run.batch_size() as u32);
         let widths = run.model().spec().hidden_widths().into_iter().map(|w| w as u32).collect();
@@ -291,6 +305,7 @@ impl TrialContext<'_> {
 
     /// Saves the trial's checkpoint with its row in state `status` (one transaction).
     pub fn checkpoint(&mut self, trial: &mut Trial, status: &str) -> Result<()> {
+        let t_store = Instant::now();
         let ck = trial.env.run().checkpoint()?;
         let state = CheckpointState { cursor: ck.cursor, env: trial.env.state(), tally: trial.tally.clone() };
         let row = CheckpointRow {
@@ -304,6 +319,7 @@ impl TrialContext<'_> {
         };
         self.store.save_checkpoint(&trial.row(status), &row, (self.elapsed)())?;
         trial.last_checkpoint = Instant::now();
+        trial.tally.store_seconds += t_store.elapsed().as_secs_f64();
         let step = row.step.saturating_sub(1);
         if let Some(m) = trial.env.run_mut().monitor_mut() {
             m.checkpoint(step, None)?;
@@ -377,12 +393,15 @@ pub struct TrialRecord {
     pub exploits: u64,
     /// Seconds of agent work (observation, policy, update).
     pub agent_seconds: f64,
+    /// Seconds spent writing it to the study store (checkpoints included).
+    #[serde(default)]
+    pub store_seconds: f64,
 }
 
 /// A configuration at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hparams {
-    /// Learning rate.
+    /// Learning rate: the schedule's base (its peak, for a cosine schedule).
     pub lr: f64,
     /// Batch size.
     pub batch_size: usize,
@@ -408,7 +427,7 @@ impl Trial {
             resumed: self.resumed,
             start: self.start.clone(),
             final_hparams: Hparams {
-                lr: run.learning_rate(),
+                lr: run.base_learning_rate(),
                 batch_size: run.batch_size(),
                 widths: run.model().spec().hidden_widths(),
             },
@@ -416,6 +435,7 @@ impl Trial {
             rungs: self.tally.rungs.clone(),
             exploits: self.tally.exploits,
             agent_seconds: self.tally.agent_seconds,
+            store_seconds: self.tally.store_seconds,
         }
     }
 

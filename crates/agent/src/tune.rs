@@ -41,6 +41,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::ProgressMode;
+use tuneforge_optim::ScheduleConfig;
 
 use crate::data::{DataSource, prepare};
 use crate::env::{Action, EnvConfig, Move};
@@ -134,6 +135,13 @@ pub struct TuneConfig {
     pub policy: Option<Reinforce>,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
+    /// Anneal each trial's learning rate along a cosine over its steps (to 0 at its last
+    /// step), instead of keeping it constant. Actions and PBT scale the base rate, keeping
+    /// the shape.
+    pub cosine: bool,
+    /// Fraction of the training rows held out for validation (seeded, stratified; one
+    /// split for the whole study).
+    pub val_fraction: f64,
 }
 
 /// The part of [`TuneConfig`] kept in the store (the study's identity).
@@ -149,6 +157,8 @@ struct Spec {
     lr: f64,
     env: EnvConfig,
     checkpoint_every_s: f64,
+    cosine: bool,
+    val_fraction: f64,
 }
 
 impl TuneConfig {
@@ -163,6 +173,8 @@ impl TuneConfig {
             lr: self.lr,
             env: self.env.clone(),
             checkpoint_every_s: self.checkpoint_every.as_secs_f64(),
+            cosine: self.cosine,
+            val_fraction: self.val_fraction,
         }
     }
 
@@ -179,6 +191,8 @@ impl TuneConfig {
             checkpoint_every: Duration::from_secs_f64(spec.checkpoint_every_s.max(0.0)),
             policy: None,
             progress,
+            cosine: spec.cosine,
+            val_fraction: spec.val_fraction,
         }
     }
 }
@@ -219,6 +233,9 @@ pub struct TuneSummary {
     pub agent_seconds: f64,
     /// `agent_seconds / wall_s`.
     pub agent_overhead: f64,
+    /// Seconds spent writing the study store during trials (decisions, evaluations,
+    /// checkpoints), over all trials.
+    pub store_seconds: f64,
     /// Times this study was resumed.
     pub resumes: u64,
     /// The study store.
@@ -480,6 +497,7 @@ impl State<'_> {
                     rungs: Vec::new(),
                     exploits: 0,
                     agent_seconds: 0.0,
+                    store_seconds: 0.0,
                 };
                 let now = unix_now();
                 let row = TrialRow {
@@ -517,7 +535,7 @@ fn drive(
     on_trial: &mut dyn FnMut(&TrialRecord),
     _lock: &StudyLock,
 ) -> Result<TuneSummary> {
-    let data = prepare(&config.data, dirs, cache, 0.2, config.seed)?;
+    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     let clock = Clock { offset: offset_s, start: Instant::now() };
     let elapsed = || clock.elapsed();
     let events = out.join("events.jsonl");
@@ -561,6 +579,12 @@ fn drive(
         events: &events,
         progress: config.progress,
         checkpoint_every: config.checkpoint_every,
+        schedule: if config.cosine {
+            ScheduleConfig::Cosine { total_steps: config.env.budget_steps, warmup_steps: 0, min_lr: 0.0 }
+        } else {
+            ScheduleConfig::Constant
+        },
+        val_fraction: config.val_fraction,
         store,
         elapsed: &elapsed,
     };
@@ -768,7 +792,7 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
             let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
             let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
             let bounds = &ctx.env.bounds;
-            let lr = w.env.run().learning_rate();
+            let lr = w.env.run().base_learning_rate();
             w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
             let batch =
                 ((w.env.run().batch_size() as f64 * f_batch).round() as usize).clamp(bounds.batch.0, bounds.batch.1);
@@ -838,6 +862,7 @@ fn finalize(
         mean_reward: trials.iter().map(|t| t.reward).sum::<f64>() / trials.len().max(1) as f64,
         agent_seconds,
         agent_overhead: agent_seconds / wall_s.max(1e-9),
+        store_seconds: trials.iter().map(|t| t.store_seconds).sum(),
         resumes: resumes.max(resumed_before),
         study_path: study_path(out),
         trials,
@@ -856,23 +881,7 @@ fn finalize(
 }
 
 fn best_run(ctx: &TrialContext<'_>, start: &TrialStart, ck: &RunCheckpoint, origin: &str) -> Result<Run> {
-    let config = crate::run::RunConfig {
-        data: ctx.source.clone(),
-        model: start.model.clone(),
-        epochs: 1,
-        batch_size: start.batch_size,
-        optimizer: tuneforge_optim::OptimizerConfig::Adam(tuneforge_optim::AdamConfig {
-            lr: start.lr,
-            ..Default::default()
-        }),
-        schedule: tuneforge_optim::ScheduleConfig::Constant,
-        seed: start.seed,
-        clip_norm: None,
-        val_fraction: 0.2,
-        snapshot_every: 100,
-        inject_nan_at: None,
-    };
-    let mut run = Run::with_data(config, ctx.data.clone(), ctx.device)?;
+    let mut run = Run::with_data(ctx.run_config(start), ctx.data.clone(), ctx.device)?;
     run.restore(ck, Path::new(origin))?;
     Ok(run)
 }

@@ -524,6 +524,8 @@ mod tune {
             checkpoint_every: Duration::ZERO,
             policy: None,
             progress: ProgressMode::Off,
+            cosine: true,
+            val_fraction: 0.2,
         }
     }
 

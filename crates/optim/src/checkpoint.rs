@@ -147,8 +147,8 @@ impl Checkpoint {
     /// (safetensors, as in [`TENSORS_FILE`]). [`Checkpoint::from_bytes`] reads it back.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let (bytes, manifest) = self.encode()?;
-        let json = serde_json::to_vec(&manifest)
-            .map_err(|source| Error::Json { path: PathBuf::from(STATE_FILE), source })?;
+        let json =
+            serde_json::to_vec(&manifest).map_err(|source| Error::Json { path: PathBuf::from(STATE_FILE), source })?;
         let mut out = Vec::with_capacity(8 + json.len() + bytes.len());
         out.extend_from_slice(&(json.len() as u64).to_le_bytes());
         out.extend_from_slice(&json);
