@@ -43,7 +43,7 @@ pub struct TuneArgs {
     /// Optimiser steps between decisions (default: 30 for tables, 100 for images).
     #[arg(long)]
     pub decision_steps: Option<usize>,
-    /// Optimiser steps per trial (default: 300 for tables, 1500 for images).
+    /// Optimiser steps per trial (default: 300 for tables, 2500 for images: about 6 epochs).
     #[arg(long)]
     pub trial_steps: Option<u64>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
@@ -142,7 +142,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             decision_steps: args.decision_steps.unwrap_or(if images { 100 } else { 30 }),
             lambda: args.lambda,
             bounds: Bounds::default(),
-            budget_steps: args.trial_steps.unwrap_or(if images { 1500 } else { 300 }),
+            budget_steps: args.trial_steps.unwrap_or(if images { 2500 } else { 300 }),
         },
         checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
         policy,
