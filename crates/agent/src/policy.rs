@@ -58,9 +58,17 @@ pub struct Reinforce {
     pub obs_count: u64,
 }
 
+/// The weight of the "keep" action's bias term in [`Reinforce::default`]: with it the
+/// untrained policy keeps the configuration with probability e⁴ / (e⁴ + 26) ≈ 0.68 and
+/// tries each of the 26 changes with probability ≈ 0.012.
+pub const KEEP_PRIOR: f64 = 4.0;
+
 impl Default for Reinforce {
+    /// The policy a study starts from: step size 0.05 and a prior towards "keep"
+    /// ([`KEEP_PRIOR`]), so that a first trial explores around the defaults instead of
+    /// random-walking away from them; learning moves it from there.
     fn default() -> Self {
-        Reinforce::new(0.05)
+        Reinforce::new(0.05).with_keep_prior(KEEP_PRIOR)
     }
 }
 
@@ -77,6 +85,12 @@ impl Reinforce {
             obs_m2: vec![0.0; Observation::LEN],
             obs_count: 0,
         }
+    }
+
+    /// Adds `bias` to the logit of "keep" (change nothing) in every state.
+    pub fn with_keep_prior(mut self, bias: f64) -> Self {
+        self.theta[Action::KEEP.index()][Observation::LEN] += bias;
+        self
     }
 
     fn features(&self, observation: &Observation) -> Vec<f64> {

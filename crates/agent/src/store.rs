@@ -80,14 +80,17 @@
 //! `busy_timeout`). A commit appends to the `-wal` file before the method returns, so a
 //! process killed at any point (`kill -9`, a panic that aborts, an OOM kill) leaves every
 //! transaction that returned `Ok` and none of the one in flight: the next open replays the
-//! log. With `synchronous = FULL` each commit also fsyncs the log, so committed work survives
-//! a power cut or kernel crash too; `NORMAL` would skip that fsync (WAL stays consistent, but
-//! the last commits can be lost on power failure). The cost is one fsync per write. Measured
-//! on the development VM (virtual disk, 2 cores): a `save_trial` commit takes 0.18 ms with
+//! log. `synchronous = NORMAL`: a commit is not fsynced, which costs nothing against a
+//! process crash (the log is in the OS's page cache, replayed on the next open) but means
+//! that a power cut or kernel crash can lose the last commits — never corrupt the file; the
+//! log is fsynced at each WAL checkpoint. A resumed study then rewinds to an older trial
+//! checkpoint, which it handles like any other. `FULL` would fsync every commit: measured
+//! on the development VM (virtual disk, 2 cores), a `save_trial` commit takes 0.18 ms with
 //! `FULL` against 0.02 ms with `NORMAL`, a `save_checkpoint` of 1 MB 5.8 ms against 3.1 ms,
 //! one of 16 MB about 0.2 s with either (the bytes are written twice, to the log and then into
-//! the database, so large checkpoints cost their size in disk bandwidth, not fsyncs). A disk
-//! with a slow fsync can take milliseconds per commit: still small next to the seconds between
+//! the database). With `FULL`, the default digits study (hundreds of sub-second trials, two
+//! commits per decision) spent 7% of its wall time in the store; with `NORMAL` under 1% (see
+//! docs/benchmarks.md).
 //! decisions. `journal_size_limit` (64 MiB) makes the log shrink again after a large
 //! checkpoint was written through it.
 //!
@@ -364,7 +367,7 @@ pub trait StudyStore: Send {
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// SQLite implementation of [`StudyStore`] (bundled SQLite): WAL journal, `synchronous =
-/// FULL`, foreign keys on, 5 s busy timeout, schema version 1 in `PRAGMA user_version` (a file
+/// NORMAL`, foreign keys on, 5 s busy timeout, schema version 1 in `PRAGMA user_version` (a file
 /// with another version is refused). See the [module documentation](self) for the schema and
 /// the durability guarantees.
 #[derive(Debug)]
@@ -417,7 +420,7 @@ fn configure(conn: &Connection) -> Result<(), Cause> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("journal_mode is {mode:?}, not \"wal\"").into());
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     Ok(())
@@ -1063,7 +1066,7 @@ mod tests {
         let (_dir, store) = fresh();
         let pragma = |name: &str| -> Value { store.conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
         assert_eq!(pragma("journal_mode"), Value::Text("wal".into()));
-        assert_eq!(pragma("synchronous"), Value::Integer(2)); // FULL
+        assert_eq!(pragma("synchronous"), Value::Integer(1)); // NORMAL
         assert_eq!(pragma("foreign_keys"), Value::Integer(1));
         assert_eq!(pragma("busy_timeout"), Value::Integer(5000));
         assert_eq!(pragma("journal_size_limit"), Value::Integer(64 << 20));
