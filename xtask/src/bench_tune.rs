@@ -47,6 +47,12 @@ pub struct BenchTuneArgs {
     /// Weight of the throughput term of the reward (as `cargo xtask tune --lambda`).
     #[arg(long, default_value_t = 0.02)]
     pub lambda: f64,
+    /// Optimiser steps per trial (as `cargo xtask tune --trial-steps`; default: tune's).
+    #[arg(long)]
+    pub trial_steps: Option<u64>,
+    /// Optimiser steps between decisions (as `cargo xtask tune --decision-steps`).
+    #[arg(long)]
+    pub decision_steps: Option<usize>,
     /// Output directory; each study writes to DIR/<strategy>-seed<k>, which must not hold an
     /// earlier study.
     #[arg(long, value_name = "DIR", default_value = "runs/bench-tune")]
@@ -89,6 +95,12 @@ pub struct Report {
     pub model: String,
     /// Budget of each study, seconds.
     pub budget_s: f64,
+    /// Optimiser steps per trial.
+    #[serde(default)]
+    pub trial_steps: u64,
+    /// Optimiser steps between decisions.
+    #[serde(default)]
+    pub decision_steps: usize,
     /// λ of the reward.
     pub lambda: f64,
     /// cpu or cuda[:N].
@@ -266,15 +278,23 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     }
     let first = &studies[0].3;
     let (dataset, model, budget_s) = (first.data.to_string(), first.model.clone(), first.budget.as_secs_f64());
+    let (trial_steps, decision_steps) = (first.env.budget_steps, first.env.decision_steps);
     let prev = match &args.compare {
         None => None,
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("--compare {}", path.display()))?;
             let prev: Report = serde_json::from_str(&text)
                 .with_context(|| format!("--compare {}: not a bench-tune JSON", path.display()))?;
-            let setup =
-                |r: &Report| format!("{}, {}, {} s, λ {}, {}", r.dataset, r.model, r.budget_s, r.lambda, r.device);
-            let now = format!("{dataset}, {model}, {budget_s} s, λ {}, {}", args.lambda, args.device);
+            let setup = |r: &Report| {
+                format!(
+                    "{}, {}, {} s, λ {}, {}, trials of {} steps, decisions every {}",
+                    r.dataset, r.model, r.budget_s, r.lambda, r.device, r.trial_steps, r.decision_steps
+                )
+            };
+            let now = format!(
+                "{dataset}, {model}, {budget_s} s, λ {}, {}, trials of {trial_steps} steps, decisions every {decision_steps}",
+                args.lambda, args.device
+            );
             if setup(&prev) != now {
                 bail!(
                     "--compare {}: measured on {}, this run is {now}: compare like with like",
@@ -332,6 +352,8 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
         dataset,
         model,
         budget_s,
+        trial_steps,
+        decision_steps,
         lambda: args.lambda,
         device: args.device.clone(),
         seeds: args.seeds,
@@ -384,6 +406,10 @@ fn base_tune_args(args: &BenchTuneArgs) -> anyhow::Result<TuneArgs> {
     flag("model", args.model.clone().map(Into::into));
     flag("budget", Some(args.budget.clone().into()));
     flag("lambda", Some(args.lambda.to_string().into()));
+    flag("trial-steps", args.trial_steps.map(|n| n.to_string().into()));
+    flag("decision-steps", args.decision_steps.map(|n| n.to_string().into()));
+    // Per-trial progress would drown the one line per study.
+    flag("progress", Some("off".into()));
     flag("device", Some(args.device.clone().into()));
     flag("data-dir", args.data.data_dir.clone().map(Into::into));
     flag("cache-dir", args.data.cache_dir.clone().map(Into::into));
@@ -482,14 +508,16 @@ fn section(report: &Report, prev: Option<&Report>, json_path: &Path) -> String {
     let mut s = String::from("## Tuning strategies (bench-tune)\n\n");
     let _ = writeln!(
         s,
-        "`{}`, {}, {}. {}, starting model {}, {} s budget per study, device {}, seeds 0–{} \
-         ({} studies per strategy); raw results in `{}`.\n",
+        "`{}`, {}, {}. {}, starting model {}, {} s budget per study, trials of {} steps with a decision \
+         every {}, device {}, seeds 0–{} ({} studies per strategy); raw results in `{}`.\n",
         report.command,
         report.date,
         describe(&report.machine),
         report.dataset,
         report.model,
         report.budget_s,
+        report.trial_steps,
+        report.decision_steps,
         report.device,
         report.seeds - 1,
         report.seeds,
@@ -654,6 +682,8 @@ mod tests {
             dataset: "digits".into(),
             model: "mlp:64".into(),
             budget_s: 3.0,
+            trial_steps: 300,
+            decision_steps: 30,
             lambda: 0.02,
             device: "cpu".into(),
             seeds: 2,

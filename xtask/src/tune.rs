@@ -123,6 +123,9 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             let text = std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
             let p: Reinforce = serde_json::from_str(&text)
                 .with_context(|| format!("--policy {}: not a policy.json written by tune", path.display()))?;
+            if let Err(why) = p.validate() {
+                bail!("--policy {}: {why}", path.display());
+            }
             Some(p)
         }
         None => None,

@@ -139,11 +139,14 @@ pub struct Observation {
     pub rel_throughput: f64,
     /// Fraction of the budget used, in [0, 1].
     pub budget_used: f64,
+    /// Fraction of the last interval's steps in which the monitor found an anomaly (loss
+    /// spike, NaN, exploding gradient, throughput drop, ...; a rolled-back step counts).
+    pub anomalies: f64,
 }
 
 impl Observation {
     /// Length of [`Observation::to_vec`].
-    pub const LEN: usize = 10;
+    pub const LEN: usize = 11;
 
     /// The observation as a vector (in field order).
     pub fn to_vec(&self) -> Vec<f64> {
@@ -158,6 +161,7 @@ impl Observation {
             self.log2_width,
             self.rel_throughput,
             self.budget_used,
+            self.anomalies,
         ]
     }
 }
@@ -230,6 +234,7 @@ impl Env {
             log2_width: 0.0,
             rel_throughput: 1.0,
             budget_used: 0.0,
+            anomalies: 0.0,
         };
         let mut env = Env { run, config, reference_sps: None, last, steps: 0, widen_seed: 0, last_eval: None };
         env.interval()?;
@@ -380,9 +385,17 @@ impl Env {
     fn interval(&mut self) -> Result<f64> {
         let n = (self.config.decision_steps as u64).min(self.config.budget_steps - self.steps);
         let (mut loss_sum, mut rows, mut secs, mut norm_sum, mut norms) = (0f64, 0usize, 0f64, 0f64, 0usize);
+        let (mut anomalous, mut loss_rows) = (0u64, 0usize);
         for _ in 0..n {
             let s = self.run.train_step()?;
-            loss_sum += f64::from(s.loss) * s.batch_size as f64;
+            if s.anomalies > 0 || s.rolled_back_to.is_some() {
+                anomalous += 1;
+            }
+            // A rolled-back step's loss is not finite and was not a training step.
+            if s.rolled_back_to.is_none() && s.loss.is_finite() {
+                loss_sum += f64::from(s.loss) * s.batch_size as f64;
+                loss_rows += s.batch_size;
+            }
             rows += s.batch_size;
             secs += s.seconds;
             if let Some(g) = s.grad_norm.filter(|g| g.is_finite() && *g > 0.0) {
@@ -400,7 +413,7 @@ impl Env {
         self.run.log_evaluation(&evaluation, epoch, t.elapsed().as_secs_f64())?;
         let f1 = evaluation.report.macro_avg.f1;
         self.last_eval = Some(evaluation);
-        let loss = loss_sum / rows.max(1) as f64;
+        let loss = if loss_rows > 0 { loss_sum / loss_rows as f64 } else { self.last.loss };
         let widths = self.run.model().spec().hidden_widths();
         let log2_width = if widths.is_empty() {
             0.0
@@ -419,6 +432,7 @@ impl Env {
             log2_width,
             rel_throughput: sps / reference.max(1e-9),
             budget_used: self.steps as f64 / self.config.budget_steps as f64,
+            anomalies: anomalous as f64 / n.max(1) as f64,
         };
         Ok(sps)
     }

@@ -87,6 +87,28 @@ impl Reinforce {
         }
     }
 
+    /// Checks that a loaded state fits this version's observation and action spaces
+    /// (sizes) and holds finite numbers; says what does not.
+    pub fn validate(&self) -> Result<(), String> {
+        let width = Observation::LEN + 1;
+        if self.theta.len() != Action::COUNT || self.theta.iter().any(|row| row.len() != width) {
+            return Err(format!(
+                "theta must be {} rows of {width} weights (observations of {} entries + a bias): \
+                 a policy from another version",
+                Action::COUNT,
+                Observation::LEN
+            ));
+        }
+        if self.obs_mean.len() != Observation::LEN || self.obs_m2.len() != Observation::LEN {
+            return Err(format!("obs_mean and obs_m2 must have {} entries", Observation::LEN));
+        }
+        let numbers = self.theta.iter().flatten().chain(&self.obs_mean).chain(&self.obs_m2);
+        if !numbers.chain([&self.baseline, &self.learning_rate]).all(|x| x.is_finite()) {
+            return Err("a weight or statistic is not finite".into());
+        }
+        Ok(())
+    }
+
     /// Adds `bias` to the logit of "keep" (change nothing) in every state.
     pub fn with_keep_prior(mut self, bias: f64) -> Self {
         self.theta[Action::KEEP.index()][Observation::LEN] += bias;

@@ -128,6 +128,8 @@ pub struct StepStats {
     /// `Some(s)` if the step diverged and the run rolled back to its snapshot taken after
     /// step `s` (see [`Run::with_monitor`]); the step's loss is then not a training loss.
     pub rolled_back_to: Option<u64>,
+    /// Anomalies the monitor found in this step (0 without a monitor).
+    pub anomalies: u32,
 }
 
 /// One epoch.
@@ -500,6 +502,7 @@ impl Run {
         let end_of_epoch = batch.end_of_epoch;
         let batch_len = batch.len();
         self.batch = batch;
+        let mut anomalies = 0u32;
         let rolled_back_to = match self.monitor.as_mut() {
             None if finite => None,
             None => return Err(self.diverged(step, loss_value)),
@@ -515,7 +518,9 @@ impl Run {
                     batch_size: self.batch_size as u32,
                     widths: self.widths.clone(),
                 };
-                match monitor.step(facts)?.recovery {
+                let outcome = monitor.step(facts)?;
+                anomalies = outcome.anomalies.len() as u32;
+                match outcome.recovery {
                     Some(Recovery::RollBack { to_step, lr_factor, cause }) => {
                         if !self.restore_snapshot(to_step)? {
                             // The policy's last good snapshot is the one kept: cannot happen.
@@ -553,6 +558,7 @@ impl Run {
             seconds,
             end_of_epoch,
             rolled_back_to,
+            anomalies,
         })
     }
 

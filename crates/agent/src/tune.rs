@@ -541,11 +541,12 @@ fn drive(
     let events = out.join("events.jsonl");
     let rows = store.trials()?;
     let resumed_before = rows.iter().filter(|r| r.resumed).count() as u64;
-    let policy = match store.policy()? {
+    let policy: Reinforce = match store.policy()? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
         None => config.policy.clone().unwrap_or_default(),
     };
+    policy.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {
         config,
         policy,

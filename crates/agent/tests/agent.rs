@@ -471,6 +471,7 @@ mod policy {
             log2_width: 6.0,
             rel_throughput: 1.0,
             budget_used: 0.5,
+            anomalies: 0.0,
         }
     }
 
