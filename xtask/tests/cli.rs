@@ -60,3 +60,22 @@ fn tune_rejects_bad_budgets_and_strategies_with_clear_messages() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn tune_on_missing_data_creates_no_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("study");
+    let out = xtask(&[
+        "tune",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        tmp.path().join("no-data").to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("fashion-mnist"), "{stderr}");
+    assert!(!out_dir.join("study.sqlite").exists(), "a study was created for data that cannot be read");
+}

@@ -119,13 +119,7 @@ fn a_study_killed_mid_trial_resumes_from_its_checkpoints_and_loses_nothing() {
     assert_eq!(policy["episodes"].as_u64().unwrap(), learnt as u64);
 
     // summary.json's test F1 is the one recomputed from predictions.csv.
-    let preds = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
-    let (mut truth, mut pred) = (Vec::new(), Vec::new());
-    for line in preds.lines().skip(1) {
-        let f: Vec<u32> = line.split(',').map(|x| x.parse().unwrap()).collect();
-        truth.push(f[1]);
-        pred.push(f[2]);
-    }
+    let (truth, pred) = tuneforge_agent::run::read_predictions(&dir.join("predictions.csv")).unwrap();
     let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
     cm.update(&truth, &pred).unwrap();
     assert_eq!(summary.best.test_macro_f1, cm.report().macro_avg.f1);

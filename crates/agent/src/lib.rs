@@ -1,33 +1,46 @@
-//! `tuneforge-agent`: one training run (data → prep → model → optim → eval), and — as the
-//! agent issue lands — the run wrapped as a reinforcement-learning environment whose
-//! actions change the learning rate, batch size and hidden widths mid-run, the policies
-//! and baselines, and the study store.
+//! `tuneforge-agent`: a training run (data → prep → model → optim → eval → monitor), the run
+//! as a reinforcement-learning environment whose actions change the learning rate, batch
+//! size and hidden widths mid-run, the policies and baselines, and the study store.
 //!
-//! Today this crate holds the [`run`] module: [`run::Run`] is a training run with the
-//! knobs the agent will turn ([`run::Run::set_batch_size`],
-//! [`run::Run::scale_learning_rate`], [`run::Run::resize_hidden`]) and [`run::train`] runs
-//! one to the end and writes its summary, predictions, model and optimiser state — what
-//! `cargo xtask train` does. A run can carry a `tuneforge_monitor::Monitor`
-//! ([`run::Run::with_monitor`]; [`run::train`] always does): every step is reported to it,
-//! its event log is `events.jsonl`, and on a NaN or exploding gradient the run rolls back
-//! to an in-memory snapshot with half the learning rate and goes on. Data preparation
-//! ([`data`]) splits datasets without a test split 80/20 (seeded, stratified) and fits
-//! preprocessing on the training rows only.
+//! - [`run`] — [`run::Run`], one training loop with the knobs the agent turns
+//!   ([`run::Run::set_batch_size`], [`run::Run::scale_learning_rate`],
+//!   [`run::Run::resize_hidden`]), exact checkpoints ([`run::Run::checkpoint`],
+//!   [`run::Run::restore`]) and [`run::train`] (what `cargo xtask train` does). A run can
+//!   carry a `tuneforge_monitor::Monitor`: every step is reported to it, its log is
+//!   `events.jsonl`, and on a NaN or exploding gradient the run rolls back to an in-memory
+//!   snapshot with half the learning rate and goes on.
+//! - [`data`] — splits (datasets without a test split get a seeded, stratified 80/20 split)
+//!   and preprocessing fitted on the training rows only.
+//! - [`env`] — [`env::Env`], the run as an environment (observation, factored bounded actions,
+//!   reward Δ validation macro-F1 + λ·ln(throughput gain)).
+//! - [`policy`] — [`policy::Reinforce`] (REINFORCE with a baseline) and [`policy::Fixed`].
+//! - [`store`] — the [`store::StudyStore`] trait and its SQLite implementation.
+//! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl` or
+//!   `rl-no-width` within a wall-clock budget, resumable after `kill -9`
+//!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`).
 //!
-//! ```no_run
+//! Training one run to the end, then a two-second `rl` study, on the committed digits:
+//!
+//! ```
+//! use std::time::Duration;
 //! use candle_core::Device;
 //! use tuneforge_agent::data::DataSource;
+//! use tuneforge_agent::env::EnvConfig;
 //! use tuneforge_agent::run::{RunConfig, train};
+//! use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
 //! use tuneforge_loader::{DataDirs, GzCache};
-//! use tuneforge_monitor::MonitorConfig;
+//! use tuneforge_monitor::{MonitorConfig, ProgressMode};
 //! use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
 //!
+//! # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+//! let dirs = DataDirs::new(vec![root.join("datasets")]); // where digits.csv is
+//! let (cache, out) = (GzCache::default_location(), tempfile::tempdir().unwrap());
 //! let config = RunConfig {
 //!     data: DataSource::parse("digits", None)?,
 //!     model: "mlp:64".into(),
-//!     epochs: 5,
+//!     epochs: 3,
 //!     batch_size: 32,
-//!     optimizer: OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() }),
+//!     optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, ..Default::default() }),
 //!     schedule: ScheduleConfig::Constant,
 //!     seed: 0,
 //!     clip_norm: None,
@@ -35,10 +48,27 @@
 //!     snapshot_every: 100,
 //!     inject_nan_at: None,
 //! };
-//! let dirs = DataDirs::resolve(None);
-//! let (cache, out) = (GzCache::default_location(), std::path::Path::new("runs/digits"));
-//! let summary = train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out, &mut |_| {})?;
-//! println!("test accuracy {:.4}", summary.test_accuracy);
+//! let run_dir = out.path().join("train");
+//! let summary = train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, &run_dir, &mut |_| {})?;
+//! assert!(summary.test_accuracy > 0.9);
+//!
+//! let study = TuneConfig {
+//!     data: DataSource::parse("digits", None)?,
+//!     model: "mlp:64".into(),
+//!     strategy: Strategy::Rl,
+//!     budget: Duration::from_secs(2),
+//!     seed: 0,
+//!     batch_size: 32,
+//!     lr: 3e-3,
+//!     env: EnvConfig { decision_steps: 30, budget_steps: 300, ..EnvConfig::default() },
+//!     checkpoint_every: Duration::from_secs(10),
+//!     policy: None,
+//!     progress: ProgressMode::Off,
+//!     cosine: true,
+//!     val_fraction: 0.2,
+//! };
+//! let summary = tune(&study, &dirs, &cache, &Device::Cpu, &out.path().join("tune"), &mut |_| {})?;
+//! println!("{} trials, best test macro-F1 {:.4}", summary.trials.len(), summary.best.test_macro_f1);
 //! # Ok::<(), tuneforge_agent::Error>(())
 //! ```
 

@@ -823,19 +823,10 @@ impl Run {
         let c = &checkpoint.cursor;
         self.check_batch(c.batch_size)?;
         self.loader.sampler().seek(c.sampler_epoch, c.sampler_position)?;
-        self.model = model;
-        self.optimizer = optimizer;
-        self.schedule = schedule;
-        self.batch_size = c.batch_size;
         self.epoch = c.epoch;
         self.train_seconds = c.train_seconds;
         self.train_samples = c.train_samples;
-        self.widths = hidden_widths(&self.model);
-        self.snapshot = None;
-        if self.monitor.is_some() {
-            self.take_snapshot(self.schedule.step().saturating_sub(1))?;
-        }
-        Ok(())
+        self.install(model, optimizer, schedule, c.batch_size)
     }
 
     /// Population-based training's exploit: takes `other`'s weights (a deep copy, whatever
@@ -846,10 +837,22 @@ impl Run {
         let state = other.optimizer.state()?;
         let mut optimizer = state.config.build(model.vars())?;
         optimizer.load_state(&state)?;
+        self.install(model, optimizer, other.schedule.clone(), other.batch_size)
+    }
+
+    /// Replaces the model, optimiser, schedule and batch size; the old rollback snapshot no
+    /// longer applies, so a monitored run takes a new one.
+    fn install(
+        &mut self,
+        model: Model,
+        optimizer: Box<dyn Optimizer>,
+        schedule: Schedule,
+        batch_size: usize,
+    ) -> Result<()> {
         self.model = model;
         self.optimizer = optimizer;
-        self.schedule = other.schedule.clone();
-        self.batch_size = other.batch_size;
+        self.schedule = schedule;
+        self.batch_size = batch_size;
         self.widths = hidden_widths(&self.model);
         self.snapshot = None;
         if self.monitor.is_some() {
@@ -883,6 +886,34 @@ pub fn write_predictions(path: &Path, evaluation: &Evaluation) -> Result<()> {
         csv.push_str(&format!("{i},{l},{p}\n"));
     }
     write_atomic(path, csv.as_bytes())
+}
+
+/// Reads a file written by [`write_predictions`]: the labels and the predictions, in row
+/// order. A malformed line is an error naming the file and the line.
+pub fn read_predictions(path: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bad = |line: usize, why: String| Error::Config {
+        what: "predictions file",
+        why: format!("{}:{line}: {why}", path.display()),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("index,label,predicted") {
+        return Err(bad(1, "the header must be index,label,predicted".into()));
+    }
+    let (mut labels, mut predicted) = (Vec::new(), Vec::new());
+    for (i, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let parse = |f: &str| f.trim().parse::<u32>().map_err(|e| bad(i + 2, format!("{f:?}: {e}")));
+        match fields.as_slice() {
+            [index, label, pred] if parse(index)? as usize == i => {
+                labels.push(parse(label)?);
+                predicted.push(parse(pred)?);
+            }
+            [_, _, _] => return Err(bad(i + 2, format!("index {:?}, expected {i}", fields[0]))),
+            _ => return Err(bad(i + 2, format!("{} fields, expected 3", fields.len()))),
+        }
+    }
+    Ok((labels, predicted))
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -51,9 +51,9 @@
 //! | | `val_macro_f1`, `samples_per_s` | the metrics the reward came from |
 //! | | `at_unix` | when, Unix seconds |
 //! | `evaluations` | `trial` | trial (→ `trials.id`) |
-//! | | `idx` | index of the decision the evaluation follows (indexed with `trial`) |
+//! | | `idx` | decisions taken before it: 0 after the first interval (indexed with `trial`) |
 //! | | `step` | training step |
-//! | | `split` | data split (`val`, `test`, ...) |
+//! | | `split` | data split (`validation`, `test`) |
 //! | | `macro_f1`, `accuracy`, `loss` | the metrics |
 //! | | `at_unix` | when, Unix seconds |
 //! | `checkpoints` | `trial` | trial (→ `trials.id`), primary key: one checkpoint per trial |
@@ -286,7 +286,8 @@ pub struct DecisionRow {
 pub struct EvaluationRow {
     /// The trial's id.
     pub trial: u64,
-    /// Index of the decision this evaluation follows.
+    /// Decisions taken in the trial before it (0: the evaluation after the trial's first
+    /// interval, n: the one after decision n − 1).
     pub idx: u64,
     /// Training step.
     pub step: u64,
@@ -353,8 +354,9 @@ pub trait StudyStore: Send {
     fn checkpoint(&self, trial: u64) -> Result<Option<CheckpointRow>>;
     /// Deletes the trial's checkpoint (no error if none).
     fn delete_checkpoint(&mut self, trial: u64) -> Result<()>;
-    /// Deletes the trial's decision and evaluation rows with idx >= `from_idx` (rewinding a
-    /// trial to its checkpoint before resuming it).
+    /// Rewinds a trial to its checkpoint taken after `from_idx` decisions, before resuming
+    /// it: deletes its decision rows with idx >= `from_idx` and its evaluation rows with
+    /// idx > `from_idx` (those written after the checkpoint).
     fn rewind(&mut self, trial: u64, from_idx: u64) -> Result<()>;
     /// In one transaction: upserts the trial row, stores the policy state (if Some), sets
     /// elapsed_s.
@@ -717,7 +719,7 @@ impl StudyStore for SqliteStore {
     fn rewind(&mut self, trial: u64, from_idx: u64) -> Result<()> {
         self.write(format!("rewinding trial {trial} to decision {from_idx}"), |tx| {
             tx.execute("DELETE FROM decisions WHERE trial = ?1 AND idx >= ?2", [trial, from_idx])?;
-            tx.execute("DELETE FROM evaluations WHERE trial = ?1 AND idx >= ?2", [trial, from_idx])?;
+            tx.execute("DELETE FROM evaluations WHERE trial = ?1 AND idx > ?2", [trial, from_idx])?;
             Ok(())
         })
     }
@@ -1005,17 +1007,19 @@ mod tests {
         }
         store.rewind(0, 3).unwrap();
         assert_eq!(store.decisions(0).unwrap(), (0..3).map(|i| decision(0, i)).collect::<Vec<_>>());
-        let kept: Vec<_> = (0..3).flat_map(|i| [evaluation(0, i, "val"), evaluation(0, i, "test")]).collect();
+        // Evaluation 3 followed decision 2: it is kept.
+        let kept: Vec<_> = (0..=3).flat_map(|i| [evaluation(0, i, "val"), evaluation(0, i, "test")]).collect();
         assert_eq!(store.evaluations(0).unwrap(), kept);
         // The other trial is untouched.
         assert_eq!(store.decisions(1).unwrap().len(), 6);
         assert_eq!(store.evaluations(1).unwrap().len(), 12);
-        // Rewinding past the end deletes nothing; to 0 deletes everything.
+        // Rewinding past the end deletes nothing; to 0 deletes every decision and keeps the
+        // evaluation after the first interval.
         store.rewind(0, 3).unwrap();
         assert_eq!(store.decisions(0).unwrap().len(), 3);
         store.rewind(1, 0).unwrap();
         assert_eq!(store.decisions(1).unwrap(), vec![]);
-        assert_eq!(store.evaluations(1).unwrap(), vec![]);
+        assert_eq!(store.evaluations(1).unwrap(), vec![evaluation(1, 0, "val"), evaluation(1, 0, "test")]);
         // Decision 3 of trial 0 can be taken again after the rewind.
         store.add_decision(&decision(0, 3)).unwrap();
     }

@@ -263,14 +263,19 @@ pub fn tune(
     out: &Path,
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
-    let lock = StudyLock::acquire(out)?;
     let path = study_path(out);
     if path.exists() {
         return Err(Error::Config {
             what: "study",
             why: format!("{} already holds a study: continue it with --resume, or choose another --out", out.display()),
         });
+    }
+    // The data first: a study is not created for data that cannot be read.
+    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    let lock = StudyLock::acquire(out)?;
+    if path.exists() {
+        return Err(Error::Config { what: "study", why: format!("{} was created meanwhile", out.display()) });
     }
     let mut store = SqliteStore::open(&path)?;
     let spec = config.spec();
@@ -283,7 +288,7 @@ pub fn tune(
         elapsed_s: 0.0,
         created_unix: unix_now(),
     })?;
-    drive(config, &mut store, dirs, cache, device, out, 0.0, on_trial, &lock)
+    drive(config, data, &mut store, device, out, 0.0, on_trial, &lock)
 }
 
 /// The configuration of the study in `dir`.
@@ -318,7 +323,8 @@ pub fn resume(
     let config = study_config(dir, progress)?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
-    drive(&config, &mut store, dirs, cache, device, dir, elapsed, on_trial, &lock)
+    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
 }
 
 /// An exclusive `flock` on `DIR/study.lock`, released when the process ends however it
@@ -526,16 +532,14 @@ impl State<'_> {
 #[allow(clippy::too_many_arguments)]
 fn drive(
     config: &TuneConfig,
+    data: crate::data::Prepared,
     store: &mut SqliteStore,
-    dirs: &DataDirs,
-    cache: &GzCache,
     device: &Device,
     out: &Path,
     offset_s: f64,
     on_trial: &mut dyn FnMut(&TrialRecord),
     _lock: &StudyLock,
 ) -> Result<TuneSummary> {
-    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     let clock = Clock { offset: offset_s, start: Instant::now() };
     let elapsed = || clock.elapsed();
     let events = out.join("events.jsonl");

@@ -539,14 +539,7 @@ mod tune {
     /// The F1 in summary.json equals the one recomputed from predictions.csv, the best trial
     /// is the one with the best validation F1, and the store agrees with the summary.
     fn check_outputs(dir: &Path, summary: &TuneSummary) {
-        let preds = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
-        assert!(preds.starts_with("index,label,predicted\n"));
-        let (mut truth, mut pred) = (Vec::new(), Vec::new());
-        for line in preds.lines().skip(1) {
-            let f: Vec<u32> = line.split(',').map(|x| x.parse().unwrap()).collect();
-            truth.push(f[1]);
-            pred.push(f[2]);
-        }
+        let (truth, pred) = tuneforge_agent::run::read_predictions(&dir.join("predictions.csv")).unwrap();
         let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
         cm.update(&truth, &pred).unwrap();
         let json: serde_json::Value =
@@ -682,6 +675,20 @@ mod tune {
             }
         }
         assert!("bohb".parse::<Strategy>().is_err());
+    }
+
+    #[test]
+    fn a_malformed_predictions_file_is_an_error_naming_its_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("predictions.csv");
+        std::fs::write(&path, "index,label,predicted\n0,3,3\n1,2,x\n").unwrap();
+        let e = tuneforge_agent::run::read_predictions(&path).unwrap_err().to_string();
+        assert!(e.contains("predictions.csv:3") && e.contains("\"x\""), "{e}");
+        std::fs::write(&path, "index,label,predicted\n0,3,3\n2,2,2\n").unwrap();
+        let e = tuneforge_agent::run::read_predictions(&path).unwrap_err().to_string();
+        assert!(e.contains("predictions.csv:3") && e.contains("expected 1"), "{e}");
+        std::fs::write(&path, "index,label,predicted\n0,3,3\n1,2,2\n").unwrap();
+        assert_eq!(tuneforge_agent::run::read_predictions(&path).unwrap(), (vec![3, 2], vec![3, 2]));
     }
 
     #[test]
