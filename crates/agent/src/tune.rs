@@ -443,15 +443,26 @@ impl State<'_> {
             None
         };
         let f1 = trial.env.observe().val_f1;
-        let keep = self.best.is_none_or(|(b, _)| f1 > b);
+        let keep = self.beats_best(f1);
         let row = ctx.finish(trial, policy.as_deref(), keep)?;
         if keep {
-            if let Some((_, old)) = self.best {
-                ctx.store.delete_checkpoint(old)?;
-            }
-            self.best = Some((f1, trial.id));
+            self.set_best(ctx, f1, trial.id)?;
         }
         self.push(trial.record(&row.status));
+        Ok(())
+    }
+
+    fn beats_best(&self, f1: f64) -> bool {
+        self.best.is_none_or(|(b, _)| f1 > b)
+    }
+
+    /// Makes trial `id` (whose checkpoint is kept) the best, deleting the former best's
+    /// checkpoint.
+    fn set_best(&mut self, ctx: &mut TrialContext<'_>, f1: f64, id: u64) -> Result<()> {
+        if let Some((_, old)) = self.best {
+            ctx.store.delete_checkpoint(old)?;
+        }
+        self.best = Some((f1, id));
         Ok(())
     }
 
@@ -569,7 +580,7 @@ fn drive(
                     what: "study store",
                     why: format!("trial {}: record: {e}", row.id),
                 })?;
-                if !record.status.starts_with("failed") && st.best.is_none_or(|(b, _)| record.val_macro_f1 > b) {
+                if !record.status.starts_with("failed") && st.beats_best(record.val_macro_f1) {
                     st.best = Some((record.val_macro_f1, record.id));
                 }
                 st.records.insert(record.id, record);
@@ -711,12 +722,8 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
             .map_err(|e| Error::Config { what: "study store", why: format!("trial {id}: record: {e}") })?;
         record.status = "stopped".into();
         record.reward += record.val_macro_f1;
-        let keep = st.best.is_none_or(|(b, _)| record.val_macro_f1 > b);
-        if keep {
-            if let Some((_, old)) = st.best {
-                ctx.store.delete_checkpoint(old)?;
-            }
-            st.best = Some((record.val_macro_f1, id));
+        if st.beats_best(record.val_macro_f1) {
+            st.set_best(ctx, record.val_macro_f1, id)?;
         } else {
             ctx.store.delete_checkpoint(id)?;
         }
