@@ -16,6 +16,10 @@ use crate::detect::Anomaly;
 pub enum Event {
     /// The run began.
     RunStart(RunStart),
+    /// The run's events continue after another run of the same process wrote to the log
+    /// (time-sliced runs, as in population-based training, share one file): every event up
+    /// to the next `run_start` or `run_resume` belongs to this run.
+    RunResume(RunResume),
     /// One optimiser step: the facts the trainer gave plus the derived figures.
     Step(StepRecord),
     /// Rolling figures (latency quantiles, loss slope, memory), every
@@ -42,6 +46,7 @@ impl Event {
     pub fn step(&self) -> Option<u64> {
         match self {
             Event::RunStart(_) => None,
+            Event::RunResume(e) => Some(e.step),
             Event::Step(e) => Some(e.step),
             Event::Summary(e) => Some(e.step),
             Event::Epoch(e) => Some(e.step),
@@ -228,6 +233,15 @@ pub struct Rollback {
     pub lr_after: f64,
     /// The anomaly that caused it.
     pub cause: crate::AnomalyKind,
+}
+
+/// A run takes the log back after another run wrote to it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunResume {
+    /// The run's name, as in its [`RunStart`].
+    pub run: String,
+    /// The step the run is at (that of the step event that follows, if one does).
+    pub step: u64,
 }
 
 /// A decision of the tuning agent.

@@ -71,8 +71,8 @@ pub use crate::detect::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::event::{
-    Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunStart, StepFacts,
-    StepRecord,
+    Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunResume, RunStart,
+    StepFacts, StepRecord,
 };
 pub use crate::log::{EventLog, LogContents, TornTail, parse_log, read_log};
 pub use crate::monitor::{Monitor, MonitorConfig, RunSummary, StepOutcome};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::detect::{Anomaly, DetectorConfig, Detectors};
 use crate::error::{Error, Result};
 use crate::event::{
-    Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunStart, StepFacts,
+    Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunResume, RunStart,
+    StepFacts,
 };
 use crate::log::EventLog;
 use crate::otel::Telemetry;
@@ -104,7 +106,13 @@ pub struct Monitor {
     widths: Vec<u32>,
     anomalies: u64,
     rollbacks: u64,
+    /// Tells this monitor's events from those of other monitors of the process (see `write`).
+    id: u64,
 }
+
+/// Ids of monitors, and the one that last wrote an event, for [`Event::RunResume`].
+static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
+static LAST_WRITER: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug)]
 struct EpochState {
@@ -147,6 +155,7 @@ impl Monitor {
             widths: Vec::new(),
             anomalies: 0,
             rollbacks: 0,
+            id: NEXT_MONITOR.fetch_add(1, Ordering::Relaxed),
         };
         monitor.write(&Event::RunStart(start))?;
         Ok(monitor)
@@ -329,10 +338,14 @@ impl Monitor {
         self.write(&Event::Summary(figures))
     }
 
+    /// Appends `event`, first with a [`RunResume`] when another monitor of this process wrote
+    /// to a log since this one last did (runs that share one file stay attributable).
     fn write(&mut self, event: &Event) -> Result<()> {
-        match &mut self.log {
-            Some(log) => log.append(event),
-            None => Ok(()),
+        let Some(log) = &mut self.log else { return Ok(()) };
+        let previous = LAST_WRITER.swap(self.id, Ordering::Relaxed);
+        if previous != self.id && log.events_written() > 0 {
+            log.append(&Event::RunResume(RunResume { run: self.config.run.clone(), step: self.last_step }))?;
         }
+        log.append(event)
     }
 }

@@ -27,6 +27,7 @@ fn every_kind_of_event() -> Vec<Event> {
             attributes: [("dataset".to_string(), "fashion-mnist".to_string())].into(),
         }),
         Event::Step(step),
+        Event::RunResume(RunResume { run: "r1".into(), step: 3 }),
         Event::Summary(Figures {
             step: 3,
             steps: 4,
@@ -188,4 +189,53 @@ fn blank_lines_are_skipped() {
     );
     let read = parse_log(std::path::Path::new("x"), text.as_bytes()).unwrap();
     same(&read.events, &[events[0].clone(), events[9].clone()]);
+}
+
+/// Two monitors time-sliced on one file (as PBT's members are): each switch of writer is
+/// marked with a `run_resume`, so every step can be given back to its run.
+#[test]
+fn interleaved_monitors_mark_each_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let config = |run: &str| MonitorConfig { run: run.into(), log: Some(path.clone()), ..Default::default() };
+    let mut a = Monitor::new(config("a"), Telemetry::disabled()).unwrap();
+    let mut b = Monitor::new(config("b"), Telemetry::disabled()).unwrap();
+    let facts =
+        |step| StepFacts { step, loss: 1.0, samples: 8, seconds: 0.01, lr: 0.1, batch_size: 8, ..Default::default() };
+    // a: steps 0-1, b: 0-2, a: 2, b: 3.
+    let mut expected = Vec::new();
+    for (m, run, steps) in [(&mut a, "a", 0..2), (&mut b, "b", 0..3)] {
+        for s in steps {
+            m.step(facts(s)).unwrap();
+            expected.push((run, s));
+        }
+    }
+    a.step(facts(2)).unwrap();
+    expected.push(("a", 2));
+    b.step(facts(3)).unwrap();
+    expected.push(("b", 3));
+    a.finish(Outcome::Completed).unwrap();
+    b.finish(Outcome::Completed).unwrap();
+
+    let log = read_log(&path).unwrap();
+    let mut current = String::new();
+    let mut seen = Vec::new();
+    let mut resumes = Vec::new();
+    for event in &log.events {
+        match event {
+            Event::RunStart(e) => current = e.run.clone(),
+            Event::RunResume(e) => {
+                current = e.run.clone();
+                resumes.push((e.run.clone(), e.step));
+            }
+            Event::Step(e) => seen.push((current.clone(), e.step)),
+            _ => {}
+        }
+    }
+    let seen: Vec<(&str, u64)> = seen.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+    assert_eq!(seen, expected);
+    // Both run_starts come first; then every change of writer, each at the step it is on:
+    // a's steps, b's, a's step 2, b's step 3, a's run_end, b's run_end.
+    let resumes: Vec<(&str, u64)> = resumes.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+    assert_eq!(resumes, [("a", 0), ("b", 0), ("a", 2), ("b", 3), ("a", 2), ("b", 3)]);
 }
