@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_tune;
 mod datasets;
+mod report;
 mod train;
 mod tune;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Compare tuning strategies: one `tune` study per strategy and seed, mean ± sd per
     /// strategy written to --json and a section of --doc; --compare flags regressions.
     BenchTune(bench_tune::BenchTuneArgs),
+    /// Write DIR/report.html: one offline HTML file with the charts and tables of a `tune` or
+    /// `bench-tune` output folder (also of a study still running or killed).
+    Report(report::ReportArgs),
 }
 
 /// Where datasets are looked for.
@@ -80,5 +84,6 @@ fn main() -> anyhow::Result<()> {
             bench::run(&args)
         }
         Command::BenchTune(args) => bench_tune::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }

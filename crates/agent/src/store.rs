@@ -392,6 +392,19 @@ impl SqliteStore {
         Ok(SqliteStore { conn, path: path.to_path_buf() })
     }
 
+    /// Opens an existing store (to read a study, say): like [`open`](Self::open), but a
+    /// missing file is an error instead of a new, empty study.
+    pub fn open_existing(path: &Path) -> Result<SqliteStore> {
+        if !path.is_file() {
+            return Err(Error::Store {
+                path: path.to_path_buf(),
+                what: "opening".into(),
+                source: "no such file (not a study folder?)".into(),
+            });
+        }
+        Self::open(path)
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,440 @@
+//! What a report shows, read from a study folder: the study store (`study.sqlite`: trials,
+//! decisions, evaluations), the event log (`events.jsonl`: every step's loss, learning rate,
+//! batch size and widths, anomalies and rollbacks), `summary.json` (present once the study
+//! finished) and the best model's test predictions (`predictions.csv`).
+//!
+//! Everything here is plain data, computed before any drawing, so that tests can check it
+//! against the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tuneforge_agent::store::{DecisionRow, EvaluationRow, SqliteStore, StudyRow, StudyStore, TrialRow};
+use tuneforge_agent::trial::TrialRecord;
+use tuneforge_agent::tune::{TuneSummary, study_path};
+use tuneforge_eval::{ClassificationReport, ConfusionMatrix};
+use tuneforge_monitor::Event;
+
+use crate::error::{Error, Result};
+
+/// A folder a report can be made of.
+#[derive(Debug)]
+pub enum Source {
+    /// One `cargo xtask tune` study.
+    Study(Box<Study>),
+    /// A `cargo xtask bench-tune` folder: one study per strategy and seed.
+    Bench(Bench),
+}
+
+impl Source {
+    /// Reads `dir`: a study if it holds `study.sqlite`, a bench-tune folder if its
+    /// sub-folders do; anything else is [`Error::NotAStudy`].
+    pub fn load(dir: &Path) -> Result<Source> {
+        let not_a_study = |why: String| Error::NotAStudy { path: dir.to_path_buf(), why };
+        if !dir.is_dir() {
+            return Err(not_a_study("no such folder".into()));
+        }
+        if study_path(dir).is_file() {
+            return Ok(Source::Study(Box::new(Study::load(dir)?)));
+        }
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let mut subdirs: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| study_path(p).is_file()).collect();
+        if subdirs.is_empty() {
+            return Err(not_a_study(
+                "no study.sqlite in it or in its sub-folders: give the --out folder of `cargo xtask tune` or `bench-tune`"
+                    .into(),
+            ));
+        }
+        subdirs.sort();
+        let studies = subdirs.iter().map(|d| Study::load(d)).collect::<Result<Vec<_>>>()?;
+        Ok(Source::Bench(Bench { dir: dir.to_path_buf(), studies }))
+    }
+
+    /// Every study of the folder.
+    pub fn studies(&self) -> Vec<&Study> {
+        match self {
+            Source::Study(s) => vec![s.as_ref()],
+            Source::Bench(b) => b.studies.iter().collect(),
+        }
+    }
+}
+
+/// A bench-tune folder.
+#[derive(Debug)]
+pub struct Bench {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its studies, by folder name.
+    pub studies: Vec<Study>,
+}
+
+/// One study, as far as it got.
+#[derive(Debug)]
+pub struct Study {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The study row: configuration, strategy, dataset, seed, budget, elapsed time.
+    pub row: StudyRow,
+    /// The study's configuration, parsed.
+    pub config: serde_json::Value,
+    /// Its trials, by id.
+    pub trials: Vec<TrialData>,
+    /// `summary.json`, once the study finished.
+    pub summary: Option<TuneSummary>,
+    /// The best model's test results, when `summary.json` and `predictions.csv` are there.
+    pub best: Option<BestModel>,
+    /// What could not be read fully (a torn last line of the event log, a missing file).
+    pub notes: Vec<String>,
+}
+
+/// One trial: its store rows and its per-step trace from the event log.
+#[derive(Debug)]
+pub struct TrialData {
+    /// The trial row.
+    pub row: TrialRow,
+    /// Its record (start, final hyper-parameters, steps), parsed from the row.
+    pub record: TrialRecord,
+    /// Its decisions, in order.
+    pub decisions: Vec<DecisionRow>,
+    /// Its validation evaluations, in order.
+    pub evaluations: Vec<EvaluationRow>,
+    /// Its steps, anomalies and rollbacks from the event log.
+    pub trace: Trace,
+}
+
+/// A trial's steps as the event log has them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Trace {
+    /// One point per optimiser step, in step order.
+    pub points: Vec<TracePoint>,
+    /// Steps where a detector fired, with the anomaly's kind.
+    pub anomalies: Vec<(u64, String)>,
+    /// Steps where the run rolled back to a snapshot.
+    pub rollbacks: Vec<u64>,
+}
+
+/// One optimiser step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracePoint {
+    /// Step number.
+    pub step: u64,
+    /// Training loss of the batch.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Batch size.
+    pub batch_size: u32,
+    /// Hidden widths.
+    pub widths: Vec<u32>,
+}
+
+/// The best model's test results.
+#[derive(Debug)]
+pub struct BestModel {
+    /// The trial it came from.
+    pub trial: u64,
+    /// Its validation macro-F1.
+    pub val_macro_f1: f64,
+    /// Per-class precision, recall, F1 on the test split.
+    pub report: ClassificationReport,
+    /// Its confusion matrix on the test split.
+    pub confusion: ConfusionMatrix,
+}
+
+impl Study {
+    /// Reads the study in `dir` (which holds `study.sqlite`).
+    pub fn load(dir: &Path) -> Result<Study> {
+        let store = SqliteStore::open_existing(&study_path(dir))?;
+        let row = store.study()?.ok_or_else(|| Error::NotAStudy {
+            path: dir.to_path_buf(),
+            why: "study.sqlite holds no study yet (created, then stopped before its first write?)".into(),
+        })?;
+        let config = serde_json::from_str(&row.config)
+            .map_err(|e| Error::Malformed { path: study_path(dir), why: format!("study.config: {e}") })?;
+        let mut notes = Vec::new();
+        let mut traces = read_traces(&dir.join("events.jsonl"), &mut notes)?;
+        let mut trials = Vec::new();
+        for trial in store.trials()? {
+            let record: TrialRecord = serde_json::from_str(&trial.record).map_err(|e| Error::Malformed {
+                path: study_path(dir),
+                why: format!("trials.record of trial {}: {e}", trial.id),
+            })?;
+            let decisions = store.decisions(trial.id)?;
+            let evaluations = store.evaluations(trial.id)?.into_iter().filter(|e| e.split != "test").collect();
+            let trace = traces.remove(&trial.id).unwrap_or_default();
+            trials.push(TrialData { row: trial, record, decisions, evaluations, trace });
+        }
+        let summary_path = dir.join("summary.json");
+        let summary: Option<TuneSummary> = match std::fs::read(&summary_path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+                path: summary_path.clone(),
+                why: format!("line {}, column {}: {e}", e.line(), e.column()),
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Io { path: summary_path, source }),
+        };
+        let best = match &summary {
+            Some(s) => {
+                let path = dir.join("predictions.csv");
+                if path.is_file() {
+                    let (labels, predicted) = tuneforge_agent::run::read_predictions(&path)?;
+                    Some(best_model(&path, s.best.trial, s.best.val_macro_f1, &labels, &predicted)?)
+                } else {
+                    notes.push("predictions.csv is missing: no classification report".into());
+                    None
+                }
+            }
+            None => None,
+        };
+        Ok(Study { dir: dir.to_path_buf(), row, config, trials, summary, best, notes })
+    }
+
+    /// The folder's name (`rl-seed0` in a bench-tune folder).
+    pub fn name(&self) -> String {
+        self.dir.file_name().map_or_else(|| self.dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// `false` while `summary.json` is missing: the study is running, or was killed.
+    pub fn complete(&self) -> bool {
+        self.summary.is_some()
+    }
+
+    /// Trials that are not finished (`running` or `paused`).
+    pub fn unfinished(&self) -> usize {
+        self.trials.iter().filter(|t| matches!(t.row.status.as_str(), "running" | "paused")).count()
+    }
+
+    /// The best validation macro-F1 seen so far against seconds since the study was created:
+    /// one point per validation evaluation that improved on all earlier ones, in time order.
+    pub fn best_so_far(&self) -> Vec<(f64, f64)> {
+        let mut evals: Vec<(f64, f64)> = self
+            .trials
+            .iter()
+            .flat_map(|t| t.evaluations.iter())
+            .filter(|e| e.macro_f1.is_finite() && e.at_unix.is_finite())
+            .map(|e| ((e.at_unix - self.row.created_unix).max(0.0), e.macro_f1))
+            .collect();
+        evals.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut out: Vec<(f64, f64)> = Vec::new();
+        for (t, f1) in evals {
+            if out.last().is_none_or(|&(_, best)| f1 > best) {
+                out.push((t, f1));
+            }
+        }
+        out
+    }
+
+    /// Trials with a finite validation macro-F1 and throughput, as `(trial id, samples/s, F1)`.
+    pub fn front_points(&self) -> Vec<(u64, f64, f64)> {
+        self.trials
+            .iter()
+            .filter_map(|t| match (t.row.samples_per_s, t.row.val_macro_f1) {
+                (Some(s), Some(f)) if s.is_finite() && f.is_finite() => Some((t.row.id, s, f)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The trials drawn in detail: the `k` best by validation macro-F1 (ties: lower id).
+    pub fn shown_trials(&self, k: usize) -> Vec<&TrialData> {
+        let mut trials: Vec<&TrialData> = self.trials.iter().collect();
+        trials.sort_by(|a, b| {
+            let f = |t: &TrialData| t.row.val_macro_f1.filter(|v| v.is_finite()).unwrap_or(f64::NEG_INFINITY);
+            f(b).total_cmp(&f(a)).then(a.row.id.cmp(&b.row.id))
+        });
+        trials.truncate(k);
+        trials
+    }
+}
+
+/// Indices of the points not dominated by another (higher on both coordinates, or equal on
+/// one and higher on the other): the Pareto front when both are to be maximised, in order of
+/// increasing first coordinate.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    // Highest x first; among equal x, highest y first.
+    order.sort_by(|&a, &b| points[b].0.total_cmp(&points[a].0).then(points[b].1.total_cmp(&points[a].1)));
+    let mut front = Vec::new();
+    let mut best_y = f64::NEG_INFINITY;
+    for i in order {
+        if points[i].1 > best_y {
+            best_y = points[i].1;
+            front.push(i);
+        }
+    }
+    front.reverse();
+    front
+}
+
+/// Mean and sample standard deviation (0 for one value); `None` when empty.
+pub fn mean_sd(values: &[f64]) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    Some((mean, sd))
+}
+
+/// One strategy of a bench-tune folder, over its seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyRow {
+    /// The strategy.
+    pub strategy: String,
+    /// Studies of it (finished or not).
+    pub studies: usize,
+    /// Of which finished.
+    pub finished: usize,
+    /// Mean reward of the trials (finished studies): mean and sd over the studies.
+    pub mean_reward: Option<(f64, f64)>,
+    /// Best validation macro-F1 (every study, from the store).
+    pub best_val_f1: Option<(f64, f64)>,
+    /// Test macro-F1 of the best model (finished studies).
+    pub test_f1: Option<(f64, f64)>,
+    /// Trials per study.
+    pub trials: (f64, f64),
+}
+
+impl Bench {
+    /// Per-strategy mean ± sd, strategies in order of first appearance of the studies'
+    /// folder names (sorted), so `fixed` before `rl` as bench-tune names them.
+    pub fn strategies(&self) -> Vec<StrategyRow> {
+        let mut groups: BTreeMap<String, Vec<&Study>> = BTreeMap::new();
+        for s in &self.studies {
+            groups.entry(s.row.strategy.clone()).or_default().push(s);
+        }
+        groups
+            .into_iter()
+            .map(|(strategy, studies)| {
+                let finished: Vec<&TuneSummary> = studies.iter().filter_map(|s| s.summary.as_ref()).collect();
+                let best_val: Vec<f64> =
+                    studies.iter().filter_map(|s| s.best_so_far().last().map(|&(_, f)| f)).collect();
+                let trials: Vec<f64> = studies.iter().map(|s| s.trials.len() as f64).collect();
+                StrategyRow {
+                    strategy,
+                    studies: studies.len(),
+                    finished: finished.len(),
+                    mean_reward: mean_sd(&finished.iter().map(|s| s.mean_reward).collect::<Vec<_>>()),
+                    best_val_f1: mean_sd(&best_val),
+                    test_f1: mean_sd(&finished.iter().map(|s| s.best.test_macro_f1).collect::<Vec<_>>()),
+                    trials: mean_sd(&trials).unwrap_or((0.0, 0.0)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The per-trial traces of the event log, by trial id. Runs are named `trial-<id>`; a
+/// `run_start` or `run_resume` says whose the following events are. A step at or before one
+/// already seen for its trial means the trial was continued from an earlier checkpoint
+/// (after a kill): what followed that checkpoint is dropped, as the study dropped it.
+fn read_traces(path: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
+    let mut traces: BTreeMap<u64, Trace> = BTreeMap::new();
+    if !path.is_file() {
+        notes.push("events.jsonl is missing: no per-step traces".into());
+        return Ok(traces);
+    }
+    let log = tuneforge_monitor::read_log(path)?;
+    if let Some(torn) = &log.torn_tail {
+        notes.push(format!(
+            "events.jsonl ends in a torn line (line {}, {} bytes; the study was killed while writing it): ignored",
+            torn.line, torn.bytes
+        ));
+    }
+    let trial_of = |run: &str| run.strip_prefix("trial-").and_then(|id| id.parse::<u64>().ok());
+    let mut current: Option<u64> = None;
+    for event in log.events {
+        match event {
+            Event::RunStart(e) => current = trial_of(&e.run),
+            Event::RunResume(e) => current = trial_of(&e.run),
+            Event::Step(e) => {
+                let Some(id) = current else { continue };
+                let trace = traces.entry(id).or_default();
+                if trace.points.last().is_some_and(|p| p.step >= e.step) {
+                    trace.points.retain(|p| p.step < e.step);
+                    trace.anomalies.retain(|a| a.0 < e.step);
+                    trace.rollbacks.retain(|&r| r < e.step);
+                }
+                trace.points.push(TracePoint {
+                    step: e.step,
+                    loss: e.loss,
+                    lr: e.lr,
+                    batch_size: e.batch_size,
+                    widths: e.widths,
+                });
+            }
+            Event::Anomaly(e) => {
+                if let Some(id) = current {
+                    traces.entry(id).or_default().anomalies.push((e.step, e.kind.as_str().to_string()));
+                }
+            }
+            Event::Rollback(e) => {
+                if let Some(id) = current {
+                    traces.entry(id).or_default().rollbacks.push(e.step);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(traces)
+}
+
+/// The classification report and confusion matrix of the test predictions.
+fn best_model(path: &Path, trial: u64, val_macro_f1: f64, labels: &[u32], predicted: &[u32]) -> Result<BestModel> {
+    let classes = labels.iter().chain(predicted).copied().max().map_or(0, |m| m as usize + 1);
+    let malformed = |e: tuneforge_eval::Error| Error::Malformed { path: path.to_path_buf(), why: e.to_string() };
+    let mut confusion = ConfusionMatrix::new(classes.max(1)).map_err(malformed)?;
+    confusion.update(labels, predicted).map_err(malformed)?;
+    Ok(BestModel { trial, val_macro_f1, report: confusion.report(), confusion })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force: a point is on the front if no other point dominates it.
+    fn front_by_brute_force(points: &[(f64, f64)]) -> Vec<usize> {
+        let dominates = |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
+        let mut front: Vec<usize> = (0..points.len())
+            .filter(|&i| !(0..points.len()).any(|j| j != i && dominates(points[j], points[i])))
+            .collect();
+        // Duplicates of a front point: the sweep keeps one of them.
+        front.dedup_by(|a, b| points[*a] == points[*b]);
+        front.sort_by(|&a, &b| points[a].0.total_cmp(&points[b].0));
+        front
+    }
+
+    #[test]
+    fn pareto_front_matches_brute_force() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f64 / 100.0
+        };
+        for n in [0, 1, 2, 5, 30, 200] {
+            let points: Vec<(f64, f64)> = (0..n).map(|_| (next(), next())).collect();
+            let front = pareto_front(&points);
+            let expected = front_by_brute_force(&points);
+            let coords = |idx: &[usize]| idx.iter().map(|&i| points[i]).collect::<Vec<_>>();
+            assert_eq!(coords(&front), coords(&expected), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn mean_sd_is_the_sample_standard_deviation() {
+        assert_eq!(mean_sd(&[]), None);
+        assert_eq!(mean_sd(&[3.0]), Some((3.0, 0.0)));
+        // numpy: np.std([1, 2, 3, 4], ddof=1) = 1.2909944487358056
+        let (m, sd) = mean_sd(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(m, 2.5);
+        assert!((sd - 1.290_994_448_735_805_6).abs() < 1e-15);
+    }
+}

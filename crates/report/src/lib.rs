@@ -1,0 +1,109 @@
+//! `tuneforge-report`: one self-contained HTML file that shows a study — how each strategy
+//! progressed, what the agent did to the learning rate, batch size and widths, where the
+//! validation-F1/throughput trade-off lies, and how good the best model is.
+//!
+//! [`write_report`] reads a `cargo xtask tune` output folder (or a `bench-tune` folder of
+//! such studies) and writes `report.html` into it: inline CSS and SVG charts drawn by
+//! plotters, no script, nothing fetched when it is viewed, so it can be attached to a pull
+//! request. It reads a study that is still running or was killed too (from the study store
+//! and the event log; a torn last line of the log is skipped) and says that it is incomplete.
+//!
+//! The charts: best validation macro-F1 so far against wall time (one line per study);
+//! validation macro-F1 against training samples/s for every trial, with the Pareto front;
+//! training loss and validation macro-F1 of the best trials; per trial, learning rate,
+//! batch size and hidden widths over the steps with anomaly and rollback markers; the best
+//! model's confusion matrix as a heat map. The tables: a leaderboard, the study's
+//! configuration, the best model's classification report and, for bench-tune folders, each
+//! strategy's mean ± sd. [`data`] holds the figures behind them, for tests and other tools.
+//!
+//! A two-second study on the committed digits, then its report:
+//!
+//! ```
+//! use std::time::Duration;
+//! use candle_core::Device;
+//! use tuneforge_agent::data::DataSource;
+//! use tuneforge_agent::env::EnvConfig;
+//! use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
+//! use tuneforge_loader::{DataDirs, GzCache};
+//! use tuneforge_monitor::ProgressMode;
+//!
+//! # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+//! let dirs = DataDirs::new(vec![root.join("datasets")]); // where digits.csv is
+//! let out = tempfile::tempdir().unwrap();
+//! let study = TuneConfig {
+//!     data: DataSource::parse("digits", None)?,
+//!     model: "mlp:64".into(),
+//!     strategy: Strategy::Rl,
+//!     budget: Duration::from_secs(2),
+//!     seed: 0,
+//!     batch_size: 32,
+//!     lr: 3e-3,
+//!     env: EnvConfig { decision_steps: 30, budget_steps: 300, ..EnvConfig::default() },
+//!     checkpoint_every: Duration::from_secs(10),
+//!     policy: None,
+//!     progress: ProgressMode::Off,
+//!     cosine: true,
+//!     val_fraction: 0.2,
+//! };
+//! tune(&study, &dirs, &GzCache::default_location(), &Device::Cpu, out.path(), &mut |_| {})?;
+//!
+//! let written = tuneforge_report::write_report(out.path())?;
+//! assert_eq!(written.path, out.path().join("report.html"));
+//! println!("{} charts, {} bytes", written.charts, written.bytes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod chart;
+pub mod data;
+mod error;
+mod html;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+pub use crate::data::Source;
+pub use crate::error::{Error, Result};
+pub use crate::html::{BENCH_LEADERBOARD_ROWS, LEADERBOARD_ROWS, TRACED_TRIALS};
+
+/// What [`write_report`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// `DIR/report.html`.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Charts in it.
+    pub charts: usize,
+    /// Studies it covers.
+    pub studies: usize,
+    /// Of which without `summary.json` (running or killed).
+    pub incomplete: usize,
+}
+
+/// The report of `source` as one HTML document; `generated` is the time shown in it.
+pub fn render(source: &Source, generated: SystemTime) -> Result<String> {
+    html::page(source, &humantime::format_rfc3339_seconds(generated).to_string())
+}
+
+/// Reads the study (or bench-tune) folder `dir` and writes `dir/report.html` through a
+/// temporary file and a rename, so a report being viewed is never half-written.
+pub fn write_report(dir: &Path) -> Result<Written> {
+    let source = Source::load(dir)?;
+    let page = render(&source, SystemTime::now())?;
+    let path = dir.join("report.html");
+    let tmp = dir.join(".report.html.tmp");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::write(&tmp, page.as_bytes()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    let studies = source.studies();
+    Ok(Written {
+        path,
+        bytes: page.len() as u64,
+        charts: page.matches("<figure class=\"chart\"").count(),
+        studies: studies.len(),
+        incomplete: studies.iter().filter(|s| !s.complete()).count(),
+    })
+}

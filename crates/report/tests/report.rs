@@ -1,0 +1,359 @@
+//! The report of real studies (digits, committed; Fashion-MNIST, from ../shared/datasets):
+//! its chart data checked against the study store read with plain SQL, a killed study and
+//! bad folders, and the page rendered in headless Chromium (screenshot not blank, DOM with
+//! the expected charts and table rows).
+//!
+//! Chromium: `TUNEFORGE_CHROMIUM` names the binary, else `chromium` on the PATH; .ci/run
+//! installs Debian's. Without one the browser test is skipped with a message, except under
+//! `CI`, where it fails.
+
+// Test helpers outside #[test] fns unwrap too; a panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use candle_core::Device;
+use tuneforge_agent::data::DataSource;
+use tuneforge_agent::env::EnvConfig;
+use tuneforge_agent::tune::{Strategy, TuneConfig, tune};
+use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_monitor::ProgressMode;
+use tuneforge_report::data::{Source, Study};
+use tuneforge_report::{Error, LEADERBOARD_ROWS, TRACED_TRIALS, write_report};
+
+fn repo_dirs() -> DataDirs {
+    DataDirs::new(vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")])
+}
+
+fn shared_dirs() -> DataDirs {
+    let dir = std::env::var_os("TUNEFORGE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"));
+    DataDirs::new(vec![dir])
+}
+
+fn cache() -> GzCache {
+    GzCache::new(Path::new(env!("CARGO_TARGET_TMPDIR")).join("tuneforge-gz-cache"))
+}
+
+fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> TuneConfig {
+    TuneConfig {
+        data: DataSource::parse(data, None).unwrap(),
+        model: "mlp:32".into(),
+        strategy,
+        budget: Duration::from_secs_f64(budget_s),
+        seed: 3,
+        batch_size: 32,
+        lr: 3e-3,
+        env: EnvConfig { decision_steps: 20, budget_steps, ..EnvConfig::default() },
+        checkpoint_every: Duration::ZERO,
+        policy: None,
+        progress: ProgressMode::Off,
+        cosine: true,
+        val_fraction: 0.2,
+    }
+}
+
+/// A bench-tune-like folder with two real digits studies, `rl-seed3` and `pbt-seed3`, made
+/// once for all tests of this binary (tests copy what they change).
+fn bench_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for strategy in [Strategy::Rl, Strategy::Pbt] {
+            let out = dir.path().join(format!("{}-seed3", strategy.name()));
+            tune(&config("digits", strategy, 3.0, 160), &repo_dirs(), &cache(), &Device::Cpu, &out, &mut |_| {})
+                .unwrap();
+        }
+        dir
+    })
+    .path()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn load_study(dir: &Path) -> Study {
+    match Source::load(dir).unwrap() {
+        Source::Study(s) => *s,
+        Source::Bench(_) => panic!("{} read as a bench folder", dir.display()),
+    }
+}
+
+/// The study store read with plain SQL, independently of the agent crate's store code.
+struct Sql(rusqlite::Connection);
+
+impl Sql {
+    fn open(dir: &Path) -> Sql {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        Sql(rusqlite::Connection::open_with_flags(dir.join("study.sqlite"), flags).unwrap())
+    }
+
+    fn count(&self, sql: &str) -> usize {
+        self.0.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as usize
+    }
+
+    fn f64s(&self, sql: &str) -> Vec<f64> {
+        let mut stmt = self.0.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get::<_, f64>(0)).unwrap().map(Result::unwrap).collect()
+    }
+}
+
+#[test]
+fn chart_data_agrees_with_the_store() {
+    let dir = bench_dir().join("rl-seed3");
+    let study = load_study(&dir);
+    let sql = Sql::open(&dir);
+    assert!(study.complete());
+    assert_eq!(study.trials.len(), sql.count("SELECT count(*) FROM trials"));
+    assert!(study.trials.len() >= 2, "a 3 s study of 160-step trials runs several: {}", study.trials.len());
+
+    // Best so far: increasing, ends at the best validation F1 of the store, every point an
+    // evaluation of the store at its time since the study's creation.
+    let best = study.best_so_far();
+    let max_val = sql.f64s("SELECT max(macro_f1) FROM evaluations WHERE split = 'validation'")[0];
+    assert_eq!(best.last().unwrap().1, max_val);
+    assert!(best.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1), "{best:?}");
+    let times = sql.f64s(
+        "SELECT e.at_unix - s.created_unix FROM evaluations e, study s WHERE e.split = 'validation' ORDER BY e.at_unix",
+    );
+    for (t, _) in &best {
+        assert!(times.iter().any(|x| (x.max(0.0) - t).abs() < 1e-9), "{t} is no evaluation's time");
+    }
+    assert_eq!(best.first().unwrap().0, times[0].max(0.0), "the first evaluation starts the line");
+
+    // Scatter: one point per trial with both figures, equal to the trial rows.
+    let points = study.front_points();
+    assert_eq!(
+        points.len(),
+        sql.count("SELECT count(*) FROM trials WHERE val_macro_f1 IS NOT NULL AND samples_per_s IS NOT NULL")
+    );
+    for (id, sps, f1) in &points {
+        let row = sql.f64s(&format!("SELECT samples_per_s FROM trials WHERE id = {id}"));
+        assert_eq!(row, [*sps]);
+        let row = sql.f64s(&format!("SELECT val_macro_f1 FROM trials WHERE id = {id}"));
+        assert_eq!(row, [*f1]);
+    }
+
+    // Traces: one point per step the trial took, ending on its final batch size and widths,
+    // and after each decision the batch size the store says it applied.
+    for t in &study.trials {
+        let steps = &t.trace.points;
+        assert_eq!(steps.len() as u64, t.record.steps, "trial {}", t.row.id);
+        assert!(steps.windows(2).all(|w| w[0].step + 1 == w[1].step), "trial {}: steps not consecutive", t.row.id);
+        let last = steps.last().unwrap();
+        assert_eq!(last.batch_size as usize, t.record.final_hparams.batch_size, "trial {}", t.row.id);
+        let widths: Vec<usize> = last.widths.iter().map(|&w| w as usize).collect();
+        assert_eq!(widths, t.record.final_hparams.widths, "trial {}", t.row.id);
+        assert_eq!(t.decisions.len(), sql.count(&format!("SELECT count(*) FROM decisions WHERE trial = {}", t.row.id)));
+        assert_eq!(
+            t.evaluations.len(),
+            sql.count(&format!("SELECT count(*) FROM evaluations WHERE trial = {} AND split = 'validation'", t.row.id))
+        );
+    }
+    // The best model: its confusion matrix counts the test split's rows.
+    let model = study.best.as_ref().unwrap();
+    let csv_rows = std::fs::read_to_string(dir.join("predictions.csv")).unwrap().lines().count() - 1;
+    assert_eq!(model.confusion.total() as usize, csv_rows);
+    let test_f1 = sql.f64s("SELECT macro_f1 FROM evaluations WHERE split = 'test'");
+    assert!((model.report.macro_avg.f1 - test_f1[0]).abs() < 1e-9, "{} vs {test_f1:?}", model.report.macro_avg.f1);
+}
+
+/// PBT's members train time-sliced and share one event log; each step still goes back to
+/// its own trial (the log's run_resume markers).
+#[test]
+fn pbt_members_get_their_own_steps() {
+    let dir = bench_dir().join("pbt-seed3");
+    let study = load_study(&dir);
+    assert!(study.trials.len() >= 2);
+    for t in &study.trials {
+        let steps = &t.trace.points;
+        assert_eq!(steps.len() as u64, t.record.steps, "trial {}", t.row.id);
+        assert!(steps.windows(2).all(|w| w[0].step + 1 == w[1].step), "trial {}: steps interleaved", t.row.id);
+        assert_eq!(steps.last().unwrap().batch_size as usize, t.record.final_hparams.batch_size);
+    }
+}
+
+#[test]
+fn bench_folder_has_one_row_per_strategy() {
+    let Source::Bench(bench) = Source::load(bench_dir()).unwrap() else { panic!("not read as a bench folder") };
+    assert_eq!(bench.studies.len(), 2);
+    let rows = bench.strategies();
+    let names: Vec<&str> = rows.iter().map(|r| r.strategy.as_str()).collect();
+    assert_eq!(names, ["pbt", "rl"]);
+    for (row, name) in rows.iter().zip(["pbt", "rl"]) {
+        let dir = bench_dir().join(format!("{name}-seed3"));
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(row.mean_reward, Some((summary["mean_reward"].as_f64().unwrap(), 0.0)));
+        assert_eq!(row.test_f1, Some((summary["best"]["test_macro_f1"].as_f64().unwrap(), 0.0)));
+        assert_eq!(row.trials.0 as usize, Sql::open(&dir).count("SELECT count(*) FROM trials"));
+    }
+}
+
+/// A study killed mid-way: no summary.json and a torn last event. The report says so and
+/// shows what is there.
+#[test]
+fn a_killed_study_is_reported_as_incomplete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("killed");
+    copy_dir(&bench_dir().join("rl-seed3"), &dir);
+    std::fs::remove_file(dir.join("summary.json")).unwrap();
+    let mut log = std::fs::OpenOptions::new().append(true).open(dir.join("events.jsonl")).unwrap();
+    std::io::Write::write_all(&mut log, br#"{"event":"step","step":17,"epo"#).unwrap();
+    drop(log);
+
+    let written = write_report(&dir).unwrap();
+    assert_eq!((written.studies, written.incomplete), (1, 1));
+    let html = std::fs::read_to_string(&written.path).unwrap();
+    assert!(html.contains("id=\"incomplete\""), "no incomplete banner");
+    assert!(html.contains("torn line"), "the torn line is not mentioned");
+    assert!(!html.contains("data-chart=\"confusion\""), "no best model without summary.json");
+    let study = load_study(&dir);
+    assert_eq!(study.trials.len(), Sql::open(&dir).count("SELECT count(*) FROM trials"));
+    assert!(study.trials.iter().all(|t| t.trace.points.len() as u64 == t.record.steps));
+}
+
+#[test]
+fn folders_that_are_not_studies_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = |dir: &Path| match write_report(dir) {
+        Err(e) => e.to_string(),
+        Ok(w) => panic!("{} gave a report: {w:?}", dir.display()),
+    };
+    let missing = tmp.path().join("nowhere");
+    let e = text(&missing);
+    assert!(e.contains("nowhere") && e.contains("no such folder"), "{e}");
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = text(&empty);
+    assert!(e.contains("empty") && e.contains("no study.sqlite"), "{e}");
+    assert!(matches!(write_report(&empty), Err(Error::NotAStudy { .. })));
+
+    let garbage = tmp.path().join("garbage");
+    std::fs::create_dir(&garbage).unwrap();
+    std::fs::write(garbage.join("study.sqlite"), vec![b'x'; 4096]).unwrap();
+    let e = text(&garbage);
+    assert!(e.contains("garbage/study.sqlite"), "{e}");
+
+    // A study whose summary.json was damaged: named, with line and column.
+    let damaged = tmp.path().join("damaged");
+    copy_dir(&bench_dir().join("rl-seed3"), &damaged);
+    std::fs::write(damaged.join("summary.json"), "{\n  \"dataset\": 3\n}").unwrap();
+    let e = text(&damaged);
+    assert!(e.contains("summary.json") && e.contains("line 2"), "{e}");
+    assert!(!damaged.join("report.html").exists(), "no report is left behind on error");
+}
+
+/// A real Fashion-MNIST study (../shared/datasets): the classification report names the
+/// classes and the confusion matrix counts the 10 000 test images.
+#[test]
+fn fashion_mnist_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fmnist");
+    tune(&config("fashion-mnist", Strategy::Fixed, 4.0, 60), &shared_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {})
+        .unwrap();
+    let study = load_study(&dir);
+    assert_eq!(study.best.as_ref().unwrap().confusion.total(), 10_000);
+    let written = write_report(&dir).unwrap();
+    let html = std::fs::read_to_string(written.path).unwrap();
+    for name in ["0 T-shirt/top", "9 Ankle boot", "fashion-mnist-train"] {
+        assert!(html.contains(name), "{name} missing");
+    }
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TUNEFORGE_CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("chromium")).find(|p| p.is_file())
+}
+
+/// Runs headless Chromium on `url` with `args`, in a fresh profile, offline.
+fn run_chromium(bin: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let Some(bin) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide chromium (.ci/run installs it)");
+        eprintln!("skipping the browser test: no chromium (set TUNEFORGE_CHROMIUM or install Debian's chromium)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    copy_dir(&bench_dir().join("rl-seed3"), &dir);
+    let written = write_report(&dir).unwrap();
+    let url = format!("file://{}", written.path.display());
+
+    // The DOM after rendering: the charts and table rows the store calls for.
+    let sql = Sql::open(&dir);
+    let trials = sql.count("SELECT count(*) FROM trials");
+    let dom = String::from_utf8(run_chromium(&bin, &["--dump-dom"], &url).stdout).unwrap();
+    let charts = dom.matches("<figure class=\"chart\"").count();
+    // Progress, front, curves, one trace per shown trial, the confusion matrix.
+    assert_eq!(charts, 3 + trials.min(TRACED_TRIALS) + 1, "{trials} trials");
+    assert_eq!(dom.matches("<svg").count(), charts, "one SVG per chart");
+    assert_eq!(dom.matches("<tr class=\"trial\"").count(), trials.min(LEADERBOARD_ROWS));
+    assert_eq!(dom.matches("<tr class=\"class\"").count(), 10, "digits has 10 classes");
+    assert_eq!(charts, written.charts);
+
+    // The screenshot is not blank: its pixels vary.
+    let png_path = tmp.path().join("report.png");
+    run_chromium(&bin, &["--window-size=1100,2400", &format!("--screenshot={}", png_path.display())], &url);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png_path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1100, 2400));
+    let channels = info.color_type.samples();
+    let luma: Vec<f64> =
+        buf[..info.buffer_size()]
+            .chunks(channels)
+            .map(|p| {
+                if channels >= 3 {
+                    (f64::from(p[0]) + f64::from(p[1]) + f64::from(p[2])) / 3.0
+                } else {
+                    f64::from(p[0])
+                }
+            })
+            .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let variance = luma.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / luma.len() as f64;
+    let dark = luma.iter().filter(|&&v| v < 128.0).count() as f64 / luma.len() as f64;
+    eprintln!("screenshot: mean luma {mean:.1}, variance {variance:.1}, dark pixels {:.2}%", dark * 100.0);
+    assert!(variance > 100.0, "blank page? luma variance {variance}");
+    assert!(dark > 0.005, "almost nothing drawn: {:.3}% dark pixels", dark * 100.0);
+}
