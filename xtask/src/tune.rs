@@ -82,21 +82,13 @@ pub struct TuneArgs {
     pub data: DataArgs,
 }
 
-/// Parses `90s`, `10m`, `1h` or a plain number of seconds.
+/// Parses `90s`, `10m`, `1h` or a plain number of seconds
+/// ([`tuneforge_agent::tune::parse_budget`], with the flag named in the message).
 pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
-    let t = text.trim();
-    let (num, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map_or((t, "s"), |i| (&t[..i], &t[i..]));
-    let n: f64 = num.trim().parse().with_context(|| format!("--budget {text}: expected e.g. 90s, 10m or 1h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("--budget {text}: unit must be s, m or h"),
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        bail!("--budget {text}: must be positive");
-    }
-    Ok(Duration::from_secs_f64(secs))
+    tuneforge_agent::tune::parse_budget(text).map_err(|e| match e {
+        tuneforge_agent::Error::Config { why, .. } => anyhow::anyhow!("--budget {text}: {why}"),
+        other => anyhow::Error::new(other).context(format!("--budget {text}")),
+    })
 }
 
 const DEFAULT_OUT: &str = "runs/tune";

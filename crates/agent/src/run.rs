@@ -881,17 +881,28 @@ impl Run {
 /// Writes `evaluation`'s predictions as `index,label,predicted` lines (row order of the
 /// evaluated dataset).
 pub fn write_predictions(path: &Path, evaluation: &Evaluation) -> Result<()> {
+    write_atomic(path, predictions_csv(&evaluation.labels, &evaluation.predictions).as_bytes())
+}
+
+/// The text [`write_predictions`] writes: a header, then `index,label,predicted` per row (as
+/// many rows as the shorter slice).
+pub fn predictions_csv(labels: &[u32], predicted: &[u32]) -> String {
     let mut csv = String::from("index,label,predicted\n");
-    for (i, (l, p)) in evaluation.labels.iter().zip(&evaluation.predictions).enumerate() {
+    for (i, (l, p)) in labels.iter().zip(predicted).enumerate() {
         csv.push_str(&format!("{i},{l},{p}\n"));
     }
-    write_atomic(path, csv.as_bytes())
+    csv
 }
 
 /// Reads a file written by [`write_predictions`]: the labels and the predictions, in row
 /// order. A malformed line is an error naming the file and the line.
 pub fn read_predictions(path: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    parse_predictions(path, &text)
+}
+
+/// [`read_predictions`] on text already in memory; `path` only names it in errors.
+pub fn parse_predictions(path: &Path, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
     let bad = |line: usize, why: String| Error::Config {
         what: "predictions file",
         why: format!("{}:{line}: {why}", path.display()),

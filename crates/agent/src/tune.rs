@@ -278,9 +278,8 @@ pub fn tune(
         return Err(Error::Config { what: "study", why: format!("{} was created meanwhile", out.display()) });
     }
     let mut store = SqliteStore::open(&path)?;
-    let spec = config.spec();
     store.create_study(&StudyRow {
-        config: serde_json::to_string(&spec).expect("spec serialises"),
+        config: study_config_json(config),
         strategy: config.strategy.name().into(),
         dataset: config.data.to_string(),
         seed: config.seed,
@@ -304,9 +303,46 @@ pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
     let row = store
         .study()?
         .ok_or_else(|| Error::Config { what: "study", why: format!("{}: no study row", path.display()) })?;
-    let spec: Spec = serde_json::from_str(&row.config)
-        .map_err(|e| Error::Config { what: "study", why: format!("{}: study config: {e}", path.display()) })?;
+    parse_study_config(&row.config, progress).map_err(|e| match e {
+        Error::Config { why, .. } => {
+            Error::Config { what: "study", why: format!("{}: study config: {why}", path.display()) }
+        }
+        other => other,
+    })
+}
+
+/// Reads a study's configuration as stored in its store (the JSON of the study row's
+/// `config` column; see [`study_config_json`]). Errors are [`Error::Config`] with `what` =
+/// `"study config"`.
+pub fn parse_study_config(json: &str, progress: ProgressMode) -> Result<TuneConfig> {
+    let spec: Spec =
+        serde_json::from_str(json).map_err(|e| Error::Config { what: "study config", why: e.to_string() })?;
     Ok(TuneConfig::from_spec(spec, progress))
+}
+
+/// The JSON a study's configuration is stored as (everything but the starting policy and
+/// the progress view); [`parse_study_config`] reads it back.
+pub fn study_config_json(config: &TuneConfig) -> String {
+    serde_json::to_string(&config.spec()).expect("spec serialises")
+}
+
+/// Parses a wall-clock budget: `90s`, `10m`, `1h` or a plain number of seconds. Errors are
+/// [`Error::Config`] with `what` = `"budget"` and `why` saying what is wrong.
+pub fn parse_budget(text: &str) -> Result<Duration> {
+    let bad = |why: &str| Error::Config { what: "budget", why: why.to_string() };
+    let t = text.trim();
+    let (num, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map_or((t, "s"), |i| (&t[..i], &t[i..]));
+    let n: f64 = num.trim().parse().map_err(|_| bad("expected e.g. 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad("unit must be s, m or h")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(bad("must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Continues the study in `dir` (see the module docs) and writes the same outputs as
