@@ -205,7 +205,8 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 config.budget,
                 config.seed
             );
-            let summary = resume(dir, &dirs, &cache, &device, progress(args, images)?, &mut print_trial)?;
+            let summary = resume(dir, &dirs, &cache, &device, progress(args, images)?, &mut print_trial)
+                .map_err(|e| stopped(e, dir))?;
             (summary, dir.clone())
         }
         None => {
@@ -220,11 +221,25 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 out.display(),
                 out.display()
             );
-            (tune(&config, &dirs, &cache, &device, &out, &mut print_trial)?, out)
+            (tune(&config, &dirs, &cache, &device, &out, &mut print_trial).map_err(|e| stopped(e, &out))?, out)
         }
     };
     print_leaderboard(&summary, &out);
     Ok(())
+}
+
+/// A study that stopped because it could not write its files (a full or read-only disk)
+/// keeps what it recorded: the error says how to continue it.
+fn stopped(e: tuneforge_agent::Error, dir: &Path) -> anyhow::Error {
+    if e.ends_only_the_trial() || !tuneforge_agent::tune::study_path(dir).exists() {
+        return e.into();
+    }
+    anyhow::Error::new(e).context(format!(
+        "the study in {} stopped; what it recorded is kept: once the cause below is fixed, continue it with \
+         `cargo xtask tune --resume {}`",
+        dir.display(),
+        dir.display()
+    ))
 }
 
 fn print_leaderboard(summary: &TuneSummary, out: &Path) {

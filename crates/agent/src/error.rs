@@ -71,3 +71,21 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
+
+impl Error {
+    /// Whether this error ends only the trial it happened in — training went wrong (it
+    /// diverged, a tensor operation failed) — rather than the whole study, which stops when
+    /// its own files cannot be written (a full or read-only disk, a broken study store): then
+    /// every trial after it would fail the same way, so the study stops with what it recorded
+    /// kept, to be continued with `--resume` once the disk is usable.
+    pub fn ends_only_the_trial(&self) -> bool {
+        !matches!(
+            self,
+            Error::Store { .. }
+                | Error::Io { .. }
+                | Error::Monitor(tuneforge_monitor::Error::Io { .. })
+                | Error::Model(tuneforge_model::Error::Io { .. })
+                | Error::Optim(tuneforge_optim::Error::Io { .. })
+        )
+    }
+}

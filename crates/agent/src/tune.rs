@@ -502,9 +502,14 @@ impl State<'_> {
         Ok(())
     }
 
-    fn fail(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial, error: &Error) -> Result<()> {
+    /// Records `trial` as failed by `error`, or, when the error is the study's own (it cannot
+    /// write its files), returns it: the study stops and the trial stays resumable.
+    fn fail(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial, error: Error) -> Result<()> {
+        if !error.ends_only_the_trial() {
+            return Err(error);
+        }
         tracing::warn!(trial = trial.id, error = %error, "trial failed");
-        let row = ctx.fail(trial, error)?;
+        let row = ctx.fail(trial, &error)?;
         self.push(trial.record(&row.status));
         Ok(())
     }
@@ -520,7 +525,7 @@ impl State<'_> {
         while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over(ctx) {
             let (action, secs) = self.choose(trial);
             if let Err(e) = ctx.step(trial, action, secs) {
-                self.fail(ctx, trial, &e)?;
+                self.fail(ctx, trial, e)?;
                 return Ok(false);
             }
         }
@@ -533,6 +538,7 @@ impl State<'_> {
         let start = self.sample_start(id);
         match ctx.start(id, start.clone()) {
             Ok(t) => Ok(Some(t)),
+            Err(e) if !e.ends_only_the_trial() => Err(e),
             Err(e) => {
                 // Could not even train its first interval: recorded as failed, the study goes on.
                 tracing::warn!(trial = id, error = %e, "trial failed to start");
@@ -721,6 +727,7 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
                         let row = paused.remove(&id).expect("a paused trial");
                         match ctx.restore(&row, false) {
                             Ok(t) => t,
+                            Err(e) if !e.ends_only_the_trial() => return Err(e),
                             Err(e) => {
                                 tracing::warn!(trial = id, error = %e, "could not restore a paused trial");
                                 reached.remove(&id);
