@@ -1,0 +1,104 @@
+//! Targets of the agent: the policy state, the predictions file, the study configuration
+//! kept in `study.sqlite` and the `--budget` flag.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use tuneforge_agent::env::{Action, Observation};
+use tuneforge_agent::policy::{Policy, Reinforce};
+use tuneforge_agent::run::{parse_predictions, predictions_csv};
+use tuneforge_agent::tune::{parse_budget, parse_study_config, study_config_json};
+use tuneforge_monitor::ProgressMode;
+
+use crate::{Verdict, same};
+
+/// A policy state (`policy.json`, the study store's policy row) as JSON. Accepted when it
+/// parses and `validate` passes. Checks: JSON round trip; a valid policy gives, for
+/// ordinary observations, one finite non-negative probability per action summing to 1, and
+/// acts.
+pub fn policy(data: &[u8]) -> Verdict {
+    let Ok(policy) = serde_json::from_slice::<Reinforce>(data) else { return Verdict::Rejected };
+    let json = serde_json::to_string(&policy).expect("a policy serialises");
+    let back: Reinforce = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("invariant broken: a serialised policy does not parse: {e}\n{json}"));
+    same("policy → JSON → policy", &back, &policy);
+    if policy.validate().is_err() {
+        return Verdict::Rejected;
+    }
+    let mut policy = policy;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for observation in observations() {
+        let p = policy.probabilities(&observation);
+        same("one probability per action", &p.len(), &Action::COUNT);
+        let sum: f64 = p.iter().sum();
+        assert!(
+            p.iter().all(|x| x.is_finite() && *x >= 0.0) && (sum - 1.0).abs() < 1e-9,
+            "invariant broken: probabilities {p:?} (sum {sum}) for {observation:?}"
+        );
+        let _ = policy.act(&observation, &mut rng);
+    }
+    Verdict::Accepted
+}
+
+/// Observations as a run produces them: a fresh run, a diverging one, a late good one.
+fn observations() -> [Observation; 3] {
+    let at = |loss: f64, f1: f64, used: f64, anomalies: f64| Observation {
+        loss,
+        loss_delta: -0.1 * loss,
+        val_f1: f1,
+        val_f1_delta: 0.01,
+        log_grad_norm: loss.ln(),
+        log_lr: -3.0,
+        log2_batch: 5.0,
+        log2_width: 6.0,
+        rel_throughput: 1.0,
+        budget_used: used,
+        anomalies,
+    };
+    [at(2.3, 0.1, 0.0, 0.0), at(1e6, 0.0, 0.5, 1.0), at(0.05, 0.97, 0.99, 0.0)]
+}
+
+/// A predictions file (`index,label,predicted`) as `read_predictions` reads it (UTF-8
+/// text). An accepted file has as many labels as predictions, and written again it parses
+/// to the same rows.
+pub fn predictions(data: &[u8]) -> Verdict {
+    let Ok(text) = std::str::from_utf8(data) else { return Verdict::Rejected };
+    let path = Path::new("predictions.csv");
+    let Ok((labels, predicted)) = parse_predictions(path, text) else { return Verdict::Rejected };
+    same("labels = predictions", &labels.len(), &predicted.len());
+    let written = predictions_csv(&labels, &predicted);
+    let again = parse_predictions(path, &written)
+        .unwrap_or_else(|e| panic!("invariant broken: a written predictions file does not parse: {e}"));
+    same("predictions → text → predictions", &again, &(labels, predicted));
+    Verdict::Accepted
+}
+
+/// A study configuration as stored in `study.sqlite` (JSON), as `--resume` reads it. An
+/// accepted one, stored again, reads back to the same stored form.
+pub fn study_config(data: &[u8]) -> Verdict {
+    let Ok(text) = std::str::from_utf8(data) else { return Verdict::Rejected };
+    let Ok(config) = parse_study_config(text, ProgressMode::Off) else { return Verdict::Rejected };
+    let first = study_config_json(&config);
+    let again = parse_study_config(&first, ProgressMode::Off)
+        .unwrap_or_else(|e| panic!("invariant broken: a stored study config does not read back: {e}\n{first}"));
+    same("config → JSON → config → JSON", &study_config_json(&again), &first);
+    Verdict::Accepted
+}
+
+/// A `--budget` value (`90s`, `10m`, `1h`, seconds). An accepted budget is positive, and
+/// written as seconds it parses back to itself (within a nanosecond and 1e-15 relative).
+pub fn budget(data: &[u8]) -> Verdict {
+    let Ok(text) = std::str::from_utf8(data) else { return Verdict::Rejected };
+    let Ok(budget) = parse_budget(text) else { return Verdict::Rejected };
+    assert!(budget > Duration::ZERO, "invariant broken: budget {text:?} parsed to {budget:?}");
+    let seconds = format!("{}s", budget.as_secs_f64());
+    let again = parse_budget(&seconds)
+        .unwrap_or_else(|e| panic!("invariant broken: {text:?} → {budget:?}, but {seconds:?} is refused: {e}"));
+    let diff = again.abs_diff(budget).as_secs_f64();
+    assert!(
+        diff <= 1e-9 + 1e-15 * budget.as_secs_f64(),
+        "invariant broken: {text:?} → {budget:?}, but {seconds:?} → {again:?}"
+    );
+    Verdict::Accepted
+}

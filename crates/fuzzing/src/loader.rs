@@ -1,0 +1,225 @@
+//! Targets of the loader: IDX files (raw and `.gz`) and CSV tables.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use tuneforge_loader::idx::{IMAGES_MAGIC, LABELS_MAGIC, parse_header};
+use tuneforge_loader::{ColumnValues, CsvData, CsvDataset, CsvOptions, Dataset, IdxArray, IdxDataset};
+
+use crate::{Verdict, same, scratch};
+
+/// IDX bytes as a raw file: the header parsed with the image magic, the label magic and
+/// the file's own magic (any rank); an accepted header must re-encode to the file's first
+/// bytes and announce exactly the file's length. Bytes accepted as images are then opened
+/// as a dataset with a matching label file, and every row read back must be the bytes.
+pub fn idx(data: &[u8]) -> Verdict {
+    let path = Path::new("fuzz.idx");
+    let own = data.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let mut verdict = Verdict::Rejected;
+    for magic in [IMAGES_MAGIC, LABELS_MAGIC].into_iter().chain(own) {
+        if let Ok((dims, offset)) = parse_header(path, data, magic) {
+            check_header(data, magic, &dims, offset);
+            verdict = Verdict::Accepted;
+        }
+    }
+    if let Ok((dims, offset)) = parse_header(path, data, IMAGES_MAGIC) {
+        check_dataset(data, &dims, offset);
+    }
+    verdict
+}
+
+/// IDX bytes as a `.gz` file, opened as the loader opens it (inflated in memory). An
+/// accepted file's data must be the input inflated (after the header), and the inflated
+/// bytes compressed again must open to the same array.
+pub fn idx_gz(data: &[u8]) -> Verdict {
+    let path = scratch::write("fuzz.idx.gz", data);
+    let (magic, array) = match IdxArray::open(&path, IMAGES_MAGIC, None) {
+        Err(tuneforge_loader::Error::IdxMagic { found, .. }) => (found, IdxArray::open(&path, found, None)),
+        other => (IMAGES_MAGIC, other),
+    };
+    let Ok(array) = array else { return Verdict::Rejected };
+
+    let mut inflated = Vec::new();
+    let decoded = flate2::read::GzDecoder::new(data).read_to_end(&mut inflated);
+    assert!(decoded.is_ok(), "invariant broken: the loader inflated a file flate2 refuses: {decoded:?}");
+    check_header(&inflated, magic, array.dims(), array.data_offset());
+    same("data = inflated bytes after the header", &array.data(), &&inflated[array.data_offset()..]);
+
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(&inflated).expect("compressing into memory");
+    let again = scratch::write("fuzz-again.idx.gz", &encoder.finish().expect("compressing into memory"));
+    match IdxArray::open(&again, magic, None) {
+        Ok(a) => {
+            same("dims after recompression", &a.dims(), &array.dims());
+            same("data after recompression", &a.data(), &array.data());
+        }
+        Err(e) => panic!("invariant broken: recompressed IDX file refused: {e}"),
+    }
+    Verdict::Accepted
+}
+
+/// An accepted header: its rank is the magic's, it re-encodes to the file's first bytes,
+/// rows have a size, and dims × 1 byte + header = the file's length.
+pub(crate) fn check_header(file: &[u8], magic: u32, dims: &[usize], offset: usize) {
+    same("rank = magic & 0xff", &dims.len(), &((magic & 0xff) as usize));
+    same("data offset = 4 + 4 × rank", &offset, &(4 + 4 * dims.len()));
+    let mut header = magic.to_be_bytes().to_vec();
+    for &d in dims {
+        let d = u32::try_from(d).unwrap_or_else(|_| panic!("invariant broken: dimension {d} is not a u32"));
+        header.extend_from_slice(&d.to_be_bytes());
+    }
+    same("header re-encodes to the file's first bytes", &Some(header.as_slice()), &file.get(..offset));
+    assert!(dims.iter().skip(1).all(|&d| d > 0), "invariant broken: a row dimension is 0 in {dims:?}");
+    let size = dims.iter().try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
+    same("dims product + header = file length", &size.map(|s| s + offset as u128), &Some(file.len() as u128));
+}
+
+/// Opens `images` (accepted with the image magic) with a label file of as many rows, as
+/// `IdxDataset` does for MNIST, and reads every row back.
+fn check_dataset(images: &[u8], dims: &[usize], offset: usize) {
+    let rows = dims[0];
+    let mut labels = LABELS_MAGIC.to_be_bytes().to_vec();
+    labels.extend_from_slice(&u32::try_from(rows).expect("checked by check_header").to_be_bytes());
+    labels.extend((0..rows).map(|r| (r % 10) as u8));
+    let images_path = scratch::write("images.idx", images);
+    let labels_path = scratch::write("labels.idx", &labels);
+    let open = |path: &Path, magic| {
+        IdxArray::open(path, magic, None)
+            .unwrap_or_else(|e| panic!("invariant broken: a header parse_header accepted is refused by open: {e}"))
+    };
+    let names = (0..10).map(|k| k.to_string()).collect();
+    let dataset = IdxDataset::from_arrays(open(&images_path, IMAGES_MAGIC), open(&labels_path, LABELS_MAGIC), names)
+        .unwrap_or_else(|e| panic!("invariant broken: a consistent image/label pair is refused: {e}"));
+    same("dataset rows", &dataset.len(), &rows);
+    same("feature shape", &dataset.feature_shape(), &&dims[1..]);
+    same("class counts add up to the rows", &dataset.class_counts().iter().sum::<usize>(), &rows);
+    if rows == 0 {
+        return;
+    }
+    let f = dataset.feature_len();
+    let pixels = &images[offset..];
+    let mut start = 0;
+    while start < rows {
+        let end = (start + 7).min(rows);
+        let mut out = vec![0f32; (end - start) * f];
+        dataset.read_rows(start, end, &mut out).unwrap_or_else(|e| panic!("invariant broken: read_rows failed: {e}"));
+        let want: Vec<f32> = pixels[start * f..end * f].iter().map(|&b| f32::from(b)).collect();
+        same("rows read = file bytes", &out, &want);
+        start = end;
+    }
+}
+
+/// CSV text read without and with a label column (the last column), as
+/// `tuneforge_loader::read_csv` reads files. Accepted tables must be consistent (column
+/// lengths, missing counts, codes and labels in range, the dataset's rows = the table's
+/// values), and a canonical rewrite of the table must read back to the same rewrite.
+pub fn csv(data: &[u8]) -> Verdict {
+    let path = Path::new("fuzz.csv");
+    let Ok(plain) = tuneforge_loader::read_csv_from(path, data, &CsvOptions::default()) else {
+        return Verdict::Rejected;
+    };
+    check_csv(&plain, &CsvOptions::default());
+    if let Some(label) = plain.table.columns.last().map(|c| c.name.clone()) {
+        let options = CsvOptions::with_label(&label);
+        if let Ok(labelled) = tuneforge_loader::read_csv_from(path, data, &options) {
+            check_csv(&labelled, &CsvOptions::with_label(CANONICAL_LABEL));
+        }
+    }
+    Verdict::Accepted
+}
+
+/// The label column's name in a canonical rewrite.
+const CANONICAL_LABEL: &str = "label";
+
+fn check_csv(data: &CsvData, reread: &CsvOptions) {
+    let table = &data.table;
+    for c in &table.columns {
+        same("column length = rows", &c.len(), &table.n_rows);
+        let missing = match &c.values {
+            ColumnValues::Numeric(v) => v.iter().filter(|x| x.is_nan()).count(),
+            ColumnValues::Categorical { levels, codes } => {
+                assert!(
+                    codes.iter().flatten().all(|&k| (k as usize) < levels.len()),
+                    "invariant broken: a code of {:?} is out of range",
+                    c.name
+                );
+                codes.iter().filter(|k| k.is_none()).count()
+            }
+        };
+        same("missing count = missing values", &c.missing, &missing);
+    }
+    if let Some(names) = &table.row_names {
+        same("row names = rows", &names.len(), &table.n_rows);
+    }
+    if data.label_column.is_some() {
+        same("labels = rows", &data.labels.len(), &table.n_rows);
+        assert!(
+            data.labels.iter().all(|&l| (l as usize) < data.label_names.len()),
+            "invariant broken: a label is out of range"
+        );
+        let dataset = CsvDataset::new(data.clone()).unwrap_or_else(|e| panic!("invariant broken: {e}"));
+        let width = table.columns.len();
+        let mut out = vec![0f32; table.n_rows * width];
+        dataset.read_rows(0, table.n_rows, &mut out).unwrap_or_else(|e| panic!("invariant broken: {e}"));
+        for (j, c) in table.columns.iter().enumerate() {
+            for r in 0..table.n_rows {
+                let want = match &c.values {
+                    ColumnValues::Numeric(v) => v[r] as f32,
+                    ColumnValues::Categorical { codes, .. } => codes[r].map_or(f32::NAN, |k| k as f32),
+                };
+                let got = out[r * width + j];
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "invariant broken: dataset row {r} column {j} is {got}, the table says {want}"
+                );
+            }
+        }
+    }
+
+    let first = canonical(data);
+    let again = tuneforge_loader::read_csv_from(Path::new("canonical.csv"), first.as_slice(), reread)
+        .unwrap_or_else(|e| panic!("invariant broken: the canonical rewrite is refused: {e}\n{}", show(&first)));
+    same("canonical rewrite reads back to itself", &show(&canonical(&again)), &show(&first));
+}
+
+fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The table written back as CSV: row names first (under an empty header), then the label
+/// (as [`CANONICAL_LABEL`]), then the features; numbers in Rust's shortest round-trip form,
+/// missing values as `NA`.
+fn canonical(data: &CsvData) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let table = &data.table;
+    let labelled = data.label_column.is_some();
+    let mut header: Vec<&str> = Vec::new();
+    if table.row_names.is_some() {
+        header.push("");
+    }
+    if labelled {
+        header.push(CANONICAL_LABEL);
+    }
+    header.extend(table.columns.iter().map(|c| c.name.as_str()));
+    w.write_record(&header).expect("writing CSV into memory");
+    for r in 0..table.n_rows {
+        let mut record: Vec<String> = Vec::new();
+        if let Some(names) = &table.row_names {
+            record.push(names[r].clone());
+        }
+        if labelled {
+            record.push(data.label_names[data.labels[r] as usize].clone());
+        }
+        for c in &table.columns {
+            record.push(match &c.values {
+                ColumnValues::Numeric(v) if v[r].is_nan() => "NA".into(),
+                ColumnValues::Numeric(v) => v[r].to_string(),
+                ColumnValues::Categorical { levels, codes } => {
+                    codes[r].map_or_else(|| "NA".into(), |k| levels[k as usize].clone())
+                }
+            });
+        }
+        w.write_record(&record).expect("writing CSV into memory");
+    }
+    w.into_inner().expect("writing CSV into memory")
+}

@@ -1,0 +1,45 @@
+//! Target of the monitor: the JSON-lines event log (`events.jsonl`).
+
+use std::path::Path;
+
+use tuneforge_monitor::{Event, parse_log};
+
+use crate::{Verdict, same};
+
+/// An event log as `tuneforge_monitor::read_log` reads it. In an accepted log, a torn tail
+/// is the last non-blank line and every other non-blank line is an event; each event
+/// serialises to JSON that parses back and serialises to the same JSON (floats, `NaN` and
+/// infinities included); the re-serialised log reads back with the same events.
+pub fn event_log(data: &[u8]) -> Verdict {
+    let path = Path::new("events.jsonl");
+    let Ok(log) = parse_log(path, data) else { return Verdict::Rejected };
+    let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+    let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let non_blank = lines.iter().filter(|l| !blank(l)).count();
+    same(
+        "events + torn tail = non-blank lines",
+        &(log.events.len() + usize::from(log.torn_tail.is_some())),
+        &non_blank,
+    );
+    if let Some(torn) = &log.torn_tail {
+        let last = lines.iter().rposition(|l| !blank(l)).map(|i| i as u64 + 1);
+        same("the torn tail is the last non-blank line", &Some(torn.line), &last);
+    }
+
+    let mut text = String::new();
+    for event in &log.events {
+        let _ = event.step();
+        let first = serde_json::to_string(event).expect("an event serialises");
+        let back: Event = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("invariant broken: a serialised event does not parse: {e}\n{first}"));
+        let second = serde_json::to_string(&back).expect("an event serialises");
+        same("event → JSON → event → JSON", &second, &first);
+        text.push_str(&first);
+        text.push('\n');
+    }
+    let again = parse_log(path, text.as_bytes())
+        .unwrap_or_else(|e| panic!("invariant broken: a re-serialised log does not parse: {e}"));
+    same("re-serialised log: events", &again.events.len(), &log.events.len());
+    same("re-serialised log: torn tail", &again.torn_tail, &None);
+    Verdict::Accepted
+}
