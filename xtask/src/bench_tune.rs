@@ -374,7 +374,12 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
         replace_section(&read_doc(&args.doc)?, &section).with_context(|| format!("--doc {}", args.doc.display()))?;
     write_atomic(&args.doc, doc.as_bytes())?;
     println!("\n{}", table(&report));
-    println!("wrote {} and the bench-tune section of {}", json_path.display(), args.doc.display());
+    println!(
+        "wrote {} and the bench-tune section of {} (charts: cargo xtask report {})",
+        json_path.display(),
+        args.doc.display(),
+        args.out.display()
+    );
     if let Some(path) = &args.compare {
         if report.regressions.is_empty() {
             println!("no regression against {}", path.display());

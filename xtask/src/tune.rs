@@ -268,7 +268,8 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
     }
     println!(
         "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s, \
-         mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%); wrote {}",
+         mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%); wrote {} \
+         (charts: cargo xtask report {})",
         summary.best.trial,
         summary.best.val_macro_f1,
         summary.best.test_macro_f1,
@@ -278,6 +279,7 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
         summary.mean_reward,
         100.0 * summary.agent_overhead,
         100.0 * summary.store_seconds / summary.wall_s.max(1e-9),
+        out.display(),
         out.display()
     );
 }

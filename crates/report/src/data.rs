@@ -38,7 +38,7 @@ impl Source {
             return Ok(Source::Study(Box::new(Study::load(dir)?)));
         }
         let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-        let mut subdirs: Vec<PathBuf> =
+        let subdirs: Vec<PathBuf> =
             entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| study_path(p).is_file()).collect();
         if subdirs.is_empty() {
             return Err(not_a_study(
@@ -46,8 +46,8 @@ impl Source {
                     .into(),
             ));
         }
-        subdirs.sort();
-        let studies = subdirs.iter().map(|d| Study::load(d)).collect::<Result<Vec<_>>>()?;
+        let mut studies = subdirs.iter().map(|d| Study::load(d)).collect::<Result<Vec<_>>>()?;
+        studies.sort_by(|a, b| (strategy_rank(&a.row.strategy), &a.dir).cmp(&(strategy_rank(&b.row.strategy), &b.dir)));
         Ok(Source::Bench(Bench { dir: dir.to_path_buf(), studies }))
     }
 
@@ -65,7 +65,8 @@ impl Source {
 pub struct Bench {
     /// The folder.
     pub dir: PathBuf,
-    /// Its studies, by folder name.
+    /// Its studies, by strategy (in [`Strategy::ALL`](tuneforge_agent::tune::Strategy::ALL)'s
+    /// order), then folder name.
     pub studies: Vec<Study>,
 }
 
@@ -293,7 +294,8 @@ pub struct StrategyRow {
     pub finished: usize,
     /// Mean reward of the trials (finished studies): mean and sd over the studies.
     pub mean_reward: Option<(f64, f64)>,
-    /// Best validation macro-F1 (every study, from the store).
+    /// Validation macro-F1 of the best trial: summary.json's for finished studies, the best
+    /// evaluation so far (from the store) for the others.
     pub best_val_f1: Option<(f64, f64)>,
     /// Test macro-F1 of the best model (finished studies).
     pub test_f1: Option<(f64, f64)>,
@@ -302,19 +304,25 @@ pub struct StrategyRow {
 }
 
 impl Bench {
-    /// Per-strategy mean ± sd, strategies in order of first appearance of the studies'
-    /// folder names (sorted), so `fixed` before `rl` as bench-tune names them.
+    /// Per-strategy mean ± sd, strategies in the order `cargo xtask tune --help` lists them
+    /// (`fixed`, `random`, `asha`, `pbt`, `rl`, `rl-no-width`; others after, by name).
     pub fn strategies(&self) -> Vec<StrategyRow> {
-        let mut groups: BTreeMap<String, Vec<&Study>> = BTreeMap::new();
+        let mut groups: BTreeMap<(usize, String), Vec<&Study>> = BTreeMap::new();
         for s in &self.studies {
-            groups.entry(s.row.strategy.clone()).or_default().push(s);
+            groups.entry((strategy_rank(&s.row.strategy), s.row.strategy.clone())).or_default().push(s);
         }
         groups
             .into_iter()
+            .map(|((_, strategy), studies)| (strategy, studies))
             .map(|(strategy, studies)| {
                 let finished: Vec<&TuneSummary> = studies.iter().filter_map(|s| s.summary.as_ref()).collect();
-                let best_val: Vec<f64> =
-                    studies.iter().filter_map(|s| s.best_so_far().last().map(|&(_, f)| f)).collect();
+                let best_val: Vec<f64> = studies
+                    .iter()
+                    .filter_map(|s| match &s.summary {
+                        Some(sum) => Some(sum.best.val_macro_f1),
+                        None => s.best_so_far().last().map(|&(_, f)| f),
+                    })
+                    .collect();
                 let trials: Vec<f64> = studies.iter().map(|s| s.trials.len() as f64).collect();
                 StrategyRow {
                     strategy,
@@ -328,6 +336,12 @@ impl Bench {
             })
             .collect()
     }
+}
+
+/// Position of a strategy in [`Strategy::ALL`](tuneforge_agent::tune::Strategy::ALL).
+pub(crate) fn strategy_rank(name: &str) -> usize {
+    use tuneforge_agent::tune::Strategy;
+    name.parse::<Strategy>().ok().and_then(|s| Strategy::ALL.iter().position(|&a| a == s)).unwrap_or(usize::MAX)
 }
 
 /// The per-trial traces of the event log, by trial id. Runs are named `trial-<id>`; a

@@ -389,16 +389,16 @@ fn faded(c: plotters::style::RGBColor) -> plotters::style::RGBColor {
 fn front_chart(studies: &[&Study]) -> Result<String> {
     let mut panel = Panel::new("Validation macro-F1 against throughput", "training samples/s", "macro-F1");
     panel.y_ticks = Ticks::Plain(3);
-    let mut by_strategy: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    let mut by_strategy: std::collections::BTreeMap<(usize, String), Vec<(f64, f64)>> = Default::default();
     for s in studies {
         by_strategy
-            .entry(s.row.strategy.clone())
+            .entry((crate::data::strategy_rank(&s.row.strategy), s.row.strategy.clone()))
             .or_default()
             .extend(s.front_points().into_iter().map(|(_, x, y)| (x, y)));
     }
     let all: Vec<(f64, f64)> = by_strategy.values().flatten().copied().collect();
     panel.front = pareto_front(&all).into_iter().map(|i| all[i]).collect();
-    for (strategy, points) in by_strategy {
+    for ((_, strategy), points) in by_strategy {
         panel.series.push(Series::dots(strategy.clone(), strategy_color(&strategy), points));
     }
     chart::render("front", (1000, 420), 1, 1, &[panel])

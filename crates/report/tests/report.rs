@@ -180,7 +180,8 @@ fn pbt_members_get_their_own_steps() {
         let steps = &t.trace.points;
         assert_eq!(steps.len() as u64, t.record.steps, "trial {}", t.row.id);
         assert!(steps.windows(2).all(|w| w[0].step + 1 == w[1].step), "trial {}: steps interleaved", t.row.id);
-        assert_eq!(steps.last().unwrap().batch_size as usize, t.record.final_hparams.batch_size);
+        // (The final batch size may differ from the last step's: an exploit after a member's
+        // last interval sets hyper-parameters it never trained with.)
     }
 }
 
@@ -190,13 +191,14 @@ fn bench_folder_has_one_row_per_strategy() {
     assert_eq!(bench.studies.len(), 2);
     let rows = bench.strategies();
     let names: Vec<&str> = rows.iter().map(|r| r.strategy.as_str()).collect();
-    assert_eq!(names, ["pbt", "rl"]);
+    assert_eq!(names, ["pbt", "rl"], "in Strategy::ALL's order");
     for (row, name) in rows.iter().zip(["pbt", "rl"]) {
         let dir = bench_dir().join(format!("{name}-seed3"));
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
         assert_eq!(row.mean_reward, Some((summary["mean_reward"].as_f64().unwrap(), 0.0)));
         assert_eq!(row.test_f1, Some((summary["best"]["test_macro_f1"].as_f64().unwrap(), 0.0)));
+        assert_eq!(row.best_val_f1, Some((summary["best"]["val_macro_f1"].as_f64().unwrap(), 0.0)), "{name}");
         assert_eq!(row.trials.0 as usize, Sql::open(&dir).count("SELECT count(*) FROM trials"));
     }
 }
