@@ -33,6 +33,7 @@
 //! # Ok::<(), tuneforge_model::Error>(())
 //! ```
 
+mod data_input;
 mod error;
 mod model;
 pub mod restructure;

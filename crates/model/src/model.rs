@@ -144,7 +144,18 @@ impl Model {
         self.check_input(x)?;
         let mut h = x.clone();
         for layer in &mut self.layers {
+            // Up to the first layer with parameters, `h` is data (it tracks no gradient):
+            // that layer's backward needs no gradient for its input.
+            let data_input = crate::data_input::applies(&h);
             h = match layer {
+                Layer::Linear { w, b } if data_input => {
+                    crate::data_input::linear(&h, w.as_tensor())?.broadcast_add(b.as_tensor())?
+                }
+                Layer::Conv2d { w, b, stride, padding } if data_input => {
+                    let c = b.dims1()?;
+                    crate::data_input::conv2d(&h, w.as_tensor(), *padding, *stride)?
+                        .broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
+                }
                 Layer::BatchNorm { gamma, beta, mean, var, eps, momentum } => {
                     let shape = bn_shape(&h);
                     let dims: Vec<usize> = if h.rank() == 4 { vec![0, 2, 3] } else { vec![0] };

@@ -1,0 +1,168 @@
+//! The first layer of a network, whose input is data, with a backward pass for its weights
+//! only.
+//!
+//! candle's backward of `matmul` and `conv2d` always computes the gradient with respect to
+//! the layer's input as well. For the first layer that input is the data batch, and the
+//! gradient is thrown away: for a linear layer a wasted matmul as large as the weight
+//! gradient's (and the weight gradient goes through a transposed view), for a convolution a
+//! transposed convolution that candle runs on one thread — most of `seed-cnn`'s training
+//! step (../shared/bench/CPU-PROFILE.md). These ops are custom ops on the weight alone
+//! (the data is a constant of the op): the forward pass is candle's own, the backward pass
+//! computes the weight's gradient with the same formula candle uses, and nothing else.
+//!
+//! Used by [`Model::forward_train`](crate::Model::forward_train) for the first layer when
+//! its input tracks no gradient (data, not a variable) on the CPU; anything else takes
+//! candle's ops, so saliency (gradients with respect to a `Var` input) is unchanged.
+
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+
+/// `x · wᵀ` as a function of `w` (`x` is data).
+struct LinearOfData {
+    x: Tensor,
+}
+
+/// `conv2d(x, w)` as a function of `w` (`x` is data).
+struct Conv2dOfData {
+    x: Tensor,
+    padding: usize,
+    stride: usize,
+}
+
+/// The weight as a plain tensor (no graph), from the storage a custom op is given.
+fn weight(storage: &CpuStorage, layout: &Layout) -> candle_core::Result<Tensor> {
+    if !layout.is_contiguous() || layout.start_offset() != 0 {
+        candle_core::bail!("data-input layer: the weight must be contiguous from offset 0");
+    }
+    Ok(Tensor::from_storage(Storage::Cpu(storage.clone()), layout.shape().clone(), BackpropOp::none(), false))
+}
+
+/// The storage of a freshly computed contiguous tensor, for a custom op's result.
+fn into_cpu_storage(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) if layout.start_offset() == 0 && cpu_len(cpu) == layout.shape().elem_count() => {
+            Ok((cpu.clone(), layout.shape().clone()))
+        }
+        Storage::Cpu(_) => {
+            drop(storage);
+            // A view into a larger buffer: copy it out.
+            let copy = t.copy()?;
+            let (storage, _) = copy.storage_and_layout();
+            match &*storage {
+                Storage::Cpu(cpu) => Ok((cpu.clone(), t.shape().clone())),
+                _ => candle_core::bail!("data-input layer: CPU only"),
+            }
+        }
+        _ => candle_core::bail!("data-input layer: CPU only"),
+    }
+}
+
+fn cpu_len(s: &CpuStorage) -> usize {
+    match s {
+        CpuStorage::F32(v) => v.len(),
+        CpuStorage::F64(v) => v.len(),
+        CpuStorage::BF16(v) => v.len(),
+        CpuStorage::F16(v) => v.len(),
+        _ => usize::MAX,
+    }
+}
+
+impl CustomOp1 for LinearOfData {
+    fn name(&self) -> &'static str {
+        "linear-of-data"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = weight(storage, layout)?;
+        into_cpu_storage(&self.x.matmul(&w.t()?)?)
+    }
+
+    fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // d(x·wᵀ)/dw: gradᵀ · x, (out, batch) · (batch, in).
+        Ok(Some(grad.t()?.matmul(&self.x)?))
+    }
+}
+
+impl CustomOp1 for Conv2dOfData {
+    fn name(&self) -> &'static str {
+        "conv2d-of-data"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = weight(storage, layout)?;
+        into_cpu_storage(&self.x.conv2d(&w, self.padding, self.stride, 1, 1)?)
+    }
+
+    fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // candle's own formula for the kernel's gradient (backprop.rs, Op::Conv2D).
+        let g =
+            self.x.transpose(0, 1)?.conv2d(&grad.transpose(0, 1)?, self.padding, 1, self.stride, 1)?.transpose(0, 1)?;
+        let (_, _, k0, k1) = w.dims4()?;
+        let (_, _, g0, g1) = g.dims4()?;
+        let g = if (g0, g1) != (k0, k1) { g.narrow(2, 0, k0)?.narrow(3, 0, k1)? } else { g };
+        Ok(Some(g.contiguous()?))
+    }
+}
+
+/// Whether `x` can take the data-input ops: it tracks no gradient and lives on the CPU.
+pub(crate) fn applies(x: &Tensor) -> bool {
+    !x.track_op() && x.device().is_cpu()
+}
+
+/// `x · wᵀ` with a gradient for `w` only (`x` must satisfy [`applies`]).
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    w.contiguous()?.apply_op1(LinearOfData { x: x.contiguous()? })
+}
+
+/// `conv2d(x, w)` with a gradient for `w` only (`x` must satisfy [`applies`]).
+pub(crate) fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> candle_core::Result<Tensor> {
+    w.contiguous()?.apply_op1(Conv2dOfData { x: x.contiguous()?, padding, stride })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Var};
+
+    use super::*;
+
+    fn close(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
+        d / m
+    }
+
+    /// Forward and weight gradient equal candle's ops (to 1e-5 relative), and the input
+    /// gets no gradient.
+    #[test]
+    fn ops_match_candle_forward_and_weight_gradient() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (8, 3, 12, 12), &dev).unwrap();
+        for (padding, stride) in [(0, 1), (1, 1), (1, 2), (2, 3)] {
+            let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (5, 3, 3, 3), &dev).unwrap()).unwrap();
+            let theirs = x.conv2d(w.as_tensor(), padding, stride, 1, 1).unwrap();
+            let ours = conv2d(&x, w.as_tensor(), padding, stride).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(close(&ours, &theirs) < 1e-5);
+            // A non-trivial loss: sum of squares of the output.
+            let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let rel = close(g_ours.get(w.as_tensor()).unwrap(), g_theirs.get(w.as_tensor()).unwrap());
+            assert!(rel < 1e-5, "padding {padding} stride {stride}: {rel}");
+            assert!(g_ours.get(&x).is_none());
+        }
+        let x = Tensor::randn(0f32, 1.0, (16, 20), &dev).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (7, 20), &dev).unwrap()).unwrap();
+        let theirs = x.matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let ours = linear(&x, w.as_tensor()).unwrap();
+        assert!(close(&ours, &theirs) < 1e-5);
+        let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(close(g_ours.get(w.as_tensor()).unwrap(), g_theirs.get(w.as_tensor()).unwrap()) < 1e-5);
+        assert!(applies(&x));
+        assert!(!applies(w.as_tensor()));
+        assert!(!applies(&(w.as_tensor() * 2.0).unwrap()));
+        assert_eq!(ours.dtype(), DType::F32);
+    }
+}
