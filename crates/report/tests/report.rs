@@ -307,6 +307,21 @@ fn run_chromium(bin: &Path, args: &[&str], url: &str) -> std::process::Output {
     out
 }
 
+/// Nothing in the page is fetched when it is viewed: no script, stylesheet link, image or
+/// font URL; the only URL is SVG's namespace name.
+#[test]
+fn the_report_is_one_offline_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    copy_dir(&bench_dir().join("rl-seed3"), &dir);
+    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
+    for needle in ["<script", "<link", "<img", "<iframe", "@import", "url(", "src=", "@font-face"] {
+        assert!(!html.contains(needle), "{needle} in the report");
+    }
+    let urls = html.matches("http").count();
+    assert_eq!(urls, html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count(), "a URL other than SVG's namespace");
+}
+
 #[test]
 fn the_report_renders_in_headless_chromium() {
     let Some(bin) = chromium() else {
