@@ -122,9 +122,10 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         }
         None => None,
     };
-    if !(args.checkpoint_every.is_finite() && args.checkpoint_every >= 0.0) {
+    // try_: `Duration::from_secs_f64` panics beyond u64::MAX seconds (e.g. 1e20).
+    let Ok(checkpoint_every) = Duration::try_from_secs_f64(args.checkpoint_every) else {
         bail!("--checkpoint-every {}: must be a number of seconds >= 0", args.checkpoint_every);
-    }
+    };
     let config = TuneConfig {
         data,
         model: args.model.clone().unwrap_or_else(|| if images { "seed-cnn" } else { "mlp:64" }.into()),
@@ -139,7 +140,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             bounds: Bounds::default(),
             budget_steps: args.trial_steps.unwrap_or(if images { 2500 } else { 300 }),
         },
-        checkpoint_every: Duration::from_secs_f64(args.checkpoint_every),
+        checkpoint_every,
         policy,
         progress: progress(args, images)?,
         cosine: match args.schedule.as_str() {

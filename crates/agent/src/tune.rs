@@ -178,22 +178,34 @@ impl TuneConfig {
         }
     }
 
-    fn from_spec(spec: Spec, progress: ProgressMode) -> TuneConfig {
-        TuneConfig {
+    /// The config a stored spec describes; refuses what would make a study panic or
+    /// misbehave later: durations no `Duration` holds and action bounds out of order
+    /// (`clamp` panics on them). Both were found by fuzzing `parse_study_config`.
+    fn from_spec(spec: Spec, progress: ProgressMode) -> Result<TuneConfig> {
+        let bad = |why: String| Error::Config { what: "study config", why };
+        let seconds = |name: &str, s: f64| {
+            Duration::try_from_secs_f64(s).map_err(|_| bad(format!("{name} {s}: not a duration in seconds")))
+        };
+        let b = &spec.env.bounds;
+        if !(b.lr.0 > 0.0 && b.lr.0 <= b.lr.1 && b.lr.1.is_finite() && b.batch.0 <= b.batch.1 && b.width.0 <= b.width.1)
+        {
+            return Err(bad(format!("action bounds {b:?}: each range must be ordered, learning rates positive")));
+        }
+        Ok(TuneConfig {
             data: spec.data,
             model: spec.model,
             strategy: spec.strategy,
-            budget: Duration::from_secs_f64(spec.budget_s.max(0.0)),
+            budget: seconds("budget_s", spec.budget_s)?,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
             env: spec.env,
-            checkpoint_every: Duration::from_secs_f64(spec.checkpoint_every_s.max(0.0)),
+            checkpoint_every: seconds("checkpoint_every_s", spec.checkpoint_every_s)?,
             policy: None,
             progress,
             cosine: spec.cosine,
             val_fraction: spec.val_fraction,
-        }
+        })
     }
 }
 
@@ -317,7 +329,7 @@ pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
 pub fn parse_study_config(json: &str, progress: ProgressMode) -> Result<TuneConfig> {
     let spec: Spec =
         serde_json::from_str(json).map_err(|e| Error::Config { what: "study config", why: e.to_string() })?;
-    Ok(TuneConfig::from_spec(spec, progress))
+    TuneConfig::from_spec(spec, progress)
 }
 
 /// The JSON a study's configuration is stored as (everything but the starting policy and
@@ -342,7 +354,13 @@ pub fn parse_budget(text: &str) -> Result<Duration> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err(bad("must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Found by fuzzing: beyond u64::MAX seconds `Duration::from_secs_f64` panics, and below
+    // half a nanosecond a positive number became a zero budget.
+    let budget = Duration::try_from_secs_f64(secs).map_err(|_| bad("too long (at most 2^64 seconds)"))?;
+    if budget.is_zero() {
+        return Err(bad("must be positive (at least a nanosecond)"));
+    }
+    Ok(budget)
 }
 
 /// Continues the study in `dir` (see the module docs) and writes the same outputs as

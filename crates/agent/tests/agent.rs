@@ -518,6 +518,36 @@ mod tune {
     use tuneforge_agent::tune::{Strategy, TuneConfig, TuneSummary, resume, study_path, tune};
     use tuneforge_monitor::ProgressMode;
 
+    #[test]
+    fn parse_budget_refuses_a_budget_no_duration_holds() {
+        use tuneforge_agent::tune::parse_budget;
+        assert_eq!(parse_budget("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_budget(" 1.5h ").unwrap(), Duration::from_secs(5400));
+        // fuzz/regressions/budget/seconds-beyond-u64: 1e20 s panicked in Duration::from_secs_f64.
+        let e = parse_budget("99999999999999999999").unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+        assert!(parse_budget("3074457345618258602.5m").is_err());
+        // fuzz/regressions/budget/rounds-to-zero: a positive budget below half a nanosecond was 0.
+        assert!(parse_budget("0.0000000001s").unwrap_err().to_string().contains("must be positive"));
+        assert_eq!(parse_budget("0.000000001s").unwrap(), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn a_stored_study_config_that_would_panic_later_is_refused() {
+        use tuneforge_agent::tune::{parse_study_config, study_config_json};
+        let good = study_config_json(&digits_study(Strategy::Rl, 90.0));
+        assert_eq!(parse_study_config(&good, ProgressMode::Off).unwrap().budget, Duration::from_secs(90));
+        // fuzz/regressions/study_config/checkpoint-every-beyond-u64.json: Duration::from_secs_f64 panicked.
+        let huge = good.replace(r#""checkpoint_every_s":0.0"#, r#""checkpoint_every_s":27555555555555555555"#);
+        assert_ne!(huge, good);
+        let e = parse_study_config(&huge, ProgressMode::Off).unwrap_err().to_string();
+        assert!(e.contains("checkpoint_every_s"), "{e}");
+        // Bounds out of order made `clamp` panic when the study resumed.
+        let unordered = good.replace(r#""batch":[16,1024]"#, r#""batch":[1024,16]"#);
+        assert_ne!(unordered, good);
+        assert!(parse_study_config(&unordered, ProgressMode::Off).unwrap_err().to_string().contains("bounds"));
+    }
+
     fn digits_study(strategy: Strategy, budget_s: f64) -> TuneConfig {
         TuneConfig {
             data: DataSource::parse("digits", None).unwrap(),

@@ -75,10 +75,16 @@ pub fn predictions(data: &[u8]) -> Verdict {
 }
 
 /// A study configuration as stored in `study.sqlite` (JSON), as `--resume` reads it. An
-/// accepted one, stored again, reads back to the same stored form.
+/// accepted one has ordered action bounds (the study clamps to them), and stored again it
+/// reads back to the same stored form.
 pub fn study_config(data: &[u8]) -> Verdict {
     let Ok(text) = std::str::from_utf8(data) else { return Verdict::Rejected };
     let Ok(config) = parse_study_config(text, ProgressMode::Off) else { return Verdict::Rejected };
+    let b = &config.env.bounds;
+    assert!(
+        b.lr.0 <= b.lr.1 && b.batch.0 <= b.batch.1 && b.width.0 <= b.width.1,
+        "invariant broken: accepted action bounds {b:?} make `clamp` panic"
+    );
     let first = study_config_json(&config);
     let again = parse_study_config(&first, ProgressMode::Off)
         .unwrap_or_else(|e| panic!("invariant broken: a stored study config does not read back: {e}\n{first}"));
