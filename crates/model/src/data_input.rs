@@ -17,6 +17,8 @@
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use crate::cpu_ops;
+
 /// `x · wᵀ` as a function of `w` (`x` is data).
 struct LinearOfData {
     x: Tensor,
@@ -85,17 +87,42 @@ impl CustomOp1 for LinearOfData {
     }
 }
 
+impl Conv2dOfData {
+    fn geometry(&self, kernel: &Shape) -> candle_core::Result<cpu_ops::Conv> {
+        let (b, cin, h, w) = self.x.dims4()?;
+        let (cout, kin, k, k2) = kernel.dims4()?;
+        if kin != cin || k != k2 || h + 2 * self.padding < k || w + 2 * self.padding < k {
+            candle_core::bail!("conv2d: input {:?} and kernel {:?} do not fit", self.x.dims(), kernel.dims());
+        }
+        Ok(cpu_ops::Conv { b, cin, h, w, cout, k, padding: self.padding, stride: self.stride })
+    }
+}
+
 impl CustomOp1 for Conv2dOfData {
     fn name(&self) -> &'static str {
         "conv2d-of-data"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if let (true, CpuStorage::F32(_)) = (cpu_ops::fast_f32(&self.x), storage) {
+            // Our direct loops (see cpu_ops): parallel over output planes, no im2col copy.
+            let g = self.geometry(layout.shape())?;
+            let w = cpu_ops::f32_slice(storage, layout)?;
+            let out = cpu_ops::with_f32(&self.x, |x| Ok(cpu_ops::conv2d_forward_f32(x, w, g)))?;
+            let (oh, ow) = g.out();
+            return Ok((CpuStorage::F32(out), Shape::from((g.b, g.cout, oh, ow))));
+        }
         let w = weight(storage, layout)?;
         into_cpu_storage(&self.x.conv2d(&w, self.padding, self.stride, 1, 1)?)
     }
 
     fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if cpu_ops::fast_f32(&self.x) && cpu_ops::fast_f32(grad) {
+            let g = self.geometry(w.shape())?;
+            let gw =
+                cpu_ops::with_f32(&self.x, |x| cpu_ops::with_f32(grad, |go| Ok(cpu_ops::conv2d_weight_f32(x, go, g))))?;
+            return Ok(Some(Tensor::from_vec(gw, w.shape(), w.device())?));
+        }
         // candle's own formula for the kernel's gradient (backprop.rs, Op::Conv2D).
         let g =
             self.x.transpose(0, 1)?.conv2d(&grad.transpose(0, 1)?, self.padding, 1, self.stride, 1)?.transpose(0, 1)?;

@@ -33,6 +33,7 @@
 //! # Ok::<(), tuneforge_model::Error>(())
 //! ```
 
+mod cpu_ops;
 mod data_input;
 mod error;
 mod model;

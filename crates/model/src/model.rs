@@ -352,6 +352,9 @@ fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
             let c = b.dims1()?;
             h.conv2d(w.as_tensor(), *padding, *stride, 1, 1)?.broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
         }
+        Layer::MaxPool2d { size, stride } if crate::cpu_ops::fast_f32(h) => {
+            crate::cpu_ops::max_pool2d(h, *size, *stride)?
+        }
         Layer::MaxPool2d { size, stride } => h.max_pool2d_with_stride(*size, *stride)?,
         Layer::Flatten => h.flatten_from(1)?,
         Layer::Act(Activation::Relu) => h.relu()?,

@@ -246,10 +246,12 @@ fn save_then_load_gives_identical_outputs() {
     let _ = Var::zeros(1, DType::F32, &Device::Cpu).unwrap();
 }
 
-/// The first layer takes data: its backward skips the input gradient (a custom op). Every
-/// parameter's gradient equals the one of candle's own ops — obtained by making the input a
-/// `Var`, which takes the plain path — to 1e-5 relative, on real images, for the seed CNN,
-/// a batch-norm CNN and an MLP (whose first layer follows a flatten).
+/// The first layer takes data: its backward skips the input gradient (a custom op; for a
+/// convolution, our direct kernel). On real images, for the seed CNN, a batch-norm CNN and
+/// an MLP (whose first layer follows a flatten), the loss equals that of candle's own ops —
+/// taken by making the input a `Var` — to 1e-5, and every parameter's gradient to 1e-5 of
+/// its largest entry (the first weight to 5e-4, see below). Max pooling takes our kernel on
+/// both paths (candle's backward scales by 1/k², see cpu_ops).
 #[test]
 fn data_input_first_layer_gives_candle_gradients() {
     for spec in [ModelSpec::seed_cnn(10), bn_net(), ModelSpec::preset("mlp:64,32", &[1, 28, 28], 10).unwrap()] {
@@ -267,11 +269,20 @@ fn data_input_first_layer_gives_candle_gradients() {
         let as_var = Var::from_tensor(&x).unwrap();
         let (loss_var, theirs, input_grad) = grads_of(as_var.as_tensor());
         assert!(input_grad, "a Var input keeps its gradient (saliency)");
-        assert_eq!(loss_data, loss_var);
+        assert!(((loss_data - loss_var) / loss_var).abs() < 1e-5, "{loss_data} vs {loss_var}");
         for ((name, a), (_, b)) in ours.iter().zip(&theirs) {
-            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
+            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            if scale < 1e-4 {
+                // A bias before batch norm: its gradient is zero up to rounding.
+                assert!(max_diff(a, b) < 1e-6, "{name}: {} apart", max_diff(a, b));
+                continue;
+            }
             let rel = max_diff(a, b) / scale;
-            assert!(rel < 1e-5, "{name}: relative difference {rel}");
+            // The seed CNN's first weight gradient sums 64·26·26 products per tap: candle's f32
+            // gemm rounds that sum to ~2e-4 of the largest entry; our kernel sums rows in f64
+            // (within 1e-5 of f64 loops, see cpu_ops' tests). Everything else agrees to ~1e-6.
+            let tolerance = if name == "layers.0.weight" { 5e-4 } else { 1e-5 };
+            assert!(rel < tolerance, "{name}: relative difference {rel}");
         }
     }
 }

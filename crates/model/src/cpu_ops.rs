@@ -1,0 +1,360 @@
+//! CPU kernels of our own, plugged into candle's autograd as custom ops, where candle's
+//! generic CPU path is slow for the shapes these networks use (measured in
+//! docs/benchmarks.md, "CPU kernels"):
+//!
+//! - [`max_pool2d`]: max pooling whose backward sends each window's gradient to the window's
+//!   first maximum in one pass (candle's backward builds an equality mask through five
+//!   full-size tensors: upsample, compare, cast, average-pool, multiply);
+//! - [`conv2d_weight_f32`]/[`conv2d_forward_f32`]: direct convolution loops, parallel over
+//!   output planes with rayon, used for the first layer (whose input is data: see
+//!   `data_input`), where candle's im2col path spends most of its time copying.
+//!
+//! Only contiguous `f32` tensors on the CPU take these paths; callers check with
+//! [`fast_f32`] and otherwise use candle's ops.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Whether `t` is an `f32` CPU tensor (the kernels here handle that case only).
+pub(crate) fn fast_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// The `f32` values of a contiguous storage, from its layout's offset.
+pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        (CpuStorage::F32(_), None) => candle_core::bail!("cpu kernel: the input must be contiguous"),
+        _ => candle_core::bail!("cpu kernel: f32 only"),
+    }
+}
+
+/// `f(values)` on the `f32` data of a CPU tensor (made contiguous first).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> candle_core::Result<R>) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(f32_slice(cpu, layout)?),
+        _ => candle_core::bail!("cpu kernel: CPU tensors only"),
+    }
+}
+
+/// Max pooling of `(B, C, H, W)` with a `size`×`size` window and `stride`.
+struct MaxPool2d {
+    size: usize,
+    stride: usize,
+}
+
+fn pooled(h: usize, w: usize, size: usize, stride: usize) -> (usize, usize) {
+    ((h - size) / stride + 1, (w - size) / stride + 1)
+}
+
+impl CustomOp1 for MaxPool2d {
+    fn name(&self) -> &'static str {
+        "max-pool2d-f32"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(storage, layout)?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (size, stride) = (self.size, self.stride);
+        if h < size || w < size {
+            candle_core::bail!("max-pool2d: input {h}×{w} smaller than the window {size}");
+        }
+        let (oh, ow) = pooled(h, w, size, stride);
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(o, plane)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..size {
+                        let row = &plane[(oy * stride + ky) * w + ox * stride..][..size];
+                        for &v in row {
+                            // NaN propagates, as in candle and PyTorch.
+                            if v > m || v.is_nan() {
+                                m = v;
+                            }
+                        }
+                    }
+                    o[oy * ow + ox] = m;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+
+    /// Each window's gradient goes to its first maximum (PyTorch's rule; candle spreads it
+    /// over tied maxima, which only differs on exact ties).
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (b, c, h, w) = arg.dims4()?;
+        let (size, stride) = (self.size, self.stride);
+        let (oh, ow) = pooled(h, w, size, stride);
+        let mut gin = vec![0f32; b * c * h * w];
+        with_f32(arg, |x| {
+            with_f32(grad, |g| {
+                gin.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).zip(g.par_chunks(oh * ow)).for_each(
+                    |((gi, plane), go)| {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let (mut m, mut at) = (f32::NEG_INFINITY, usize::MAX);
+                                for ky in 0..size {
+                                    let base = (oy * stride + ky) * w + ox * stride;
+                                    for kx in 0..size {
+                                        let v = plane[base + kx];
+                                        if v > m || (v.is_nan() && !m.is_nan()) || at == usize::MAX {
+                                            (m, at) = (v, base + kx);
+                                        }
+                                    }
+                                }
+                                gi[at] += go[oy * ow + ox];
+                            }
+                        }
+                    },
+                );
+                Ok(())
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(gin, (b, c, h, w), arg.device())?))
+    }
+}
+
+/// Max pooling through our kernel (`x` must satisfy [`fast_f32`]).
+pub(crate) fn max_pool2d(x: &Tensor, size: usize, stride: usize) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(MaxPool2d { size, stride })
+}
+
+/// Convolution geometry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv {
+    pub b: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub padding: usize,
+    pub stride: usize,
+}
+
+impl Conv {
+    pub(crate) fn out(&self) -> (usize, usize) {
+        let oh = (self.h + 2 * self.padding - self.k) / self.stride + 1;
+        let ow = (self.w + 2 * self.padding - self.k) / self.stride + 1;
+        (oh, ow)
+    }
+
+    /// For output column `ox` and tap `kx`, the input column, if inside the image.
+    #[inline]
+    fn col(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride + kx).checked_sub(self.padding).filter(|&c| c < self.w)
+    }
+
+    #[inline]
+    fn row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky).checked_sub(self.padding).filter(|&r| r < self.h)
+    }
+
+    /// The range of output columns whose input column for tap `kx` is inside the image.
+    fn valid_cols(&self, kx: usize, ow: usize) -> std::ops::Range<usize> {
+        let lo = (0..ow).find(|&ox| self.col(ox, kx).is_some()).unwrap_or(ow);
+        let hi = (lo..ow).rev().find(|&ox| self.col(ox, kx).is_some()).map_or(lo, |x| x + 1);
+        lo..hi
+    }
+}
+
+/// `conv2d(x, w)` (no bias): `x` is `(B, Cin, H, W)`, `w` `(Cout, Cin, K, K)`, both
+/// contiguous; one output plane per rayon task.
+pub(crate) fn conv2d_forward_f32(x: &[f32], w: &[f32], g: Conv) -> Vec<f32> {
+    let (oh, ow) = g.out();
+    let mut out = vec![0f32; g.b * g.cout * oh * ow];
+    let ranges: Vec<std::ops::Range<usize>> = (0..g.k).map(|kx| g.valid_cols(kx, ow)).collect();
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
+        let (bi, co) = (plane / g.cout, plane % g.cout);
+        for ci in 0..g.cin {
+            let xin = &x[(bi * g.cin + ci) * g.h * g.w..][..g.h * g.w];
+            let wk = &w[(co * g.cin + ci) * g.k * g.k..][..g.k * g.k];
+            for oy in 0..oh {
+                let orow = &mut o[oy * ow..][..ow];
+                for ky in 0..g.k {
+                    let Some(r) = g.row(oy, ky) else { continue };
+                    let xrow = &xin[r * g.w..][..g.w];
+                    for (kx, cols) in ranges.iter().enumerate() {
+                        let wv = wk[ky * g.k + kx];
+                        if g.stride == 1 {
+                            let start = cols.start + kx - g.padding;
+                            for (o, &v) in orow[cols.clone()].iter_mut().zip(&xrow[start..]) {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for ox in cols.clone() {
+                                orow[ox] += wv * xrow[ox * g.stride + kx - g.padding];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The gradient of `conv2d(x, w)` with respect to `w`, given the output's gradient `gout`
+/// `(B, Cout, OH, OW)`: one output channel per rayon task.
+pub(crate) fn conv2d_weight_f32(x: &[f32], gout: &[f32], g: Conv) -> Vec<f32> {
+    let (oh, ow) = g.out();
+    let ranges: Vec<std::ops::Range<usize>> = (0..g.k).map(|kx| g.valid_cols(kx, ow)).collect();
+    let mut gw = vec![0f32; g.cout * g.cin * g.k * g.k];
+    gw.par_chunks_mut(g.cin * g.k * g.k).enumerate().for_each(|(co, gwc)| {
+        // Each row's dot product in f32, their sum in f64: the rounding of a sum over
+        // B·OH·OW terms stays at that of one row's.
+        let mut acc = vec![0f64; g.cin * g.k * g.k];
+        let mut row_acc = vec![0f64; g.k * g.k];
+        for bi in 0..g.b {
+            let go = &gout[(bi * g.cout + co) * oh * ow..][..oh * ow];
+            for ci in 0..g.cin {
+                let xin = &x[(bi * g.cin + ci) * g.h * g.w..][..g.h * g.w];
+                row_acc.iter_mut().for_each(|a| *a = 0.0);
+                for oy in 0..oh {
+                    let grow = &go[oy * ow..][..ow];
+                    for ky in 0..g.k {
+                        let Some(r) = g.row(oy, ky) else { continue };
+                        let xrow = &xin[r * g.w..][..g.w];
+                        for (kx, cols) in ranges.iter().enumerate() {
+                            let s: f32 = if g.stride == 1 {
+                                let start = cols.start + kx - g.padding;
+                                grow[cols.clone()].iter().zip(&xrow[start..]).map(|(a, b)| a * b).sum()
+                            } else {
+                                cols.clone().map(|ox| grow[ox] * xrow[ox * g.stride + kx - g.padding]).sum()
+                            };
+                            row_acc[ky * g.k + kx] += f64::from(s);
+                        }
+                    }
+                }
+                for (a, r) in acc[ci * g.k * g.k..][..g.k * g.k].iter_mut().zip(&row_acc) {
+                    *a += *r;
+                }
+            }
+        }
+        for (o, a) in gwc.iter_mut().zip(&acc) {
+            *o = *a as f32;
+        }
+    });
+    gw
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12)
+    }
+
+    /// Forward equals candle's; the input gradient equals a plain reference (first maximum
+    /// of each window takes its gradient, as in PyTorch) for overlapping windows too, and
+    /// candle's times k² for non-overlapping ones (candle's backward assumes them, and scales
+    /// by 1/k²). Random inputs: no ties.
+    #[test]
+    fn max_pool_matches_candle_and_a_reference() {
+        let dev = Device::Cpu;
+        for (shape, size, stride) in
+            [((4, 3, 8, 8), 2, 2), ((2, 5, 9, 7), 3, 2), ((3, 2, 6, 6), 2, 1), ((2, 2, 7, 7), 3, 3)]
+        {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap();
+            let theirs = x.as_tensor().max_pool2d_with_stride(size, stride).unwrap();
+            let ours = max_pool2d(x.as_tensor(), size, stride).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert_eq!(rel(&ours, &theirs), 0.0);
+            let weights = Tensor::randn(0f32, 1.0, ours.shape(), &dev).unwrap();
+            let go = (&ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+            let ours_grad = go.get(x.as_tensor()).unwrap();
+            // Reference: loops in f64.
+            let (b, c, h, w) = shape;
+            let (oh, ow) = pooled(h, w, size, stride);
+            let xs = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ws = weights.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut reference = vec![0f64; b * c * h * w];
+            for p in 0..b * c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = (f32::NEG_INFINITY, 0);
+                        for ky in 0..size {
+                            for kx in 0..size {
+                                let at = p * h * w + (oy * stride + ky) * w + ox * stride + kx;
+                                if xs[at] > best.0 {
+                                    best = (xs[at], at);
+                                }
+                            }
+                        }
+                        reference[best.1] += f64::from(ws[(p * oh + oy) * ow + ox]);
+                    }
+                }
+            }
+            let reference =
+                Tensor::from_vec(reference, shape, &dev).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            assert!(rel(ours_grad, &reference) < 1e-6, "{shape:?} {size} {stride}");
+            if stride == size && h % size == 0 && w % size == 0 {
+                // candle 0.11's backward multiplies by the window's mean of its max mask (1/k²
+                // without ties) where it means to divide: its gradient is ours / k².
+                let gt = (theirs * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+                let candle = (gt.get(x.as_tensor()).unwrap() * (size * size) as f64).unwrap();
+                assert!(rel(ours_grad, &candle) < 1e-6, "{shape:?} {size} {stride} vs candle × k²");
+            }
+        }
+    }
+
+    #[test]
+    fn direct_convolution_matches_candle() {
+        let dev = Device::Cpu;
+        for (cin, k, padding, stride) in [(1, 3, 0, 1), (3, 3, 1, 1), (2, 5, 2, 2), (4, 3, 1, 3)] {
+            let (b, h, w, cout) = (3, 11, 9, 4);
+            let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 0.5, (cout, cin, k, k), &dev).unwrap();
+            let g = Conv { b, cin, h, w, cout, k, padding, stride };
+            let theirs = x.conv2d(&wt, padding, stride, 1, 1).unwrap();
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ws = wt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ours = Tensor::from_vec(conv2d_forward_f32(&xs, &ws, g), theirs.shape(), &dev).unwrap();
+            assert!(rel(&ours, &theirs) < 1e-5, "forward {cin} {k} {padding} {stride}");
+            // The weight gradient of sum(out · r), by plain loops in f64 (candle's own backward
+            // fails on some of these geometries: it also builds the input's gradient).
+            let r = Tensor::randn(0f32, 1.0, theirs.shape(), &dev).unwrap();
+            let rs = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (oh, ow) = g.out();
+            let mut reference = vec![0f64; cout * cin * k * k];
+            for bi in 0..b {
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let mut sum = 0f64;
+                                for oy in 0..oh {
+                                    for ox in 0..ow {
+                                        let (iy, ix) = (
+                                            (oy * stride + ky) as isize - padding as isize,
+                                            (ox * stride + kx) as isize - padding as isize,
+                                        );
+                                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                            let xv = xs[((bi * cin + ci) * h + iy as usize) * w + ix as usize];
+                                            sum +=
+                                                f64::from(xv) * f64::from(rs[((bi * cout + co) * oh + oy) * ow + ox]);
+                                        }
+                                    }
+                                }
+                                reference[((co * cin + ci) * k + ky) * k + kx] += sum;
+                            }
+                        }
+                    }
+                }
+            }
+            let reference =
+                Tensor::from_vec(reference, wt.shape(), &dev).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            let gw = Tensor::from_vec(conv2d_weight_f32(&xs, &rs, g), wt.shape(), &dev).unwrap();
+            let e = rel(&gw, &reference);
+            assert!(e < 1e-5, "weight grad {cin} {k} {padding} {stride}: {e}");
+        }
+    }
+}
