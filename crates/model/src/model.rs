@@ -350,7 +350,13 @@ fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
         Layer::Linear { w, b } => h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?,
         Layer::Conv2d { w, b, stride, padding } => {
             let c = b.dims1()?;
-            h.conv2d(w.as_tensor(), *padding, *stride, 1, 1)?.broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
+            // Data in (the first layer, or evaluation): our direct kernel, as in training.
+            let y = if crate::data_input::applies(h) && crate::cpu_ops::fast_f32(h) {
+                crate::data_input::conv2d(h, w.as_tensor(), *padding, *stride)?
+            } else {
+                h.conv2d(w.as_tensor(), *padding, *stride, 1, 1)?
+            };
+            y.broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
         }
         Layer::MaxPool2d { size, stride } if crate::cpu_ops::fast_f32(h) => {
             crate::cpu_ops::max_pool2d(h, *size, *stride)?
