@@ -179,6 +179,12 @@ pub(crate) fn conv2d_forward_f32(x: &[f32], w: &[f32], g: Conv) -> Vec<f32> {
                     let Some(r) = g.row(oy, ky) else { continue };
                     let xrow = &xin[r * g.w..][..g.w];
                     for (kx, cols) in ranges.iter().enumerate() {
+                        // A tap that meets no input column (a kernel wider than the padded
+                        // image allows): `start` below would be out of the row (found by
+                        // fuzzing, fuzz/regressions/model_spec/).
+                        if cols.is_empty() {
+                            continue;
+                        }
                         let wv = wk[ky * g.k + kx];
                         if g.stride == 1 {
                             let start = cols.start + kx - g.padding;
@@ -220,6 +226,9 @@ pub(crate) fn conv2d_weight_f32(x: &[f32], gout: &[f32], g: Conv) -> Vec<f32> {
                         let Some(r) = g.row(oy, ky) else { continue };
                         let xrow = &xin[r * g.w..][..g.w];
                         for (kx, cols) in ranges.iter().enumerate() {
+                            if cols.is_empty() {
+                                continue; // as in conv2d_forward_f32
+                            }
                             let s: f32 = if g.stride == 1 {
                                 let start = cols.start + kx - g.padding;
                                 grow[cols.clone()].iter().zip(&xrow[start..]).map(|(a, b)| a * b).sum()

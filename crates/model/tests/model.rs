@@ -104,6 +104,33 @@ fn specs_round_trip_as_json_and_bad_ones_are_typed_errors() {
     assert!(matches!(model.forward(&x), Err(Error::InputShape { .. })));
 }
 
+/// fuzz/regressions/model_spec/kernel-tap-outside-the-image.json: a 7×7 kernel with padding 3
+/// on a 2×2 image has taps that meet no input column; the direct convolution indexed past the
+/// row for them (a panic in a rayon worker) instead of skipping them.
+#[test]
+fn a_first_layer_kernel_wider_than_the_padded_image_allows_matches_candle() {
+    let spec: ModelSpec = serde_json::from_str(
+        r#"{"input":[1,2,2],"layers":[{"type":"conv2d","channels":1,"kernel":7,"padding":3},{"type":"flatten"},{"type":"linear","width":2}]}"#,
+    )
+    .unwrap();
+    let mut model = spec.init_seeded(&Device::Cpu, 4).unwrap();
+    let x = Tensor::rand(0f32, 1.0, (3, 1, 2, 2), &Device::Cpu).unwrap();
+    let vars: std::collections::HashMap<String, Tensor> =
+        model.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+    let conv = x.conv2d(&vars["layers.0.weight"], 3, 1, 1, 1).unwrap();
+    let conv = conv.broadcast_add(&vars["layers.0.bias"].reshape((1, 1, 1, 1)).unwrap()).unwrap();
+    let reference = conv
+        .flatten_from(1)
+        .unwrap()
+        .matmul(&vars["layers.2.weight"].t().unwrap())
+        .unwrap()
+        .broadcast_add(&vars["layers.2.bias"])
+        .unwrap();
+    assert!(max_diff(&model.forward(&x).unwrap(), &reference) < 1e-5);
+    let y = Tensor::new(&[0u32, 1, 1], &Device::Cpu).unwrap();
+    assert!(sgd_step(&mut model, &x, &y, 0.1).is_finite());
+}
+
 /// Widen every hidden layer of `spec` after a few training steps; check logits agree.
 fn check_widen_preserves(spec: ModelSpec, input: &[usize]) {
     let (x, y) = fmnist_batch(64, input, 1);
