@@ -278,6 +278,16 @@ impl Model {
             .ok_or_else(|| ck("", format!("no {SPEC_METADATA_KEY} metadata: not a tuneforge model")))?;
         let spec: ModelSpec =
             serde_json::from_str(spec_json).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        // Every tensor the spec needs must be in the file, with its shape, before anything is
+        // allocated: the spec alone can announce any size (a 1 KB file whose spec has a
+        // 100000 × 100000 layer made `init` allocate 40 GB). The file's tensors are as large
+        // as the file, so `init` below is too.
+        for (name, shape) in spec.tensor_shapes()? {
+            let info = meta.info(&name).ok_or_else(|| ck(&name, "missing".into()))?;
+            if info.shape != shape || info.dtype != safetensors::Dtype::F32 {
+                return Err(ck(&name, format!("{:?} {:?}, spec needs F32 {shape:?}", info.dtype, info.shape)));
+            }
+        }
         let mut tensors = candle_core::safetensors::load_buffer(bytes, device)?;
         let mut model = spec.init(device)?;
         let mut take = |name: String, like: &Tensor| -> Result<Tensor> {

@@ -277,6 +277,37 @@ impl ModelSpec {
         s
     }
 
+    /// Name and shape of every tensor a [`Model`](crate::Model) of this spec holds, as
+    /// [`Model::tensors`](crate::Model::tensors) names them (`layers.{i}.weight`, `.bias`,
+    /// and batch norm's `.running_mean` and `.running_var`), in layer order. Computed from
+    /// the shapes alone: nothing is allocated. Fails on inconsistent specs.
+    pub fn tensor_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let shapes = self.shapes()?;
+        let mut inp = &self.input;
+        let mut out = Vec::new();
+        for (i, (layer, shape)) in self.layers.iter().zip(&shapes).enumerate() {
+            let name = |what: &str| format!("layers.{i}.{what}");
+            match layer {
+                LayerSpec::Linear { width } => {
+                    out.push((name("weight"), vec![*width, inp[0]]));
+                    out.push((name("bias"), vec![*width]));
+                }
+                LayerSpec::Conv2d { channels, kernel, .. } => {
+                    out.push((name("weight"), vec![*channels, inp[0], *kernel, *kernel]));
+                    out.push((name("bias"), vec![*channels]));
+                }
+                LayerSpec::BatchNorm { .. } => {
+                    for what in ["weight", "bias", "running_mean", "running_var"] {
+                        out.push((name(what), vec![inp[0]]));
+                    }
+                }
+                _ => {}
+            }
+            inp = shape;
+        }
+        Ok(out)
+    }
+
     /// Number of trainable parameters.
     pub fn parameter_count(&self) -> Result<usize> {
         let shapes = self.shapes()?;

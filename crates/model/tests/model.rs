@@ -131,6 +131,30 @@ fn a_first_layer_kernel_wider_than_the_padded_image_allows_matches_candle() {
     assert!(sgd_step(&mut model, &x, &y, 0.1).is_finite());
 }
 
+/// fuzz/regressions/model_checkpoint/huge-spec-small-file.safetensors: the tensors of an
+/// mlp:4 model under a spec announcing a 100000 × 100000 first layer. Loading it allocated
+/// 40 GB before noticing that the tensors do not fit; now the shapes are checked first.
+#[test]
+fn a_small_file_whose_spec_announces_huge_layers_is_refused_before_allocating() {
+    let bytes = include_bytes!("../../../fuzz/regressions/model_checkpoint/huge-spec-small-file.safetensors");
+    let e = Model::from_safetensors(bytes, "huge.safetensors".as_ref(), &Device::Cpu).unwrap_err();
+    assert!(matches!(&e, Error::Checkpoint { name, .. } if name == "layers.0.weight"), "{e}");
+    assert!(e.to_string().contains("[100000, 100000]"), "{e}");
+}
+
+#[test]
+fn tensor_shapes_are_the_shapes_of_the_built_models_tensors() {
+    for spec in [bn_net(), ModelSpec::seed_cnn(10), ModelSpec::mlp(12, &[5, 4], 3)] {
+        let model = spec.init(&Device::Cpu).unwrap();
+        let mut built: Vec<(String, Vec<usize>)> =
+            model.tensors().into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
+        let mut announced = spec.tensor_shapes().unwrap();
+        built.sort();
+        announced.sort();
+        assert_eq!(announced, built);
+    }
+}
+
 /// Widen every hidden layer of `spec` after a few training steps; check logits agree.
 fn check_widen_preserves(spec: ModelSpec, input: &[usize]) {
     let (x, y) = fmnist_batch(64, input, 1);
