@@ -106,6 +106,14 @@ impl Reinforce {
         if !numbers.chain([&self.baseline, &self.learning_rate]).all(|x| x.is_finite()) {
             return Err("a weight or statistic is not finite".into());
         }
+        // A negative sum of squares is a negative variance: every feature, so every
+        // probability, was NaN (found in review, shown with the policy fuzz target).
+        if self.obs_m2.iter().any(|&m2| m2 < 0.0) {
+            return Err("obs_m2 holds sums of squared deviations: they cannot be negative".into());
+        }
+        if !(0.0..=1.0).contains(&self.baseline_rate) {
+            return Err(format!("baseline_rate {} is outside [0, 1]", self.baseline_rate));
+        }
         Ok(())
     }
 
@@ -136,10 +144,23 @@ impl Reinforce {
     }
 
     /// Action probabilities for `observation`.
+    ///
+    /// Always a distribution (finite, summing to 1), even when a logit overflows: large
+    /// finite weights times a large observation made `inf - inf` and every probability NaN
+    /// (found in review, shown with the policy fuzz target). An infinite logit counts as
+    /// the largest finite one, a NaN one as −∞; when every logit is NaN the choice is uniform.
     pub fn probabilities(&self, observation: &Observation) -> Vec<f64> {
         let phi = self.features(observation);
-        let logits: Vec<f64> = self.theta.iter().map(|w| w.iter().zip(&phi).map(|(a, b)| a * b).sum()).collect();
+        let logits: Vec<f64> = self
+            .theta
+            .iter()
+            .map(|w| w.iter().zip(&phi).map(|(a, b)| a * b).sum::<f64>())
+            .map(|l: f64| if l.is_nan() { f64::NEG_INFINITY } else { l.clamp(f64::MIN, f64::MAX) })
+            .collect();
         let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if max == f64::NEG_INFINITY {
+            return vec![1.0 / logits.len() as f64; logits.len()];
+        }
         let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = exp.iter().sum();
         exp.iter().map(|e| e / sum).collect()

@@ -475,6 +475,27 @@ mod policy {
         }
     }
 
+    /// fuzz/regressions/policy/: a weight so large that a logit overflows gave NaN
+    /// probabilities (the policy then always took the last action); a negative variance
+    /// statistic made every feature NaN. The first now gives a distribution, the second is
+    /// refused by `validate`.
+    #[test]
+    fn a_loaded_policy_never_gives_nan_probabilities() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/policy");
+        let read = |name: &str| -> Reinforce {
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+        };
+        let big = read("weight-overflows-the-logits.json");
+        big.validate().unwrap();
+        for x in [2.3, 1e6, -1e300] {
+            let p = big.probabilities(&obs(x));
+            let sum: f64 = p.iter().sum();
+            assert!(p.iter().all(|q| q.is_finite() && *q >= 0.0) && (sum - 1.0).abs() < 1e-12, "{p:?}");
+        }
+        assert!(read("negative-variance.json").validate().unwrap_err().contains("obs_m2"));
+        assert!(Reinforce { baseline_rate: 2.0, ..Reinforce::default() }.validate().is_err());
+    }
+
     /// A contextual bandit: with loss > 0 the rewarded action is "lr down", otherwise
     /// "batch up". REINFORCE must learn both from rewards alone.
     #[test]
