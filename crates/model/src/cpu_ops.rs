@@ -251,6 +251,142 @@ pub(crate) fn conv2d_weight_f32(x: &[f32], gout: &[f32], g: Conv) -> Vec<f32> {
     gw
 }
 
+/// `maxpool(relu(conv2d(x, w) + b))` for data `x`, as one op on `(w, b)`: the convolution
+/// plane is computed, biased, and pooled with the ReLU folded into the max (a window's
+/// output is its largest value, or 0 when that is not positive), so no `(B, C, OH, OW)`
+/// tensor exists in the graph. The backward pass sends each pooled gradient to its window's
+/// first maximum when that was positive (ReLU's gradient at 0 is 0, as in candle) and
+/// accumulates the weight and bias gradients from those positions only.
+pub(crate) struct ConvBiasReluPool {
+    pub x: Tensor,
+    pub conv: Conv,
+    pub pool: usize,
+    pub pool_stride: usize,
+    /// Per pooled output, the flat position of its maximum in the conv plane, or `u32::MAX`
+    /// when it was not positive (no gradient); written by the forward pass.
+    argmax: std::sync::Mutex<Vec<u32>>,
+}
+
+impl ConvBiasReluPool {
+    pub(crate) fn new(x: Tensor, conv: Conv, pool: usize, pool_stride: usize) -> Self {
+        ConvBiasReluPool { x, conv, pool, pool_stride, argmax: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn pooled(&self) -> (usize, usize) {
+        let (oh, ow) = self.conv.out();
+        pooled(oh, ow, self.pool, self.pool_stride)
+    }
+}
+
+impl candle_core::CustomOp2 for ConvBiasReluPool {
+    fn name(&self) -> &'static str {
+        "conv2d-bias-relu-maxpool-f32"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (w, bias) = (f32_slice(ws, wl)?, f32_slice(bs, bl)?);
+        let g = self.conv;
+        let (oh, ow) = g.out();
+        if oh < self.pool || ow < self.pool {
+            candle_core::bail!("max-pool2d: input {oh}×{ow} smaller than the window {}", self.pool);
+        }
+        let (ph, pw) = self.pooled();
+        let mut out = vec![0f32; g.b * g.cout * ph * pw];
+        let mut argmax = vec![u32::MAX; out.len()];
+        with_f32(&self.x, |x| {
+            out.par_chunks_mut(ph * pw).zip(argmax.par_chunks_mut(ph * pw)).enumerate().for_each(|(plane, (o, am))| {
+                let (bi, co) = (plane / g.cout, plane % g.cout);
+                let one = Conv { b: 1, cout: 1, ..g };
+                let xin = &x[bi * g.cin * g.h * g.w..][..g.cin * g.h * g.w];
+                let wk = &w[co * g.cin * g.k * g.k..][..g.cin * g.k * g.k];
+                let conv = conv2d_forward_f32(xin, wk, one);
+                for py in 0..ph {
+                    for px in 0..pw {
+                        let (mut m, mut at) = (f32::NEG_INFINITY, usize::MAX);
+                        for ky in 0..self.pool {
+                            let base = (py * self.pool_stride + ky) * ow + px * self.pool_stride;
+                            for kx in 0..self.pool {
+                                let v = conv[base + kx];
+                                if v > m || (v.is_nan() && !m.is_nan()) || at == usize::MAX {
+                                    (m, at) = (v, base + kx);
+                                }
+                            }
+                        }
+                        let v = m + bias[co];
+                        let i = py * pw + px;
+                        if v > 0.0 {
+                            (o[i], am[i]) = (v, at as u32);
+                        } else if v.is_nan() {
+                            o[i] = v;
+                        }
+                    }
+                }
+            });
+            Ok(())
+        })?;
+        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("poisoned".into()))? = argmax;
+        Ok((CpuStorage::F32(out), Shape::from((g.b, g.cout, ph, pw))))
+    }
+
+    fn bwd(
+        &self,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.conv;
+        let (_, ow) = g.out();
+        let (ph, pw) = self.pooled();
+        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+        let mut gw = vec![0f32; g.cout * g.cin * g.k * g.k];
+        let mut gb = vec![0f32; g.cout];
+        with_f32(&self.x, |x| {
+            with_f32(grad, |go| {
+                gw.par_chunks_mut(g.cin * g.k * g.k).zip(gb.par_iter_mut()).enumerate().for_each(|(co, (gwc, gbc))| {
+                    let mut acc = vec![0f64; g.cin * g.k * g.k];
+                    let mut bias = 0f64;
+                    for bi in 0..g.b {
+                        let plane = (bi * g.cout + co) * ph * pw;
+                        for i in 0..ph * pw {
+                            let at = argmax[plane + i];
+                            if at == u32::MAX {
+                                continue;
+                            }
+                            let gv = go[plane + i];
+                            bias += f64::from(gv);
+                            let (oy, ox) = (at as usize / ow, at as usize % ow);
+                            for ci in 0..g.cin {
+                                let xin = &x[(bi * g.cin + ci) * g.h * g.w..][..g.h * g.w];
+                                for ky in 0..g.k {
+                                    let Some(r) = g.row(oy, ky) else { continue };
+                                    for kx in 0..g.k {
+                                        if let Some(c) = g.col(ox, kx) {
+                                            acc[(ci * g.k + ky) * g.k + kx] += f64::from(gv * xin[r * g.w + c]);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (o, a) in gwc.iter_mut().zip(&acc) {
+                        *o = *a as f32;
+                    }
+                    *gbc = bias as f32;
+                });
+                Ok(())
+            })
+        })?;
+        Ok((Some(Tensor::from_vec(gw, w.shape(), w.device())?), Some(Tensor::from_vec(gb, b.shape(), b.device())?)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var};
@@ -364,6 +500,39 @@ mod tests {
             let gw = Tensor::from_vec(conv2d_weight_f32(&xs, &rs, g), wt.shape(), &dev).unwrap();
             let e = rel(&gw, &reference);
             assert!(e < 1e-5, "weight grad {cin} {k} {padding} {stride}: {e}");
+        }
+    }
+
+    /// The fused first block equals candle's conv + bias + ReLU followed by our (validated)
+    /// pool, forward and gradients of weight and bias, with and without padding.
+    #[test]
+    fn fused_conv_bias_relu_pool_matches_the_chain() {
+        let dev = Device::Cpu;
+        for (cin, k, padding, stride, pool) in [(1, 3, 0, 1, 2), (3, 3, 1, 1, 2), (2, 5, 2, 2, 3)] {
+            let (b, h, w, cout) = (4, 14, 12, 6);
+            let x = Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev).unwrap();
+            let wv = Var::from_tensor(&Tensor::randn(0f32, 0.5, (cout, cin, k, k), &dev).unwrap()).unwrap();
+            let bv = Var::from_tensor(&Tensor::randn(0f32, 0.5, cout, &dev).unwrap()).unwrap();
+            let chain = x
+                .conv2d(wv.as_tensor(), padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bv.as_tensor().reshape((1, cout, 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            let theirs = max_pool2d(&chain, pool, pool).unwrap();
+            let conv = Conv { b, cin, h, w, cout, k, padding, stride };
+            let op = ConvBiasReluPool::new(x.clone(), conv, pool, pool);
+            let ours = wv.as_tensor().apply_op2(bv.as_tensor(), op).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(rel(&ours, &theirs) < 1e-5);
+            let r = Tensor::randn(0f32, 1.0, ours.shape(), &dev).unwrap();
+            let gt = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let go = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&wv, &bv] {
+                let e = rel(go.get(v.as_tensor()).unwrap(), gt.get(v.as_tensor()).unwrap());
+                assert!(e < 1e-5, "{cin} {k} {padding} {stride} {pool}: {e}");
+            }
         }
     }
 }

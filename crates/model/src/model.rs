@@ -123,7 +123,16 @@ impl Model {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let mut h = x.clone();
-        for layer in &self.layers {
+        let mut skip = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if let Some(y) = fused_first_block(&self.layers[i..], &h)? {
+                (h, skip) = (y, 2);
+                continue;
+            }
             h = match layer {
                 Layer::BatchNorm { gamma, beta, mean, var, eps, .. } => {
                     let shape = bn_shape(&h);
@@ -143,7 +152,18 @@ impl Model {
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let mut h = x.clone();
-        for layer in &mut self.layers {
+        let mut skip = 0;
+        for i in 0..self.layers.len() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            // A first block conv → ReLU → max-pool on data: one fused op.
+            if let Some(y) = fused_first_block(&self.layers[i..], &h)? {
+                (h, skip) = (y, 2);
+                continue;
+            }
+            let layer = &mut self.layers[i];
             // Up to the first layer with parameters, `h` is data (it tracks no gradient):
             // that layer's backward needs no gradient for its input.
             let data_input = crate::data_input::applies(&h);
@@ -348,6 +368,35 @@ impl Model {
         }
         Ok(Model { spec: self.spec.clone(), device: device.clone(), layers, rng: self.rng.clone() })
     }
+}
+
+/// `maxpool(relu(conv(h)))` as one op when `layers` starts with that block, `h` is data
+/// (tracks no gradient) and an `f32` CPU tensor: see `cpu_ops::ConvBiasReluPool`.
+fn fused_first_block(layers: &[Layer], h: &Tensor) -> Result<Option<Tensor>> {
+    let [
+        Layer::Conv2d { w, b, stride, padding },
+        Layer::Act(Activation::Relu),
+        Layer::MaxPool2d { size, stride: ps },
+        ..,
+    ] = layers
+    else {
+        return Ok(None);
+    };
+    if !crate::data_input::applies(h) || !crate::cpu_ops::fast_f32(h) || h.rank() != 4 {
+        return Ok(None);
+    }
+    let (bn, cin, hh, ww) = h.dims4()?;
+    let (cout, kin, k, k2) = w.as_tensor().dims4()?;
+    if kin != cin || k != k2 || hh + 2 * padding < k || ww + 2 * padding < k {
+        return Ok(None); // candle's ops give the error
+    }
+    let conv = crate::cpu_ops::Conv { b: bn, cin, h: hh, w: ww, cout, k, padding: *padding, stride: *stride };
+    let (oh, ow) = conv.out();
+    if oh < *size || ow < *size {
+        return Ok(None);
+    }
+    let op = crate::cpu_ops::ConvBiasReluPool::new(h.contiguous()?, conv, *size, *ps);
+    Ok(Some(w.as_tensor().contiguous()?.apply_op2(&b.as_tensor().contiguous()?, op)?))
 }
 
 fn bn_shape(h: &Tensor) -> Vec<usize> {
