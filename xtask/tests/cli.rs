@@ -52,6 +52,9 @@ fn tune_rejects_bad_budgets_and_strategies_with_clear_messages() {
         (&["tune", "--resume", "/nonexistent/study"][..], "does not exist: nothing to resume"),
         (&["tune", "--policy", "/nonexistent/policy.json"][..], "--policy /nonexistent/policy.json"),
         (&["tune", "--checkpoint-every=-1"][..], "must be a number of seconds >= 0"),
+        // Beyond what a Duration holds: an error, not a panic (found in review of a fuzz input).
+        (&["tune", "--checkpoint-every=1e20"][..], "must be a number of seconds >= 0"),
+        (&["tune", "--budget", "99999999999999999999"][..], "--budget 99999999999999999999"),
         (&["tune", "--progress", "loud"][..], "expected auto, bar, plain or off"),
     ] {
         let out = xtask(args);
