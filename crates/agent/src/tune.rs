@@ -302,8 +302,19 @@ pub fn tune(
     drive(config, data, &mut store, device, out, 0.0, on_trial, &lock)
 }
 
-/// The configuration of the study in `dir`.
+/// The configuration of the study in `dir`. Refused, as by [`resume`], while another
+/// process runs the study (it may be creating it).
 pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
+    if study_path(dir).exists() {
+        // A study being created or run by another process may not have its row yet: say
+        // that it is in use rather than that it is broken (the lock is released at once).
+        drop(StudyLock::acquire(dir)?);
+    }
+    read_study_config(dir, progress)
+}
+
+/// [`study_config`] for a caller that holds the study's lock.
+fn read_study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
     let path = study_path(dir);
     if !path.exists() {
         return Err(Error::Config {
@@ -374,7 +385,7 @@ pub fn resume(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let lock = StudyLock::acquire(dir)?;
-    let config = study_config(dir, progress)?;
+    let config = read_study_config(dir, progress)?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
