@@ -385,11 +385,32 @@ pub fn resume(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let lock = StudyLock::acquire(dir)?;
+    remove_stale_temp_files(dir);
     let config = read_study_config(dir, progress)?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
+}
+
+/// Deletes what a killed process left of its write-then-rename files in `dir` (names
+/// starting with `.tmp-`, as `write_atomic` makes them, or holding `.tmp-<pid>`): the caller
+/// holds the study's lock, so no live process is writing them. Never fails: a file that
+/// cannot be removed is logged and left.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.contains(".tmp-") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "removed a killed process's temporary file"),
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a temporary file")
+                }
+            }
+        }
+    }
 }
 
 /// An exclusive `flock` on `DIR/study.lock`, released when the process ends however it
