@@ -122,17 +122,8 @@ impl Model {
     /// `x` has shape `[batch, ...spec.input]`; returns logits `[batch, classes]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let mut h = x.clone();
-        let mut skip = 0;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            if let Some(y) = fused_first_block(&self.layers[i..], &h)? {
-                (h, skip) = (y, 2);
-                continue;
-            }
+        let (mut h, start) = self.first_block(x)?;
+        for layer in &self.layers[start..] {
             h = match layer {
                 Layer::BatchNorm { gamma, beta, mean, var, eps, .. } => {
                     let shape = bn_shape(&h);
@@ -151,19 +142,8 @@ impl Model {
     /// with) batch statistics; dropout draws masks from the model's seeded generator.
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let mut h = x.clone();
-        let mut skip = 0;
-        for i in 0..self.layers.len() {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            // A first block conv → ReLU → max-pool on data: one fused op.
-            if let Some(y) = fused_first_block(&self.layers[i..], &h)? {
-                (h, skip) = (y, 2);
-                continue;
-            }
-            let layer = &mut self.layers[i];
+        let (mut h, start) = self.first_block(x)?;
+        for layer in &mut self.layers[start..] {
             // Up to the first layer with parameters, `h` is data (it tracks no gradient):
             // that layer's backward needs no gradient for its input.
             let data_input = crate::data_input::applies(&h);
@@ -207,6 +187,15 @@ impl Model {
             };
         }
         Ok(h)
+    }
+
+    /// The input after the network's first block — fused when it is conv → ReLU → max-pool
+    /// on data (see [`fused_block`]) — and the index of the first layer still to apply.
+    fn first_block(&self, x: &Tensor) -> Result<(Tensor, usize)> {
+        Ok(match fused_block(&self.layers, x)? {
+            Some(y) => (y, 3),
+            None => (x.clone(), 0),
+        })
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -372,7 +361,7 @@ impl Model {
 
 /// `maxpool(relu(conv(h)))` as one op when `layers` starts with that block, `h` is data
 /// (tracks no gradient) and an `f32` CPU tensor: see `cpu_ops::ConvBiasReluPool`.
-fn fused_first_block(layers: &[Layer], h: &Tensor) -> Result<Option<Tensor>> {
+fn fused_block(layers: &[Layer], h: &Tensor) -> Result<Option<Tensor>> {
     let [
         Layer::Conv2d { w, b, stride, padding },
         Layer::Act(Activation::Relu),
