@@ -86,18 +86,13 @@ pub fn render(source: &Source, generated: SystemTime) -> Result<String> {
 }
 
 /// Reads the study (or bench-tune) folder `dir` and writes `dir/report.html` through a
-/// temporary file and a rename, so a report being viewed is never half-written.
+/// synced temporary file and a rename (the agent's `write_atomic`), so a report being
+/// viewed is never half-written.
 pub fn write_report(dir: &Path) -> Result<Written> {
     let source = Source::load(dir)?;
     let page = render(&source, SystemTime::now())?;
     let path = dir.join("report.html");
-    let tmp = dir.join(".report.html.tmp");
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::write(&tmp, page.as_bytes()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    tuneforge_agent::run::write_atomic(&path, page.as_bytes())?;
     let studies = source.studies();
     Ok(Written {
         path,
