@@ -41,6 +41,14 @@ pub enum Error {
         /// The batch's shape.
         found: Vec<usize>,
     },
+    /// A token id outside the embedding's vocabulary (or not a whole number ≥ 0).
+    #[error("token id {found} is outside the embedding's vocabulary of {vocab} ids")]
+    TokenId {
+        /// The offending value.
+        found: f32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
     /// A saved model does not match its spec (missing tensor, wrong shape).
     #[error("{path}: tensor {name:?}: {why}")]
     Checkpoint {

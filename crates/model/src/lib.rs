@@ -2,9 +2,13 @@
 //! widened (function-preserving, Net2WiderNet) or narrowed while training goes on.
 //!
 //! A [`ModelSpec`] (input shape + layers: linear, conv2d, max-pool, batch norm, dropout,
-//! flatten, activations) is plain data: it serialises to JSON, names presets
+//! flatten, activations, and for text token embedding, embedding bag (mean/max), conv1d
+//! and global max pooling) is plain data: it serialises to JSON, names presets
 //! ([`ModelSpec::mlp`], [`ModelSpec::seed_cnn`], [`ModelSpec::preset`] for `mlp:256,128`
-//! and `seed-cnn`) and knows its parameter count and FLOPs. `spec.init(&device)` builds a
+//! and `seed-cnn`, [`ModelSpec::text_preset`] for `text-bag:64,64` and `text-cnn:64,128`)
+//! and knows its parameter count and FLOPs. Text models take token ids stored as `f32`
+//! (`[batch, len]`, 0 = padding); an embedding's vector size is a hidden width like any
+//! other. `spec.init(&device)` builds a
 //! [`Model`] whose parameters are candle `Var`s named like PyTorch's (`layers.0.weight`).
 //!
 //! The key decision: a width change is *new spec + new variables + a description of how
@@ -43,4 +47,4 @@ mod spec;
 pub use crate::error::{Error, Result};
 pub use crate::model::{Model, SPEC_METADATA_KEY, argmax};
 pub use crate::restructure::{ParamChange, WidenOptions};
-pub use crate::spec::{Activation, LayerSpec, ModelSpec};
+pub use crate::spec::{Activation, LayerSpec, ModelSpec, Pool};

@@ -7,7 +7,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::spec::{Activation, LayerSpec, ModelSpec};
+use crate::spec::{Activation, LayerSpec, ModelSpec, Pool};
 use crate::{Error, Result};
 
 /// Key of the spec JSON in the safetensors metadata of a saved model.
@@ -16,6 +16,10 @@ pub const SPEC_METADATA_KEY: &str = "tuneforge.model_spec";
 pub(crate) enum Layer {
     Linear { w: Var, b: Var },
     Conv2d { w: Var, b: Var, stride: usize, padding: usize },
+    /// `pool`: `None` for a sequence of vectors (`Embedding`), else an `EmbeddingBag`.
+    Embedding { w: Var, pool: Option<Pool> },
+    Conv1d { w: Var, b: Var, stride: usize, padding: usize },
+    GlobalMaxPool,
     MaxPool2d { size: usize, stride: usize },
     BatchNorm { gamma: Var, beta: Var, mean: Tensor, var: Tensor, eps: f64, momentum: f64 },
     Dropout { p: f32 },
@@ -45,6 +49,18 @@ impl std::fmt::Debug for Model {
 
 pub(crate) fn uniform(rng: &mut StdRng, n: usize, bound: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+}
+
+/// `count` draws of N(0, std²) (Box–Muller; rand 0.9 has no normal distribution without
+/// the rand_distr crate, and two lines do not justify a dependency).
+pub(crate) fn normal(rng: &mut StdRng, count: usize, std: f32) -> Vec<f32> {
+    (0..count)
+        .map(|_| {
+            let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+            let u2: f32 = rng.random();
+            std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect()
 }
 
 impl ModelSpec {
@@ -82,6 +98,31 @@ impl ModelSpec {
                         padding: *padding,
                     }
                 }
+                LayerSpec::Embedding { vocab, dim } | LayerSpec::EmbeddingBag { vocab, dim, .. } => {
+                    // PyTorch's nn.Embedding: N(0, 1), the padding row zero.
+                    let mut values = normal(&mut rng, vocab * dim, 1.0);
+                    values[..*dim].fill(0.0);
+                    let w = Tensor::from_vec(values, (*vocab, *dim), device)?;
+                    let pool = match spec {
+                        LayerSpec::EmbeddingBag { pool, .. } => Some(*pool),
+                        _ => None,
+                    };
+                    Layer::Embedding { w: Var::from_tensor(&w)?, pool }
+                }
+                LayerSpec::Conv1d { channels, kernel, stride, padding } => {
+                    let fan_in = inp[0] * kernel;
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let shape = (*channels, inp[0], *kernel);
+                    let w = Tensor::from_vec(uniform(&mut rng, channels * fan_in, bound), shape, device)?;
+                    let b = Tensor::from_vec(uniform(&mut rng, *channels, bound), *channels, device)?;
+                    Layer::Conv1d {
+                        w: Var::from_tensor(&w)?,
+                        b: Var::from_tensor(&b)?,
+                        stride: *stride,
+                        padding: *padding,
+                    }
+                }
+                LayerSpec::GlobalMaxPool => Layer::GlobalMaxPool,
                 LayerSpec::MaxPool2d { size, stride } => {
                     Layer::MaxPool2d { size: *size, stride: stride.unwrap_or(*size) }
                 }
@@ -215,10 +256,11 @@ impl Model {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             match layer {
-                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => {
+                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } | Layer::Conv1d { w, b, .. } => {
                     out.push((format!("layers.{i}.weight"), w.clone()));
                     out.push((format!("layers.{i}.bias"), b.clone()));
                 }
+                Layer::Embedding { w, .. } => out.push((format!("layers.{i}.weight"), w.clone())),
                 Layer::BatchNorm { gamma, beta, .. } => {
                     out.push((format!("layers.{i}.weight"), gamma.clone()));
                     out.push((format!("layers.{i}.bias"), beta.clone()));
@@ -311,10 +353,11 @@ impl Model {
         };
         for (i, layer) in model.layers.iter_mut().enumerate() {
             match layer {
-                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => {
+                Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } | Layer::Conv1d { w, b, .. } => {
                     w.set(&take(format!("layers.{i}.weight"), w.as_tensor())?)?;
                     b.set(&take(format!("layers.{i}.bias"), b.as_tensor())?)?;
                 }
+                Layer::Embedding { w, .. } => w.set(&take(format!("layers.{i}.weight"), w.as_tensor())?)?,
                 Layer::BatchNorm { gamma, beta, mean, var, .. } => {
                     gamma.set(&take(format!("layers.{i}.weight"), gamma.as_tensor())?)?;
                     beta.set(&take(format!("layers.{i}.bias"), beta.as_tensor())?)?;
@@ -349,6 +392,11 @@ impl Model {
                     eps: *eps,
                     momentum: *momentum,
                 },
+                Layer::Conv1d { w, b, stride, padding } => {
+                    Layer::Conv1d { w: mv(w)?, b: mv(b)?, stride: *stride, padding: *padding }
+                }
+                Layer::Embedding { w, pool } => Layer::Embedding { w: mv(w)?, pool: *pool },
+                Layer::GlobalMaxPool => Layer::GlobalMaxPool,
                 Layer::MaxPool2d { size, stride } => Layer::MaxPool2d { size: *size, stride: *stride },
                 Layer::Dropout { p } => Layer::Dropout { p: *p },
                 Layer::Flatten => Layer::Flatten,
@@ -406,6 +454,12 @@ fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
             };
             y.broadcast_add(&b.as_tensor().reshape((1, c, 1, 1))?)?
         }
+        Layer::Embedding { w, pool } => embed(w.as_tensor(), h, *pool)?,
+        Layer::Conv1d { w, b, stride, padding } => {
+            let c = b.dims1()?;
+            h.conv1d(w.as_tensor(), *padding, *stride, 1, 1)?.broadcast_add(&b.as_tensor().reshape((1, c, 1))?)?
+        }
+        Layer::GlobalMaxPool => h.flatten_from(2)?.max(2)?,
         Layer::MaxPool2d { size, stride } if crate::cpu_ops::fast_f32(h) => {
             crate::cpu_ops::max_pool2d(h, *size, *stride)?
         }
@@ -415,6 +469,36 @@ fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
         Layer::Act(Activation::Gelu) => h.gelu()?,
         Layer::Act(Activation::Tanh) => h.tanh()?,
         Layer::Dropout { .. } | Layer::BatchNorm { .. } => h.clone(),
+    })
+}
+
+/// Token ids `x` (`[batch, len]`, whole numbers stored as `f32`) through embedding table
+/// `w` (`[vocab, dim]`): `[batch, dim, len]` for a sequence, `[batch, dim]` pooled over
+/// the non-padding tokens (id 0 is padding) for a bag.
+fn embed(w: &Tensor, x: &Tensor, pool: Option<Pool>) -> Result<Tensor> {
+    let (batch, len) = x.dims2()?;
+    let (vocab, dim) = w.dims2()?;
+    // One pass over the ids (a few thousand numbers; cheap next to the lookup).
+    if let Some(&found) =
+        x.flatten_all()?.to_vec1::<f32>()?.iter().find(|&&t| !(t >= 0.0 && t < vocab as f32 && t.fract() == 0.0))
+    {
+        return Err(Error::TokenId { found, vocab });
+    }
+    let ids = x.to_dtype(DType::U32)?;
+    let mask = ids.ne(0u32)?.to_dtype(DType::F32)?; // [batch, len]: 1 for tokens, 0 for padding
+    let vectors = w.index_select(&ids.flatten_all()?, 0)?.reshape((batch, len, dim))?;
+    Ok(match pool {
+        None => vectors.broadcast_mul(&mask.unsqueeze(2)?)?.transpose(1, 2)?.contiguous()?,
+        Some(Pool::Mean) => {
+            let sum = vectors.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+            sum.broadcast_div(&mask.sum_keepdim(1)?.maximum(1f32)?)?
+        }
+        Some(Pool::Max) => {
+            // Padding positions get -1e9 so they never win; a text of padding only is 0.
+            let push_down = mask.affine(1e9, -1e9)?.unsqueeze(2)?;
+            let any = mask.max_keepdim(1)?;
+            vectors.broadcast_add(&push_down)?.max(1)?.broadcast_mul(&any)?
+        }
     })
 }
 

@@ -10,7 +10,9 @@
 //! `N(0, (noise·std(W_L))²)` to the new units' incoming weights to break symmetry.
 //! Conv→Conv (channels), Linear→Linear, and Conv→Flatten→Linear (each channel owns a block
 //! of `h·w` columns of the linear weight) are supported, through batch norm, activations,
-//! pooling and dropout.
+//! pooling and dropout. An embedding's units are its vector dimensions — the *columns* of
+//! its `[vocab, dim]` table (no bias) — consumed by a conv1d or, after pooling, a linear
+//! layer.
 //!
 //! **Narrow** removes units. Exact duplicates (identical incoming weights, bias and
 //! batch-norm parameters — what widening with `noise = 0` creates) are recognised and a
@@ -98,12 +100,13 @@ impl Model {
                     let before = &shapes[i - 1];
                     block = before[1..].iter().product();
                 }
-                Layer::Linear { .. } | Layer::Conv2d { .. } => {
-                    if block > 1 && matches!(self.layers[i], Layer::Conv2d { .. }) {
-                        return Err(err("a conv2d after a flatten is not supported".into()));
+                Layer::Linear { .. } | Layer::Conv2d { .. } | Layer::Conv1d { .. } => {
+                    if block > 1 && !matches!(self.layers[i], Layer::Linear { .. }) {
+                        return Err(err("a convolution after a flatten is not supported".into()));
                     }
                     return Ok(Plan { norms, consumer: i, block, width });
                 }
+                Layer::Embedding { .. } => return Err(err("an embedding cannot consume a layer's output".into())),
                 _ => {}
             }
         }
@@ -132,21 +135,26 @@ impl Model {
         let dev = self.device.clone();
         let mut changes = Vec::new();
 
-        // The layer's own weights and bias: copy rows (+ noise on the new ones).
-        let (w, b) = layer_wb(&self.layers[layer]);
-        let new_w = gather_var(w.as_tensor(), 0, &g, None)?;
+        // The layer's own weights and bias: copy units (+ noise on the new ones). A unit is
+        // a row of a linear or convolution weight, a column of an embedding table.
+        let (w, b, axis) = unit_params(&self.layers[layer]);
+        let new_w = gather_var(w.as_tensor(), axis, &g, None)?;
         if options.noise > 0.0 {
             let std = w.as_tensor().flatten_all()?.var_keepdim(0)?.sqrt()?.to_vec1::<f32>()?[0];
-            let per_row = new_w.elem_count() / new_width;
-            let mut noise = vec![0f32; new_w.elem_count()];
-            let normal = rand_distr_normal(&mut rng, noise[n * per_row..].len(), options.noise * std);
-            noise[n * per_row..].copy_from_slice(&normal);
+            let inner: usize = new_w.dims()[axis + 1..].iter().product();
+            let draws = crate::model::normal(&mut rng, new_w.elem_count(), options.noise * std);
+            let noise: Vec<f32> = draws
+                .into_iter()
+                .enumerate()
+                .map(|(e, x)| if (e / inner) % new_width >= n { x } else { 0.0 })
+                .collect();
             let noise = Tensor::from_vec(noise, new_w.shape(), &dev)?;
             new_w.set(&(new_w.as_tensor() + noise)?)?;
         }
-        let new_b = gather_var(b.as_tensor(), 0, &g, None)?;
-        changes.push(change(layer, "weight", new_w, 0, &g, &ones)?);
-        changes.push(change(layer, "bias", new_b, 0, &g, &ones)?);
+        changes.push(change(layer, "weight", new_w, axis, &g, &ones)?);
+        if let Some(b) = b {
+            changes.push(change(layer, "bias", gather_var(b.as_tensor(), 0, &g, None)?, 0, &g, &ones)?);
+        }
 
         // Batch norms in between: copy per-channel parameters and statistics.
         for &i in &plan.norms {
@@ -161,7 +169,7 @@ impl Model {
         }
 
         // The consumer: gather input columns/channels and divide by replication counts.
-        let (cw, _) = layer_wb(&self.layers[plan.consumer]);
+        let (cw, _, _) = unit_params(&self.layers[plan.consumer]);
         let (cols, col_scale) = expand(&g, &out_scale, plan.block);
         let new_cw = gather_var(cw.as_tensor(), 1, &cols, Some(&col_scale))?;
         changes.push(change(plan.consumer, "weight", new_cw, 1, &cols, &col_scale)?);
@@ -183,14 +191,18 @@ impl Model {
             return Ok(Vec::new());
         }
         let dev = self.device.clone();
-        let (w, b) = layer_wb(&self.layers[layer]);
-        let w_flat = w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let (w, b, axis) = unit_params(&self.layers[layer]);
+        // One row per unit (an embedding table's columns are its units).
+        let w_flat = if axis == 0 { w.as_tensor().flatten_all()? } else { w.as_tensor().t()?.flatten_all()? }
+            .to_vec1::<f32>()?;
         let per_row = w_flat.len() / n;
         let row = |j: usize| &w_flat[j * per_row..(j + 1) * per_row];
-        let b_vals = b.as_tensor().to_vec1::<f32>()?;
         // Per-unit parameters besides the incoming row (bias, batch-norm γ, β, mean, var)
         // and the scale each unit leaves with.
-        let mut extra: Vec<Vec<f32>> = b_vals.iter().map(|&x| vec![x]).collect();
+        let mut extra: Vec<Vec<f32>> = match b {
+            Some(b) => b.as_tensor().to_vec1::<f32>()?.iter().map(|&x| vec![x]).collect(),
+            None => vec![Vec::new(); n],
+        };
         let mut in_norm: Vec<f32> = (0..n).map(|j| row(j).iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
         for &i in &plan.norms {
             if let Layer::BatchNorm { gamma, beta, mean, var, eps, .. } = &self.layers[i] {
@@ -230,7 +242,7 @@ impl Model {
             group_of[j] = gi;
         }
         // Outgoing blocks of the consumer.
-        let (cw, _) = layer_wb(&self.layers[plan.consumer]);
+        let (cw, _, _) = unit_params(&self.layers[plan.consumer]);
         let cdims = cw.as_tensor().dims().to_vec();
         let out_rows = cdims[0];
         let inner: usize = cdims[2..].iter().product(); // k·k for a conv consumer, 1 for linear
@@ -295,8 +307,10 @@ impl Model {
 
         let ones = vec![1.0f32; new_width];
         let mut changes = Vec::new();
-        changes.push(change(layer, "weight", gather_var(w.as_tensor(), 0, &keep, None)?, 0, &keep, &ones)?);
-        changes.push(change(layer, "bias", gather_var(b.as_tensor(), 0, &keep, None)?, 0, &keep, &ones)?);
+        changes.push(change(layer, "weight", gather_var(w.as_tensor(), axis, &keep, None)?, axis, &keep, &ones)?);
+        if let Some(b) = b {
+            changes.push(change(layer, "bias", gather_var(b.as_tensor(), 0, &keep, None)?, 0, &keep, &ones)?);
+        }
         for &i in &plan.norms {
             if let Layer::BatchNorm { gamma, beta, mean, var, .. } = &mut self.layers[i] {
                 let ng = gather_var(gamma.as_tensor(), 0, &keep, None)?;
@@ -325,8 +339,16 @@ impl Model {
             let (_, i, which) = (parts.next(), parts.next(), parts.next());
             let i: usize = i.and_then(|s| s.parse().ok()).expect("names are layers.{i}.{weight|bias}");
             match (&mut self.layers[i], which) {
-                (Layer::Linear { w, .. } | Layer::Conv2d { w, .. }, Some("weight")) => *w = c.var.clone(),
-                (Layer::Linear { b, .. } | Layer::Conv2d { b, .. }, Some("bias")) => *b = c.var.clone(),
+                (
+                    Layer::Linear { w, .. }
+                    | Layer::Conv2d { w, .. }
+                    | Layer::Conv1d { w, .. }
+                    | Layer::Embedding { w, .. },
+                    Some("weight"),
+                ) => *w = c.var.clone(),
+                (Layer::Linear { b, .. } | Layer::Conv2d { b, .. } | Layer::Conv1d { b, .. }, Some("bias")) => {
+                    *b = c.var.clone()
+                }
                 (Layer::BatchNorm { gamma, .. }, Some("weight")) => *gamma = c.var.clone(),
                 (Layer::BatchNorm { beta, .. }, Some("bias")) => *beta = c.var.clone(),
                 _ => unreachable!("change {} does not name a parameter", c.name),
@@ -336,10 +358,12 @@ impl Model {
     }
 }
 
-fn layer_wb(layer: &Layer) -> (&Var, &Var) {
+/// A parametric layer's weight, its bias if it has one, and the weight's axis of units.
+fn unit_params(layer: &Layer) -> (&Var, Option<&Var>, usize) {
     match layer {
-        Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } => (w, b),
-        _ => unreachable!("plan() only returns linear/conv layers"),
+        Layer::Linear { w, b } | Layer::Conv2d { w, b, .. } | Layer::Conv1d { w, b, .. } => (w, Some(b), 0),
+        Layer::Embedding { w, .. } => (w, None, 1),
+        _ => unreachable!("plan() only returns parametric layers"),
     }
 }
 
@@ -427,14 +451,3 @@ fn expand(units: &[usize], scale: &[f32], block: usize) -> (Vec<usize>, Vec<f32>
     (cols, s)
 }
 
-/// `count` draws of N(0, std²) (Box–Muller; rand 0.9 has no normal distribution without
-/// the rand_distr crate, and two lines do not justify a dependency).
-fn rand_distr_normal(rng: &mut StdRng, count: usize, std: f32) -> Vec<f32> {
-    (0..count)
-        .map(|_| {
-            let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-            let u2: f32 = rng.random();
-            std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-        })
-        .collect()
-}

@@ -16,6 +16,17 @@ pub enum Activation {
     Tanh,
 }
 
+/// How an [`LayerSpec::EmbeddingBag`] pools the vectors of a text's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    /// The mean over the text's tokens (fastText).
+    #[default]
+    Mean,
+    /// The per-dimension maximum over the text's tokens.
+    Max,
+}
+
 /// One layer of a [`ModelSpec`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -38,6 +49,42 @@ pub enum LayerSpec {
         #[serde(default)]
         padding: usize,
     },
+    /// Token embedding: token ids `[len]` → vectors `[dim, len]` (channels first, for a
+    /// following `conv1d`). Id 0 is padding: its vector is zero and learns nothing. Only
+    /// as the first layer.
+    Embedding {
+        /// Number of token ids (the vocabulary, padding and unknown included).
+        vocab: usize,
+        /// Vector size: a width the agent can change.
+        dim: usize,
+    },
+    /// Token embedding pooled over the text (PyTorch's `EmbeddingBag`): token ids `[len]`
+    /// → `[dim]`, the mean or maximum of the vectors of the non-padding tokens (zero for
+    /// a text with none). Only as the first layer.
+    EmbeddingBag {
+        /// Number of token ids (the vocabulary, padding and unknown included).
+        vocab: usize,
+        /// Vector size: a width the agent can change.
+        dim: usize,
+        /// Mean (default) or max.
+        #[serde(default)]
+        pool: Pool,
+    },
+    /// 1-D convolution over a sequence: `[c, len] → [channels, len']`.
+    Conv1d {
+        /// Output channels.
+        channels: usize,
+        /// Kernel size.
+        kernel: usize,
+        /// Stride (default 1).
+        #[serde(default = "one")]
+        stride: usize,
+        /// Zero padding on each side (default 0).
+        #[serde(default)]
+        padding: usize,
+    },
+    /// The maximum over every position of each channel: `[c, ...] → [c]`.
+    GlobalMaxPool,
     /// Max pooling over square windows: `[c, h, w] → [c, h', w']`.
     MaxPool2d {
         /// Window size.
@@ -91,16 +138,23 @@ impl LayerSpec {
         LayerSpec::BatchNorm { eps: bn_eps(), momentum: bn_momentum() }
     }
 
-    /// `true` for layers with weights that define a width (Linear, Conv2d).
+    /// `true` for layers with weights that define a width (Linear, Conv2d, Conv1d,
+    /// Embedding, EmbeddingBag).
     pub fn is_parametric(&self) -> bool {
-        matches!(self, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. })
+        self.width().is_some()
+    }
+
+    /// `true` for the layers that take token ids (Embedding, EmbeddingBag).
+    pub fn is_embedding(&self) -> bool {
+        matches!(self, LayerSpec::Embedding { .. } | LayerSpec::EmbeddingBag { .. })
     }
 
     /// Output width (features or channels) of a parametric layer.
     pub fn width(&self) -> Option<usize> {
         match self {
             LayerSpec::Linear { width } => Some(*width),
-            LayerSpec::Conv2d { channels, .. } => Some(*channels),
+            LayerSpec::Conv2d { channels, .. } | LayerSpec::Conv1d { channels, .. } => Some(*channels),
+            LayerSpec::Embedding { dim, .. } | LayerSpec::EmbeddingBag { dim, .. } => Some(*dim),
             _ => None,
         }
     }
@@ -108,7 +162,8 @@ impl LayerSpec {
     fn set_width(&mut self, w: usize) {
         match self {
             LayerSpec::Linear { width } => *width = w,
-            LayerSpec::Conv2d { channels, .. } => *channels = w,
+            LayerSpec::Conv2d { channels, .. } | LayerSpec::Conv1d { channels, .. } => *channels = w,
+            LayerSpec::Embedding { dim, .. } | LayerSpec::EmbeddingBag { dim, .. } => *dim = w,
             _ => {}
         }
     }
@@ -117,7 +172,8 @@ impl LayerSpec {
 /// A network: an input shape (one sample, no batch dimension) and a stack of layers.
 ///
 /// The last parametric layer is the output layer (its width is the number of classes);
-/// every other Linear or Conv2d layer is a *hidden* layer that can be widened or narrowed.
+/// every other parametric layer (Linear, Conv2d, Conv1d, and an embedding's vector size) is
+/// a *hidden* layer that can be widened or narrowed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
@@ -177,7 +233,61 @@ impl ModelSpec {
                 .ok_or_else(|| bad("expected mlp:W1,W2,... with positive integer widths"))?;
             return Ok(ModelSpec::mlp(sample_shape.iter().product(), &hidden, classes));
         }
-        Err(bad("known presets: seed-cnn, mlp:W1,W2,..."))
+        if name.starts_with("text-") {
+            return Err(bad("text presets need a vocabulary: use ModelSpec::text_preset"));
+        }
+        Err(bad("known presets: seed-cnn, mlp:W1,W2,... (and for text: text-bag, text-bag-max, text-cnn)"))
+    }
+
+    /// A text classifier over token ids `[len]` from a vocabulary of `vocab` ids (padding
+    /// and unknown included):
+    ///
+    /// - `text-bag:D,H1,...` — fastText-like: an embedding bag of dimension `D` (mean over
+    ///   the tokens), then hidden linear layers `H1, ...` with ReLU; `text-bag` is
+    ///   `text-bag:64,64`. `text-bag-max:...` pools with the maximum instead.
+    /// - `text-cnn:D,C,H1,...` — an embedding of dimension `D`, a 1-D convolution of `C`
+    ///   channels over windows of 5 tokens (ReLU), the maximum over positions, then hidden
+    ///   linear layers; `text-cnn` is `text-cnn:64,128`.
+    ///
+    /// Every number is a hidden width the agent can change while training.
+    pub fn text_preset(name: &str, len: usize, vocab: usize, classes: usize) -> Result<Self> {
+        let bad = |why: &str| Error::Preset { name: name.to_string(), why: why.to_string() };
+        let (kind, widths) = name.split_once(':').unwrap_or((name, ""));
+        let widths: Vec<usize> = widths
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse::<usize>().ok().filter(|&w| w > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("expected positive integer widths after the colon"))?;
+        let mut layers = Vec::new();
+        let hidden = match kind {
+            "text-bag" | "text-bag-max" => {
+                let w = if widths.is_empty() { vec![64, 64] } else { widths };
+                let pool = if kind == "text-bag" { Pool::Mean } else { Pool::Max };
+                layers.push(LayerSpec::EmbeddingBag { vocab, dim: w[0], pool });
+                w[1..].to_vec()
+            }
+            "text-cnn" => {
+                let w = if widths.is_empty() { vec![64, 128] } else { widths };
+                if w.len() < 2 {
+                    return Err(bad("text-cnn needs at least D,C (embedding dimension, channels)"));
+                }
+                layers.push(LayerSpec::Embedding { vocab, dim: w[0] });
+                layers.push(LayerSpec::Conv1d { channels: w[1], kernel: 5, stride: 1, padding: 2 });
+                layers.push(LayerSpec::relu());
+                layers.push(LayerSpec::GlobalMaxPool);
+                w[2..].to_vec()
+            }
+            _ => return Err(bad("text presets: text-bag:D,H..., text-bag-max:D,H..., text-cnn:D,C,H...")),
+        };
+        for w in hidden {
+            layers.push(LayerSpec::Linear { width: w });
+            layers.push(LayerSpec::relu());
+        }
+        layers.push(LayerSpec::Linear { width: classes });
+        let spec = ModelSpec { input: vec![len], layers };
+        spec.shapes()?;
+        Ok(spec)
     }
 
     /// The shape after each layer (`shapes()[i]` is layer `i`'s output; the input shape
@@ -212,6 +322,40 @@ impl ModelSpec {
                         return Err(err(format!("kernel {kernel} is larger than the padded input {hp}x{wp}")));
                     }
                     vec![*channels, (hp - kernel) / stride + 1, (wp - kernel) / stride + 1]
+                }
+                LayerSpec::Embedding { vocab, dim } | LayerSpec::EmbeddingBag { vocab, dim, .. } => {
+                    if i != 0 {
+                        return Err(err("an embedding takes token ids: it must be the first layer".into()));
+                    }
+                    let [len] = shape[..] else {
+                        return Err(err(format!("an embedding needs token ids [len], got {shape:?}")));
+                    };
+                    if *vocab < 2 || *dim == 0 {
+                        return Err(err(format!("vocab {vocab} and dim {dim}: need vocab >= 2 and dim > 0")));
+                    }
+                    if matches!(layer, LayerSpec::Embedding { .. }) {
+                        vec![*dim, len]
+                    } else {
+                        vec![*dim]
+                    }
+                }
+                LayerSpec::Conv1d { channels, kernel, stride, padding } => {
+                    let [_, len] = shape[..] else {
+                        return Err(err(format!("conv1d needs a [c, len] input, got {shape:?}")));
+                    };
+                    if *channels == 0 || *kernel == 0 || *stride == 0 {
+                        return Err(err("channels, kernel and stride must be positive".into()));
+                    }
+                    if len + 2 * padding < *kernel {
+                        return Err(err(format!("kernel {kernel} is longer than the padded input {}", len + 2 * padding)));
+                    }
+                    vec![*channels, (len + 2 * padding - kernel) / stride + 1]
+                }
+                LayerSpec::GlobalMaxPool => {
+                    if shape.len() < 2 {
+                        return Err(err(format!("global max pool needs [c, ...], got {shape:?}")));
+                    }
+                    vec![shape[0]]
                 }
                 LayerSpec::MaxPool2d { size, stride } => {
                     let [c, h, w] = shape[..] else {
@@ -296,6 +440,13 @@ impl ModelSpec {
                     out.push((name("weight"), vec![*channels, inp[0], *kernel, *kernel]));
                     out.push((name("bias"), vec![*channels]));
                 }
+                LayerSpec::Conv1d { channels, kernel, .. } => {
+                    out.push((name("weight"), vec![*channels, inp[0], *kernel]));
+                    out.push((name("bias"), vec![*channels]));
+                }
+                LayerSpec::Embedding { vocab, dim } | LayerSpec::EmbeddingBag { vocab, dim, .. } => {
+                    out.push((name("weight"), vec![*vocab, *dim]));
+                }
                 LayerSpec::BatchNorm { .. } => {
                     for what in ["weight", "bias", "running_mean", "running_var"] {
                         out.push((name(what), vec![inp[0]]));
@@ -317,6 +468,8 @@ impl ModelSpec {
             n += match layer {
                 LayerSpec::Linear { width } => inp[0] * width + width,
                 LayerSpec::Conv2d { channels, kernel, .. } => inp[0] * kernel * kernel * channels + channels,
+                LayerSpec::Conv1d { channels, kernel, .. } => inp[0] * kernel * channels + channels,
+                LayerSpec::Embedding { vocab, dim } | LayerSpec::EmbeddingBag { vocab, dim, .. } => vocab * dim,
                 LayerSpec::BatchNorm { .. } => 2 * inp[0],
                 _ => 0,
             };
@@ -326,7 +479,7 @@ impl ModelSpec {
     }
 
     /// Floating-point operations of one sample's forward pass, counting a multiply-add as
-    /// two; only linear and convolution layers are counted (the rest is < 1% for the
+    /// two; only linear, convolution and embedding-bag layers are counted (the rest is < 1% for the
     /// presets).
     pub fn flops_per_sample(&self) -> Result<u64> {
         let shapes = self.shapes()?;
@@ -338,6 +491,9 @@ impl ModelSpec {
                 LayerSpec::Conv2d { channels, kernel, .. } => {
                     2 * (inp[0] * kernel * kernel * channels * out[1] * out[2]) as u64
                 }
+                LayerSpec::Conv1d { channels, kernel, .. } => 2 * (inp[0] * kernel * channels * out[1]) as u64,
+                // Summing the token vectors.
+                LayerSpec::EmbeddingBag { dim, .. } => (inp[0] * dim) as u64,
                 _ => 0,
             };
             inp = out.clone();

@@ -9,6 +9,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use tuneforge_loader::{Batch, DataDirs, GzCache, Known, Loader, LoaderConfig, Scale};
 use tuneforge_model::*;
 
+mod text;
+
 fn data_dir() -> PathBuf {
     std::env::var_os("TUNEFORGE_DATA")
         .map(PathBuf::from)
