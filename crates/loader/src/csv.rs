@@ -358,7 +358,7 @@ fn encode(values: Vec<Option<String>>) -> ColumnValues {
     ColumnValues::Categorical { levels, codes }
 }
 
-fn encode_labels(raw: &[String]) -> (Vec<u32>, Vec<String>) {
+pub(crate) fn encode_labels(raw: &[String]) -> (Vec<u32>, Vec<String>) {
     let names = sorted_levels(raw.iter().cloned());
     let index: std::collections::HashMap<&str, u32> =
         names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();

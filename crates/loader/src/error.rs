@@ -167,6 +167,40 @@ pub enum Error {
         /// What is missing.
         what: String,
     },
+    /// A JSON-lines row is not valid JSON or not a JSON object.
+    #[error("{path}:{line}: not a JSON object: {why}")]
+    JsonRow {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What the parser said, or what was found instead of an object.
+        why: String,
+    },
+    /// A text row's text or label field is missing, empty (labels) or of the wrong type.
+    #[error("{path}:{line}: field {field:?}: {why}")]
+    TextField {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// The field (JSON key or CSV column).
+        field: String,
+        /// What is wrong (`"missing"`, `"expected a string, found the number 3"`, ...).
+        why: String,
+    },
+    /// A line of a text file is not valid UTF-8.
+    #[error("{path}:{line}: invalid UTF-8 at byte {byte}{}", field.as_ref().map(|f| format!(" of field {f:?}")).unwrap_or_default())]
+    Utf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// The CSV field, `None` for a JSON line.
+        field: Option<String>,
+        /// 1-based byte position of the first invalid byte in the line (or in the field).
+        byte: usize,
+    },
     /// A named dataset is not in any of the places searched.
     #[error("dataset {name:?} not found; looked for {searched:?}. {hint}")]
     NotFound {

@@ -6,6 +6,10 @@
 //! memory-mapped) and [`CsvDataset`] for CSV tables (numeric and categorical columns,
 //! missing markers counted per column, a label column chosen by name, R-style row names).
 //!
+//! Text datasets (documents with a label, for text classification) are read by
+//! [`read_text`] from JSON lines or CSV, plain or gzip-compressed, into [`TextData`];
+//! cleaning and tokenising them is `tuneforge-prep`'s job.
+//!
 //! CSV reading is strict: a ragged row or text in a numeric column is an [`Error`] with
 //! line and column; every IDX failure names the file and byte offset.
 //!
@@ -37,6 +41,7 @@ mod memory;
 mod prefetch;
 pub mod registry;
 mod sampler;
+mod text;
 
 pub use crate::batch::{Batch, Loader, LoaderConfig};
 pub use crate::cache::{CacheStats, ShardCache};
@@ -48,3 +53,4 @@ pub use crate::memory::{InMemory, Subset, stratified_split};
 pub use crate::prefetch::Prefetcher;
 pub use crate::registry::{DataDirs, Known};
 pub use crate::sampler::{Draw, EpochSampler};
+pub use crate::text::{TextData, TextFormat, TextOptions, read_text, read_text_from};

@@ -13,6 +13,9 @@ use proptest::prelude::*;
 use tuneforge_loader::idx::{IMAGES_MAGIC, LABELS_MAGIC};
 use tuneforge_loader::*;
 
+#[path = "loader/text.rs"]
+mod text;
+
 /// `TUNEFORGE_DATA`, else the workplace's `../shared/datasets` next to the repository.
 fn shared_data() -> PathBuf {
     let dir = std::env::var_os("TUNEFORGE_DATA")

@@ -1,0 +1,329 @@
+//! Labelled text datasets: one document and its label per row, from JSON lines or CSV,
+//! plain or gzip-compressed.
+//!
+//! Compression is recognised by the gzip magic bytes (`1f 8b`), not by the file name, and
+//! inflated as a stream (concatenated gzip members included). The format is given by
+//! [`TextOptions::format`]; [`TextFormat::from_path`] guesses it from the extension.
+//!
+//! Reading is strict: a row that is not a JSON object, a missing text or label field, a
+//! value of the wrong type, invalid UTF-8 or a ragged CSV record is an [`Error`] naming the
+//! file, the 1-based line and the field. Labels are sorted the way [`read_csv`](crate::read_csv)
+//! sorts them (numbers numerically, text lexicographically), so label indices do not depend
+//! on row order.
+
+use std::cell::Cell;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::csv::encode_labels;
+use crate::{Error, Result};
+
+/// File format of a text dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// One JSON object per line (blank lines skipped).
+    Jsonl,
+    /// CSV with a header row; text and label columns chosen by name.
+    Csv,
+}
+
+impl TextFormat {
+    /// `Csv` for names ending in `.csv` or `.csv.gz` (any case), `Jsonl` for anything else.
+    pub fn from_path(path: &Path) -> TextFormat {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        if name.ends_with(".csv") || name.ends_with(".csv.gz") { TextFormat::Csv } else { TextFormat::Jsonl }
+    }
+}
+
+/// How to read a text dataset.
+#[derive(Debug, Clone)]
+pub struct TextOptions {
+    /// The file format.
+    pub format: TextFormat,
+    /// Name of the field (JSON key or CSV column) holding the document text.
+    pub text_field: String,
+    /// Name of the field holding the label.
+    pub label_field: String,
+}
+
+impl Default for TextOptions {
+    /// JSON lines with fields `text` and `label`.
+    fn default() -> Self {
+        TextOptions { format: TextFormat::Jsonl, text_field: "text".into(), label_field: "label".into() }
+    }
+}
+
+/// A labelled text dataset, in file order.
+#[derive(Debug, Clone)]
+pub struct TextData {
+    /// The file read (only named in messages for [`read_text_from`]).
+    pub path: PathBuf,
+    /// The documents.
+    pub texts: Vec<String>,
+    /// Each document's label, an index into `label_names`.
+    pub labels: Vec<u32>,
+    /// Sorted distinct labels (numerically when all are numbers, else lexicographically).
+    pub label_names: Vec<String>,
+}
+
+impl TextData {
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Whether there are no documents (never true for data returned by [`read_text`]).
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    /// Documents per class, indexed like `label_names`.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.label_names.len()];
+        for &l in &self.labels {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Reads a text dataset from a file (gzip-compressed or not).
+pub fn read_text(path: &Path, options: &TextOptions) -> Result<TextData> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_text_from(path, file, options)
+}
+
+/// Reads a text dataset from any reader (gzip-compressed or not); `path` only names the
+/// source in messages and in [`TextData::path`].
+pub fn read_text_from(path: &Path, reader: impl Read, options: &TextOptions) -> Result<TextData> {
+    let mut reader = reader;
+    // Up to two bytes to look for the gzip magic, then the rest of the stream behind them.
+    let mut head = Vec::with_capacity(2);
+    while head.len() < 2 {
+        let mut byte = [0u8; 1];
+        match reader.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    let gzip = head == [0x1f, 0x8b];
+    let stream = std::io::Cursor::new(head).chain(reader);
+    let source = Source { path, gzip, consumed: Rc::new(Cell::new(0)) };
+    let counting = Counting { inner: stream, count: Rc::clone(&source.consumed) };
+    let input: Box<dyn Read> =
+        if gzip { Box::new(flate2::read::MultiGzDecoder::new(counting)) } else { Box::new(counting) };
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let rows = match options.format {
+        TextFormat::Jsonl => read_jsonl(&source, &mut input, options),
+        TextFormat::Csv => read_csv_text(&source, &mut input, options),
+    };
+    let (texts, raw_labels) = match rows {
+        Ok(rows) => rows,
+        // A corrupt deflate stream can inflate to garbage before its checksum fails: when
+        // a row is bad, read on, and blame the compression if the stream is broken.
+        Err(e) if gzip && !matches!(e, Error::Gzip { .. }) => match std::io::copy(&mut input, &mut std::io::sink()) {
+            Err(io) => return Err(source.read_error(io)),
+            Ok(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    if texts.is_empty() {
+        return Err(Error::Empty { path: path.to_path_buf(), what: "no data rows".into() });
+    }
+    let (labels, label_names) = encode_labels(&raw_labels);
+    Ok(TextData { path: path.to_path_buf(), texts, labels, label_names })
+}
+
+/// Where the bytes come from, to turn read errors into the right [`Error`].
+struct Source<'a> {
+    path: &'a Path,
+    gzip: bool,
+    /// Bytes of (compressed) input consumed so far.
+    consumed: Rc<Cell<u64>>,
+}
+
+impl Source<'_> {
+    fn read_error(&self, source: std::io::Error) -> Error {
+        if self.gzip {
+            Error::Gzip { path: self.path.to_path_buf(), offset: self.consumed.get(), source }
+        } else {
+            Error::io(self.path, source)
+        }
+    }
+
+    fn field(&self, line: u64, field: &str, why: impl Into<String>) -> Error {
+        Error::TextField { path: self.path.to_path_buf(), line, field: field.to_string(), why: why.into() }
+    }
+}
+
+/// A reader that counts the bytes read through it (to locate gzip errors).
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+type Rows = (Vec<String>, Vec<String>);
+
+fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOptions) -> Result<Rows> {
+    let (mut texts, mut labels) = (Vec::new(), Vec::new());
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(source.read_error(e)),
+        }
+        line += 1;
+        let s = std::str::from_utf8(&buf).map_err(|e| Error::Utf8 {
+            path: source.path.to_path_buf(),
+            line,
+            field: None,
+            byte: e.valid_up_to() + 1,
+        })?;
+        let s = s.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(s).map_err(|e| Error::JsonRow {
+            path: source.path.to_path_buf(),
+            line,
+            why: e.to_string(),
+        })?;
+        let serde_json::Value::Object(mut row) = row else {
+            return Err(Error::JsonRow {
+                path: source.path.to_path_buf(),
+                line,
+                why: format!("expected a JSON object, found {}", json_kind(&row)),
+            });
+        };
+        let text = match row.remove(&options.text_field) {
+            Some(serde_json::Value::String(t)) => t,
+            Some(other) => {
+                return Err(source.field(line, &options.text_field, format!("expected a string, found {}", json_kind(&other))));
+            }
+            None => return Err(source.field(line, &options.text_field, "missing")),
+        };
+        let label = match row.get(&options.label_field) {
+            Some(serde_json::Value::String(l)) => l.clone(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(other) => {
+                return Err(source.field(
+                    line,
+                    &options.label_field,
+                    format!("expected a string, an integer or a boolean, found {}", json_kind(other)),
+                ));
+            }
+            None => return Err(source.field(line, &options.label_field, "missing")),
+        };
+        if label.trim().is_empty() {
+            return Err(source.field(line, &options.label_field, "empty label"));
+        }
+        texts.push(text);
+        labels.push(label);
+    }
+    Ok((texts, labels))
+}
+
+fn json_kind(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(b) => format!("the boolean {b}"),
+        serde_json::Value::Number(n) => format!("the number {n}"),
+        serde_json::Value::String(_) => "a string".into(),
+        serde_json::Value::Array(_) => "an array".into(),
+        serde_json::Value::Object(_) => "an object".into(),
+    }
+}
+
+fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -> Result<Rows> {
+    let csv_err = |e: csv::Error| {
+        let line = e.position().map(|p| p.line()).unwrap_or(0);
+        if e.is_io_error() {
+            if let csv::ErrorKind::Io(io) = e.into_kind() {
+                return source.read_error(io);
+            }
+            return source.read_error(std::io::Error::other("I/O error"));
+        }
+        Error::Csv { path: source.path.to_path_buf(), line, source: e }
+    };
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    let header: Vec<String> = rdr
+        .byte_headers()
+        .map_err(csv_err)?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            std::str::from_utf8(h).map(|h| h.trim().to_string()).map_err(|e| Error::Utf8 {
+                path: source.path.to_path_buf(),
+                line: 1,
+                field: Some(format!("header field {}", i + 1)),
+                byte: e.valid_up_to() + 1,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(Error::Empty { path: source.path.to_path_buf(), what: "no header row".into() });
+    }
+    let find = |name: &str| -> Result<usize> {
+        header.iter().position(|h| h == name).ok_or_else(|| Error::NoSuchColumn {
+            path: source.path.to_path_buf(),
+            column: name.to_string(),
+            available: header.clone(),
+        })
+    };
+    let (text_col, label_col) = (find(&options.text_field)?, find(&options.label_field)?);
+    let (mut texts, mut labels) = (Vec::new(), Vec::new());
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_err(e)),
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() != header.len() {
+            if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Err(Error::CsvRagged {
+                path: source.path.to_path_buf(),
+                line,
+                found: record.len(),
+                expected: header.len(),
+            });
+        }
+        let field = |col: usize| -> Result<String> {
+            std::str::from_utf8(&record[col]).map(str::to_string).map_err(|e| Error::Utf8 {
+                path: source.path.to_path_buf(),
+                line,
+                field: Some(header[col].clone()),
+                byte: e.valid_up_to() + 1,
+            })
+        };
+        let text = field(text_col)?;
+        let label = field(label_col)?.trim().to_string();
+        if label.is_empty() {
+            return Err(source.field(line, &options.label_field, "empty label"));
+        }
+        texts.push(text);
+        labels.push(label);
+    }
+    Ok((texts, labels))
+}
