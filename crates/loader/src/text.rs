@@ -215,7 +215,11 @@ fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOption
         let text = match row.remove(&options.text_field) {
             Some(serde_json::Value::String(t)) => t,
             Some(other) => {
-                return Err(source.field(line, &options.text_field, format!("expected a string, found {}", json_kind(&other))));
+                return Err(source.field(
+                    line,
+                    &options.text_field,
+                    format!("expected a string, found {}", json_kind(&other)),
+                ));
             }
             None => return Err(source.field(line, &options.text_field, "missing")),
         };

@@ -62,7 +62,8 @@ fn jsonl_plain_and_gzip_read_the_same_rows() {
 #[test]
 fn jsonl_labels_may_be_integers_or_booleans_and_fields_are_named() {
     let opts = TextOptions { text_field: "body".into(), label_field: "y".into(), ..jsonl() };
-    let data = read_str("{\"body\":\"a\",\"y\":10}\n{\"body\":\"b\",\"y\":2}\n{\"body\":\"c\",\"y\":10}\n", &opts).unwrap();
+    let data =
+        read_str("{\"body\":\"a\",\"y\":10}\n{\"body\":\"b\",\"y\":2}\n{\"body\":\"c\",\"y\":10}\n", &opts).unwrap();
     // Numbers sort numerically (2 before 10), as read_csv's labels do.
     assert_eq!(data.label_names, ["2", "10"]);
     assert_eq!(data.labels, [1, 0, 1]);
