@@ -185,6 +185,36 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// A text pipeline was asked to fit on no texts.
+    #[error("cannot fit a text pipeline on zero texts")]
+    NoTexts,
+    /// A text pipeline's vocabulary setting is out of range.
+    #[error("text pipeline: vocab.{field} = {value} is invalid: must be {requirement}")]
+    InvalidTextConfig {
+        /// The field of [`VocabConfig`](crate::VocabConfig) (`"max_len"`, `"max_size"`).
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// What it must be.
+        requirement: &'static str,
+    },
+    /// A fitted text pipeline's vocabulary has a token twice.
+    #[error("text vocabulary: token {token:?} has ids {first} and {second}")]
+    DuplicateToken {
+        /// The token.
+        token: String,
+        /// Its first id.
+        first: u32,
+        /// The id where it appears again.
+        second: u32,
+    },
+    /// A fitted text pipeline's vocabulary is malformed otherwise (`"<pad>"` not at id 0,
+    /// `"<unk>"` not at id 1, longer than `max_size`).
+    #[error("text vocabulary: {why}")]
+    InvalidVocabulary {
+        /// What is wrong.
+        why: String,
+    },
     /// A fitted pipeline read from JSON is not valid.
     #[error("invalid fitted pipeline JSON: {message}")]
     Json {

@@ -73,6 +73,37 @@
 //! assert_eq!(tuneforge_prep::FittedPipeline::from_json(&shipped)?, fitted);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Text
+//!
+//! Documents (e-mails, reviews) go through their own pipeline: a [`TextPipelineConfig`] of
+//! cleaning [`TextStep`]s (e-mail body extraction with MIME decoding, HTML stripping,
+//! lower-casing, `__url__` / `__email__` / `__num__` placeholders) and a [`VocabConfig`].
+//! [`TextPipelineConfig::fit`] learns a word-level vocabulary from the training texts only
+//! (tokens seen at least `min_count` times, most frequent first, ties by byte order) and
+//! returns a [`FittedTextPipeline`] and a [`TextFitReport`]. The fitted pipeline encodes any
+//! text as token ids — [`FittedTextPipeline::PAD`] = 0, [`FittedTextPipeline::UNK`] = 1 for
+//! words it never learnt — truncated or padded to `max_len`, and serialises with the model.
+//!
+//! ```
+//! use tuneforge_prep::{FittedTextPipeline, TextPipelineConfig, VocabConfig};
+//!
+//! let train = ["Cheap pills, visit http://pills.example NOW", "Lunch at 12 or 1?", "cheap lunch now"];
+//! let vocab = VocabConfig { min_count: 2, max_len: 6, ..VocabConfig::default() };
+//! let config = TextPipelineConfig { vocab, ..TextPipelineConfig::plain() };
+//! let (text, report) = config.fit(&train)?;
+//! assert_eq!(report.documents, 3);
+//! // Seen twice or more in training: "cheap", "lunch", "now" and the number placeholder.
+//! assert_eq!(text.vocab_size(), 2 + 4);
+//!
+//! let ids = text.encode("CHEAP lunch, 50% off");
+//! assert_eq!(text.decode(&ids), ["cheap", "lunch", "__num__", "<unk>", "<unk>"]);
+//! let mut row = [0f32; 6];
+//! text.encode_padded("CHEAP lunch, 50% off", &mut row);
+//! assert_eq!(row[5], FittedTextPipeline::PAD as f32);
+//! assert_eq!(FittedTextPipeline::from_json(&text.to_json()?)?, text);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod batch;
 mod config;
@@ -81,6 +112,7 @@ mod fit;
 mod fitted;
 mod report;
 mod stats;
+mod text;
 mod work;
 
 pub use crate::batch::{Element, RowTransform};
@@ -93,3 +125,4 @@ pub use crate::report::{
     Clipped, ColumnCount, ColumnReason, DroppedColumn, DroppedRow, FitReport, Imputed, RowReason, TransformReport,
 };
 pub use crate::stats::sort_levels;
+pub use crate::text::{FittedTextPipeline, TextFitReport, TextPipelineConfig, TextStep, VocabConfig};
