@@ -196,6 +196,8 @@ fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOption
             field: None,
             byte: e.valid_up_to() + 1,
         })?;
+        // A UTF-8 byte-order mark may open the file.
+        let s = if line == 1 { s.strip_prefix('\u{feff}').unwrap_or(s) } else { s };
         let s = s.trim();
         if s.is_empty() {
             continue;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use proptest::prelude::*;
 use tuneforge_loader::*;
 
 use super::{gz, shared_data, write};
@@ -44,6 +45,7 @@ fn check_rows(data: &TextData) {
 #[test]
 fn jsonl_plain_and_gzip_read_the_same_rows() {
     check_rows(&read_str(ROWS, &jsonl()).unwrap());
+    check_rows(&read_str(&format!("\u{feff}{ROWS}"), &jsonl()).unwrap());
     // gzip recognised by its magic bytes, whatever the name says.
     let tmp = tempfile::tempdir().unwrap();
     let zipped = write(tmp.path(), "rows.txt", &gz(ROWS.as_bytes()));
@@ -196,4 +198,30 @@ fn spamassassin_corpus_reads_with_the_published_counts() {
     // Raw e-mails: most start with headers.
     let with_headers = data.texts.iter().filter(|t| t.contains("\nSubject:") || t.starts_with("Subject:")).count();
     assert!(with_headers > 5000, "{with_headers}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the bytes (plain or gzip, JSONL or CSV), the reader returns rows or an
+    /// error, never panics, and every label indexes `label_names`.
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        bytes in proptest::collection::vec(
+            prop_oneof![Just(b'{'), Just(b'}'), Just(b'"'), Just(b','), Just(b'\n'), Just(b':'), any::<u8>()],
+            0..300,
+        ),
+        prefix in prop_oneof![Just(&b""[..]), Just(&b"text,label\n"[..]), Just(&b"{\"text\":\"a\",\"label\":1}\n"[..])],
+        zipped in any::<bool>(),
+    ) {
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(&bytes);
+        let input = if zipped { gz(&input) } else { input };
+        for options in [jsonl(), csv()] {
+            if let Ok(data) = read_text_from(Path::new("fuzz"), input.as_slice(), &options) {
+                prop_assert_eq!(data.texts.len(), data.labels.len());
+                prop_assert!(data.labels.iter().all(|&l| (l as usize) < data.label_names.len()));
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use proptest::prelude::*;
 use tuneforge_loader::{TextOptions, read_text};
 use tuneforge_prep::{Error, FittedTextPipeline, TextPipelineConfig, TextStep, VocabConfig};
 
@@ -302,6 +303,45 @@ fn fitted_pipeline_round_trips_through_json_and_rejects_corruption() {
     let e = FittedTextPipeline::from_json(&zero.to_string()).unwrap_err();
     assert!(matches!(e, Error::InvalidTextConfig { field: "max_len", .. }), "{e}");
     assert!(matches!(FittedTextPipeline::from_json("{").unwrap_err(), Error::Json { .. }));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any text — mail headers, MIME, HTML and entity fragments, non-ASCII — is cleaned and
+    /// encoded without a panic; ids are in range and no longer than `max_len`.
+    #[test]
+    fn any_text_is_cleaned_and_encoded_without_panic(
+        parts in proptest::collection::vec(
+            prop_oneof![
+                Just("Content-Type: multipart/mixed; boundary=b\n".to_string()),
+                Just("Content-Transfer-Encoding: base64\n".to_string()),
+                Just("Content-Transfer-Encoding: quoted-printable\n".to_string()),
+                Just("--b\n".to_string()),
+                Just("--b--\n".to_string()),
+                Just("\n".to_string()),
+                Just("From x\n".to_string()),
+                Just(" folded\n".to_string()),
+                Just("<script".to_string()),
+                Just("<!--".to_string()),
+                Just("&#x".to_string()),
+                Just("=E9=".to_string()),
+                Just("http://".to_string()),
+                Just("@a.bc".to_string()),
+                "[<>&#;=!$%@./:a-z0-9 \\n\"'é漢]{0,12}",
+                any::<String>(),
+            ],
+            0..24,
+        ),
+    ) {
+        let text: String = parts.concat();
+        let p = pipeline(TextPipelineConfig::email().steps, &["a b c", "content type"]);
+        let _ = p.clean(&text);
+        let ids = p.encode(&text);
+        prop_assert!(ids.len() <= p.max_len());
+        prop_assert!(ids.iter().all(|&i| (i as usize) < p.vocab_size()));
+        prop_assert_eq!(p.decode(&ids).len(), ids.len());
+    }
 }
 
 // ------------------------------------------------------------------ real data
