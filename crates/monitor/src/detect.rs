@@ -128,7 +128,11 @@ impl Default for ThroughputDropConfig {
     }
 }
 
-/// Exploding gradient: norm above `multiple` × the median of the last `window` finite norms.
+/// Exploding gradient: norm above `multiple` × the median of the last `window` finite norms,
+/// and above `multiple` × the median of the run's first `window` norms. The second bound
+/// keeps a converged run quiet: when most batches are already right, the recent median
+/// is tiny and one hard batch multiplies it without being a danger to the weights (seen on
+/// text classification, where the training loss reaches 1e-3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExplodingGradientConfig {
@@ -191,6 +195,8 @@ pub struct Detectors {
     drop: DropState,
     grad: MedianWindow,
     grad_seen: u64,
+    /// Median of the first `window` finite norms, once that many were seen.
+    early_median: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -218,6 +224,7 @@ impl Detectors {
             drop: DropState::default(),
             grad: MedianWindow::new(window),
             grad_seen: 0,
+            early_median: None,
         })
     }
 
@@ -288,13 +295,16 @@ impl Detectors {
             && self.grad_seen >= c.warmup_steps
             && let Some(median) = self.grad.median()
         {
-            let limit = c.multiple * median;
+            let limit = c.multiple * median.max(self.early_median.unwrap_or(0.0));
             if g > limit {
                 fire(g, limit);
             }
         }
         self.grad.push(g);
         self.grad_seen += 1;
+        if self.early_median.is_none() && self.grad_seen >= c.window as u64 {
+            self.early_median = self.grad.median();
+        }
     }
 
     fn check_drop(&mut self, sps: f64, fire: impl FnOnce(f64, f64)) {
@@ -430,6 +440,27 @@ mod tests {
         let a = run(&mut d, 50, 1.0, Some(25.0), 1.0);
         assert_eq!(kinds(&a), [AnomalyKind::ExplodingGradient]);
         assert!((a[0].threshold - 10.0).abs() < 2.0, "{}", a[0].threshold);
+    }
+
+    #[test]
+    fn a_converged_run_is_judged_against_its_early_norms_too() {
+        let config = DetectorConfig {
+            exploding_gradient: ExplodingGradientConfig { window: 20, ..Default::default() },
+            ..DetectorConfig::default()
+        };
+        let mut d = Detectors::new(config).unwrap();
+        // Early training: norms around 0.3; then converged: around 0.01.
+        for i in 0..40 {
+            assert!(run(&mut d, i, 1.0, Some(0.3 + 0.05 * wiggle(i)), 1.0).is_empty());
+        }
+        for i in 40..80 {
+            assert!(run(&mut d, i, 1.0, Some(0.01 + 0.002 * wiggle(i)), 1.0).is_empty());
+        }
+        // 100× the recent median but below 10× the early one: a hard batch, not an explosion.
+        assert!(run(&mut d, 80, 1.0, Some(1.0), 1.0).is_empty());
+        let a = run(&mut d, 81, 1.0, Some(5.0), 1.0);
+        assert_eq!(kinds(&a), [AnomalyKind::ExplodingGradient]);
+        assert!((a[0].threshold - 3.0).abs() < 0.6, "{}", a[0].threshold);
     }
 
     #[test]
