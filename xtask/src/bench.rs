@@ -1,6 +1,8 @@
 //! `cargo xtask bench-step`: training and inference throughput of one model at one batch
 //! size on Fashion-MNIST, measured as `../shared/bench/torch_throughput.py` measures
-//! PyTorch, so the two can run side by side.
+//! PyTorch, so the two can run side by side — or, with `--dataset jsonl:PATH` (any text
+//! dataset), of a text model on the training split's token ids, also as tokens/s (the
+//! non-padding tokens of the rows trained on).
 //!
 //! Method: the whole training and test sets resident in memory as `f32` tensors (pixels
 //! /255); 20 warm-up steps; then one full shuffled epoch (60000 rows, last partial batch
@@ -17,20 +19,30 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
+use tuneforge_agent::data::{DataSource, prepare};
 use tuneforge_loader::{DataDirs, Dataset, GzCache, InMemory, Known};
 use tuneforge_model::{Model, ModelSpec, WidenOptions};
 use tuneforge_optim::{AdamConfig, Optimizer, OptimizerConfig};
 
-use crate::DataArgs;
+use crate::{DataArgs, TextArgs};
 
 const WARMUP_STEPS: usize = 20;
 
 /// Measure training and inference samples/s of one model at one batch size.
 #[derive(Debug, clap::Args)]
 pub struct BenchStepArgs {
-    /// seed-cnn, or mlp:W1,W2,...
+    /// seed-cnn, or mlp:W1,W2,... (Fashion-MNIST); text-bag:D,H... or text-cnn:D,C,H...
+    /// (text datasets).
     #[arg(long, default_value = "mlp:256")]
     pub model: String,
+    /// fashion-mnist, or a text dataset: jsonl:PATH, csv:PATH --text COLUMN.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Label field of a text dataset (default "label").
+    #[arg(long)]
+    pub label: Option<String>,
+    #[command(flatten)]
+    pub text: TextArgs,
     /// Rows per step.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -56,6 +68,8 @@ struct Record {
     threads: usize,
     parameters: usize,
     train_samples_per_s: f64,
+    /// Text: non-padding tokens of the training rows per second of training.
+    train_tokens_per_s: Option<f64>,
     epoch_s: f64,
     infer_samples_per_s: f64,
     last_loss: f32,
@@ -63,9 +77,9 @@ struct Record {
     narrow_ms: Option<f64>,
 }
 
-fn resident(ds: &dyn Dataset, input: &[usize], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+fn resident(ds: &dyn Dataset, input: &[usize], divisor: f32, device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
     let mem = InMemory::copy_of(ds)?;
-    let x: Vec<f32> = mem.features().iter().map(|v| v / 255.0).collect();
+    let x: Vec<f32> = mem.features().iter().map(|v| v / divisor).collect();
     let mut shape = vec![ds.len()];
     shape.extend_from_slice(input);
     Ok((Tensor::from_vec(x, shape, device)?, Tensor::from_slice(mem.labels(), ds.len(), device)?))
@@ -83,11 +97,22 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     let device = crate::train::parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
-    let train = dirs.open(Known::FashionMnistTrain, &cache).context("bench-step needs Fashion-MNIST")?;
-    let test = dirs.open(Known::FashionMnistTest, &cache)?;
-    let spec = ModelSpec::preset(&args.model, &[1, 28, 28], 10)?;
-    let (xtr, ytr) = resident(&*train, &spec.input, &device)?;
-    let (xte, _) = resident(&*test, &spec.input, &device)?;
+    let (spec, train, test, scale, tokens) = if args.dataset == "fashion-mnist" {
+        let train = dirs.open(Known::FashionMnistTrain, &cache).context("bench-step needs Fashion-MNIST")?;
+        let test = dirs.open(Known::FashionMnistTest, &cache)?;
+        (ModelSpec::preset(&args.model, &[1, 28, 28], 10)?, train, test, 255.0, None)
+    } else {
+        let source = args.text.apply(DataSource::parse(&args.dataset, args.label.as_deref())?)?;
+        let data = prepare(&source, &dirs, &cache, 0.0, args.seed)?;
+        let Some(text) = &data.text else {
+            anyhow::bail!("--dataset {}: bench-step takes fashion-mnist or a text dataset", args.dataset);
+        };
+        let spec = ModelSpec::text_preset(&args.model, text.max_len(), text.vocab_size(), data.train.num_classes())?;
+        let tokens = InMemory::copy_of(&*data.train)?.features().iter().filter(|&&t| t != 0.0).count();
+        (spec, data.train.clone(), data.test.clone(), 1.0, Some(tokens))
+    };
+    let (xtr, ytr) = resident(&*train, &spec.input, scale, &device)?;
+    let (xte, _) = resident(&*test, &spec.input, scale, &device)?;
     let mut model = spec.init_seeded(&device, args.seed)?;
     let mut opt = OptimizerConfig::Adam(AdamConfig { lr: 1e-3, ..Default::default() }).build(model.vars())?;
     let n = train.len();
@@ -150,6 +175,7 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         parameters: model.parameter_count(),
         train_samples_per_s: n as f64 / epoch_s,
+        train_tokens_per_s: tokens.map(|t| t as f64 / epoch_s),
         epoch_s,
         infer_samples_per_s,
         last_loss,

@@ -58,6 +58,25 @@ pub struct DataArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// Options of text datasets (`jsonl:PATH`, or `csv:PATH` with `--text COLUMN`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TextArgs {
+    /// The JSON field or CSV column holding the text (jsonl: default "text"); with
+    /// csv:PATH it makes the file a text dataset.
+    #[arg(long = "text-field", visible_alias = "text", value_name = "FIELD")]
+    pub text_field: Option<String>,
+    /// Keep e-mail headers (the whole message) instead of stripping them to the body.
+    #[arg(long)]
+    pub keep_headers: bool,
+}
+
+impl TextArgs {
+    /// `data` with these options applied ([`DataSource::with_text`]).
+    pub fn apply(&self, data: tuneforge_agent::data::DataSource) -> anyhow::Result<tuneforge_agent::data::DataSource> {
+        Ok(data.with_text(self.text_field.as_deref(), self.keep_headers)?)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     // The monitor's anomaly and rollback warnings are already printed by its progress view
     // (`train`), so by default only its errors go through tracing. No colour codes in logs.

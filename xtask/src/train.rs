@@ -11,18 +11,22 @@ use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::{MonitorConfig, ProgressMode};
 use tuneforge_optim::{AdamConfig, AdamWConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
 
-use crate::DataArgs;
+use crate::{DataArgs, TextArgs};
 
 /// Train one model on one dataset and report test accuracy and macro-F1.
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// fashion-mnist, digits, biopsy, or csv:PATH (with --label).
+    /// fashion-mnist, digits, biopsy, csv:PATH (with --label), or a text dataset:
+    /// jsonl:PATH, csv:PATH --text COLUMN.
     #[arg(long, default_value = "digits")]
     pub dataset: String,
-    /// Label column of a csv: dataset.
+    /// Label column of a csv: dataset (jsonl: the label field, default "label").
     #[arg(long)]
     pub label: Option<String>,
-    /// seed-cnn, or mlp:W1,W2,... (hidden widths).
+    #[command(flatten)]
+    pub text: TextArgs,
+    /// seed-cnn, or mlp:W1,W2,... (hidden widths); for text text-bag:D,H... or
+    /// text-cnn:D,C,H... (embedding dimension, channels, hidden widths).
     #[arg(long, default_value = "mlp:256")]
     pub model: String,
     /// Passes over the training rows.
@@ -118,7 +122,7 @@ pub fn parse_device(text: &str) -> anyhow::Result<Device> {
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig {
-        data: DataSource::parse(&args.dataset, args.label.as_deref())?,
+        data: args.text.apply(DataSource::parse(&args.dataset, args.label.as_deref())?)?,
         model: args.model.clone(),
         epochs: args.epochs,
         batch_size: args.batch_size,

@@ -12,19 +12,22 @@ use tuneforge_agent::tune::{Strategy, TrialRecord, TuneConfig, TuneSummary, resu
 use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::ProgressMode;
 
-use crate::DataArgs;
+use crate::{DataArgs, TextArgs};
 
 /// Tune a network while it trains and report the best model's test metrics.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TuneArgs {
-    /// digits, fashion-mnist, biopsy, or csv:PATH (with --label).
+    /// digits, fashion-mnist, biopsy, csv:PATH (with --label), or a text dataset:
+    /// jsonl:PATH, csv:PATH --text COLUMN.
     #[arg(long, default_value = "digits")]
     pub dataset: String,
-    /// Label column of a csv: dataset.
+    /// Label column of a csv: dataset (jsonl: the label field, default "label").
     #[arg(long)]
     pub label: Option<String>,
-    /// Starting architecture: mlp:W1,W2,... or seed-cnn (default: seed-cnn for
-    /// fashion-mnist, mlp:64 for tables).
+    #[command(flatten)]
+    pub text: TextArgs,
+    /// Starting architecture: mlp:W1,W2,..., seed-cnn, text-bag:D,H... or text-cnn:D,C,H...
+    /// (default: seed-cnn for fashion-mnist, text-bag for text, mlp:64 for tables).
     #[arg(long)]
     pub model: Option<String>,
     /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
@@ -40,10 +43,12 @@ pub struct TuneArgs {
     /// Weight of the throughput term of the reward: Δ val macro-F1 + λ·ln(samples/s ÷ ref).
     #[arg(long, default_value_t = 0.02)]
     pub lambda: f64,
-    /// Optimiser steps between decisions (default: 30 for tables, 100 for images).
+    /// Optimiser steps between decisions (default: 30 for tables, 50 for text, 100 for
+    /// images).
     #[arg(long)]
     pub decision_steps: Option<usize>,
-    /// Optimiser steps per trial (default: 300 for tables, 2500 for images: about 6 epochs).
+    /// Optimiser steps per trial (default: 300 for tables, 600 for text, 2500 for images:
+    /// about 6 epochs).
     #[arg(long)]
     pub trial_steps: Option<u64>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
@@ -51,7 +56,7 @@ pub struct TuneArgs {
     #[arg(long, default_value = "cosine")]
     pub schedule: String,
     /// Fraction of the training rows held out for validation (default: 0.1 for images,
-    /// 0.2 for tables).
+    /// 0.2 for tables and text).
     #[arg(long)]
     pub val_fraction: Option<f64>,
     /// Seed of everything.
@@ -66,7 +71,7 @@ pub struct TuneArgs {
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (a policy.json of an earlier study).
     #[arg(long, value_name = "FILE")]
@@ -75,7 +80,8 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 10.0)]
     pub checkpoint_every: f64,
     /// Progress of each trial: auto (a bar on a terminal, plain lines under CI), bar, plain
-    /// or off (default: auto for images, off for tables, whose trials last a second).
+    /// or off (default: auto for images and text, off for tables, whose trials last a
+    /// second).
     #[arg(long)]
     pub progress: Option<String>,
     #[command(flatten)]
@@ -93,9 +99,53 @@ pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
 
 const DEFAULT_OUT: &str = "runs/tune";
 
-fn progress(args: &TuneArgs, images: bool) -> anyhow::Result<ProgressMode> {
+/// The study settings that depend on the kind of data (see the flags' docs).
+struct Defaults {
+    model: &'static str,
+    batch_size: usize,
+    lr: f64,
+    decision_steps: usize,
+    trial_steps: u64,
+    val_fraction: f64,
+    /// Trials long enough for a progress bar.
+    slow: bool,
+}
+
+fn defaults(data: &DataSource) -> Defaults {
+    match data {
+        DataSource::Known(n) if n.starts_with("fashion-mnist") => Defaults {
+            model: "seed-cnn",
+            batch_size: 128,
+            lr: 1e-3,
+            decision_steps: 100,
+            trial_steps: 2500,
+            val_fraction: 0.1,
+            slow: true,
+        },
+        DataSource::Text { .. } => Defaults {
+            model: "text-bag:64,64",
+            batch_size: 32,
+            lr: 3e-3,
+            decision_steps: 50,
+            trial_steps: 600,
+            val_fraction: 0.2,
+            slow: true,
+        },
+        _ => Defaults {
+            model: "mlp:64",
+            batch_size: 32,
+            lr: 3e-3,
+            decision_steps: 30,
+            trial_steps: 300,
+            val_fraction: 0.2,
+            slow: false,
+        },
+    }
+}
+
+fn progress(args: &TuneArgs, slow: bool) -> anyhow::Result<ProgressMode> {
     Ok(match args.progress.as_deref() {
-        None if images => ProgressMode::Auto,
+        None if slow => ProgressMode::Auto,
         None => ProgressMode::Off,
         Some("auto") => ProgressMode::Auto,
         Some("bar") => ProgressMode::Bar,
@@ -107,8 +157,8 @@ fn progress(args: &TuneArgs, images: bool) -> anyhow::Result<ProgressMode> {
 
 /// The study `args` describe, with the per-dataset defaults filled in.
 pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
-    let data = DataSource::parse(&args.dataset, args.label.as_deref())?;
-    let images = matches!(&data, DataSource::Known(n) if n.starts_with("fashion-mnist"));
+    let data = args.text.apply(DataSource::parse(&args.dataset, args.label.as_deref())?)?;
+    let d = defaults(&data);
     let strategy: Strategy = args.strategy.parse()?;
     let policy = match &args.policy {
         Some(path) => {
@@ -128,34 +178,28 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     };
     let config = TuneConfig {
         data,
-        model: args.model.clone().unwrap_or_else(|| if images { "seed-cnn" } else { "mlp:64" }.into()),
+        model: args.model.clone().unwrap_or_else(|| d.model.into()),
         strategy,
         budget: parse_budget(&args.budget)?,
         seed: args.seed,
-        batch_size: if images { 128 } else { 32 },
-        lr: if images { 1e-3 } else { 3e-3 },
+        batch_size: d.batch_size,
+        lr: d.lr,
         env: EnvConfig {
-            decision_steps: args.decision_steps.unwrap_or(if images { 100 } else { 30 }),
+            decision_steps: args.decision_steps.unwrap_or(d.decision_steps),
             lambda: args.lambda,
             bounds: Bounds::default(),
-            budget_steps: args.trial_steps.unwrap_or(if images { 2500 } else { 300 }),
+            budget_steps: args.trial_steps.unwrap_or(d.trial_steps),
         },
         checkpoint_every,
         policy,
-        progress: progress(args, images)?,
+        progress: progress(args, d.slow)?,
         cosine: match args.schedule.as_str() {
             "cosine" => true,
             "constant" => false,
             other => bail!("--schedule {other}: expected cosine or constant"),
         },
         val_fraction: match args.val_fraction {
-            None => {
-                if images {
-                    0.1
-                } else {
-                    0.2
-                }
-            }
+            None => d.val_fraction,
             Some(f) if (0.01..0.9).contains(&f) => f,
             Some(f) => bail!("--val-fraction {f}: must be in [0.01, 0.9)"),
         },
@@ -197,7 +241,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     let (summary, out) = match &args.resume {
         Some(dir) => {
             let config = tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?;
-            let images = matches!(&config.data, DataSource::Known(n) if n.starts_with("fashion-mnist"));
+            let slow = defaults(&config.data).slow;
             eprintln!(
                 "resuming {} ({}, {}, budget {:?}, seed {})",
                 dir.display(),
@@ -206,7 +250,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 config.budget,
                 config.seed
             );
-            let summary = resume(dir, &dirs, &cache, &device, progress(args, images)?, &mut print_trial)
+            let summary = resume(dir, &dirs, &cache, &device, progress(args, slow)?, &mut print_trial)
                 .map_err(|e| stopped(e, dir))?;
             (summary, dir.clone())
         }

@@ -7,6 +7,15 @@
 //!   most-frequent imputation (categorical), dropping constant columns, standard scaling,
 //!   one-hot encoding (unknown categories at test time encode as all zeros) — and applied to
 //!   the test rows. The fitted pipeline is kept so it ships with the model.
+//! - Text data (`jsonl:PATH`, or `csv:PATH` with a text column): the same seeded, stratified
+//!   80/20 split, then a text pipeline fitted **on the training rows only**
+//!   ([`TextPipelineConfig::email`]: e-mail header block stripped and MIME bodies decoded,
+//!   HTML removed, lower case, URLs, e-mail addresses and numbers normalised, a word
+//!   vocabulary of the training rows' tokens with min count 2, at most 30000 ids and 400
+//!   tokens per text; [`TextPipelineConfig::plain`] keeps the headers). Each text becomes
+//!   its token ids (`f32`, 0 = padding), the input of the text models
+//!   ([`tuneforge_model::ModelSpec::text_preset`]). A word seen only outside the training
+//!   rows maps to the unknown id.
 //! - Validation, when asked for, is a further seeded stratified hold-out of the training
 //!   rows; the test split is never looked at during training.
 
@@ -15,9 +24,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tuneforge_loader::{
-    CsvOptions, DataDirs, Dataset, GzCache, InMemory, Known, Scale, Subset, Table, read_csv, stratified_split,
+    CsvOptions, DataDirs, Dataset, GzCache, InMemory, Known, Scale, Subset, Table, TextOptions, read_csv, read_text,
+    stratified_split,
 };
-use tuneforge_prep::{Columns, FittedPipeline, Impute, PipelineConfig, Scaling, Step, Unknown};
+use tuneforge_prep::{
+    Columns, FittedPipeline, FittedTextPipeline, Impute, PipelineConfig, Scaling, Step, TextPipelineConfig, Unknown,
+};
 
 use crate::{Error, Result};
 
@@ -34,12 +46,48 @@ pub enum DataSource {
         /// The label column's name.
         label: String,
     },
+    /// Labelled texts: JSON lines (gzip or plain) or a CSV file with a text column.
+    Text {
+        /// The file.
+        path: PathBuf,
+        /// JSON lines or CSV.
+        format: TextFormat,
+        /// The field (JSON) or column (CSV) holding the text.
+        text_field: String,
+        /// The field or column holding the label.
+        label: String,
+        /// Keep e-mail headers (the whole message) instead of the body only.
+        #[serde(default)]
+        keep_headers: bool,
+    },
+}
+
+/// The file format of a [`DataSource::Text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// A CSV file with a header.
+    Csv,
 }
 
 impl DataSource {
     /// Parses `fashion-mnist`, `digits`, `biopsy` or `csv:PATH` (the label column comes
     /// from `label`, required for CSV files).
+    ///
+    /// `jsonl:PATH` is a text dataset (text field `text`, label field `label` or `label`'s
+    /// value); [`DataSource::with_text`] turns a CSV file into one and sets the text field.
     pub fn parse(text: &str, label: Option<&str>) -> Result<Self> {
+        if let Some(path) = text.strip_prefix("jsonl:") {
+            return Ok(DataSource::Text {
+                path: PathBuf::from(path),
+                format: TextFormat::Jsonl,
+                text_field: "text".into(),
+                label: label.unwrap_or("label").to_string(),
+                keep_headers: false,
+            });
+        }
         if let Some(path) = text.strip_prefix("csv:") {
             let label = label.ok_or_else(|| Error::Config {
                 what: "dataset",
@@ -55,9 +103,43 @@ impl DataSource {
             Some(k) => Ok(DataSource::Known(k.name().to_string())),
             None => Err(Error::Config {
                 what: "dataset",
-                why: format!("unknown dataset {text:?}; use fashion-mnist, digits, biopsy or csv:PATH"),
+                why: format!("unknown dataset {text:?}; use fashion-mnist, digits, biopsy, csv:PATH or jsonl:PATH"),
             }),
         }
+    }
+
+    /// The text options of the command line: `text_field` (`--text`) makes a CSV source
+    /// a text one with that column, or names a JSON lines source's text field;
+    /// `keep_headers` keeps e-mail headers. Either on a non-text source is an error.
+    pub fn with_text(self, text_field: Option<&str>, keep_headers: bool) -> Result<Self> {
+        match (self, text_field) {
+            (DataSource::Csv { path, label }, Some(field)) => Ok(DataSource::Text {
+                path,
+                format: TextFormat::Csv,
+                text_field: field.to_string(),
+                label,
+                keep_headers,
+            }),
+            (DataSource::Text { path, format, text_field, label, .. }, field) => Ok(DataSource::Text {
+                path,
+                format,
+                text_field: field.map_or(text_field, str::to_string),
+                label,
+                keep_headers,
+            }),
+            (other, None) if !keep_headers => Ok(other),
+            (other, _) => Err(Error::Config {
+                what: "dataset",
+                why: format!(
+                    "{other}: --text and --keep-headers apply to text datasets (jsonl:PATH, or csv:PATH --text COLUMN)"
+                ),
+            }),
+        }
+    }
+
+    /// `true` for text datasets.
+    pub fn is_text(&self) -> bool {
+        matches!(self, DataSource::Text { .. })
     }
 }
 
@@ -66,6 +148,11 @@ impl std::fmt::Display for DataSource {
         match self {
             DataSource::Known(n) => f.write_str(n),
             DataSource::Csv { path, label } => write!(f, "csv:{} (label {label})", path.display()),
+            DataSource::Text { path, format, text_field, label, keep_headers } => {
+                let kind = if *format == TextFormat::Jsonl { "jsonl" } else { "csv" };
+                let headers = if *keep_headers { "headers kept" } else { "e-mail headers stripped" };
+                write!(f, "{kind}:{} (text {text_field}, label {label}, {headers})", path.display())
+            }
         }
     }
 }
@@ -85,6 +172,8 @@ pub struct Prepared {
     pub sample_shape: Vec<usize>,
     /// The preprocessing fitted on the training rows (CSV data).
     pub pipeline: Option<FittedPipeline>,
+    /// The text pipeline and vocabulary fitted on the training rows (text data).
+    pub text: Option<FittedTextPipeline>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -119,8 +208,24 @@ pub fn prepare(
     val_fraction: f64,
     seed: u64,
 ) -> Result<Prepared> {
+    let mut text = None;
     let (train, test, scale, pipeline, sample_shape): (Arc<dyn Dataset>, Arc<dyn Dataset>, Scale, _, Vec<usize>) =
         match source {
+            DataSource::Text { path, format, text_field, label, keep_headers } => {
+                let options = TextOptions {
+                    format: match format {
+                        TextFormat::Jsonl => tuneforge_loader::TextFormat::Jsonl,
+                        TextFormat::Csv => tuneforge_loader::TextFormat::Csv,
+                    },
+                    text_field: text_field.clone(),
+                    label_field: label.clone(),
+                };
+                let config = if *keep_headers { TextPipelineConfig::plain() } else { TextPipelineConfig::email() };
+                let (tr, te, fitted) = prepare_text(path, &options, &config, seed)?;
+                let shape = vec![fitted.max_len()];
+                text = Some(fitted);
+                (tr, te, Scale::IDENTITY, None, shape)
+            }
             DataSource::Known(name) if name.starts_with("fashion-mnist") => {
                 let train = dirs.open(Known::FashionMnistTrain, cache)?;
                 let test = dirs.open(Known::FashionMnistTest, cache)?;
@@ -149,7 +254,30 @@ pub fn prepare(
     } else {
         (train, None)
     };
-    Ok(Prepared { train, val, test, scale, sample_shape, pipeline })
+    Ok(Prepared { train, val, test, scale, sample_shape, pipeline, text })
+}
+
+type TextSplits = (Arc<dyn Dataset>, Arc<dyn Dataset>, FittedTextPipeline);
+
+fn prepare_text(
+    path: &std::path::Path,
+    options: &TextOptions,
+    config: &TextPipelineConfig,
+    seed: u64,
+) -> Result<TextSplits> {
+    let data = read_text(path, options)?;
+    let (train_rows, test_rows) = stratified_split(&data.labels, 0.2, seed)?;
+    let texts = |rows: &[u32]| rows.iter().map(|&r| data.texts[r as usize].as_str()).collect::<Vec<_>>();
+    let (train_texts, test_texts) = (texts(&train_rows), texts(&test_rows));
+    let (fitted, report) = config.fit(&train_texts)?;
+    tracing::info!(%report, "text pipeline fitted on {} training rows", train_rows.len());
+    let to_dataset = |texts: &[&str], rows: &[u32]| -> Result<InMemory> {
+        let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r as usize]).collect();
+        Ok(InMemory::new(fitted.encode_all(texts), labels, vec![fitted.max_len()], data.label_names.clone())?)
+    };
+    let train = to_dataset(&train_texts, &train_rows)?;
+    let test = to_dataset(&test_texts, &test_rows)?;
+    Ok((Arc::new(train), Arc::new(test), fitted))
 }
 
 type CsvSplits = (Arc<dyn Dataset>, Arc<dyn Dataset>, FittedPipeline, Vec<usize>);

@@ -261,8 +261,11 @@ impl Run {
     pub fn with_data(config: RunConfig, data: Prepared, device: &Device) -> Result<Run> {
         Self::check_config(&config)?;
         let classes = data.train.num_classes();
-        let spec = ModelSpec::preset(&config.model, &data.sample_shape, classes)?;
-        // An MLP takes flat rows; the CNN takes [1, 28, 28] images.
+        // An MLP takes flat rows; the CNN takes [1, 28, 28] images; text models token ids.
+        let spec = match &data.text {
+            Some(text) => ModelSpec::text_preset(&config.model, text.max_len(), text.vocab_size(), classes)?,
+            None => ModelSpec::preset(&config.model, &data.sample_shape, classes)?,
+        };
         let model = spec.init_seeded(device, config.seed)?;
         let optimizer = config.optimizer.build(model.vars())?;
         // A cosine schedule with `total_steps: 0` spans the whole run.
@@ -868,13 +871,17 @@ impl Run {
         Ok(())
     }
 
-    /// Writes the preprocessing fitted on the training rows (CSV data) to `path` as JSON;
-    /// does nothing for data without a pipeline.
+    /// Writes the preprocessing fitted on the training rows (CSV data: the table pipeline;
+    /// text data: the cleaning steps and the vocabulary) to `path` as JSON; does nothing for
+    /// data without one.
     pub fn write_pipeline(&self, path: &Path) -> Result<()> {
-        match &self.data.pipeline {
-            Some(p) => write_atomic(path, p.to_json()?.as_bytes()),
-            None => Ok(()),
+        if let Some(p) = &self.data.pipeline {
+            write_atomic(path, p.to_json()?.as_bytes())?;
         }
+        if let Some(t) = &self.data.text {
+            write_atomic(path, t.to_json()?.as_bytes())?;
+        }
+        Ok(())
     }
 }
 

@@ -489,14 +489,15 @@ impl State<'_> {
             let k = rng.random_range(-2i32..=1);
             start.batch_size =
                 ((c.batch_size as f64 * 2f64.powi(k)) as usize).clamp(c.env.bounds.batch.0, c.env.bounds.batch.1);
-            if let Some(widths) = c.model.strip_prefix("mlp:") {
+            // Presets with widths (`mlp:W,...`, `text-bag:D,H,...`, `text-cnn:D,C,...`).
+            if let Some((kind, widths)) = c.model.split_once(':') {
                 let f = [0.5, 1.0, 2.0][rng.random_range(0..3)];
                 let scaled: Vec<String> = widths
                     .split(',')
                     .filter_map(|w| w.trim().parse::<f64>().ok())
                     .map(|w| (((w * f).round() as usize).clamp(c.env.bounds.width.0, c.env.bounds.width.1)).to_string())
                     .collect();
-                start.model = format!("mlp:{}", scaled.join(","));
+                start.model = format!("{kind}:{}", scaled.join(","));
             }
         }
         start

@@ -1,4 +1,7 @@
 //! Text layers: embedding, embedding bag (mean/max), conv1d, global max pool — checked
+
+// The reference loops index several arrays by the same variable, as the maths is written.
+#![allow(clippy::needless_range_loop)]
 //! against plain loops over the same numbers, and through widen/narrow/save/load.
 
 use candle_core::{Device, Tensor};
