@@ -14,15 +14,43 @@ use crate::{Error, Result};
 pub const SPEC_METADATA_KEY: &str = "tuneforge.model_spec";
 
 pub(crate) enum Layer {
-    Linear { w: Var, b: Var },
-    Conv2d { w: Var, b: Var, stride: usize, padding: usize },
+    Linear {
+        w: Var,
+        b: Var,
+    },
+    Conv2d {
+        w: Var,
+        b: Var,
+        stride: usize,
+        padding: usize,
+    },
     /// `pool`: `None` for a sequence of vectors (`Embedding`), else an `EmbeddingBag`.
-    Embedding { w: Var, pool: Option<Pool> },
-    Conv1d { w: Var, b: Var, stride: usize, padding: usize },
+    Embedding {
+        w: Var,
+        pool: Option<Pool>,
+    },
+    Conv1d {
+        w: Var,
+        b: Var,
+        stride: usize,
+        padding: usize,
+    },
     GlobalMaxPool,
-    MaxPool2d { size: usize, stride: usize },
-    BatchNorm { gamma: Var, beta: Var, mean: Tensor, var: Tensor, eps: f64, momentum: f64 },
-    Dropout { p: f32 },
+    MaxPool2d {
+        size: usize,
+        stride: usize,
+    },
+    BatchNorm {
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        var: Tensor,
+        eps: f64,
+        momentum: f64,
+    },
+    Dropout {
+        p: f32,
+    },
     Flatten,
     Act(Activation),
 }

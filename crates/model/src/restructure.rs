@@ -450,4 +450,3 @@ fn expand(units: &[usize], scale: &[f32], block: usize) -> (Vec<usize>, Vec<f32>
     }
     (cols, s)
 }
-

@@ -333,11 +333,7 @@ impl ModelSpec {
                     if *vocab < 2 || *dim == 0 {
                         return Err(err(format!("vocab {vocab} and dim {dim}: need vocab >= 2 and dim > 0")));
                     }
-                    if matches!(layer, LayerSpec::Embedding { .. }) {
-                        vec![*dim, len]
-                    } else {
-                        vec![*dim]
-                    }
+                    if matches!(layer, LayerSpec::Embedding { .. }) { vec![*dim, len] } else { vec![*dim] }
                 }
                 LayerSpec::Conv1d { channels, kernel, stride, padding } => {
                     let [_, len] = shape[..] else {
@@ -347,7 +343,10 @@ impl ModelSpec {
                         return Err(err("channels, kernel and stride must be positive".into()));
                     }
                     if len + 2 * padding < *kernel {
-                        return Err(err(format!("kernel {kernel} is longer than the padded input {}", len + 2 * padding)));
+                        return Err(err(format!(
+                            "kernel {kernel} is longer than the padded input {}",
+                            len + 2 * padding
+                        )));
                     }
                     vec![*channels, (len + 2 * padding - kernel) / stride + 1]
                 }

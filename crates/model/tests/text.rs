@@ -1,8 +1,8 @@
 //! Text layers: embedding, embedding bag (mean/max), conv1d, global max pool — checked
+//! against plain loops over the same numbers, and through widen/narrow/save/load.
 
 // The reference loops index several arrays by the same variable, as the maths is written.
 #![allow(clippy::needless_range_loop)]
-//! against plain loops over the same numbers, and through widen/narrow/save/load.
 
 use candle_core::{Device, Tensor};
 use tuneforge_model::*;
