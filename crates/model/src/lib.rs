@@ -43,6 +43,7 @@ mod error;
 mod model;
 pub mod restructure;
 mod spec;
+mod text_ops;
 
 pub use crate::error::{Error, Result};
 pub use crate::model::{Model, SPEC_METADATA_KEY, argmax};

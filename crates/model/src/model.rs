@@ -502,15 +502,25 @@ fn apply_stateless(layer: &Layer, h: &Tensor) -> Result<Tensor> {
 
 /// Token ids `x` (`[batch, len]`, whole numbers stored as `f32`) through embedding table
 /// `w` (`[vocab, dim]`): `[batch, dim, len]` for a sequence, `[batch, dim]` pooled over
-/// the non-padding tokens (id 0 is padding) for a bag.
+/// the non-padding tokens (id 0 is padding) for a bag (one custom op on the CPU, see
+/// `text_ops`; candle's ops elsewhere).
 fn embed(w: &Tensor, x: &Tensor, pool: Option<Pool>) -> Result<Tensor> {
+    embed_with(w, x, pool, crate::cpu_ops::fast_f32(w))
+}
+
+/// [`embed`], with the custom op (`fast`) or with candle's ops.
+fn embed_with(w: &Tensor, x: &Tensor, pool: Option<Pool>, fast: bool) -> Result<Tensor> {
     let (batch, len) = x.dims2()?;
     let (vocab, dim) = w.dims2()?;
     // One pass over the ids (a few thousand numbers; cheap next to the lookup).
-    if let Some(&found) =
-        x.flatten_all()?.to_vec1::<f32>()?.iter().find(|&&t| !(t >= 0.0 && t < vocab as f32 && t.fract() == 0.0))
-    {
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(&found) = values.iter().find(|&&t| !(t >= 0.0 && t < vocab as f32 && t.fract() == 0.0)) {
         return Err(Error::TokenId { found, vocab });
+    }
+    if let (Some(pool), true) = (pool, fast) {
+        let ids = values.iter().map(|&t| t as u32).collect();
+        let op = crate::text_ops::EmbeddingBagOp { ids, batch, len, pool };
+        return Ok(w.contiguous()?.apply_op1(op)?);
     }
     let ids = x.to_dtype(DType::U32)?;
     let mask = ids.ne(0u32)?.to_dtype(DType::F32)?; // [batch, len]: 1 for tokens, 0 for padding
@@ -551,4 +561,62 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The CPU embedding-bag op against candle's composition: outputs and table gradients.
+    #[test]
+    fn embedding_bag_op_equals_candles_ops() {
+        let dev = Device::Cpu;
+        let (vocab, dim, batch, len) = (30, 5, 7, 9);
+        let mut rng = StdRng::seed_from_u64(1);
+        let table = Tensor::from_vec(normal(&mut rng, vocab * dim, 1.0), (vocab, dim), &dev).unwrap();
+        let mut ids: Vec<f32> = (0..batch * len).map(|_| rng.random_range(0..vocab) as f32).collect();
+        ids[..len].fill(0.0); // a text of padding only
+        ids[len..2 * len].fill(3.0); // one token repeated
+        let x = Tensor::from_vec(ids, (batch, len), &dev).unwrap();
+        // Max pooling: candle's `max` backward hands the gradient to every position equal
+        // to the maximum, so a repeated token would collect it once per occurrence (the
+        // op, like PyTorch, hands it to one): compare on texts without repeats.
+        let mut distinct: Vec<f32> = Vec::new();
+        for b in 0..batch {
+            let mut row: Vec<f32> = (0..len).map(|i| ((b * 3 + i * 7) % (vocab - 1) + 1) as f32).collect();
+            if b == 0 {
+                row.fill(0.0);
+            }
+            row[len - 2..].fill(0.0);
+            distinct.extend(row);
+        }
+        let x_distinct = Tensor::from_vec(distinct, (batch, len), &dev).unwrap();
+        let r = Tensor::from_vec(normal(&mut rng, batch * dim, 1.0), (batch, dim), &dev).unwrap();
+        for (pool, x) in [(Pool::Mean, &x), (Pool::Max, &x_distinct)] {
+            let mut outs = Vec::new();
+            for fast in [true, false] {
+                let w = Var::from_tensor(&table).unwrap();
+                let y = embed_with(w.as_tensor(), x, Some(pool), fast).unwrap();
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = grads.get(w.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+                outs.push((y.to_vec2::<f32>().unwrap(), g));
+            }
+            let ((y0, g0), (y1, g1)) = (&outs[0], &outs[1]);
+            for (a, b) in
+                y0.iter().flatten().zip(y1.iter().flatten()).chain(g0.iter().flatten().zip(g1.iter().flatten()))
+            {
+                assert!((a - b).abs() < 1e-5, "{pool:?}: {a} vs {b}");
+            }
+            assert!(g0.iter().flatten().any(|&v| v != 0.0), "{pool:?}: some gradient");
+        }
+        // A text of one token repeated: max pooling's gradient reaches its row once.
+        let w = Var::from_tensor(&table).unwrap();
+        let one = Tensor::from_vec(vec![3f32; len], (1, len), &dev).unwrap();
+        let y = embed(w.as_tensor(), &one, Some(Pool::Max)).unwrap();
+        let grads = (&y * r.narrow(0, 0, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(w.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(g[3], r.to_vec2::<f32>().unwrap()[0]);
+    }
 }
