@@ -11,8 +11,8 @@
 //!   80/20 split, then a text pipeline fitted **on the training rows only**
 //!   ([`TextPipelineConfig::email`]: e-mail header block stripped and MIME bodies decoded,
 //!   HTML removed, lower case, URLs, e-mail addresses and numbers normalised, a word
-//!   vocabulary of the training rows' tokens with min count 2, at most 30000 ids and 400
-//!   tokens per text; [`TextPipelineConfig::plain`] keeps the headers). Each text becomes
+//!   vocabulary of the words in at least 2 training texts, at most 30000 ids; each text is
+//!   its first 800 distinct words; [`TextPipelineConfig::plain`] keeps the headers). Each text becomes
 //!   its token ids (`f32`, 0 = padding), the input of the text models
 //!   ([`tuneforge_model::ModelSpec::text_preset`]). A word seen only outside the training
 //!   rows maps to the unknown id.

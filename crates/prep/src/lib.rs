@@ -93,11 +93,12 @@
 //! let config = TextPipelineConfig { vocab, ..TextPipelineConfig::plain() };
 //! let (text, report) = config.fit(&train)?;
 //! assert_eq!(report.documents, 3);
-//! // Seen twice or more in training: "cheap", "lunch", "now" and the number placeholder.
-//! assert_eq!(text.vocab_size(), 2 + 4);
+//! // In two or more training texts: "cheap", "lunch" and "now" (the number placeholder is
+//! // in one text only, twice).
+//! assert_eq!(text.vocab_size(), 2 + 3);
 //!
 //! let ids = text.encode("CHEAP lunch, 50% off");
-//! assert_eq!(text.decode(&ids), ["cheap", "lunch", "__num__", "<unk>", "<unk>"]);
+//! assert_eq!(text.decode(&ids), ["cheap", "lunch", "<unk>", "<unk>", "<unk>"]);
 //! let mut row = [0f32; 6];
 //! text.encode_padded("CHEAP lunch, 50% off", &mut row);
 //! assert_eq!(row[5], FittedTextPipeline::PAD as f32);

@@ -8,9 +8,11 @@ use proptest::prelude::*;
 use tuneforge_loader::{TextOptions, read_text};
 use tuneforge_prep::{Error, FittedTextPipeline, TextPipelineConfig, TextStep, VocabConfig};
 
-/// A pipeline with `steps` and a vocabulary of every training token (min_count 1).
+/// A pipeline with `steps` and a vocabulary of every training token (min_count 1), every
+/// occurrence kept (`distinct` off).
 fn pipeline(steps: Vec<TextStep>, train: &[&str]) -> FittedTextPipeline {
-    let config = TextPipelineConfig { steps, vocab: VocabConfig { min_count: 1, ..VocabConfig::default() } };
+    let vocab = VocabConfig { min_count: 1, distinct: false, ..VocabConfig::default() };
+    let config = TextPipelineConfig { steps, vocab };
     config.fit(train).unwrap().0
 }
 
@@ -221,7 +223,10 @@ fn vocabulary_is_fitted_on_training_texts_only() {
 
     // Ties broken by byte order, whatever the order of appearance; max_size caps the
     // vocabulary (PAD and UNK included).
-    let tied = TextPipelineConfig { steps: vec![], vocab: VocabConfig { min_count: 1, max_size: 4, max_len: 8 } };
+    let tied = TextPipelineConfig {
+        steps: vec![],
+        vocab: VocabConfig { min_count: 1, max_size: 4, max_len: 8, distinct: false },
+    };
     let (p, report) = tied.fit(&["zeta beta", "beta zeta alpha", "", "!!"]).unwrap();
     assert_eq!(p.vocabulary(), ["<pad>", "<unk>", "!", "beta"]);
     assert_eq!((report.distinct, report.kept, report.empty_documents), (4, 2, 1));
@@ -229,7 +234,10 @@ fn vocabulary_is_fitted_on_training_texts_only() {
 
 #[test]
 fn encodings_are_truncated_and_padded_to_max_len() {
-    let config = TextPipelineConfig { steps: vec![], vocab: VocabConfig { min_count: 1, max_size: 100, max_len: 4 } };
+    let config = TextPipelineConfig {
+        steps: vec![],
+        vocab: VocabConfig { min_count: 1, max_size: 100, max_len: 4, distinct: false },
+    };
     let (p, report) = config.fit(&["a b c d e f", "a"]).unwrap();
     assert_eq!(report.truncated_documents, 1);
     assert_eq!(p.max_len(), 4);
@@ -243,6 +251,23 @@ fn encodings_are_truncated_and_padded_to_max_len() {
         [id("a"), id("b"), id("c"), id("d"), 0, 0, 0, 0, id("c"), 0, 0, 0].iter().map(|&i| i as f32).collect();
     assert_eq!(all, want);
     assert!(p.encode_all::<&str>(&[]).is_empty());
+}
+
+#[test]
+fn distinct_keeps_each_token_once_and_counts_texts() {
+    let vocab = |distinct| VocabConfig { min_count: 2, max_size: 100, max_len: 3, distinct };
+    let train = ["a a a", "b", "b c", "c"];
+    // Occurrences: a 3, b 2, c 2. Texts: a 1, b 2, c 2.
+    let (every, _) = TextPipelineConfig { steps: vec![], vocab: vocab(false) }.fit(&train).unwrap();
+    assert_eq!(every.vocabulary(), ["<pad>", "<unk>", "a", "b", "c"]);
+    let (once, report) = TextPipelineConfig { steps: vec![], vocab: vocab(true) }.fit(&train).unwrap();
+    assert_eq!(once.vocabulary(), ["<pad>", "<unk>", "b", "c"]);
+    assert_eq!(report.tokens, 5, "a text's repeats are not counted");
+    let id = |t: &str| once.id(t).unwrap();
+    // First occurrences, in order; the limit counts distinct tokens.
+    assert_eq!(once.encode("c c b c zz b yy"), [id("c"), id("b"), FittedTextPipeline::UNK]);
+    assert_eq!(once.tokens("c c b c"), ["c", "b"]);
+    assert_eq!(every.encode("c c b c").len(), 3);
 }
 
 // ------------------------------------------------------------------ errors and serde
@@ -264,7 +289,7 @@ fn configs_read_from_json_with_defaults() {
         serde_json::from_str(r#"{"steps": [{"step": "email_body"}, {"step": "strip_html"}, {"step": "lowercase"}, {"step": "normalize_urls"}, {"step": "normalize_emails"}, {"step": "normalize_numbers"}]}"#)
             .unwrap();
     assert_eq!(config, TextPipelineConfig::email());
-    assert_eq!(config.vocab, VocabConfig { min_count: 2, max_size: 30_000, max_len: 400 });
+    assert_eq!(config.vocab, VocabConfig { min_count: 2, max_size: 30_000, max_len: 800, distinct: true });
     let plain = TextPipelineConfig::plain();
     assert!(!plain.steps.contains(&TextStep::EmailBody));
     assert_eq!(plain.steps, TextPipelineConfig::email().steps[1..]);
