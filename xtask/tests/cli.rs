@@ -82,3 +82,66 @@ fn tune_on_missing_data_creates_no_study() {
     assert!(stderr.contains("fashion-mnist"), "{stderr}");
     assert!(!out_dir.join("study.sqlite").exists(), "a study was created for data that cannot be read");
 }
+
+#[test]
+fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"hello\", \"label\": \"a\"}\n{\"text\": 3, \"label\": \"b\"}\n").unwrap();
+    let dataset = format!("jsonl:{}", bad.display());
+    let out_dir = tmp.path().join("study");
+    let out = xtask(&["tune", "--dataset", &dataset, "--out", out_dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.jsonl") && stderr.contains('2') && stderr.contains("text"), "{stderr}");
+    assert!(!out_dir.join("study.sqlite").exists());
+    for args in [&["tune", "--keep-headers"][..], &["tune", "--text", "body"][..]] {
+        let out = xtask(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("apply to text datasets"), "{args:?}: {stderr}");
+    }
+}
+
+/// A CSV with a text column through `tune` with the text defaults: a study, a summary and
+/// the fitted text pipeline.
+#[test]
+fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("notes.csv");
+    let mut rows = String::from("id,body,kind\n");
+    let (good, bad) = (["fresh", "crisp", "sweet", "ripe"], ["rotten", "mouldy", "sour", "bruised"]);
+    for i in 0..120 {
+        let (words, kind) = if i % 2 == 0 { (&good, "good") } else { (&bad, "bad") };
+        rows.push_str(&format!("{i},\"the {} apple, number {i}\",{kind}\n", words[i % 4]));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let dataset = format!("csv:{}", csv.display());
+    let out_dir = tmp.path().join("study");
+    let out = xtask(&[
+        "tune",
+        "--dataset",
+        &dataset,
+        "--text",
+        "body",
+        "--label",
+        "kind",
+        "--budget",
+        "4s",
+        "--trial-steps",
+        "40",
+        "--decision-steps",
+        "10",
+        "--progress",
+        "off",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["best"]["test_accuracy"].as_f64().unwrap() > 0.9, "{summary}");
+    let prep = std::fs::read_to_string(out_dir.join("prep.json")).unwrap();
+    assert!(prep.contains("\"mouldy\"") && prep.contains("\"email_body\""), "{prep}");
+}
