@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -101,7 +101,10 @@ fn export(url: &str, study: &str, dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
 
-/// Every trial id 0..n appears once, completed, with all its decisions once (idx 0..15).
+/// Decisions per trial: one after each interval of [`worker`]'s trials but the first.
+const DECISIONS: i64 = 300 / 20 - 1;
+
+/// Every trial id 0..n appears once, completed, with all its decisions once.
 fn check_complete(db: &mut postgres::Client, study: &str, n: u64) {
     let rows = trials(db, study);
     let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -114,7 +117,7 @@ fn check_complete(db: &mut postgres::Client, study: &str, n: u64) {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(idx, (0..15).collect::<Vec<_>>(), "decisions of trial {id}");
+        assert_eq!(idx, (0..DECISIONS).collect::<Vec<_>>(), "decisions of trial {id}");
     }
 }
 
