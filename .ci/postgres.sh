@@ -22,7 +22,12 @@ unix_socket_directories = '$PG_DATA'
 fsync = off
 max_connections = 200
 CONF
-su postgres -c "$PG_BIN/pg_ctl -D $PG_DATA -l $PG_DATA/server.log -w start >/dev/null"
+# The server must not inherit our open files (a build lock held through `flock .ci/run` would
+# stay locked while it runs): a subshell closes every descriptor above 2 before pg_ctl.
+(
+    for fd in /proc/$BASHPID/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done
+    exec su postgres -c "$PG_BIN/pg_ctl -D $PG_DATA -l $PG_DATA/server.log -w start >/dev/null"
+)
 su postgres -c "$PG_BIN/psql -q -h $PG_DATA -p $PG_PORT -v ON_ERROR_STOP=1 -c \"ALTER USER postgres PASSWORD 'tuneforge'\""
 su postgres -c "$PG_BIN/createdb -h $PG_DATA -p $PG_PORT tuneforge"
 export TUNEFORGE_PG_URL="postgres://postgres:tuneforge@127.0.0.1:$PG_PORT/tuneforge"

@@ -216,9 +216,14 @@ fn workers_ride_out_a_server_restart() {
         return;
     };
     let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    // The server started here must not inherit this process's open files (a build lock held
+    // through `flock cargo test` would stay locked while the server runs): bash closes every
+    // descriptor above 2 before it runs pg_ctl.
     let pg_ctl = |args: &str| {
-        let ok = Command::new("su")
-            .args(["postgres", "-c", &format!("{bin}/pg_ctl -D {data} -l {data}/server.log -w {args}")])
+        let ok = Command::new("bash")
+            .arg("-c")
+            .arg(r#"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec su postgres -c "$0""#)
+            .arg(format!("{bin}/pg_ctl -D {data} -l {data}/server.log -w {args}"))
             .stdout(Stdio::null())
             .status()
             .unwrap()
