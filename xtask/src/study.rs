@@ -100,14 +100,14 @@ fn best_of(trials: &[TrialRow]) -> Option<BestTrial> {
 /// An opened store and the study's name.
 enum Opened {
     Sqlite(String, SqliteStore),
-    Postgres(String, PostgresStore),
+    Postgres(String, Box<PostgresStore>),
 }
 
 impl Opened {
     fn parts(&self) -> (&str, &dyn StudyStore) {
         match self {
             Opened::Sqlite(name, s) => (name, s),
-            Opened::Postgres(name, s) => (name, s),
+            Opened::Postgres(name, s) => (name, &**s),
         }
     }
 }
@@ -123,14 +123,16 @@ fn open(place: &Where, need_study: bool) -> anyhow::Result<Opened> {
             let name = match (&place.study, need_study) {
                 (Some(s), _) => s.clone(),
                 (None, false) => "-".into(),
-                (None, true) => bail!("--study NAME is needed with --storage postgres://... (a database holds many studies)"),
+                (None, true) => {
+                    bail!("--study NAME is needed with --storage postgres://... (a database holds many studies)")
+                }
             };
             let options = PgOptions {
                 worker: format!("study-cli:{}", std::process::id()),
                 retry_for: Duration::from_secs(10),
                 ..PgOptions::default()
             };
-            Ok(Opened::Postgres(name.clone(), PostgresStore::open(&url, &name, options)?))
+            Ok(Opened::Postgres(name.clone(), Box::new(PostgresStore::open(&url, &name, options)?)))
         }
     }
 }

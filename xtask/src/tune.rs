@@ -334,8 +334,10 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
         options.worker = worker.clone();
     }
     let out = if args.out == Path::new(DEFAULT_OUT) {
-        let name: String =
-            format!("{study}-{}", options.worker).chars().map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let name: String = format!("{study}-{}", options.worker)
+            .chars()
+            .map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
         PathBuf::from("runs").join(name)
     } else {
         args.out.clone()

@@ -41,14 +41,19 @@ fn xtask() -> Command {
     c
 }
 
-/// One worker of `study`: random digits trials of 300 steps, a decision (and checkpoint)
-/// every 20; its stderr goes to `dir/NAME.log`.
+/// Steps per trial and between decisions of [`worker`]'s trials.
+const TRIAL_STEPS: i64 = 600;
+const DECISION_STEPS: i64 = 20;
+
+/// One worker of `study`: random digits trials of [`TRIAL_STEPS`] steps, a decision (and
+/// checkpoint) every [`DECISION_STEPS`]; its stderr goes to `dir/NAME.log`.
 fn worker(url: &str, study: &str, name: &str, dir: &Path, trials: u64, heartbeat_s: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     xtask()
         .args(["tune", "--storage", url, "--study", study, "--worker", name])
         .args(["--dataset", "digits", "--strategy", "random", "--budget", "900s", "--seed", "3"])
-        .args(["--max-trials", &trials.to_string(), "--trial-steps", "300", "--decision-steps", "20"])
+        .args(["--max-trials", &trials.to_string(), "--trial-steps", &TRIAL_STEPS.to_string()])
+        .args(["--decision-steps", &DECISION_STEPS.to_string()])
         .args(["--checkpoint-every", "0", "--heartbeat-timeout", heartbeat_s, "--retry-for", "120"])
         .args(["--out", dir.join(name).to_str().unwrap()])
         .stdout(Stdio::null())
@@ -102,7 +107,7 @@ fn export(url: &str, study: &str, dir: &Path) -> serde_json::Value {
 }
 
 /// Decisions per trial: one after each interval of [`worker`]'s trials but the first.
-const DECISIONS: i64 = 300 / 20 - 1;
+const DECISIONS: i64 = TRIAL_STEPS / DECISION_STEPS - 1;
 
 /// Every trial id 0..n appears once, completed, with all its decisions once.
 fn check_complete(db: &mut postgres::Client, study: &str, n: u64) {
@@ -126,7 +131,7 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
     let Some(url) = url() else { return };
     let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let n = 12;
+    let n = 24;
     let mut db = client(&url);
 
     // The same budget of trials with one worker, for the wall-time comparison.
@@ -185,11 +190,21 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
     let kept = by.iter().take_while(|w| *w == "w0").count() as i64;
     assert!(kept >= checkpointed, "w0's decisions up to its checkpoint are kept: {by:?}");
     assert!(by[kept as usize..].iter().all(|w| w == owner), "the rest is the taker's: {by:?}");
-    let attempts: i32 = db
-        .query_one("SELECT attempts FROM trials WHERE study = $1 AND id = $2", &[&study, &victim])
-        .unwrap()
-        .get(0);
+    let attempts: i32 =
+        db.query_one("SELECT attempts FROM trials WHERE study = $1 AND id = $2", &[&study, &victim]).unwrap().get(0);
     assert_eq!(attempts, 2);
+
+    // A trial's result depends only on the study seed and its id (random draws are derived
+    // from them, and a checkpoint continues a run exactly): the same trials as one worker's,
+    // the killed one included.
+    let f1 = |db: &mut postgres::Client, study: &str| -> Vec<(i64, Option<f64>)> {
+        db.query("SELECT id, val_macro_f1 FROM trials WHERE study = $1 ORDER BY id", &[&study])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert_eq!(f1(&mut db, &study), f1(&mut db, &solo), "validation macro-F1 per trial, 3 workers vs 1");
 
     // The best trial every worker reports is the study's, as `study export` finds it.
     let exported = export(&url, &study, dir.path());
@@ -201,7 +216,7 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
         assert_eq!(s["trials"].as_array().unwrap().len() as u64, n, "{name}");
     }
     eprintln!(
-        "figures: {n} trials (300 steps each); 3 workers, one SIGKILLed: {:.1} s; 1 worker: {:.1} s",
+        "figures: {n} trials ({TRIAL_STEPS} steps each); 3 workers, one SIGKILLed: {:.1} s; 1 worker: {:.1} s",
         wall.as_secs_f64(),
         solo_wall.as_secs_f64()
     );

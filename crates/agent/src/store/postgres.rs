@@ -572,10 +572,7 @@ impl PostgresStore {
                     let id: i64 = row.get(0);
                     let trial = new_row(id as u64);
                     upsert_trial(tx, study, worker, &trial)?;
-                    tx.execute(
-                        "UPDATE trials SET claim = $3 WHERE study = $1 AND id = $2",
-                        &[&study, &id, &token],
-                    )?;
+                    tx.execute("UPDATE trials SET claim = $3 WHERE study = $1 AND id = $2", &[&study, &id, &token])?;
                     return Ok(Claim::New(id as u64));
                 }
                 let open: i64 = tx
@@ -675,8 +672,7 @@ fn migrate(client: &mut Client) -> std::result::Result<(), postgres::Error> {
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS tuneforge_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
     )?;
-    let version: i64 =
-        tx.query_opt("SELECT version FROM tuneforge_schema WHERE id = 1", &[])?.map_or(0, |r| r.get(0));
+    let version: i64 = tx.query_opt("SELECT version FROM tuneforge_schema WHERE id = 1", &[])?.map_or(0, |r| r.get(0));
     if version > SCHEMA_VERSION {
         // Raised by the server so that it travels as a postgres::Error, with a clear text.
         tx.batch_execute(&format!(
@@ -743,9 +739,17 @@ fn trial_from_row(row: &Row) -> std::result::Result<TrialRow, Fail> {
 /// Locks the trial row and checks that this worker owns it (any worker may write a trial
 /// that is not running or paused when `open_only`), then refreshes its heartbeat. A trial
 /// with no row passes (its first save creates it).
-fn fence(tx: &mut Transaction<'_>, study: &str, worker: &str, trial: u64, open_only: bool) -> std::result::Result<(), Fail> {
+fn fence(
+    tx: &mut Transaction<'_>,
+    study: &str,
+    worker: &str,
+    trial: u64,
+    open_only: bool,
+) -> std::result::Result<(), Fail> {
     let id = to_i64(trial)?;
-    let Some(row) = tx.query_opt("SELECT worker, status FROM trials WHERE study = $1 AND id = $2 FOR UPDATE", &[&study, &id])? else {
+    let Some(row) =
+        tx.query_opt("SELECT worker, status FROM trials WHERE study = $1 AND id = $2 FOR UPDATE", &[&study, &id])?
+    else {
         return Ok(());
     };
     let owner: String = row.get(0);
@@ -761,10 +765,8 @@ fn fence(tx: &mut Transaction<'_>, study: &str, worker: &str, trial: u64, open_o
 }
 
 fn set_elapsed_in(tx: &mut Transaction<'_>, study: &str, elapsed_s: f64) -> std::result::Result<(), Fail> {
-    let changed = tx.execute(
-        "UPDATE studies SET elapsed_s = GREATEST(elapsed_s, $2) WHERE name = $1",
-        &[&study, &elapsed_s],
-    )?;
+    let changed =
+        tx.execute("UPDATE studies SET elapsed_s = GREATEST(elapsed_s, $2) WHERE name = $1", &[&study, &elapsed_s])?;
     if changed == 0 {
         return Err("no study row: create_study first".into());
     }
@@ -837,7 +839,16 @@ impl StudyStore for PostgresStore {
                 let n = tx.execute(
                     "INSERT INTO studies (name, config, strategy, dataset, seed, budget_s, elapsed_s, created_unix) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
-                    &[&study, &s.config, &s.strategy, &s.dataset, &seed_to_sql(s.seed), &s.budget_s, &s.elapsed_s, &s.created_unix],
+                    &[
+                        &study,
+                        &s.config,
+                        &s.strategy,
+                        &s.dataset,
+                        &seed_to_sql(s.seed),
+                        &s.budget_s,
+                        &s.elapsed_s,
+                        &s.created_unix,
+                    ],
                 )?;
                 if n == 0 {
                     return Err(format!("a study named {study:?} exists already in this database").into());
@@ -865,7 +876,8 @@ impl StudyStore for PostgresStore {
         self.tx(
             || "reading trials".into(),
             |tx, study, _| {
-                let rows = tx.query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 ORDER BY id"), &[&study])?;
+                let rows =
+                    tx.query(&format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 ORDER BY id"), &[&study])?;
                 rows.iter().map(trial_from_row).collect()
             },
         )
@@ -1061,7 +1073,10 @@ impl StudyStore for PostgresStore {
             |tx, study, worker| {
                 fence(tx, study, worker, trial, false)?;
                 let (id, from) = (to_i64(trial)?, to_i64(from_idx)?);
-                tx.execute("DELETE FROM decisions WHERE study = $1 AND trial = $2 AND idx >= $3", &[&study, &id, &from])?;
+                tx.execute(
+                    "DELETE FROM decisions WHERE study = $1 AND trial = $2 AND idx >= $3",
+                    &[&study, &id, &from],
+                )?;
                 tx.execute(
                     "DELETE FROM evaluations WHERE study = $1 AND trial = $2 AND idx > $3",
                     &[&study, &id, &from],
@@ -1407,7 +1422,8 @@ mod tests {
         assert!(text.contains(&format!("{host}:{port}")) && text.contains("password"), "{text}");
         assert!(!text.contains("not-the-password"), "{text}");
         // Nothing listens on port 1: refused at once.
-        let text = PostgresStore::open("postgres://u:secret@127.0.0.1:1/db", "s", options("x")).unwrap_err().to_string();
+        let text =
+            PostgresStore::open("postgres://u:secret@127.0.0.1:1/db", "s", options("x")).unwrap_err().to_string();
         assert!(text.contains("127.0.0.1:1") && !text.contains("secret"), "{text}");
         // An address that never answers: the connect timeout, not a hang.
         let quick = PgOptions { connect_timeout: Duration::from_secs(2), ..options("x") };

@@ -119,14 +119,16 @@ impl Worker<'_> {
         let f1 = trial.env.observe().val_f1;
         let keep = self.store.best_trial()?.is_none_or(|(_, best)| f1 > best);
         let done = trial.env.done();
+        let status = if done { "completed" } else { "stopped" };
+        // The final checkpoint is written with the trial still running, and another's is
+        // deleted only after the trial is recorded: a worker that dies in between leaves a
+        // running trial that the next worker finishes from its final state (its policy update
+        // included), never a finished trial without its update, nor one to train again.
+        if keep {
+            self.ctx().checkpoint(trial, "running")?;
+        }
         if !done {
             trial.tally.reward += f1;
-        }
-        let status = if done { "completed" } else { "stopped" };
-        if keep {
-            self.ctx().checkpoint(trial, status)?;
-        } else {
-            self.store.delete_checkpoint(trial.id)?;
         }
         trial.env.run_mut().finish_monitor(if done { Outcome::Completed } else { Outcome::Stopped })?;
         let mut row = trial.row(status);
@@ -157,13 +159,22 @@ impl Worker<'_> {
         }
         if keep {
             self.store.prune_checkpoints()?;
+        } else {
+            self.store.delete_checkpoint(trial.id)?;
         }
         st.push(trial.record(status));
         Ok(())
     }
 
     /// Records a trial that could not start or be restored as failed.
-    fn failed_start(&mut self, st: &mut State<'_>, id: u64, start: TrialStart, started_unix: f64, e: &Error) -> Result<()> {
+    fn failed_start(
+        &mut self,
+        st: &mut State<'_>,
+        id: u64,
+        start: TrialStart,
+        started_unix: f64,
+        e: &Error,
+    ) -> Result<()> {
         tracing::warn!(trial = id, error = %e, "trial failed to start");
         let record = record_of_start(id, &start, &format!("failed: {e}"));
         let mut row = pending_row(&record, started_unix);
@@ -303,7 +314,8 @@ pub fn work(
         let now = unix_now();
         let claim = {
             let st = &st;
-            w.store.claim(allow_new, &mut |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now))?
+            w.store
+                .claim(allow_new, &mut |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now))?
         };
         let mut trial = match claim {
             Claim::Done => break,
@@ -336,7 +348,8 @@ pub fn work(
                     }
                     Err(e) if !e.ends_only_the_trial() => return Err(e),
                     Err(e) => {
-                        let start: TrialStart = serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
+                        let start: TrialStart =
+                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
                         w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
                         continue;
                     }
