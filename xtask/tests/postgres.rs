@@ -48,10 +48,22 @@ const DECISION_STEPS: i64 = 20;
 /// One worker of `study`: random digits trials of [`TRIAL_STEPS`] steps, a decision (and
 /// checkpoint) every [`DECISION_STEPS`]; its stderr goes to `dir/NAME.log`.
 fn worker(url: &str, study: &str, name: &str, dir: &Path, trials: u64, heartbeat_s: &str) -> Child {
+    worker_with(url, study, name, dir, trials, heartbeat_s, "random")
+}
+
+fn worker_with(
+    url: &str,
+    study: &str,
+    name: &str,
+    dir: &Path,
+    trials: u64,
+    heartbeat_s: &str,
+    strategy: &str,
+) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     xtask()
         .args(["tune", "--storage", url, "--study", study, "--worker", name])
-        .args(["--dataset", "digits", "--strategy", "random", "--budget", "900s", "--seed", "3"])
+        .args(["--dataset", "digits", "--strategy", strategy, "--budget", "900s", "--seed", "3"])
         .args(["--max-trials", &trials.to_string(), "--trial-steps", &TRIAL_STEPS.to_string()])
         .args(["--decision-steps", &DECISION_STEPS.to_string()])
         .args(["--checkpoint-every", "0", "--heartbeat-timeout", heartbeat_s, "--retry-for", "120"])
@@ -220,6 +232,41 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
         wall.as_secs_f64(),
         solo_wall.as_secs_f64()
     );
+}
+
+#[test]
+fn rl_workers_merge_every_trial_into_one_policy() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("rl");
+    let n = 8;
+    let mut ws = [
+        worker_with(&url, &study, "p1", dir.path(), n, "30", "rl"),
+        worker_with(&url, &study, "p2", dir.path(), n, "30", "rl"),
+    ];
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("p{}", i + 1), Duration::from_secs(600));
+    }
+    let mut db = client(&url);
+    let rows = trials(&mut db, &study);
+    assert_eq!(rows.len() as u64, n);
+    let finished = rows.iter().filter(|r| r.1 == "completed" || r.1 == "stopped").count() as i64;
+    let by: BTreeSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(by.len(), 2, "both workers ran trials: {by:?}");
+    // One update per finished trial, whichever worker finished it: none overwritten.
+    let updates: i64 = db.query_one("SELECT updates FROM policy WHERE study = $1", &[&study]).unwrap().get(0);
+    assert_eq!(updates, finished);
+    // Both workers end with the study's policy.
+    let stored: serde_json::Value = serde_json::from_str(
+        &db.query_one("SELECT state FROM policy WHERE study = $1", &[&study]).unwrap().get::<_, String>(0),
+    )
+    .unwrap();
+    for name in ["p1", "p2"] {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name).join("policy.json")).unwrap()).unwrap();
+        assert_eq!(saved, stored, "{name}");
+    }
 }
 
 #[test]
