@@ -270,6 +270,45 @@ fn rl_workers_merge_every_trial_into_one_policy() {
 }
 
 #[test]
+fn asha_workers_promote_each_others_paused_trials() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("asha");
+    let n = 15;
+    let mut ws: Vec<Child> =
+        ["a1", "a2", "a3"].iter().map(|w| worker_with(&url, &study, w, dir.path(), n, "30", "asha")).collect();
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("a{}", i + 1), Duration::from_secs(600));
+    }
+    let exported = export(&url, &study, dir.path());
+    let trials = exported["trials"].as_array().unwrap();
+    let ids: Vec<u64> = trials.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..n).collect::<Vec<_>>());
+    let mut promoted = 0;
+    for t in trials {
+        let status = t["status"].as_str().unwrap();
+        let record: serde_json::Value = serde_json::from_str(t["record"].as_str().unwrap()).unwrap();
+        let rungs = record["rungs"].as_array().map_or(0, |r| r.len());
+        // Nothing is left running or paused; a trial that reached the last rung completed.
+        match status {
+            "completed" => assert_eq!(rungs, 3, "trial {}", t["id"]),
+            "stopped" => assert!(rungs < 3, "trial {}", t["id"]),
+            s => assert!(s.starts_with("failed"), "trial {}: {s}", t["id"]),
+        }
+        promoted += usize::from(rungs >= 2);
+        // Every decision once, however many workers trained the trial.
+        let idx: Vec<u64> =
+            t["decisions_rows"].as_array().unwrap().iter().map(|d| d["idx"].as_u64().unwrap()).collect();
+        assert_eq!(idx, (0..idx.len() as u64).collect::<Vec<_>>(), "trial {}", t["id"]);
+    }
+    assert!(promoted > 0, "some paused trial was promoted");
+    for name in ["a1", "a2", "a3"] {
+        assert_eq!(summary(&dir.path().join(name))["best"]["trial"], exported["best"]["trial"], "{name}");
+    }
+}
+
+#[test]
 fn workers_ride_out_a_server_restart() {
     let Some(url) = url() else { return };
     let (Ok(data), Ok(bin)) = (std::env::var("TUNEFORGE_PG_DATA"), std::env::var("TUNEFORGE_PG_BIN")) else {

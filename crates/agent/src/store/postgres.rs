@@ -226,6 +226,10 @@ pub fn default_worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// How [`PostgresStore::claim`] picks paused trials to promote: from every trial's row, the
+/// ids in order of preference.
+pub type Promote<'a> = dyn FnMut(&[TrialRow]) -> Vec<u64> + 'a;
+
 /// What [`PostgresStore::claim`] gave the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -236,8 +240,15 @@ pub enum Claim {
     /// restart under the same name), now owned by this worker: continue it from its
     /// checkpoint.
     TakeOver(TrialRow),
+    /// A paused trial (ASHA) promoted to its next rung, now owned by this worker and
+    /// running: continue it from its checkpoint.
+    Promote(TrialRow),
+    /// A paused trial left when nothing runs and no trial may start or be promoted, now
+    /// owned by this worker (still paused): end it as `stopped`, as the single-process ASHA
+    /// ends its paused trials when the budget is spent.
+    Close(TrialRow),
     /// Nothing to claim now, but other workers' trials are still running: ask again later
-    /// (one of them may die).
+    /// (one of them may die, or give a rung result that promotes a paused trial).
     Wait,
     /// Nothing to claim and nothing running: the study is done.
     Done,
@@ -523,25 +534,50 @@ impl PostgresStore {
         )
     }
 
-    /// Claims work for this worker (see [`Claim`]), in one transaction: first a running
-    /// trial whose heartbeat is older than the timeout, then — if `allow_new` and the trial
-    /// budget allows — a new trial, saved at once as `new_row(id)` (status `running`, owned
-    /// by this worker).
-    pub fn claim(&mut self, allow_new: bool, new_row: &mut dyn FnMut(u64) -> TrialRow) -> Result<Claim> {
+    /// Claims work for this worker (see [`Claim`]), in one transaction, in this order: a
+    /// running trial whose heartbeat is older than the timeout; with `promote`, a paused
+    /// trial it picks from every trial's row (the first of its list that is still paused and
+    /// not locked by another claim); if `allow_new` and the trial budget allows, a new trial,
+    /// saved at once as `new_row(id)` (status `running`, owned by this worker); with nothing
+    /// running, a paused trial to close. A claim replayed after its commit's answer was lost
+    /// (a retry) returns the same trial.
+    pub fn claim(
+        &mut self,
+        allow_new: bool,
+        new_row: &mut dyn FnMut(u64) -> TrialRow,
+        mut promote: Option<&mut Promote<'_>>,
+    ) -> Result<Claim> {
         self.claims += 1;
-        let token = format!("{}#{}", self.options.worker, self.claims);
+        let token = format!("{}#{}:", self.options.worker, self.claims);
         let timeout = self.options.heartbeat_timeout.as_secs_f64();
         self.tx(
             || "claiming a trial".into(),
             |tx, study, worker| {
+                let id_of = |trial: &TrialRow| to_i64(trial.id);
+                let mark = |tx: &mut Transaction<'_>, id: i64, kind: &str, status: &str, attempt: i32| {
+                    tx.execute(
+                        &format!(
+                            "UPDATE trials SET worker = $3, claim = $4, status = $5, attempts = attempts + $6, \
+                             heartbeat = {SERVER_NOW} WHERE study = $1 AND id = $2"
+                        ),
+                        &[&study, &id, &worker, &format!("{token}{kind}"), &status, &attempt],
+                    )
+                };
                 // A replay of this claim whose commit went through: the same answer.
                 if let Some(row) = tx.query_opt(
-                    &format!("SELECT {TRIAL_COLUMNS}, attempts FROM trials WHERE study = $1 AND claim = $2"),
+                    &format!(
+                        "SELECT {TRIAL_COLUMNS}, claim FROM trials WHERE study = $1 AND left(claim, length($2)) = $2"
+                    ),
                     &[&study, &token],
                 )? {
-                    let attempts: i32 = row.get(13);
+                    let kind: String = row.get(13);
                     let trial = trial_from_row(&row)?;
-                    return Ok(if attempts == 1 { Claim::New(trial.id) } else { Claim::TakeOver(trial) });
+                    return Ok(match &kind[token.len()..] {
+                        "new" => Claim::New(trial.id),
+                        "promote" => Claim::Promote(trial),
+                        "close" => Claim::Close(trial),
+                        _ => Claim::TakeOver(trial),
+                    });
                 }
                 let stale = tx.query_opt(
                     &format!(
@@ -553,14 +589,30 @@ impl PostgresStore {
                 )?;
                 if let Some(row) = stale {
                     let trial = trial_from_row(&row)?;
-                    tx.execute(
-                        &format!(
-                            "UPDATE trials SET worker = $3, claim = $4, attempts = attempts + 1, \
-                             heartbeat = {SERVER_NOW} WHERE study = $1 AND id = $2"
-                        ),
-                        &[&study, &to_i64(trial.id)?, &worker, &token],
-                    )?;
+                    mark(tx, id_of(&trial)?, "takeover", "running", 1)?;
                     return Ok(Claim::TakeOver(trial));
+                }
+                if let Some(pick) = promote.as_mut() {
+                    let rows = tx.query(
+                        &format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 ORDER BY id"),
+                        &[&study],
+                    )?;
+                    let rows = rows.iter().map(trial_from_row).collect::<std::result::Result<Vec<_>, Fail>>()?;
+                    for id in pick(&rows) {
+                        let id = to_i64(id)?;
+                        let locked = tx.query_opt(
+                            &format!(
+                                "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND id = $2 \
+                                 AND status = 'paused' FOR UPDATE SKIP LOCKED"
+                            ),
+                            &[&study, &id],
+                        )?;
+                        if let Some(row) = locked {
+                            let trial = trial_from_row(&row)?;
+                            mark(tx, id, "promote", "running", 0)?;
+                            return Ok(Claim::Promote(trial));
+                        }
+                    }
                 }
                 if allow_new
                     && let Some(row) = tx.query_opt(
@@ -572,16 +624,34 @@ impl PostgresStore {
                     let id: i64 = row.get(0);
                     let trial = new_row(id as u64);
                     upsert_trial(tx, study, worker, &trial)?;
-                    tx.execute("UPDATE trials SET claim = $3 WHERE study = $1 AND id = $2", &[&study, &id, &token])?;
+                    tx.execute(
+                        "UPDATE trials SET claim = $3 WHERE study = $1 AND id = $2",
+                        &[&study, &id, &format!("{token}new")],
+                    )?;
                     return Ok(Claim::New(id as u64));
                 }
-                let open: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM trials WHERE study = $1 AND status IN ('running', 'paused')",
-                        &[&study],
-                    )?
+                let running: i64 = tx
+                    .query_one("SELECT count(*) FROM trials WHERE study = $1 AND status = 'running'", &[&study])?
                     .get(0);
-                Ok(if open > 0 { Claim::Wait } else { Claim::Done })
+                if running > 0 {
+                    return Ok(Claim::Wait);
+                }
+                let paused = tx.query_opt(
+                    &format!(
+                        "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND status = 'paused' \
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&study],
+                )?;
+                if let Some(row) = paused {
+                    let trial = trial_from_row(&row)?;
+                    mark(tx, id_of(&trial)?, "close", "paused", 0)?;
+                    return Ok(Claim::Close(trial));
+                }
+                let paused: i64 = tx
+                    .query_one("SELECT count(*) FROM trials WHERE study = $1 AND status = 'paused'", &[&study])?
+                    .get(0);
+                Ok(if paused > 0 { Claim::Wait } else { Claim::Done })
             },
         )
     }
@@ -1298,15 +1368,15 @@ mod tests {
             PgOptions { heartbeat_timeout: Duration::from_millis(300), ..options("b") },
         )
         .unwrap();
-        assert_eq!(a.claim(true, &mut trial).unwrap(), Claim::New(0));
-        assert_eq!(b.claim(true, &mut trial).unwrap(), Claim::New(1));
+        assert_eq!(a.claim(true, &mut trial, None).unwrap(), Claim::New(0));
+        assert_eq!(b.claim(true, &mut trial, None).unwrap(), Claim::New(1));
         a.add_decision(&decision(0, 0)).unwrap();
         let err = b.add_decision(&decision(0, 1)).unwrap_err();
         assert!(matches!(&err, Error::TakenOver { trial: 0, owner, .. } if owner == "a"), "{err}");
         // a stops beating; b finishes its own trial and takes a's over.
         std::thread::sleep(Duration::from_millis(600));
         b.finish_trial(&TrialRow { status: "completed".into(), ended_unix: Some(1.0), ..trial(1) }, None, 1.0).unwrap();
-        match b.claim(false, &mut trial).unwrap() {
+        match b.claim(false, &mut trial, None).unwrap() {
             Claim::TakeOver(row) => assert_eq!(row.id, 0),
             other => panic!("expected a takeover, got {other:?}"),
         }
@@ -1314,9 +1384,9 @@ mod tests {
         // a, back from the dead, may not write it any more.
         let err = a.save_trial(&trial(0), 1.0).unwrap_err();
         assert!(matches!(&err, Error::TakenOver { trial: 0, owner, .. } if owner == "b"), "{err}");
-        assert_eq!(a.claim(false, &mut trial).unwrap(), Claim::Wait);
+        assert_eq!(a.claim(false, &mut trial, None).unwrap(), Claim::Wait);
         b.finish_trial(&TrialRow { status: "completed".into(), ended_unix: Some(2.0), ..trial(0) }, None, 1.0).unwrap();
-        assert_eq!(a.claim(false, &mut trial).unwrap(), Claim::Done);
+        assert_eq!(a.claim(false, &mut trial, None).unwrap(), Claim::Done);
         assert_eq!(b.decision_workers(0).unwrap(), vec!["a".to_string(), "b".to_string()]);
     }
 
@@ -1336,7 +1406,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut store = PostgresStore::open(&url, &name, options(&format!("w{w}"))).unwrap();
                     let mut mine = Vec::new();
-                    while let Claim::New(id) = store.claim(true, &mut trial).unwrap() {
+                    while let Claim::New(id) = store.claim(true, &mut trial, None).unwrap() {
                         mine.push(id);
                         let done = TrialRow { status: "completed".into(), ended_unix: Some(1.0), ..trial(id) };
                         store.finish_trial(&done, None, 0.0).unwrap();

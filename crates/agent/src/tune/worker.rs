@@ -30,11 +30,13 @@ use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::Outcome;
 use tuneforge_optim::ScheduleConfig;
 
-use super::{Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config};
+use super::{
+    Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rungs,
+};
 use crate::data::{Prepared, prepare};
 use crate::policy::{Policy, Reinforce};
 use crate::run::write_atomic;
-use crate::store::postgres::Claim;
+use crate::store::postgres::{Claim, Promote};
 use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
 use crate::trial::{Hparams, Trial, TrialContext, TrialStart, unix_now};
 use crate::{Error, Result};
@@ -98,12 +100,17 @@ impl Worker<'_> {
         }
     }
 
-    /// Trains `trial` to its end (or the budget's) and records it.
+    /// Trains `trial` to its end (or the budget's) and records it; under ASHA, to its next
+    /// rung, where it is paused (checkpointed, status `paused`) unless it is done.
     fn handle(&mut self, st: &mut State<'_>, trial: &mut Trial) -> Result<()> {
         if st.config.strategy.learns() {
             st.policy = self.latest_policy()?;
         }
-        while !trial.env.done() && !self.over() {
+        let asha = st.config.strategy == Strategy::Asha;
+        let targets = rungs(self.config.env.budget_steps);
+        let rung = trial.tally.rungs.len().min(targets.len() - 1);
+        let until = asha.then_some(targets[rung]);
+        while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over() {
             let (action, secs) = st.choose(trial);
             if let Err(e) = self.ctx().step(trial, action, secs) {
                 if !e.ends_only_the_trial() {
@@ -112,6 +119,17 @@ impl Worker<'_> {
                 tracing::warn!(trial = trial.id, error = %e, "trial failed");
                 let row = self.ctx().fail(trial, &e)?;
                 st.push(trial.record(&row.status));
+                return Ok(());
+            }
+        }
+        if asha {
+            if trial.env.steps() >= targets[rung] {
+                trial.tally.rungs.push(trial.env.observe().val_f1);
+            }
+            if !trial.env.done() && !self.over() {
+                // Paused at its rung: any worker may promote it from this checkpoint.
+                self.ctx().checkpoint(trial, "paused")?;
+                trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
                 return Ok(());
             }
         }
@@ -166,6 +184,34 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// Ends a paused trial as `stopped` from its row (its final validation macro-F1 added to
+    /// its reward), as the single-process ASHA ends the trials still paused at its end.
+    fn close(&mut self, st: &mut State<'_>, row: TrialRow) -> Result<()> {
+        let mut record: TrialRecord = serde_json::from_str(&row.record)
+            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+        record.status = "stopped".into();
+        record.reward += record.val_macro_f1;
+        let keep = self.store.best_trial()?.is_none_or(|(_, best)| record.val_macro_f1 > best);
+        let id = row.id;
+        let row = TrialRow {
+            status: record.status.clone(),
+            record: serde_json::to_string(&record).expect("record serialises"),
+            reward: record.reward,
+            updated_unix: unix_now(),
+            ended_unix: Some(unix_now()),
+            ..row
+        };
+        let elapsed = (self.elapsed)();
+        self.store.finish_trial(&row, None, elapsed)?;
+        if keep {
+            self.store.prune_checkpoints()?;
+        } else {
+            self.store.delete_checkpoint(id)?;
+        }
+        st.push(record);
+        Ok(())
+    }
+
     /// Records a trial that could not start or be restored as failed.
     fn failed_start(
         &mut self,
@@ -185,6 +231,29 @@ impl Worker<'_> {
         st.push(record);
         Ok(())
     }
+}
+
+/// ASHA's promotions (η = 3), from every trial's row: the paused trials in the top ⅓ of the
+/// highest rung that has one whose last rung is that one, best first — what the single-process
+/// `asha` picks, in order of preference.
+fn promotable(rows: &[TrialRow], rungs_len: usize) -> Vec<u64> {
+    const ETA: usize = 3;
+    let reached: BTreeMap<u64, Vec<f64>> = rows
+        .iter()
+        .filter(|r| !r.status.starts_with("failed"))
+        .filter_map(|r| serde_json::from_str::<TrialRecord>(&r.record).ok().map(|rec| (r.id, rec.rungs)))
+        .collect();
+    let paused: std::collections::BTreeSet<u64> = rows.iter().filter(|r| r.status == "paused").map(|r| r.id).collect();
+    let mut out = Vec::new();
+    for k in (0..rungs_len.saturating_sub(1)).rev() {
+        let mut at: Vec<(u64, f64)> = reached.iter().filter_map(|(id, r)| r.get(k).map(|f| (*id, *f))).collect();
+        at.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top = at.len() / ETA;
+        out.extend(
+            at[..top].iter().filter(|(id, _)| paused.contains(id) && reached[id].len() == k + 1).map(|(id, _)| *id),
+        );
+    }
+    out
 }
 
 /// The row a new trial is claimed with (before its first interval is trained).
@@ -243,13 +312,13 @@ pub fn work(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let refuse = |strategy: Strategy| -> Result<()> {
-        if matches!(strategy, Strategy::Asha | Strategy::Pbt) {
+        if strategy == Strategy::Pbt {
             return Err(Error::Config {
                 what: "strategy",
                 why: format!(
-                    "{strategy} cannot be shared by several workers (its promotions or exploits compare trials \
-                     held in one process); with --storage postgres://... use fixed, random, rl or rl-no-width, \
-                     or run {strategy} with SQLite storage"
+                    "{strategy} cannot be shared by several workers (its exploits copy weights between members \
+                     time-sliced in one process); with --storage postgres://... use fixed, random, asha, rl or \
+                     rl-no-width, or run {strategy} with SQLite storage"
                 ),
             });
         }
@@ -314,8 +383,12 @@ pub fn work(
         let now = unix_now();
         let claim = {
             let st = &st;
-            w.store
-                .claim(allow_new, &mut |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now))?
+            let mut new_row = |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now);
+            let rungs_len = rungs(config.env.budget_steps).len();
+            let mut pick = |rows: &[TrialRow]| promotable(rows, rungs_len);
+            let promote: Option<&mut Promote<'_>> =
+                if config.strategy == Strategy::Asha && allow_new { Some(&mut pick) } else { None };
+            w.store.claim(allow_new, &mut new_row, promote)?
         };
         let mut trial = match claim {
             Claim::Done => break,
@@ -334,6 +407,33 @@ pub fn work(
                     Err(e) if !e.ends_only_the_trial() => return Err(e),
                     Err(e) => {
                         w.failed_start(&mut st, id, start, now, &e)?;
+                        continue;
+                    }
+                }
+            }
+            Claim::Close(row) => {
+                match w.close(&mut st, row) {
+                    Ok(()) => {}
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(error = %e, "dropped a paused trial another worker claimed");
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            Claim::Promote(row) => {
+                tracing::debug!(trial = row.id, "promoting a paused trial");
+                match w.ctx().restore(&row, false) {
+                    Ok(t) => t,
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
+                        continue;
+                    }
+                    Err(e) if !e.ends_only_the_trial() => return Err(e),
+                    Err(e) => {
+                        let start: TrialStart =
+                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
+                        w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
                         continue;
                     }
                 }
