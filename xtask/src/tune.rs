@@ -34,7 +34,8 @@ pub struct TuneArgs {
     /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
     /// halving over random starts, η = 3), pbt (population of 4, exploit/explore every 2
     /// decision intervals), rl (REINFORCE acting mid-run, learning across trials) or
-    /// rl-no-width (rl without the width action).
+    /// rl-no-width (rl without the width action). With PostgreSQL storage every strategy but
+    /// pbt.
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop

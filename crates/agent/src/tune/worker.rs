@@ -11,15 +11,20 @@
 //! of them may die); with nothing running it tests the study's best trial, as every worker
 //! does, and writes the same outputs as [`tune`](super::tune) to its own output directory.
 //!
-//! Strategies: `fixed`, `random`, `rl` and `rl-no-width`. The learning ones share one policy:
+//! Strategies: `fixed`, `random`, `asha`, `rl` and `rl-no-width`. Under `asha` a trial trains
+//! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
+//! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
+//! single-process `asha` does, reading every trial's rung results from the store in the
+//! claim's transaction; when nothing runs and nothing may start or be promoted, the paused
+//! trials left are closed as `stopped`. The learning strategies share one policy:
 //! each finished trial's REINFORCE update is applied to the latest stored state in the
 //! transaction that records the trial ([`StudyStore::finish_trial_merging`]), so updates from
 //! all workers are applied one after the other in commit order (none is lost), and a worker
 //! reloads the state before each trial it starts. An update is computed from an episode that
 //! was acted out with the state of its start, which other workers may have updated since: the
 //! policy learns slightly off-policy, by at most the updates committed during one trial (about
-//! one per other worker), as asynchronous SGD does. `asha` and `pbt` are refused: their
-//! promotions and exploits compare trials held in one process's memory.
+//! one per other worker), as asynchronous SGD does. `pbt` is refused: its exploits copy
+//! weights between members time-sliced in one process's memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
