@@ -37,7 +37,7 @@
 //! [`work`] runs one of many workers sharing a study kept in PostgreSQL
 //! ([`PostgresStore`](crate::store::PostgresStore)): trials are claimed atomically, a dead
 //! worker's trial is taken over from its checkpoint, and the `rl` policy's updates are merged
-//! (see [`work`]'s module, `tune::worker`, and docs/scaling-out.md).
+//! (see [`worker`] and docs/scaling-out.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ use crate::{Error, Result};
 pub use crate::trial::{Hparams, TrialRecord};
 pub use worker::{WorkerOptions, work};
 
-mod worker;
+pub mod worker;
 
 /// How a study chooses what to do (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
