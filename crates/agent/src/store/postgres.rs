@@ -44,7 +44,7 @@
 //!
 //! - **Claims.** [`PostgresStore::claim`] gives a worker, in one transaction, either a
 //!   running trial whose owner's heartbeat is older than the heartbeat timeout (`SELECT ...
-//!   FOR UPDATE SKIP LOCKED`: two workers never take the same one), or a new trial id from
+//!   FOR NO KEY UPDATE SKIP LOCKED`: two workers never take the same one), or a new trial id from
 //!   `studies.next_trial` (a row-locked increment, refused once `max_trials` is reached).
 //! - **Ownership.** Every write for a trial (its row, decisions, validation evaluations,
 //!   checkpoint, rewind, end) first locks the trial row and checks that this worker owns it,
@@ -52,6 +52,10 @@
 //!   gets [`Error::TakenOver`] and drops the trial, so no trial is ever recorded by two
 //!   workers.
 //! - **Heartbeats** use the server's clock, so the machines' clocks need not agree.
+//! - **Locks.** A transaction that updates the study row (elapsed time, a claim's new id, a
+//!   policy merge) does so before it locks any trial row, and row locks are `FOR NO KEY
+//!   UPDATE` (which foreign-key checks do not wait for): one lock order, so workers do not
+//!   deadlock (a concurrent-merge test found the deadlock the other order gave).
 //! - **Elapsed time** is the largest any worker reported (`GREATEST`).
 //! - **The policy** is merged by [`StudyStore::finish_trial_merging`]: the study row is
 //!   locked, the latest stored state read, the finished trial's update applied to it, and the
@@ -583,7 +587,7 @@ impl PostgresStore {
                     &format!(
                         "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND status = 'running' \
                          AND (heartbeat < {SERVER_NOW} - $2 OR worker = $3) \
-                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                         ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
                     ),
                     &[&study, &timeout, &worker],
                 )?;
@@ -603,7 +607,7 @@ impl PostgresStore {
                         let locked = tx.query_opt(
                             &format!(
                                 "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND id = $2 \
-                                 AND status = 'paused' FOR UPDATE SKIP LOCKED"
+                                 AND status = 'paused' FOR NO KEY UPDATE SKIP LOCKED"
                             ),
                             &[&study, &id],
                         )?;
@@ -639,7 +643,7 @@ impl PostgresStore {
                 let paused = tx.query_opt(
                     &format!(
                         "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND status = 'paused' \
-                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                         ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
                     ),
                     &[&study],
                 )?;
@@ -817,8 +821,10 @@ fn fence(
     open_only: bool,
 ) -> std::result::Result<(), Fail> {
     let id = to_i64(trial)?;
-    let Some(row) =
-        tx.query_opt("SELECT worker, status FROM trials WHERE study = $1 AND id = $2 FOR UPDATE", &[&study, &id])?
+    let Some(row) = tx.query_opt(
+        "SELECT worker, status FROM trials WHERE study = $1 AND id = $2 FOR NO KEY UPDATE",
+        &[&study, &id],
+    )?
     else {
         return Ok(());
     };
@@ -936,8 +942,8 @@ impl StudyStore for PostgresStore {
         self.tx(
             || format!("saving trial {}", trial.id),
             |tx, study, worker| {
-                upsert_trial(tx, study, worker, trial)?;
-                set_elapsed_in(tx, study, elapsed_s)
+                set_elapsed_in(tx, study, elapsed_s)?;
+                upsert_trial(tx, study, worker, trial)
             },
         )
     }
@@ -1077,6 +1083,7 @@ impl StudyStore for PostgresStore {
                 if c.trial != trial.id {
                     return Err(format!("the checkpoint names trial {}, the trial row is {}", c.trial, trial.id).into());
                 }
+                set_elapsed_in(tx, study, elapsed_s)?;
                 upsert_trial(tx, study, worker, trial)?;
                 tx.execute(
                     "INSERT INTO checkpoints (study, trial, step, decisions, state, model, optimizer, created_unix, \
@@ -1096,7 +1103,7 @@ impl StudyStore for PostgresStore {
                         &worker,
                     ],
                 )?;
-                set_elapsed_in(tx, study, elapsed_s)
+                Ok(())
             },
         )
     }
@@ -1160,11 +1167,12 @@ impl StudyStore for PostgresStore {
         self.tx(
             || format!("finishing trial {}", trial.id),
             |tx, study, worker| {
+                set_elapsed_in(tx, study, elapsed_s)?;
                 upsert_trial(tx, study, worker, trial)?;
                 if let Some(state) = policy {
                     store_policy(tx, study, trial.id, state)?;
                 }
-                set_elapsed_in(tx, study, elapsed_s)
+                Ok(())
             },
         )
     }
@@ -1178,14 +1186,15 @@ impl StudyStore for PostgresStore {
         self.tx(
             || format!("finishing trial {} (merging its policy update)", trial.id),
             |tx, study, worker| {
+                // The study row's lock, taken first (by the update of elapsed_s) and held to the
+                // commit, serialises merges, also while no policy row exists.
+                set_elapsed_in(tx, study, elapsed_s)?;
                 upsert_trial(tx, study, worker, trial)?;
-                // The study row's lock serialises merges, also while no policy row exists.
-                tx.execute("SELECT 1 FROM studies WHERE name = $1 FOR UPDATE", &[&study])?;
                 let latest: Option<String> =
                     tx.query_opt("SELECT state FROM policy WHERE study = $1", &[&study])?.map(|r| r.get(0));
                 let state = merge(latest.as_deref()).map_err(|why| Fail::Other(format!("policy: {why}").into()))?;
                 store_policy(tx, study, trial.id, &state)?;
-                set_elapsed_in(tx, study, elapsed_s)
+                Ok(())
             },
         )
     }
@@ -1226,7 +1235,7 @@ mod tests {
     }
 
     fn options(worker: &str) -> PgOptions {
-        PgOptions { worker: worker.into(), retry_for: Duration::from_secs(5), ..PgOptions::default() }
+        PgOptions { worker: worker.into(), retry_for: Duration::from_secs(30), ..PgOptions::default() }
     }
 
     fn study() -> StudyRow {
