@@ -93,7 +93,8 @@ pub struct TuneArgs {
     #[arg(long, value_name = "NAME")]
     pub study: Option<String>,
     /// With PostgreSQL storage: this worker's name, unique among the study's live workers
-    /// (default: HOST:PID).
+    /// (default: HOST:PID:XXXX, XXXX random). A worker restarted under the same name takes its
+    /// unfinished trial over at once.
     #[arg(long, value_name = "NAME")]
     pub worker: Option<String>,
     /// With PostgreSQL storage: the study's trial budget besides the wall clock (set by the

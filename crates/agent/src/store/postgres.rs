@@ -194,8 +194,9 @@ const SERVER_NOW: &str = "extract(epoch from clock_timestamp())::float8";
 /// How a worker connects and shares a study.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// This worker's name: unique among the study's live workers (default: host name and
-    /// process id).
+    /// This worker's name: unique among the study's live workers (default:
+    /// [`default_worker_name`]). A worker started again under the same name takes its
+    /// running trial over at once; two live workers under one name would take each other's.
     pub worker: String,
     /// A running trial whose owner has not written for this long is taken over by the next
     /// worker that claims a trial. Must exceed the longest time between two writes of a
@@ -219,7 +220,9 @@ impl Default for PgOptions {
     }
 }
 
-/// `HOST:PID`, the host name from `/etc/hostname` or `$HOSTNAME` (`localhost` if neither).
+/// `HOST:PID:XXXX`, the host name from `/etc/hostname` or `$HOSTNAME` (`localhost` if
+/// neither) and four random hex digits (containers on different machines may share a host
+/// name and a process id).
 pub fn default_worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -227,7 +230,7 @@ pub fn default_worker_name() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
+    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// How [`PostgresStore::claim`] picks paused trials to promote: from every trial's row, the
