@@ -1,7 +1,8 @@
 //! `cargo xtask`: tuneforge's command line.
 //!
 //! One module per subcommand: `datasets` (list what can be found and check it), `train`
-//! (one run without tuning), `tune` (a tuning study), `bench-step` (training/inference
+//! (one run without tuning), `tune` (a tuning study; with `--storage postgres://...`, one
+//! of many workers sharing it), `study` (list, show, export studies), `bench-step` (training/inference
 //! throughput), `bench-tune` (the nightly comparison of tuning strategies over seeds).
 
 use std::io::IsTerminal as _;
@@ -13,6 +14,7 @@ mod bench;
 mod bench_tune;
 mod datasets;
 mod report;
+mod study;
 mod train;
 mod tune;
 
@@ -44,6 +46,9 @@ enum Command {
     /// Write DIR/report.html: one offline HTML file with the charts and tables of a `tune` or
     /// `bench-tune` output folder (also of a study still running or killed).
     Report(report::ReportArgs),
+    /// List, show or export (JSON) the studies of a store — a SQLite study folder or a
+    /// PostgreSQL database — without running a worker.
+    Study(study::StudyArgs),
 }
 
 /// Where datasets are looked for.
@@ -104,5 +109,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::BenchTune(args) => bench_tune::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Study(args) => study::run(&args),
     }
 }

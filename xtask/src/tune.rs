@@ -8,7 +8,11 @@ use anyhow::{Context, bail};
 use tuneforge_agent::data::DataSource;
 use tuneforge_agent::env::{Bounds, EnvConfig};
 use tuneforge_agent::policy::Reinforce;
-use tuneforge_agent::tune::{Strategy, TrialRecord, TuneConfig, TuneSummary, resume, study_path, tune};
+use tuneforge_agent::store::PostgresStore;
+use tuneforge_agent::store::postgres::PgOptions;
+use tuneforge_agent::tune::{
+    Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions, resume, study_path, tune, work,
+};
 use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::ProgressMode;
 
@@ -33,7 +37,8 @@ pub struct TuneArgs {
     /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
     /// halving over random starts, η = 3), pbt (population of 4, exploit/explore every 2
     /// decision intervals), rl (REINFORCE acting mid-run, learning across trials) or
-    /// rl-no-width (rl without the width action).
+    /// rl-no-width (rl without the width action). With PostgreSQL storage every strategy but
+    /// pbt.
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop
@@ -84,8 +89,72 @@ pub struct TuneArgs {
     /// second).
     #[arg(long)]
     pub progress: Option<String>,
+    /// Where the study is kept: sqlite://DIR/study.sqlite (the default, DIR being --out: one
+    /// process per study) or postgres://USER[:PASSWORD]@HOST:PORT/DB (many workers, on many
+    /// machines, sharing the study named by --study; see docs/scaling-out.md).
+    #[arg(long, value_name = "URL")]
+    pub storage: Option<String>,
+    /// The study's name in a PostgreSQL database: the first worker creates it with the other
+    /// flags, later ones join it (its stored settings win).
+    #[arg(long, value_name = "NAME")]
+    pub study: Option<String>,
+    /// With PostgreSQL storage: this worker's name, unique among the study's live workers
+    /// (default: HOST:PID:XXXX, XXXX random). A worker restarted under the same name takes its
+    /// unfinished trial over at once.
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
+    /// With PostgreSQL storage: the study's trial budget besides the wall clock (set by the
+    /// worker that creates the study).
+    #[arg(long, value_name = "N")]
+    pub max_trials: Option<u64>,
+    /// With PostgreSQL storage: seconds without a write from a trial's worker after which
+    /// another worker takes the trial over from its last checkpoint.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub heartbeat_timeout: f64,
+    /// With PostgreSQL storage: seconds a store operation is retried (with backoff) while the
+    /// server cannot be reached, before the worker gives up.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub retry_for: f64,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Where a study is kept (`--storage`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    /// `sqlite://DIR/study.sqlite`: the study folder DIR.
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`: the URL as given.
+    Postgres(String),
+}
+
+/// Parses `--storage` (see [`TuneArgs::storage`]).
+pub fn parse_storage(url: &str) -> anyhow::Result<Storage> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = Path::new(path);
+        if path.file_name().is_none_or(|n| n != "study.sqlite") {
+            bail!(
+                "--storage {url}: a SQLite study store is DIR/study.sqlite (the study folder's), e.g. sqlite://runs/tune/study.sqlite"
+            );
+        }
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        return Ok(Storage::Sqlite(dir.to_path_buf()));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Storage::Postgres(url.to_string()));
+    }
+    bail!(
+        "--storage {}: expected sqlite://DIR/study.sqlite or postgres://USER@HOST:PORT/DB",
+        tuneforge_agent::store::postgres::redact_url(url)
+    )
+}
+
+/// Seconds from a flag, as a `Duration`.
+pub fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
+    match Duration::try_from_secs_f64(s) {
+        Ok(d) if s > 0.0 => Ok(d),
+        _ => bail!("{flag} {s}: must be a positive number of seconds"),
+    }
 }
 
 /// Parses `90s`, `10m`, `1h` or a plain number of seconds
@@ -235,6 +304,26 @@ fn print_trial(t: &TrialRecord) {
 }
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
+    let storage = args.storage.as_deref().map(parse_storage).transpose()?;
+    if let Some(Storage::Postgres(url)) = &storage {
+        return run_worker(args, url);
+    }
+    if args.study.is_some() || args.worker.is_some() || args.max_trials.is_some() {
+        bail!("--study, --worker and --max-trials need --storage postgres://... (a SQLite store holds one study)");
+    }
+    let mut args = args.clone();
+    if let Some(Storage::Sqlite(dir)) = storage {
+        if let Some(resume) = &args.resume {
+            if resume != &dir {
+                bail!("--resume {} and --storage name different study folders", resume.display());
+            }
+        } else if args.out != Path::new(DEFAULT_OUT) && args.out != dir {
+            bail!("--out {} and --storage name different study folders", args.out.display());
+        } else {
+            args.out = dir;
+        }
+    }
+    let args = &args;
     let device = crate::train::parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
@@ -269,6 +358,51 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             (tune(&config, &dirs, &cache, &device, &out, &mut print_trial).map_err(|e| stopped(e, &out))?, out)
         }
     };
+    print_leaderboard(&summary, &out);
+    Ok(())
+}
+
+/// One worker of a study kept in PostgreSQL.
+fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
+    let Some(study) = args.study.as_deref() else {
+        bail!("--storage postgres://... needs --study NAME (a database holds many studies)");
+    };
+    if args.resume.is_some() {
+        bail!("--resume is for a SQLite study folder; a PostgreSQL study is continued by starting workers on it again");
+    }
+    let config = config(args)?;
+    let mut options = PgOptions {
+        heartbeat_timeout: seconds("--heartbeat-timeout", args.heartbeat_timeout)?,
+        retry_for: seconds("--retry-for", args.retry_for)?,
+        ..PgOptions::default()
+    };
+    if let Some(worker) = &args.worker {
+        options.worker = worker.clone();
+    }
+    let out = if args.out == Path::new(DEFAULT_OUT) {
+        let name: String = format!("{study}-{}", options.worker)
+            .chars()
+            .map(|c| if c.is_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
+        PathBuf::from("runs").join(name)
+    } else {
+        args.out.clone()
+    };
+    let device = crate::train::parse_device(&args.device)?;
+    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
+    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let worker = options.worker.clone();
+    let mut store = PostgresStore::open(url, study, options)?;
+    eprintln!(
+        "worker {worker} on study {study} at {} ({}, {}, {:?}); writing to {}",
+        store.target(),
+        config.data,
+        config.strategy,
+        config.budget,
+        out.display()
+    );
+    let worker_options = WorkerOptions { max_trials: args.max_trials, ..WorkerOptions::default() };
+    let summary = work(&config, &mut store, &worker_options, &dirs, &cache, &device, &out, &mut print_trial)?;
     print_leaderboard(&summary, &out);
     Ok(())
 }

@@ -70,6 +70,29 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The PostgreSQL study store: what failed, on which server (`postgres://USER@HOST:PORT/DB`,
+    /// never the password) and study.
+    #[error("study store {target}: {what}: {source}")]
+    Database {
+        /// The server, database and study.
+        target: String,
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another worker took over this worker's trial (it saw no heartbeat for longer than the
+    /// timeout and presumed this worker dead): the trial is no longer this worker's to write.
+    #[error("study store {target}: trial {trial} was taken over by worker {owner}")]
+    TakenOver {
+        /// The server and database.
+        target: String,
+        /// The trial.
+        trial: u64,
+        /// The worker that owns it now.
+        owner: String,
+    },
 }
 
 impl Error {
@@ -82,6 +105,8 @@ impl Error {
         !matches!(
             self,
             Error::Store { .. }
+                | Error::Database { .. }
+                | Error::TakenOver { .. }
                 | Error::Io { .. }
                 | Error::Monitor(tuneforge_monitor::Error::Io { .. })
                 | Error::Model(tuneforge_model::Error::Io { .. })

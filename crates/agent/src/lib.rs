@@ -14,10 +14,15 @@
 //! - [`env`] — [`env::Env`], the run as an environment (observation, factored bounded actions,
 //!   reward Δ validation macro-F1 + λ·ln(throughput gain)).
 //! - [`policy`] — [`policy::Reinforce`] (REINFORCE with a baseline) and [`policy::Fixed`].
-//! - [`store`] — the [`store::StudyStore`] trait and its SQLite implementation.
+//! - [`store`] — the [`store::StudyStore`] trait, its SQLite implementation, and
+//!   [`store::PostgresStore`], where many workers on many machines share a study (atomic
+//!   trial claims, heartbeats, takeover of a dead worker's trial, merged policy updates).
+//!   The PostgreSQL client is the sync `postgres` crate, which runs `tokio-postgres` on a
+//!   current-thread runtime inside each connection; this crate creates none of its own.
 //! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl` or
 //!   `rl-no-width` within a wall-clock budget, resumable after `kill -9`
-//!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`).
+//!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`); [`tune::work`] is one worker of
+//!   a study shared through PostgreSQL (`cargo xtask tune --storage postgres://...`).
 //!
 //! Training one run to the end, then a two-second `rl` study, on the committed digits:
 //!

@@ -10,8 +10,9 @@
 //!
 //! [`StudyStore`] is the interface the tuning driver writes through; [`SqliteStore`] implements
 //! it on one SQLite file. It is a trait because SQLite suits one machine (one writer at a time,
-//! several processes at most); a PostgreSQL backend, for many workers on many machines sharing
-//! one study, can implement the same trait later without touching the driver.
+//! several processes at most); [`PostgresStore`] (module [`postgres`]) implements the same trait
+//! on a PostgreSQL database, for many workers on many machines sharing one study (same tables,
+//! keyed by study name, plus trial ownership and heartbeats).
 //!
 //! # Schema (version 1, kept in `PRAGMA user_version`)
 //!
@@ -121,6 +122,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use crate::{Error, Result};
+
+pub mod postgres;
+pub use self::postgres::PostgresStore;
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -363,6 +367,21 @@ pub trait StudyStore: Send {
     fn finish_trial(&mut self, trial: &TrialRow, policy: Option<&str>, elapsed_s: f64) -> Result<()>;
     /// The latest policy state (JSON).
     fn policy(&self) -> Result<Option<String>>;
+    /// Like [`finish_trial`](Self::finish_trial), with the policy state computed from the
+    /// latest stored one (`None` before the first) by `merge`: where several workers share a
+    /// study ([`PostgresStore`]) the read, the merge and the write are one transaction under
+    /// a lock, so that concurrent updates are applied one after the other and none is lost.
+    /// The default (one process per study, as with [`SqliteStore`]) reads, then finishes.
+    fn finish_trial_merging(
+        &mut self,
+        trial: &TrialRow,
+        merge: &mut dyn FnMut(Option<&str>) -> std::result::Result<String, String>,
+        elapsed_s: f64,
+    ) -> Result<()> {
+        let latest = self.policy()?;
+        let state = merge(latest.as_deref()).map_err(|why| Error::Config { what: "policy state", why })?;
+        self.finish_trial(trial, Some(&state), elapsed_s)
+    }
 }
 
 /// The cause inside an [`Error::Store`].

@@ -31,6 +31,13 @@
 //! after that checkpoint deleted; it is marked `resumed`. Random draws are derived from
 //! (seed, trial, decision), so nothing random needs saving. Completed trials are kept and not
 //! run again; the wall time already used counts against the budget.
+//!
+//! # Many workers
+//!
+//! [`work`] runs one of many workers sharing a study kept in PostgreSQL
+//! ([`PostgresStore`](crate::store::PostgresStore)): trials are claimed atomically, a dead
+//! worker's trial is taken over from its checkpoint, and the `rl` policy's updates are merged
+//! (see [`worker`] and docs/scaling-out.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +59,9 @@ use crate::trial::{Trial, TrialContext, TrialStart, rng_for, unix_now};
 use crate::{Error, Result};
 
 pub use crate::trial::{Hparams, TrialRecord};
+pub use worker::{WorkerOptions, work};
+
+pub mod worker;
 
 /// How a study chooses what to do (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,492 @@
+//! Many workers, one study: [`work`] runs one worker of a study kept in a
+//! [`PostgresStore`]. Start it on as many machines as wanted, with the same database URL and
+//! study name; the first creates the study, the others join it (the stored configuration
+//! wins). See docs/scaling-out.md.
+//!
+//! A worker loops: it [claims](PostgresStore::claim) a trial — a running trial whose owner's
+//! heartbeat is older than the timeout first (a dead worker's: it is continued from its last
+//! checkpoint, as [`resume`](super::resume) does), else a new trial id while the study's
+//! budgets (wall clock, and the trial count if set) allow — trains it, and records it. With
+//! nothing to claim while other workers' trials are still running it waits and asks again (one
+//! of them may die); with nothing running it tests the study's best trial, as every worker
+//! does, and writes the same outputs as [`tune`](super::tune) to its own output directory.
+//!
+//! Strategies: `fixed`, `random`, `asha`, `rl` and `rl-no-width`. Under `asha` a trial trains
+//! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
+//! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
+//! single-process `asha` does, reading every trial's rung results from the store in the
+//! claim's transaction; when nothing runs and nothing may start or be promoted, the paused
+//! trials left are closed as `stopped`. The learning strategies share one policy:
+//! each finished trial's REINFORCE update is applied to the latest stored state in the
+//! transaction that records the trial ([`StudyStore::finish_trial_merging`]), so updates from
+//! all workers are applied one after the other in commit order (none is lost), and a worker
+//! reloads the state before each trial it starts. An update is computed from an episode that
+//! was acted out with the state of its start, which other workers may have updated since: the
+//! policy learns slightly off-policy, by at most the updates committed during one trial (about
+//! one per other worker), as asynchronous SGD does. `pbt` is refused: its exploits copy
+//! weights between members time-sliced in one process's memory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use tuneforge_loader::{DataDirs, GzCache};
+use tuneforge_monitor::Outcome;
+use tuneforge_optim::ScheduleConfig;
+
+use super::{
+    Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rungs,
+};
+use crate::data::{Prepared, prepare};
+use crate::policy::{Policy, Reinforce};
+use crate::run::write_atomic;
+use crate::store::postgres::{Claim, Promote};
+use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
+use crate::trial::{Hparams, Trial, TrialContext, TrialStart, unix_now};
+use crate::{Error, Result};
+
+/// How a worker takes part in a shared study.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The trial budget of a study this worker creates (`None`: the wall clock only); a
+    /// study that exists keeps its own.
+    pub max_trials: Option<u64>,
+    /// How long to wait before asking again when only other workers' trials are running.
+    pub poll: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { max_trials: None, poll: Duration::from_millis(500) }
+    }
+}
+
+/// What one worker shares with its trials.
+struct Worker<'a> {
+    config: &'a TuneConfig,
+    data: &'a Prepared,
+    device: &'a Device,
+    events: PathBuf,
+    schedule: ScheduleConfig,
+    store: &'a mut PostgresStore,
+    elapsed: &'a dyn Fn() -> f64,
+    /// The policy a study starts from (before any trial's update is stored).
+    prior: Reinforce,
+}
+
+impl Worker<'_> {
+    fn ctx(&mut self) -> TrialContext<'_> {
+        TrialContext {
+            data: self.data,
+            source: &self.config.data,
+            device: self.device,
+            env: &self.config.env,
+            events: &self.events,
+            progress: self.config.progress,
+            checkpoint_every: self.config.checkpoint_every,
+            schedule: self.schedule.clone(),
+            val_fraction: self.config.val_fraction,
+            store: &mut *self.store,
+            elapsed: self.elapsed,
+        }
+    }
+
+    fn over(&self) -> bool {
+        (self.elapsed)() >= self.config.budget.as_secs_f64()
+    }
+
+    /// The stored policy, or the prior before the first update.
+    fn latest_policy(&self) -> Result<Reinforce> {
+        match self.store.policy()? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") }),
+            None => Ok(self.prior.clone()),
+        }
+    }
+
+    /// Trains `trial` to its end (or the budget's) and records it; under ASHA, to its next
+    /// rung, where it is paused (checkpointed, status `paused`) unless it is done.
+    fn handle(&mut self, st: &mut State<'_>, trial: &mut Trial) -> Result<()> {
+        if st.config.strategy.learns() {
+            st.policy = self.latest_policy()?;
+        }
+        let asha = st.config.strategy == Strategy::Asha;
+        let targets = rungs(self.config.env.budget_steps);
+        let rung = trial.tally.rungs.len().min(targets.len() - 1);
+        let until = asha.then_some(targets[rung]);
+        while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over() {
+            let (action, secs) = st.choose(trial);
+            if let Err(e) = self.ctx().step(trial, action, secs) {
+                if !e.ends_only_the_trial() {
+                    return Err(e);
+                }
+                tracing::warn!(trial = trial.id, error = %e, "trial failed");
+                let row = self.ctx().fail(trial, &e)?;
+                st.push(trial.record(&row.status));
+                return Ok(());
+            }
+        }
+        if asha {
+            if trial.env.steps() >= targets[rung] {
+                trial.tally.rungs.push(trial.env.observe().val_f1);
+            }
+            if !trial.env.done() && !self.over() {
+                // Paused at its rung: any worker may promote it from this checkpoint.
+                self.ctx().checkpoint(trial, "paused")?;
+                trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
+                return Ok(());
+            }
+        }
+        // As TrialContext::finish, with the policy update merged into the latest stored state.
+        let f1 = trial.env.observe().val_f1;
+        let keep = self.store.best_trial()?.is_none_or(|(_, best)| f1 > best);
+        let done = trial.env.done();
+        let status = if done { "completed" } else { "stopped" };
+        // The final checkpoint is written with the trial still running, and another's is
+        // deleted only after the trial is recorded: a worker that dies in between leaves a
+        // running trial that the next worker finishes from its final state (its policy update
+        // included), never a finished trial without its update, nor one to train again.
+        if keep {
+            self.ctx().checkpoint(trial, "running")?;
+        }
+        if !done {
+            trial.tally.reward += f1;
+        }
+        trial.env.run_mut().finish_monitor(if done { Outcome::Completed } else { Outcome::Stopped })?;
+        let mut row = trial.row(status);
+        row.ended_unix = Some(unix_now());
+        let elapsed = (self.elapsed)();
+        if st.config.strategy.learns() {
+            let (prior, episode) = (&self.prior, &trial.tally.episode);
+            let mut merged = None;
+            self.store.finish_trial_merging(
+                &row,
+                &mut |latest| {
+                    let mut policy: Reinforce = match latest {
+                        Some(json) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+                        None => prior.clone(),
+                    };
+                    policy.update(episode);
+                    let json = serde_json::to_string(&policy).map_err(|e| e.to_string())?;
+                    merged = Some(policy);
+                    Ok(json)
+                },
+                elapsed,
+            )?;
+            if let Some(policy) = merged {
+                st.policy = policy;
+            }
+        } else {
+            self.store.finish_trial(&row, None, elapsed)?;
+        }
+        if keep {
+            self.store.prune_checkpoints()?;
+        } else {
+            self.store.delete_checkpoint(trial.id)?;
+        }
+        st.push(trial.record(status));
+        Ok(())
+    }
+
+    /// Ends a paused trial as `stopped` from its row (its final validation macro-F1 added to
+    /// its reward), as the single-process ASHA ends the trials still paused at its end.
+    fn close(&mut self, st: &mut State<'_>, row: TrialRow) -> Result<()> {
+        let mut record: TrialRecord = serde_json::from_str(&row.record)
+            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+        record.status = "stopped".into();
+        record.reward += record.val_macro_f1;
+        let keep = self.store.best_trial()?.is_none_or(|(_, best)| record.val_macro_f1 > best);
+        let id = row.id;
+        let row = TrialRow {
+            status: record.status.clone(),
+            record: serde_json::to_string(&record).expect("record serialises"),
+            reward: record.reward,
+            updated_unix: unix_now(),
+            ended_unix: Some(unix_now()),
+            ..row
+        };
+        let elapsed = (self.elapsed)();
+        self.store.finish_trial(&row, None, elapsed)?;
+        if keep {
+            self.store.prune_checkpoints()?;
+        } else {
+            self.store.delete_checkpoint(id)?;
+        }
+        st.push(record);
+        Ok(())
+    }
+
+    /// Records a trial that could not start or be restored as failed.
+    fn failed_start(
+        &mut self,
+        st: &mut State<'_>,
+        id: u64,
+        start: TrialStart,
+        started_unix: f64,
+        e: &Error,
+    ) -> Result<()> {
+        tracing::warn!(trial = id, error = %e, "trial failed to start");
+        let record = record_of_start(id, &start, &format!("failed: {e}"));
+        let mut row = pending_row(&record, started_unix);
+        row.ended_unix = Some(unix_now());
+        self.store.delete_checkpoint(id)?;
+        let elapsed = (self.elapsed)();
+        self.store.finish_trial(&row, None, elapsed)?;
+        st.push(record);
+        Ok(())
+    }
+}
+
+/// ASHA's promotions (η = 3), from every trial's row: the paused trials in the top ⅓ of the
+/// highest rung that has one whose last rung is that one, best first — what the single-process
+/// `asha` picks, in order of preference.
+fn promotable(rows: &[TrialRow], rungs_len: usize) -> Vec<u64> {
+    const ETA: usize = 3;
+    let reached: BTreeMap<u64, Vec<f64>> = rows
+        .iter()
+        .filter(|r| !r.status.starts_with("failed"))
+        .filter_map(|r| serde_json::from_str::<TrialRecord>(&r.record).ok().map(|rec| (r.id, rec.rungs)))
+        .collect();
+    let paused: std::collections::BTreeSet<u64> = rows.iter().filter(|r| r.status == "paused").map(|r| r.id).collect();
+    let mut out = Vec::new();
+    for k in (0..rungs_len.saturating_sub(1)).rev() {
+        let mut at: Vec<(u64, f64)> = reached.iter().filter_map(|(id, r)| r.get(k).map(|f| (*id, *f))).collect();
+        at.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top = at.len() / ETA;
+        out.extend(
+            at[..top].iter().filter(|(id, _)| paused.contains(id) && reached[id].len() == k + 1).map(|(id, _)| *id),
+        );
+    }
+    out
+}
+
+/// The row a new trial is claimed with (before its first interval is trained).
+fn pending_row(record: &TrialRecord, started_unix: f64) -> TrialRow {
+    TrialRow {
+        id: record.id,
+        status: record.status.clone(),
+        config: serde_json::to_string(&record.start).expect("start serialises"),
+        record: serde_json::to_string(record).expect("record serialises"),
+        val_macro_f1: None,
+        samples_per_s: None,
+        reward: 0.0,
+        decisions: 0,
+        resumed: false,
+        started_unix,
+        updated_unix: unix_now(),
+        ended_unix: None,
+        pid: std::process::id(),
+    }
+}
+
+fn record_of_start(id: u64, start: &TrialStart, status: &str) -> TrialRecord {
+    TrialRecord {
+        id,
+        status: status.into(),
+        val_macro_f1: 0.0,
+        samples_per_s: 0.0,
+        decisions: 0,
+        reward: 0.0,
+        resumed: false,
+        final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
+        start: start.clone(),
+        steps: 0,
+        rungs: Vec::new(),
+        exploits: 0,
+        agent_seconds: 0.0,
+        store_seconds: 0.0,
+    }
+}
+
+/// Runs one worker of the study `store` names (created from `config` if it does not exist,
+/// else joined with its stored configuration; see the [module docs](self)) until the study is
+/// done, then writes `events.jsonl` (this worker's trials), `summary.json` (every trial of the
+/// study), the best model, `prep.json`, `predictions.csv` and, for the learning strategies,
+/// `policy.json` to `out` (one directory per worker: two workers cannot share one).
+/// `on_trial` sees each trial this worker finishes.
+#[allow(clippy::too_many_arguments)]
+pub fn work(
+    config: &TuneConfig,
+    store: &mut PostgresStore,
+    options: &WorkerOptions,
+    dirs: &DataDirs,
+    cache: &GzCache,
+    device: &Device,
+    out: &Path,
+    on_trial: &mut dyn FnMut(&TrialRecord),
+) -> Result<TuneSummary> {
+    let refuse = |strategy: Strategy| -> Result<()> {
+        if strategy == Strategy::Pbt {
+            return Err(Error::Config {
+                what: "strategy",
+                why: format!(
+                    "{strategy} cannot be shared by several workers (its exploits copy weights between members \
+                     time-sliced in one process); with --storage postgres://... use fixed, random, asha, rl or \
+                     rl-no-width, or run {strategy} with SQLite storage"
+                ),
+            });
+        }
+        Ok(())
+    };
+    refuse(config.strategy)?;
+    let mine = StudyRow {
+        config: super::study_config_json(config),
+        strategy: config.strategy.name().into(),
+        dataset: config.data.to_string(),
+        seed: config.seed,
+        budget_s: config.budget.as_secs_f64(),
+        elapsed_s: 0.0,
+        created_unix: unix_now(),
+    };
+    let (stored, max_trials) = store.create_or_join(&mine, options.max_trials)?;
+    let joined;
+    let config = if stored.config == mine.config {
+        config
+    } else {
+        let mut c = parse_study_config(&stored.config, config.progress)?;
+        c.policy = config.policy.clone();
+        refuse(c.strategy)?;
+        tracing::info!(study = store.study_name(), "joined the study with its stored configuration");
+        joined = c;
+        &joined
+    };
+    tracing::info!(study = store.study_name(), worker = store.worker(), ?max_trials, "worker started");
+    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    let _lock = StudyLock::acquire(out)?;
+    let clock = Clock { offset: stored.elapsed_s, start: Instant::now() };
+    let elapsed = || clock.elapsed();
+    let target = format!("{} (study {})", store.target(), store.study_name());
+    let prior = config.policy.clone().unwrap_or_default();
+    prior.validate().map_err(|why| Error::Config { what: "policy", why })?;
+    let mut st = State {
+        config,
+        policy: prior.clone(),
+        best: None,
+        records: BTreeMap::new(),
+        next_id: 0,
+        on_trial,
+        budget_s: config.budget.as_secs_f64(),
+    };
+    let mut w = Worker {
+        config,
+        data: &data,
+        device,
+        events: out.join("events.jsonl"),
+        schedule: if config.cosine {
+            ScheduleConfig::Cosine { total_steps: config.env.budget_steps, warmup_steps: 0, min_lr: 0.0 }
+        } else {
+            ScheduleConfig::Constant
+        },
+        store,
+        elapsed: &elapsed,
+        prior,
+    };
+    loop {
+        let allow_new = !w.over();
+        let now = unix_now();
+        let claim = {
+            let st = &st;
+            let mut new_row = |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now);
+            let rungs_len = rungs(config.env.budget_steps).len();
+            let mut pick = |rows: &[TrialRow]| promotable(rows, rungs_len);
+            let promote: Option<&mut Promote<'_>> =
+                if config.strategy == Strategy::Asha && allow_new { Some(&mut pick) } else { None };
+            w.store.claim(allow_new, &mut new_row, promote)?
+        };
+        let mut trial = match claim {
+            Claim::Done => break,
+            Claim::Wait => {
+                std::thread::sleep(options.poll);
+                continue;
+            }
+            Claim::New(id) => {
+                let start = st.sample_start(id);
+                match w.ctx().start(id, start.clone()) {
+                    Ok(t) => t,
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(trial = id, error = %e, "dropped a trial another worker took over");
+                        continue;
+                    }
+                    Err(e) if !e.ends_only_the_trial() => return Err(e),
+                    Err(e) => {
+                        w.failed_start(&mut st, id, start, now, &e)?;
+                        continue;
+                    }
+                }
+            }
+            Claim::Close(row) => {
+                match w.close(&mut st, row) {
+                    Ok(()) => {}
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(error = %e, "dropped a paused trial another worker claimed");
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            Claim::Promote(row) => {
+                tracing::debug!(trial = row.id, "promoting a paused trial");
+                match w.ctx().restore(&row, false) {
+                    Ok(t) => t,
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
+                        continue;
+                    }
+                    Err(e) if !e.ends_only_the_trial() => return Err(e),
+                    Err(e) => {
+                        let start: TrialStart =
+                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
+                        w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
+                        continue;
+                    }
+                }
+            }
+            Claim::TakeOver(row) => {
+                tracing::info!(trial = row.id, "taking over a trial whose worker stopped beating");
+                match w.ctx().restore(&row, true) {
+                    Ok(t) => t,
+                    Err(e @ Error::TakenOver { .. }) => {
+                        tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
+                        continue;
+                    }
+                    Err(e) if !e.ends_only_the_trial() => return Err(e),
+                    Err(e) => {
+                        let start: TrialStart =
+                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
+                        w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
+                        continue;
+                    }
+                }
+            }
+        };
+        match w.handle(&mut st, &mut trial) {
+            Ok(()) => {}
+            Err(e @ Error::TakenOver { .. }) => {
+                tracing::warn!(trial = trial.id, error = %e, "dropped a trial another worker took over");
+                trial.env.run_mut().finish_monitor(Outcome::Aborted).ok();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Every worker reports the whole study.
+    st.records.clear();
+    for row in w.store.trials()? {
+        if row.status == "running" || row.status == "paused" {
+            continue;
+        }
+        let record: TrialRecord = serde_json::from_str(&row.record)
+            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+        st.records.insert(row.id, record);
+    }
+    st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
+    st.policy = w.latest_policy()?;
+    let wall = (w.elapsed)();
+    w.store.set_elapsed(wall)?;
+    let mut summary = finalize(&mut w.ctx(), st, out, 0, &elapsed)?;
+    summary.study_path = PathBuf::from(target);
+    let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+    write_atomic(&out.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}

@@ -1,0 +1,254 @@
+//! `cargo xtask study list|show|export --storage URL`: look at studies without running a
+//! worker (SQLite study folders and PostgreSQL databases alike).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tuneforge_agent::store::postgres::{PgOptions, StudyListing};
+use tuneforge_agent::store::{DecisionRow, EvaluationRow, PostgresStore, SqliteStore, StudyRow, StudyStore, TrialRow};
+
+use crate::tune::{Storage, parse_storage};
+
+/// See the studies of a store.
+#[derive(Debug, clap::Args)]
+pub struct StudyArgs {
+    #[command(subcommand)]
+    pub command: StudyCommand,
+}
+
+/// What to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum StudyCommand {
+    /// One line per study: strategy, dataset, trials, open trials, best validation macro-F1.
+    List(Where),
+    /// A study and its trials.
+    Show(Where),
+    /// A study as JSON (study row, trials with their decisions and evaluations, policy,
+    /// best trial; not the checkpoints' bytes), to --out or stdout.
+    Export {
+        #[command(flatten)]
+        place: Where,
+        /// Write the JSON here (atomically) instead of to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Which store and study.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Where {
+    /// sqlite://DIR/study.sqlite or postgres://USER[:PASSWORD]@HOST:PORT/DB.
+    #[arg(long, value_name = "URL")]
+    pub storage: String,
+    /// The study (needed for show and export with PostgreSQL storage).
+    #[arg(long, value_name = "NAME")]
+    pub study: Option<String>,
+}
+
+/// A study as `export` writes it.
+#[derive(Debug, Serialize)]
+pub struct Export {
+    /// The study's name.
+    pub name: String,
+    /// The study row.
+    pub study: StudyRow,
+    /// Every trial, by id.
+    pub trials: Vec<ExportedTrial>,
+    /// The policy's latest state (JSON), if any.
+    pub policy: Option<serde_json::Value>,
+    /// The best finished trial: highest validation macro-F1 among completed and stopped
+    /// trials, ties to the one that ended first.
+    pub best: Option<BestTrial>,
+}
+
+/// One trial with its rows.
+#[derive(Debug, Serialize)]
+pub struct ExportedTrial {
+    /// The trial row.
+    #[serde(flatten)]
+    pub trial: TrialRow,
+    /// Its decisions.
+    pub decisions_rows: Vec<DecisionRow>,
+    /// Its evaluations.
+    pub evaluations: Vec<EvaluationRow>,
+}
+
+/// The best trial.
+#[derive(Debug, Serialize)]
+pub struct BestTrial {
+    /// Its id.
+    pub trial: u64,
+    /// Its validation macro-F1.
+    pub val_macro_f1: f64,
+}
+
+fn best_of(trials: &[TrialRow]) -> Option<BestTrial> {
+    trials
+        .iter()
+        .filter(|t| t.status == "completed" || t.status == "stopped")
+        .filter_map(|t| t.val_macro_f1.filter(|f| !f.is_nan()).map(|f| (t, f)))
+        .min_by(|(a, fa), (b, fb)| {
+            fb.total_cmp(fa)
+                .then(a.ended_unix.unwrap_or(f64::INFINITY).total_cmp(&b.ended_unix.unwrap_or(f64::INFINITY)))
+                .then(a.id.cmp(&b.id))
+        })
+        .map(|(t, f)| BestTrial { trial: t.id, val_macro_f1: f })
+}
+
+/// An opened store and the study's name.
+enum Opened {
+    Sqlite(String, SqliteStore),
+    Postgres(String, Box<PostgresStore>),
+}
+
+impl Opened {
+    fn parts(&self) -> (&str, &dyn StudyStore) {
+        match self {
+            Opened::Sqlite(name, s) => (name, s),
+            Opened::Postgres(name, s) => (name, &**s),
+        }
+    }
+}
+
+fn open(place: &Where, need_study: bool) -> anyhow::Result<Opened> {
+    match parse_storage(&place.storage)? {
+        Storage::Sqlite(dir) => {
+            let store = SqliteStore::open_existing(&dir.join("study.sqlite"))?;
+            let name = place.study.clone().unwrap_or_else(|| dir.display().to_string());
+            Ok(Opened::Sqlite(name, store))
+        }
+        Storage::Postgres(url) => {
+            let name = match (&place.study, need_study) {
+                (Some(s), _) => s.clone(),
+                (None, false) => "-".into(),
+                (None, true) => {
+                    bail!("--study NAME is needed with --storage postgres://... (a database holds many studies)")
+                }
+            };
+            let options = PgOptions {
+                worker: format!("study-cli:{}", std::process::id()),
+                retry_for: Duration::from_secs(10),
+                ..PgOptions::default()
+            };
+            Ok(Opened::Postgres(name.clone(), Box::new(PostgresStore::open(&url, &name, options)?)))
+        }
+    }
+}
+
+/// The study `place` names, exported.
+pub fn export(place: &Where) -> anyhow::Result<Export> {
+    let opened = open(place, true)?;
+    let (name, store) = opened.parts();
+    let name = name.to_string();
+    let study = store.study()?.with_context(|| format!("no study named {name:?} in {}", place_name(place)))?;
+    let rows = store.trials()?;
+    let best = best_of(&rows);
+    let mut trials = Vec::new();
+    for trial in rows {
+        trials.push(ExportedTrial {
+            decisions_rows: store.decisions(trial.id)?,
+            evaluations: store.evaluations(trial.id)?,
+            trial,
+        });
+    }
+    let policy = match store.policy()? {
+        Some(json) => Some(serde_json::from_str(&json).context("the stored policy state is not JSON")?),
+        None => None,
+    };
+    Ok(Export { name, study, trials, policy, best })
+}
+
+fn place_name(place: &Where) -> String {
+    tuneforge_agent::store::postgres::redact_url(&place.storage)
+}
+
+pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
+    match &args.command {
+        StudyCommand::List(place) => {
+            let listings: Vec<StudyListing> = match open(place, false)? {
+                Opened::Postgres(_, pg) => pg.list_studies()?,
+                Opened::Sqlite(name, store) => {
+                    let study = store.study()?.with_context(|| format!("{}: no study row", place_name(place)))?;
+                    let trials = store.trials()?;
+                    vec![StudyListing {
+                        name,
+                        study,
+                        max_trials: None,
+                        trials: trials.len() as u64,
+                        open: trials.iter().filter(|t| t.status == "running" || t.status == "paused").count() as u64,
+                        best: best_of(&trials).map(|b| (b.trial, b.val_macro_f1)),
+                    }]
+                }
+            };
+            println!(
+                "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10} {:>10} {:>12}",
+                "study", "strategy", "dataset", "trials", "open", "budget s", "elapsed s", "best val F1"
+            );
+            for l in &listings {
+                let trials = match l.max_trials {
+                    Some(m) => format!("{}/{m}", l.trials),
+                    None => l.trials.to_string(),
+                };
+                println!(
+                    "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10.1} {:>10.1} {:>12}",
+                    l.name,
+                    l.study.strategy,
+                    l.study.dataset,
+                    trials,
+                    l.open,
+                    l.study.budget_s,
+                    l.study.elapsed_s,
+                    l.best.map_or("-".into(), |(id, f)| format!("{f:.4} (#{id})"))
+                );
+            }
+            if listings.is_empty() {
+                println!("(no studies in {})", place_name(place));
+            }
+        }
+        StudyCommand::Show(place) => {
+            let e = export(place)?;
+            println!(
+                "study {}: {} on {}, seed {}, budget {:.1} s, elapsed {:.1} s, {} trials",
+                e.name,
+                e.study.strategy,
+                e.study.dataset,
+                e.study.seed,
+                e.study.budget_s,
+                e.study.elapsed_s,
+                e.trials.len()
+            );
+            println!(
+                "{:>5} {:<10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
+                "trial", "status", "val F1", "reward", "decisions", "rows", "resumed", "pid"
+            );
+            for t in &e.trials {
+                println!(
+                    "{:>5} {:<10} {:>9} {:>+9.3} {:>9} {:>7} {:>8} {:>7}",
+                    t.trial.id,
+                    t.trial.status.split(':').next().unwrap_or(""),
+                    t.trial.val_macro_f1.map_or("-".into(), |f| format!("{f:.4}")),
+                    t.trial.reward,
+                    t.trial.decisions,
+                    t.decisions_rows.len(),
+                    if t.trial.resumed { "yes" } else { "no" },
+                    t.trial.pid
+                );
+            }
+            match &e.best {
+                Some(b) => println!("best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1),
+                None => println!("best: none yet (no finished trial)"),
+            }
+        }
+        StudyCommand::Export { place, out } => {
+            let e = export(place)?;
+            let json = serde_json::to_string_pretty(&e)?;
+            match out {
+                Some(path) => tuneforge_agent::run::write_atomic(path, json.as_bytes())?,
+                None => println!("{json}"),
+            }
+        }
+    }
+    Ok(())
+}

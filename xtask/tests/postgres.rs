@@ -1,0 +1,389 @@
+//! Many workers, one study, on a real PostgreSQL server (`TUNEFORGE_PG_URL`, started by
+//! .ci/run through .ci/postgres.sh): three `cargo xtask tune` workers with one killed by
+//! SIGKILL mid-trial, two workers across a server restart, and bad URLs through the CLI.
+//! Without the variable the tests print why and pass, except under CI, where they fail.
+//!
+//! The tests share the server and one of them restarts it: they take a lock in turn.
+
+// Test helpers outside #[test] fns unwrap too; a panic is the failure report here.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERVER: Mutex<()> = Mutex::new(());
+
+fn url() -> Option<String> {
+    match std::env::var("TUNEFORGE_PG_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("TUNEFORGE_PG_URL is not set under CI: .ci/run starts a PostgreSQL server and sets it")
+        }
+        Err(_) => {
+            eprintln!("skipped: TUNEFORGE_PG_URL is not set (source .ci/postgres.sh to start a server)");
+            None
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn xtask() -> Command {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.env("TUNEFORGE_DATA", repo.join("datasets")).env("CI", "1").env("RUST_LOG", "warn,tuneforge_agent=info");
+    c
+}
+
+/// Steps per trial and between decisions of [`worker`]'s trials.
+const TRIAL_STEPS: i64 = 600;
+const DECISION_STEPS: i64 = 20;
+
+/// One worker of `study`: random digits trials of [`TRIAL_STEPS`] steps, a decision (and
+/// checkpoint) every [`DECISION_STEPS`]; its stderr goes to `dir/NAME.log`.
+fn worker(url: &str, study: &str, name: &str, dir: &Path, trials: u64, heartbeat_s: &str) -> Child {
+    worker_with(url, study, name, dir, trials, heartbeat_s, "random")
+}
+
+fn worker_with(
+    url: &str,
+    study: &str,
+    name: &str,
+    dir: &Path,
+    trials: u64,
+    heartbeat_s: &str,
+    strategy: &str,
+) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    xtask()
+        .args(["tune", "--storage", url, "--study", study, "--worker", name])
+        .args(["--dataset", "digits", "--strategy", strategy, "--budget", "900s", "--seed", "3"])
+        .args(["--max-trials", &trials.to_string(), "--trial-steps", &TRIAL_STEPS.to_string()])
+        .args(["--decision-steps", &DECISION_STEPS.to_string()])
+        .args(["--checkpoint-every", "0", "--heartbeat-timeout", heartbeat_s, "--retry-for", "120"])
+        .args(["--out", dir.join(name).to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ok(child: &mut Child, dir: &Path, name: &str, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            assert!(status.success(), "worker {name} failed:\n{log}");
+            return;
+        }
+        if t.elapsed() > limit {
+            child.kill().ok();
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("worker {name} still running after {limit:?}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn client(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+/// (id, status, worker, resumed) of every trial of the study.
+fn trials(db: &mut postgres::Client, study: &str) -> Vec<(i64, String, String, bool)> {
+    db.query("SELECT id, status, worker, resumed FROM trials WHERE study = $1 ORDER BY id", &[&study])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path.join("summary.json")).unwrap()).unwrap()
+}
+
+fn export(url: &str, study: &str, dir: &Path) -> serde_json::Value {
+    let file = dir.join(format!("{study}.json"));
+    let out = xtask()
+        .args(["study", "export", "--storage", url, "--study", study, "--out", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+}
+
+/// Decisions per trial: one after each interval of [`worker`]'s trials but the first.
+const DECISIONS: i64 = TRIAL_STEPS / DECISION_STEPS - 1;
+
+/// Every trial id 0..n appears once, completed, with all its decisions once.
+fn check_complete(db: &mut postgres::Client, study: &str, n: u64) {
+    let rows = trials(db, study);
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(ids, (0..n as i64).collect::<Vec<_>>(), "trial ids");
+    for (id, status, _, _) in &rows {
+        assert_eq!(status, "completed", "trial {id}");
+        let idx: Vec<i64> = db
+            .query("SELECT idx FROM decisions WHERE study = $1 AND trial = $2 ORDER BY idx", &[&study, id])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(idx, (0..DECISIONS).collect::<Vec<_>>(), "decisions of trial {id}");
+    }
+}
+
+#[test]
+fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let n = 24;
+    let mut db = client(&url);
+
+    // The same budget of trials with one worker, for the wall-time comparison.
+    let solo = unique("solo");
+    let t = Instant::now();
+    let mut w = worker(&url, &solo, "solo", dir.path(), n, "3");
+    wait_ok(&mut w, dir.path(), "solo", Duration::from_secs(600));
+    let solo_wall = t.elapsed();
+    check_complete(&mut db, &solo, n);
+
+    let study = unique("three");
+    let t = Instant::now();
+    let mut w0 = worker(&url, &study, "w0", dir.path(), n, "3");
+    let mut others = [worker(&url, &study, "w1", dir.path(), n, "3"), worker(&url, &study, "w2", dir.path(), n, "3")];
+    // Kill w0 while it runs a trial that has a checkpoint: frozen first (SIGSTOP), then checked
+    // in the store, then killed; thawed and tried again if it was between trials.
+    let at_kill = "SELECT t.id, c.decisions FROM trials t JOIN checkpoints c ON c.study = t.study AND c.trial = t.id \
+                   WHERE t.study = $1 AND t.worker = 'w0' AND t.status = 'running' AND c.decisions >= 2";
+    let pid = w0.id().to_string();
+    let (victim, checkpointed) = loop {
+        assert!(t.elapsed() < Duration::from_secs(300), "w0 never had a checkpointed running trial");
+        assert!(w0.try_wait().unwrap().is_none(), "w0 ended before it could be killed");
+        if db.query_opt(at_kill, &[&study]).unwrap().is_some() {
+            Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+            if let Some(row) = db.query_opt(at_kill, &[&study]).unwrap() {
+                w0.kill().unwrap(); // SIGKILL
+                w0.wait().unwrap();
+                break (row.get::<_, i64>(0), row.get::<_, i64>(1));
+            }
+            Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("killed w0 in trial {victim} after its checkpoint at decision {checkpointed}");
+    for (i, w) in others.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("w{}", i + 1), Duration::from_secs(600));
+    }
+    let wall = t.elapsed();
+
+    // Every trial id once, completed, each decision once: the budget allowed n trials.
+    check_complete(&mut db, &study, n);
+    let rows = trials(&mut db, &study);
+    assert_eq!(rows.len() as u64, n);
+    let workers: BTreeSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert!(workers.contains("w1") && workers.contains("w2"), "both live workers ran trials: {workers:?}");
+    // The killed worker's trial was finished by another from its checkpoint: the decisions
+    // up to it are w0's, the rest another worker's, and it is marked resumed.
+    let (_, _, owner, resumed) = rows.iter().find(|r| r.0 == victim).unwrap();
+    assert!(*resumed && owner != "w0", "trial {victim}: owner {owner}, resumed {resumed}");
+    let by: Vec<String> = db
+        .query("SELECT worker FROM decisions WHERE study = $1 AND trial = $2 ORDER BY idx", &[&study, &victim])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let kept = by.iter().take_while(|w| *w == "w0").count() as i64;
+    assert!(kept >= checkpointed, "w0's decisions up to its checkpoint are kept: {by:?}");
+    assert!(by[kept as usize..].iter().all(|w| w == owner), "the rest is the taker's: {by:?}");
+    let attempts: i32 =
+        db.query_one("SELECT attempts FROM trials WHERE study = $1 AND id = $2", &[&study, &victim]).unwrap().get(0);
+    assert_eq!(attempts, 2);
+
+    // A trial's result depends only on the study seed and its id (random draws are derived
+    // from them, and a checkpoint continues a run exactly): the same trials as one worker's,
+    // the killed one included.
+    let f1 = |db: &mut postgres::Client, study: &str| -> Vec<(i64, Option<f64>)> {
+        db.query("SELECT id, val_macro_f1 FROM trials WHERE study = $1 ORDER BY id", &[&study])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert_eq!(f1(&mut db, &study), f1(&mut db, &solo), "validation macro-F1 per trial, 3 workers vs 1");
+
+    // The best trial every worker reports is the study's, as `study export` finds it.
+    let exported = export(&url, &study, dir.path());
+    assert_eq!(exported["trials"].as_array().unwrap().len() as u64, n);
+    for name in ["w1", "w2"] {
+        let s = summary(&dir.path().join(name));
+        assert_eq!(s["best"]["trial"], exported["best"]["trial"], "{name}");
+        assert_eq!(s["best"]["val_macro_f1"], exported["best"]["val_macro_f1"], "{name}");
+        assert_eq!(s["trials"].as_array().unwrap().len() as u64, n, "{name}");
+    }
+    eprintln!(
+        "figures: {n} trials ({TRIAL_STEPS} steps each); 3 workers, one SIGKILLed: {:.1} s; 1 worker: {:.1} s",
+        wall.as_secs_f64(),
+        solo_wall.as_secs_f64()
+    );
+}
+
+#[test]
+fn rl_workers_merge_every_trial_into_one_policy() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("rl");
+    let n = 8;
+    let mut ws = [
+        worker_with(&url, &study, "p1", dir.path(), n, "30", "rl"),
+        worker_with(&url, &study, "p2", dir.path(), n, "30", "rl"),
+    ];
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("p{}", i + 1), Duration::from_secs(600));
+    }
+    let mut db = client(&url);
+    let rows = trials(&mut db, &study);
+    assert_eq!(rows.len() as u64, n);
+    let finished = rows.iter().filter(|r| r.1 == "completed" || r.1 == "stopped").count() as i64;
+    let by: BTreeSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(by.len(), 2, "both workers ran trials: {by:?}");
+    // One update per finished trial, whichever worker finished it: none overwritten.
+    let updates: i64 = db.query_one("SELECT updates FROM policy WHERE study = $1", &[&study]).unwrap().get(0);
+    assert_eq!(updates, finished);
+    // Both workers end with the study's policy.
+    let stored: serde_json::Value = serde_json::from_str(
+        &db.query_one("SELECT state FROM policy WHERE study = $1", &[&study]).unwrap().get::<_, String>(0),
+    )
+    .unwrap();
+    for name in ["p1", "p2"] {
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join(name).join("policy.json")).unwrap()).unwrap();
+        assert_eq!(saved, stored, "{name}");
+    }
+}
+
+#[test]
+fn asha_workers_promote_each_others_paused_trials() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("asha");
+    let n = 15;
+    let mut ws: Vec<Child> =
+        ["a1", "a2", "a3"].iter().map(|w| worker_with(&url, &study, w, dir.path(), n, "30", "asha")).collect();
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("a{}", i + 1), Duration::from_secs(600));
+    }
+    let exported = export(&url, &study, dir.path());
+    let trials = exported["trials"].as_array().unwrap();
+    let ids: Vec<u64> = trials.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..n).collect::<Vec<_>>());
+    let mut promoted = 0;
+    for t in trials {
+        let status = t["status"].as_str().unwrap();
+        let record: serde_json::Value = serde_json::from_str(t["record"].as_str().unwrap()).unwrap();
+        let rungs = record["rungs"].as_array().map_or(0, |r| r.len());
+        // Nothing is left running or paused; a trial that reached the last rung completed.
+        match status {
+            "completed" => assert_eq!(rungs, 3, "trial {}", t["id"]),
+            "stopped" => assert!(rungs < 3, "trial {}", t["id"]),
+            s => assert!(s.starts_with("failed"), "trial {}: {s}", t["id"]),
+        }
+        promoted += usize::from(rungs >= 2);
+        // Every decision once, however many workers trained the trial.
+        let idx: Vec<u64> =
+            t["decisions_rows"].as_array().unwrap().iter().map(|d| d["idx"].as_u64().unwrap()).collect();
+        assert_eq!(idx, (0..idx.len() as u64).collect::<Vec<_>>(), "trial {}", t["id"]);
+    }
+    assert!(promoted > 0, "some paused trial was promoted");
+    for name in ["a1", "a2", "a3"] {
+        assert_eq!(summary(&dir.path().join(name))["best"]["trial"], exported["best"]["trial"], "{name}");
+    }
+}
+
+#[test]
+fn workers_ride_out_a_server_restart() {
+    let Some(url) = url() else { return };
+    let (Ok(data), Ok(bin)) = (std::env::var("TUNEFORGE_PG_DATA"), std::env::var("TUNEFORGE_PG_BIN")) else {
+        assert!(std::env::var_os("CI").is_none(), "TUNEFORGE_PG_DATA and TUNEFORGE_PG_BIN are set by .ci/postgres.sh");
+        eprintln!("skipped: TUNEFORGE_PG_DATA/TUNEFORGE_PG_BIN not set (the server cannot be restarted)");
+        return;
+    };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    // The server started here must not inherit this process's open files (a build lock held
+    // through `flock cargo test` would stay locked while the server runs): bash closes every
+    // descriptor above 2 before it runs pg_ctl.
+    let pg_ctl = |args: &str| {
+        let ok = Command::new("bash")
+            .arg("-c")
+            .arg(r#"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec su postgres -c "$0""#)
+            .arg(format!("{bin}/pg_ctl -D {data} -l {data}/server.log -w {args}"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl {args}");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("restart");
+    let n = 10;
+    let mut ws = [worker(&url, &study, "r1", dir.path(), n, "60"), worker(&url, &study, "r2", dir.path(), n, "60")];
+    let mut db = client(&url);
+    let t = Instant::now();
+    loop {
+        let done: i64 = db
+            .query_one("SELECT count(*) FROM trials WHERE study = $1 AND status = 'completed'", &[&study])
+            .unwrap()
+            .get(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "no trial completed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(db);
+    pg_ctl("-m fast stop");
+    std::thread::sleep(Duration::from_secs(3));
+    pg_ctl("start");
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("r{}", i + 1), Duration::from_secs(600));
+    }
+    let mut db = client(&url);
+    check_complete(&mut db, &study, n);
+    let logs: String =
+        ["r1", "r2"].iter().map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap()).collect();
+    assert!(logs.contains("retrying"), "the workers saw the server go away:\n{logs}");
+}
+
+#[test]
+fn bad_urls_and_strategies_give_clear_errors() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |args: &[&str]| {
+        let t = Instant::now();
+        let out = xtask().args(args).output().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(30), "{args:?} took {:?}", t.elapsed());
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let tune = ["tune", "--dataset", "digits", "--study", "bad", "--storage"];
+    let (ok, err) = run(&[&tune[..], &["postgres://me:secret@127.0.0.1:1/db"]].concat());
+    assert!(!ok && err.contains("127.0.0.1:1") && !err.contains("secret"), "{err}");
+    let wrong = format!("postgres://postgres:wrong-one@{}", url.split_once('@').unwrap().1);
+    let (ok, err) = run(&[&tune[..], &[wrong.as_str()]].concat());
+    assert!(!ok && err.contains("password") && !err.contains("wrong-one"), "{err}");
+    let (ok, err) = run(&[&tune[..], &[url.as_str(), "--strategy", "pbt"]].concat());
+    assert!(!ok && err.contains("pbt cannot be shared"), "{err}");
+    let (ok, err) = run(&["tune", "--storage", &url]);
+    assert!(!ok && err.contains("--study"), "{err}");
+    let (ok, err) = run(&["study", "list", "--storage", "mysql://x@y/z"]);
+    assert!(!ok && err.contains("expected sqlite://"), "{err}");
+    let (ok, err) = run(&["study", "list", "--storage", &url]);
+    assert!(ok, "{err}");
+}
