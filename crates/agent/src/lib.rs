@@ -10,7 +10,9 @@
 //!   `events.jsonl`, and on a NaN or exploding gradient the run rolls back to an in-memory
 //!   snapshot with half the learning rate and goes on.
 //! - [`data`] — splits (datasets without a test split get a seeded, stratified 80/20 split)
-//!   and preprocessing fitted on the training rows only.
+//!   and preprocessing fitted on the training rows only: a table pipeline for CSV data, a
+//!   text pipeline and vocabulary for text (`jsonl:PATH`, or a CSV text column), whose
+//!   token ids feed the text models (`text-bag`, `text-cnn`).
 //! - [`env`] — [`env::Env`], the run as an environment (observation, factored bounded actions,
 //!   reward Δ validation macro-F1 + λ·ln(throughput gain)).
 //! - [`policy`] — [`policy::Reinforce`] (REINFORCE with a baseline) and [`policy::Fixed`].
