@@ -398,6 +398,29 @@ pub struct TrialRecord {
     pub store_seconds: f64,
 }
 
+impl TrialRecord {
+    /// The record of a trial that has not trained yet (or failed before its first
+    /// interval): its start and `status`, every figure zero.
+    pub(crate) fn unstarted(id: u64, start: &TrialStart, status: &str) -> TrialRecord {
+        TrialRecord {
+            id,
+            status: status.into(),
+            val_macro_f1: 0.0,
+            samples_per_s: 0.0,
+            decisions: 0,
+            reward: 0.0,
+            resumed: false,
+            final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
+            start: start.clone(),
+            steps: 0,
+            rungs: Vec::new(),
+            exploits: 0,
+            agent_seconds: 0.0,
+            store_seconds: 0.0,
+        }
+    }
+}
+
 /// A configuration at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hparams {

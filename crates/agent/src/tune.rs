@@ -603,22 +603,7 @@ impl State<'_> {
             Err(e) => {
                 // Could not even train its first interval: recorded as failed, the study goes on.
                 tracing::warn!(trial = id, error = %e, "trial failed to start");
-                let record = TrialRecord {
-                    id,
-                    status: format!("failed: {e}"),
-                    val_macro_f1: 0.0,
-                    samples_per_s: 0.0,
-                    decisions: 0,
-                    reward: 0.0,
-                    resumed: false,
-                    final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
-                    start: start.clone(),
-                    steps: 0,
-                    rungs: Vec::new(),
-                    exploits: 0,
-                    agent_seconds: 0.0,
-                    store_seconds: 0.0,
-                };
+                let record = TrialRecord::unstarted(id, &start, &format!("failed: {e}"));
                 let now = unix_now();
                 let row = TrialRow {
                     id,

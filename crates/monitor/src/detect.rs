@@ -129,10 +129,11 @@ impl Default for ThroughputDropConfig {
 }
 
 /// Exploding gradient: norm above `multiple` × the median of the last `window` finite norms,
-/// and above `multiple` × the median of the run's first `window` norms. The second bound
-/// keeps a converged run quiet: when most batches are already right, the recent median
-/// is tiny and one hard batch multiplies it without being a danger to the weights (seen on
-/// text classification, where the training loss reaches 1e-3).
+/// and above `multiple` × `early_fraction` × the median of the run's first `window` norms.
+/// The second bound keeps a converged run quiet: when most batches are already right, the
+/// recent median is 10–50× below the early one and one hard batch multiplies it without
+/// being a danger to the weights (seen on text classification, where the training loss
+/// reaches 1e-3), while a run whose norms decay slowly is judged by its recent median.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExplodingGradientConfig {
@@ -145,11 +146,16 @@ pub struct ExplodingGradientConfig {
     pub window: usize,
     /// Finite norms seen before the detector may fire. Default 20.
     pub warmup_steps: u64,
+    /// Weight of the early median in the floor, in [0, 1] (0: recent median only).
+    /// Default 0.5: on the SpamAssassin studies' 154 trials it cut the firings from 1348
+    /// to 220 (1.0 gives 70, but misses ×20 explosions once norms have decayed by a third).
+    #[serde(with = "float")]
+    pub early_fraction: f64,
 }
 
 impl Default for ExplodingGradientConfig {
     fn default() -> Self {
-        ExplodingGradientConfig { enabled: true, multiple: 10.0, window: 200, warmup_steps: 20 }
+        ExplodingGradientConfig { enabled: true, multiple: 10.0, window: 200, warmup_steps: 20, early_fraction: 0.5 }
     }
 }
 
@@ -179,6 +185,9 @@ impl DetectorConfig {
         }
         if g.window == 0 {
             return invalid("detectors.exploding_gradient.window", 0.0, "must be >= 1");
+        }
+        if !(0.0..=1.0).contains(&g.early_fraction) {
+            return invalid("detectors.exploding_gradient.early_fraction", g.early_fraction, "must be in [0, 1]");
         }
         Ok(())
     }
@@ -295,7 +304,7 @@ impl Detectors {
             && self.grad_seen >= c.warmup_steps
             && let Some(median) = self.grad.median()
         {
-            let limit = c.multiple * median.max(self.early_median.unwrap_or(0.0));
+            let limit = c.multiple * median.max(c.early_fraction * self.early_median.unwrap_or(0.0));
             if g > limit {
                 fire(g, limit);
             }
@@ -456,11 +465,12 @@ mod tests {
         for i in 40..80 {
             assert!(run(&mut d, i, 1.0, Some(0.01 + 0.002 * wiggle(i)), 1.0).is_empty());
         }
-        // 100× the recent median but below 10× the early one: a hard batch, not an explosion.
+        // 100× the recent median but below 10 × ½ × the early one: a hard batch, not an
+        // explosion.
         assert!(run(&mut d, 80, 1.0, Some(1.0), 1.0).is_empty());
         let a = run(&mut d, 81, 1.0, Some(5.0), 1.0);
         assert_eq!(kinds(&a), [AnomalyKind::ExplodingGradient]);
-        assert!((a[0].threshold - 3.0).abs() < 0.6, "{}", a[0].threshold);
+        assert!((a[0].threshold - 1.5).abs() < 0.3, "{}", a[0].threshold);
     }
 
     #[test]

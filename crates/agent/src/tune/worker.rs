@@ -43,7 +43,7 @@ use crate::policy::{Policy, Reinforce};
 use crate::run::write_atomic;
 use crate::store::postgres::{Claim, Promote};
 use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
-use crate::trial::{Hparams, Trial, TrialContext, TrialStart, unix_now};
+use crate::trial::{Trial, TrialContext, TrialStart, unix_now};
 use crate::{Error, Result};
 
 /// How a worker takes part in a shared study.
@@ -227,7 +227,7 @@ impl Worker<'_> {
         e: &Error,
     ) -> Result<()> {
         tracing::warn!(trial = id, error = %e, "trial failed to start");
-        let record = record_of_start(id, &start, &format!("failed: {e}"));
+        let record = TrialRecord::unstarted(id, &start, &format!("failed: {e}"));
         let mut row = pending_row(&record, started_unix);
         row.ended_unix = Some(unix_now());
         self.store.delete_checkpoint(id)?;
@@ -277,25 +277,6 @@ fn pending_row(record: &TrialRecord, started_unix: f64) -> TrialRow {
         updated_unix: unix_now(),
         ended_unix: None,
         pid: std::process::id(),
-    }
-}
-
-fn record_of_start(id: u64, start: &TrialStart, status: &str) -> TrialRecord {
-    TrialRecord {
-        id,
-        status: status.into(),
-        val_macro_f1: 0.0,
-        samples_per_s: 0.0,
-        decisions: 0,
-        reward: 0.0,
-        resumed: false,
-        final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
-        start: start.clone(),
-        steps: 0,
-        rungs: Vec::new(),
-        exploits: 0,
-        agent_seconds: 0.0,
-        store_seconds: 0.0,
     }
 }
 
@@ -388,7 +369,7 @@ pub fn work(
         let now = unix_now();
         let claim = {
             let st = &st;
-            let mut new_row = |id| pending_row(&record_of_start(id, &st.sample_start(id), "running"), now);
+            let mut new_row = |id| pending_row(&TrialRecord::unstarted(id, &st.sample_start(id), "running"), now);
             let rungs_len = rungs(config.env.budget_steps).len();
             let mut pick = |rows: &[TrialRow]| promotable(rows, rungs_len);
             let promote: Option<&mut Promote<'_>> =
