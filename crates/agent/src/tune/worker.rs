@@ -217,6 +217,25 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// The trial of a claimed row, continued from its checkpoint (`takeover`: its worker
+    /// stopped beating; else a paused trial promoted); `None` when another worker took it
+    /// over meanwhile or it could not be restored (then recorded as failed).
+    fn restore_claimed(&mut self, st: &mut State<'_>, row: &TrialRow, takeover: bool) -> Result<Option<Trial>> {
+        match self.ctx().restore(row, takeover) {
+            Ok(t) => Ok(Some(t)),
+            Err(e @ Error::TakenOver { .. }) => {
+                tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
+                Ok(None)
+            }
+            Err(e) if !e.ends_only_the_trial() => Err(e),
+            Err(e) => {
+                let start: TrialStart = serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
+                self.failed_start(st, row.id, start, row.started_unix, &e)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Records a trial that could not start or be restored as failed.
     fn failed_start(
         &mut self,
@@ -409,36 +428,16 @@ pub fn work(
             }
             Claim::Promote(row) => {
                 tracing::debug!(trial = row.id, "promoting a paused trial");
-                match w.ctx().restore(&row, false) {
-                    Ok(t) => t,
-                    Err(e @ Error::TakenOver { .. }) => {
-                        tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
-                        continue;
-                    }
-                    Err(e) if !e.ends_only_the_trial() => return Err(e),
-                    Err(e) => {
-                        let start: TrialStart =
-                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
-                        w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
-                        continue;
-                    }
+                match w.restore_claimed(&mut st, &row, false)? {
+                    Some(t) => t,
+                    None => continue,
                 }
             }
             Claim::TakeOver(row) => {
                 tracing::info!(trial = row.id, "taking over a trial whose worker stopped beating");
-                match w.ctx().restore(&row, true) {
-                    Ok(t) => t,
-                    Err(e @ Error::TakenOver { .. }) => {
-                        tracing::warn!(trial = row.id, error = %e, "dropped a trial another worker took over");
-                        continue;
-                    }
-                    Err(e) if !e.ends_only_the_trial() => return Err(e),
-                    Err(e) => {
-                        let start: TrialStart =
-                            serde_json::from_str(&row.config).unwrap_or_else(|_| st.sample_start(row.id));
-                        w.failed_start(&mut st, row.id, start, row.started_unix, &e)?;
-                        continue;
-                    }
+                match w.restore_claimed(&mut st, &row, true)? {
+                    Some(t) => t,
+                    None => continue,
                 }
             }
         };
