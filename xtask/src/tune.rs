@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tuneforge_agent::data::DataSource;
 use tuneforge_agent::env::{Bounds, EnvConfig};
-use tuneforge_agent::policy::Reinforce;
+use tuneforge_agent::policy::StudyPolicy;
 use tuneforge_agent::store::PostgresStore;
 use tuneforge_agent::store::postgres::PgOptions;
 use tuneforge_agent::tune::{
@@ -232,7 +232,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let policy = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
-            let p: Reinforce = serde_json::from_str(&text)
+            let p: StudyPolicy = serde_json::from_str(&text)
                 .with_context(|| format!("--policy {}: not a policy.json written by tune", path.display()))?;
             if let Err(why) = p.validate() {
                 bail!("--policy {}: {why}", path.display());

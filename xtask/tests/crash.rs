@@ -128,7 +128,7 @@ fn check(dir: &Path) -> Found {
     }
     let policy = dir.join("policy.json");
     if policy.exists() {
-        match serde_json::from_slice::<tuneforge_agent::policy::Reinforce>(&std::fs::read(&policy).unwrap()) {
+        match serde_json::from_slice::<tuneforge_agent::policy::StudyPolicy>(&std::fs::read(&policy).unwrap()) {
             Ok(p) if p.validate().is_ok() => {}
             other => torn(format!("policy.json: {other:?}")),
         }

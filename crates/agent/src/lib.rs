@@ -15,7 +15,7 @@
 //!   token ids feed the text models (`text-bag`, `text-cnn`).
 //! - [`env`] — [`env::Env`], the run as an environment (observation, factored bounded actions,
 //!   reward Δ validation macro-F1 + λ·ln(throughput gain)).
-//! - [`policy`] — [`policy::Reinforce`] (REINFORCE with a baseline) and [`policy::Fixed`].
+//! - [`policy`] — [`policy::ActorCritic`] (one-step actor–critic with factored heads, the `rl` strategies' policy), [`policy::Reinforce`] (REINFORCE with a baseline, the earlier one) and [`policy::Fixed`].
 //! - [`store`] — the [`store::StudyStore`] trait, its SQLite implementation, and
 //!   [`store::PostgresStore`], where many workers on many machines share a study (atomic
 //!   trial claims, heartbeats, takeover of a dead worker's trial, merged policy updates).

@@ -214,3 +214,281 @@ impl Policy for Reinforce {
         self.episodes += 1;
     }
 }
+
+/// The policy the `rl` and `rl-no-width` strategies use.
+pub type StudyPolicy = ActorCritic;
+
+/// Moves of one head (`Down`, `Keep`, `Up`).
+const MOVES: usize = 3;
+/// Heads of the factored actor: learning rate, batch size, width.
+const HEADS: usize = 3;
+
+/// Prior standard deviations of the observation entries (in [`Observation::to_vec`] order),
+/// counted as [`PRIOR_COUNT`] pseudo-observations in the running variance: a feature that was
+/// constant for the first decisions (the batch size, say) does not become ±10⁴ standard
+/// deviations when it first moves.
+const PRIOR_SCALE: [f64; Observation::LEN] = [0.5, 0.1, 0.1, 0.02, 1.0, 0.5, 1.0, 1.0, 0.2, 0.3, 0.1];
+const PRIOR_COUNT: f64 = 4.0;
+/// Standardised features are clamped to ±this.
+const FEATURE_CLAMP: f64 = 5.0;
+/// The TD error an update uses is clamped to ±this.
+const TD_CLAMP: f64 = 1.0;
+
+/// The logit bias of "keep" in each head of [`ActorCritic::untrained`]: each head keeps with
+/// probability e^2.7 / (e^2.7 + 2) ≈ 0.87, all three together ≈ 0.66 (close to
+/// [`Reinforce`]'s 0.68 for the joint action).
+pub const HEAD_KEEP_PRIOR: f64 = 2.7;
+
+/// One-step actor–critic (Sutton & Barto, 2018, *Reinforcement Learning: An Introduction*,
+/// 2nd ed., §13.5) with a factored linear softmax actor and a linear critic.
+///
+/// - Features `φ(s)`: the observation standardised by running means and variances (with a
+///   prior, see the source's `PRIOR_SCALE`), clamped to ±5, and a constant 1.
+/// - Actor: three independent softmax heads over {down, keep, up} — learning rate, batch
+///   size, width — `π(a | s) = Π_k π_k(a_k | s)`, `π_k(m | s) ∝ exp(θ_{k,m} · φ(s))`. A head
+///   learns "batch up pays" once for every learning-rate and width move, where a joint
+///   softmax over the 27 actions would have to learn it 9 times.
+/// - Critic: `V(s) = w · φ(s)`.
+/// - After every decision `(s, a, r, s')`: `δ = r + V(s') − V(s)` (`V(s') = 0` when the
+///   episode ended; undiscounted), `w += β δ φ / ‖φ‖²` and
+///   `θ_k += α δ ∇ log π_k(a_k | s) / ‖φ‖²` (normalised steps, so that the step sizes do
+///   not depend on the number of features).
+///
+/// It learns within a trial, after each decision, not only once per finished trial as
+/// [`Reinforce`] does. A study keeps the state after each *finished* trial; the decisions of
+/// the trial in progress are replayed onto it ([`ActorCritic::with_open_episode`]), so a
+/// resumed study acts exactly as the uninterrupted one would have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorCritic {
+    /// Actor weights: 9 rows (head-major: lr down/keep/up, batch …, width …) of
+    /// `Observation::LEN + 1`.
+    pub actor: Vec<Vec<f64>>,
+    /// Critic weights, `Observation::LEN + 1`.
+    pub critic: Vec<f64>,
+    /// Actor step size α.
+    pub actor_rate: f64,
+    /// Critic step size β (normalised: below 2 for stability).
+    pub critic_rate: f64,
+    /// Decisions learnt from.
+    pub transitions: u64,
+    /// Finished episodes learnt from.
+    pub episodes: u64,
+    /// Running mean of each observation entry (Welford).
+    pub obs_mean: Vec<f64>,
+    /// Running sum of squared deviations of each entry (Welford).
+    pub obs_m2: Vec<f64>,
+    /// Observations counted in the running statistics.
+    pub obs_count: u64,
+}
+
+impl Default for ActorCritic {
+    /// The policy a study starts from: [`ActorCritic::untrained`].
+    fn default() -> Self {
+        ActorCritic::untrained()
+    }
+}
+
+impl ActorCritic {
+    /// A policy that has learnt nothing: each head keeps with probability ≈ 0.87
+    /// ([`HEAD_KEEP_PRIOR`]), the critic is 0. α = 1, β = 0.5.
+    pub fn untrained() -> Self {
+        let mut actor = vec![vec![0.0; Observation::LEN + 1]; HEADS * MOVES];
+        for head in 0..HEADS {
+            actor[head * MOVES + 1][Observation::LEN] = HEAD_KEEP_PRIOR;
+        }
+        ActorCritic {
+            actor,
+            critic: vec![0.0; Observation::LEN + 1],
+            actor_rate: 1.0,
+            critic_rate: 0.5,
+            transitions: 0,
+            episodes: 0,
+            obs_mean: vec![0.0; Observation::LEN],
+            obs_m2: vec![0.0; Observation::LEN],
+            obs_count: 0,
+        }
+    }
+
+    /// Checks that a loaded state fits this version's observation and action spaces and holds
+    /// finite numbers; says what does not.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let width = Observation::LEN + 1;
+        if self.actor.len() != HEADS * MOVES || self.actor.iter().any(|row| row.len() != width) {
+            return Err(format!(
+                "actor must be {} rows of {width} weights (observations of {} entries + a bias): a policy from \
+                 another version",
+                HEADS * MOVES,
+                Observation::LEN
+            ));
+        }
+        if self.critic.len() != width {
+            return Err(format!("critic must have {width} weights"));
+        }
+        if self.obs_mean.len() != Observation::LEN || self.obs_m2.len() != Observation::LEN {
+            return Err(format!("obs_mean and obs_m2 must have {} entries", Observation::LEN));
+        }
+        let numbers = self.actor.iter().flatten().chain(&self.critic).chain(&self.obs_mean).chain(&self.obs_m2);
+        if !numbers.chain([&self.actor_rate, &self.critic_rate]).all(|x| x.is_finite()) {
+            return Err("a weight or statistic is not finite".into());
+        }
+        if self.obs_m2.iter().any(|&m2| m2 < 0.0) {
+            return Err("obs_m2 holds sums of squared deviations: they cannot be negative".into());
+        }
+        if self.actor_rate < 0.0 || !(0.0..2.0).contains(&self.critic_rate) {
+            return Err(format!(
+                "actor_rate {} must be ≥ 0 and critic_rate {} in [0, 2)",
+                self.actor_rate, self.critic_rate
+            ));
+        }
+        Ok(())
+    }
+
+    fn features(&self, observation: &Observation) -> Vec<f64> {
+        let mut f = observation.to_vec();
+        let n = self.obs_count as f64;
+        for (i, x) in f.iter_mut().enumerate() {
+            let var = (self.obs_m2[i] + PRIOR_COUNT * PRIOR_SCALE[i] * PRIOR_SCALE[i]) / (n + PRIOR_COUNT);
+            let z = (*x - self.obs_mean[i]) / var.sqrt();
+            *x = if z.is_nan() { 0.0 } else { z.clamp(-FEATURE_CLAMP, FEATURE_CLAMP) };
+        }
+        f.push(1.0);
+        f
+    }
+
+    fn observe_stats(&mut self, observation: &Observation) {
+        self.obs_count += 1;
+        let n = self.obs_count as f64;
+        for (i, x) in observation.to_vec().into_iter().enumerate() {
+            if !x.is_finite() {
+                continue;
+            }
+            let d = x - self.obs_mean[i];
+            self.obs_mean[i] += d / n;
+            self.obs_m2[i] = (self.obs_m2[i] + d * (x - self.obs_mean[i])).max(0.0);
+        }
+    }
+
+    fn head_probabilities_of(&self, phi: &[f64]) -> [[f64; MOVES]; HEADS] {
+        let mut out = [[0.0; MOVES]; HEADS];
+        for (head, p) in out.iter_mut().enumerate() {
+            let logits: Vec<f64> = (0..MOVES)
+                .map(|m| self.actor[head * MOVES + m].iter().zip(phi).map(|(a, b)| a * b).sum::<f64>())
+                .map(|l: f64| if l.is_nan() { f64::NEG_INFINITY } else { l.clamp(f64::MIN, f64::MAX) })
+                .collect();
+            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if max == f64::NEG_INFINITY {
+                *p = [1.0 / MOVES as f64; MOVES];
+                continue;
+            }
+            let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            for (q, e) in p.iter_mut().zip(exp) {
+                *q = e / sum;
+            }
+        }
+        out
+    }
+
+    /// The probabilities of down/keep/up for each head (learning rate, batch size, width).
+    pub fn head_probabilities(&self, observation: &Observation) -> [[f64; MOVES]; HEADS] {
+        self.head_probabilities_of(&self.features(observation))
+    }
+
+    /// The probability of each of the 27 joint actions (indexed as [`Action::index`]).
+    pub fn probabilities(&self, observation: &Observation) -> Vec<f64> {
+        let p = self.head_probabilities(observation);
+        (0..Action::COUNT)
+            .map(|i| {
+                let a = Action::from_index(i).expect("i < COUNT");
+                p[0][move_index(a.lr)] * p[1][move_index(a.batch)] * p[2][move_index(a.width)]
+            })
+            .collect()
+    }
+
+    /// The critic's estimate of the return from `observation`.
+    pub fn value(&self, observation: &Observation) -> f64 {
+        let phi = self.features(observation);
+        self.critic.iter().zip(&phi).map(|(w, f)| w * f).sum()
+    }
+
+    /// Learns from one decision: `observation`, the `action` taken, its `reward`, and the
+    /// observation after it (`None` when the episode ended with it).
+    pub fn learn(&mut self, observation: &Observation, action: Action, reward: f64, next: Option<&Observation>) {
+        self.observe_stats(observation);
+        let phi = self.features(observation);
+        let norm2: f64 = phi.iter().map(|f| f * f).sum::<f64>().max(1.0);
+        let v: f64 = self.critic.iter().zip(&phi).map(|(w, f)| w * f).sum();
+        let v_next = next.map_or(0.0, |n| self.value(n));
+        let delta = reward + v_next - v;
+        if !delta.is_finite() {
+            return;
+        }
+        let delta = delta.clamp(-TD_CLAMP, TD_CLAMP);
+        let p = self.head_probabilities_of(&phi);
+        for (w, f) in self.critic.iter_mut().zip(&phi) {
+            *w += self.critic_rate * delta * f / norm2;
+        }
+        let taken = [move_index(action.lr), move_index(action.batch), move_index(action.width)];
+        for (head, (probs, taken)) in p.iter().zip(taken).enumerate() {
+            for (m, q) in probs.iter().enumerate() {
+                let indicator = if m == taken { 1.0 } else { 0.0 };
+                let coef = self.actor_rate * delta * (indicator - q) / norm2;
+                for (w, f) in self.actor[head * MOVES + m].iter_mut().zip(&phi) {
+                    *w += coef * f;
+                }
+            }
+        }
+        self.transitions += 1;
+    }
+
+    /// This policy with the decisions of an episode still in progress learnt, `current` being
+    /// the observation after the last of them: what the policy had become by the episode's
+    /// current decision point. The study keeps the state as of the last finished episode and
+    /// acts with this one.
+    pub fn with_open_episode(&self, episode: &[(Observation, Action, f64)], current: &Observation) -> Self {
+        let mut live = self.clone();
+        for (t, (obs, action, reward)) in episode.iter().enumerate() {
+            let next = episode.get(t + 1).map_or(current, |(o, _, _)| o);
+            live.learn(obs, *action, *reward, Some(next));
+        }
+        live
+    }
+}
+
+fn move_index(m: crate::env::Move) -> usize {
+    match m {
+        crate::env::Move::Down => 0,
+        crate::env::Move::Keep => 1,
+        crate::env::Move::Up => 2,
+    }
+}
+
+impl Policy for ActorCritic {
+    fn act(&mut self, observation: &Observation, rng: &mut dyn rand::RngCore) -> Action {
+        let p = self.head_probabilities(observation);
+        let mut pick = |head: usize| {
+            let mut u: f64 = rng.random();
+            for (m, q) in p[head].iter().enumerate() {
+                if u < *q {
+                    return crate::env::Move::ALL[m];
+                }
+                u -= q;
+            }
+            crate::env::Move::ALL[MOVES - 1]
+        };
+        let (lr, batch, width) = (pick(0), pick(1), pick(2));
+        Action { lr, batch, width }
+    }
+
+    /// Learns every decision of a finished episode in order, the last as the episode's end.
+    fn update(&mut self, episode: &[(Observation, Action, f64)]) {
+        for (t, (obs, action, reward)) in episode.iter().enumerate() {
+            let next = episode.get(t + 1).map(|(o, _, _)| o);
+            self.learn(obs, *action, *reward, next);
+        }
+        if !episode.is_empty() {
+            self.episodes += 1;
+        }
+    }
+}

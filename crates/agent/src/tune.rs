@@ -10,7 +10,7 @@
 //! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
 //! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
-//! | `rl` | the [`Reinforce`] policy acts at every decision point and learns from every finished trial; its state is kept in the study |
+//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
@@ -52,7 +52,7 @@ use tuneforge_optim::ScheduleConfig;
 
 use crate::data::{DataSource, prepare};
 use crate::env::{Action, EnvConfig, Move};
-use crate::policy::{Policy, Reinforce};
+use crate::policy::{Policy, StudyPolicy};
 use crate::run::{Run, RunCheckpoint, write_atomic, write_predictions};
 use crate::store::{EvaluationRow, SqliteStore, StudyRow, StudyStore, TrialRow};
 use crate::trial::{Trial, TrialContext, TrialStart, rng_for, unix_now};
@@ -142,7 +142,7 @@ pub struct TuneConfig {
     pub checkpoint_every: Duration,
     /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`); a
     /// resumed study continues with its own.
-    pub policy: Option<Reinforce>,
+    pub policy: Option<StudyPolicy>,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
     /// Anneal each trial's learning rate along a cosine over its steps (to 0 at its last
@@ -476,7 +476,7 @@ impl Clock {
 /// The study's state besides the store.
 struct State<'a> {
     config: &'a TuneConfig,
-    policy: Reinforce,
+    policy: StudyPolicy,
     best: Option<(f64, u64)>,
     records: BTreeMap<u64, TrialRecord>,
     next_id: u64,
@@ -518,7 +518,10 @@ impl State<'_> {
         let t = Instant::now();
         let action = if self.config.strategy.learns() {
             let mut rng = rng_for(self.config.seed, trial.id, trial.tally.rows, 1);
-            let mut a = self.policy.act(trial.env.observe(), &mut rng);
+            // What the policy has learnt by now: the study's state after the last finished
+            // trial plus this trial's decisions so far (identical after a resume).
+            let mut live = self.policy.with_open_episode(&trial.tally.episode, trial.env.observe());
+            let mut a = live.act(trial.env.observe(), &mut rng);
             if self.config.strategy == Strategy::RlNoWidth {
                 a.width = Move::Keep;
             }
@@ -644,7 +647,7 @@ fn drive(
     let events = out.join("events.jsonl");
     let rows = store.trials()?;
     let resumed_before = rows.iter().filter(|r| r.resumed).count() as u64;
-    let policy: Reinforce = match store.policy()? {
+    let policy: StudyPolicy = match store.policy()? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
         None => config.policy.clone().unwrap_or_default(),

@@ -530,6 +530,130 @@ mod policy {
     }
 }
 
+mod actor_critic {
+    use rand::SeedableRng;
+    use tuneforge_agent::env::{Action, Move, Observation};
+    use tuneforge_agent::policy::{ActorCritic, Policy, StudyPolicy};
+
+    fn obs(loss: f64, budget_used: f64) -> Observation {
+        Observation {
+            loss,
+            loss_delta: 0.0,
+            val_f1: 0.5,
+            val_f1_delta: 0.0,
+            log_grad_norm: 0.0,
+            log_lr: -3.0,
+            log2_batch: 5.0,
+            log2_width: 6.0,
+            rel_throughput: 1.0,
+            budget_used,
+            anomalies: 0.0,
+        }
+    }
+
+    /// A study's starting policy validates and gives distributions.
+    #[test]
+    fn the_default_policy_is_valid() {
+        let p = StudyPolicy::default();
+        p.validate().unwrap();
+        for head in p.head_probabilities(&obs(0.3, 0.5)) {
+            assert!((head.iter().sum::<f64>() - 1.0).abs() < 1e-12 && head.iter().all(|q| *q > 0.0), "{head:?}");
+        }
+        let joint: f64 = p.probabilities(&obs(0.3, 0.5)).iter().sum();
+        assert!((joint - 1.0).abs() < 1e-12);
+        // Untrained: each head keeps with e^2.7 / (e^2.7 + 2).
+        let keep = 2.7f64.exp() / (2.7f64.exp() + 2.0);
+        let u = ActorCritic::untrained().head_probabilities(&obs(0.3, 0.5));
+        assert!(u.iter().all(|h| (h[1] - keep).abs() < 1e-12), "{u:?}");
+        let mut bad = ActorCritic::untrained();
+        bad.critic.pop();
+        assert!(bad.validate().unwrap_err().contains("critic"));
+        assert!(ActorCritic { critic_rate: 2.0, ..ActorCritic::untrained() }.validate().is_err());
+    }
+
+    /// A contextual bandit seen through the factored heads: with loss > 0 the rewarded move is
+    /// "lr down", otherwise "batch up" (the other heads' moves do not matter). One-step
+    /// episodes, so the critic is a state baseline.
+    #[test]
+    fn actor_critic_learns_a_contextual_bandit() {
+        let mut policy = ActorCritic::untrained();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for episode in 0..3000 {
+            let o = obs(if episode % 2 == 0 { 1.0 } else { -1.0 }, 0.0);
+            let a = policy.act(&o, &mut rng);
+            let reward = if o.loss > 0.0 { f64::from(a.lr == Move::Down) } else { f64::from(a.batch == Move::Up) };
+            policy.update(&[(o, a, reward)]);
+        }
+        let p_down = policy.head_probabilities(&obs(1.0, 0.0))[0][0];
+        let p_up = policy.head_probabilities(&obs(-1.0, 0.0))[1][2];
+        println!("P(lr down | loss>0) = {p_down:.3}, P(batch up | loss<0) = {p_up:.3}");
+        assert!(p_down > 0.6 && p_up > 0.6, "{p_down} {p_up}");
+        // The critic learnt the mean reward of each state (≈ P(rewarded move)).
+        let (v_pos, v_neg) = (policy.value(&obs(1.0, 0.0)), policy.value(&obs(-1.0, 0.0)));
+        assert!((v_pos - p_down).abs() < 0.2 && (v_neg - p_up).abs() < 0.2, "{v_pos} {v_neg}");
+        let json = serde_json::to_string(&policy).unwrap();
+        assert_eq!(serde_json::from_str::<ActorCritic>(&json).unwrap(), policy);
+    }
+
+    /// A delayed reward: "batch up" at the first of three decisions pays only at the end
+    /// (the batch size is in the observation, as in the environment). Learning must carry it
+    /// back through the critic (TD), not only from the last step.
+    #[test]
+    fn actor_critic_carries_a_delayed_reward_back() {
+        let mut policy = ActorCritic::untrained();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..4000 {
+            let mut episode = Vec::new();
+            let mut first_up = false;
+            for t in 0..3 {
+                let o = Observation { log2_batch: if first_up { 6.0 } else { 5.0 }, ..obs(0.0, t as f64 / 3.0) };
+                let a = policy.act(&o, &mut rng);
+                if t == 0 {
+                    first_up = a.batch == Move::Up;
+                }
+                let reward = if t == 2 && first_up { 1.0 } else { 0.0 };
+                episode.push((o, a, reward));
+            }
+            policy.update(&episode);
+        }
+        let p = policy.head_probabilities(&obs(0.0, 0.0))[1][2];
+        println!("P(batch up at the first decision) = {p:.3}");
+        assert!(p > 0.6, "{p}");
+    }
+
+    /// Acting mid-episode with the decisions so far learnt gives the same policy as learning
+    /// them one at a time, and the finished episode's update equals the last open state plus
+    /// the terminal step — what makes a resumed study act as the uninterrupted one.
+    #[test]
+    fn an_open_episode_replays_exactly() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let committed = ActorCritic::untrained();
+        let mut stepwise = committed.clone();
+        let mut episode: Vec<(Observation, Action, f64)> = Vec::new();
+        let mut current = obs(0.7, 0.0);
+        for t in 1..=5 {
+            let a = committed.with_open_episode(&episode, &current).act(&current, &mut rng);
+            let next = obs(0.7 - 0.1 * t as f64, t as f64 / 5.0);
+            let reward = 0.01 * t as f64;
+            if let Some((o, a, r)) = episode.last() {
+                stepwise.learn(o, *a, *r, Some(&current));
+            }
+            episode.push((current.clone(), a, reward));
+            current = next;
+        }
+        let mut open = stepwise.clone();
+        let (o, a, r) = episode.last().unwrap();
+        open.learn(o, *a, *r, Some(&current));
+        assert_eq!(committed.with_open_episode(&episode, &current), open);
+        let mut finished = committed.clone();
+        finished.update(&episode);
+        stepwise.learn(o, *a, *r, None);
+        stepwise.episodes += 1;
+        assert_eq!(finished, stepwise);
+        assert_eq!(finished.transitions, 5);
+    }
+}
+
 mod tune {
     use std::time::Duration;
 

@@ -39,7 +39,7 @@ use super::{
     Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rungs,
 };
 use crate::data::{Prepared, prepare};
-use crate::policy::{Policy, Reinforce};
+use crate::policy::{Policy, StudyPolicy};
 use crate::run::write_atomic;
 use crate::store::postgres::{Claim, Promote};
 use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
@@ -72,7 +72,7 @@ struct Worker<'a> {
     store: &'a mut PostgresStore,
     elapsed: &'a dyn Fn() -> f64,
     /// The policy a study starts from (before any trial's update is stored).
-    prior: Reinforce,
+    prior: StudyPolicy,
 }
 
 impl Worker<'_> {
@@ -97,7 +97,7 @@ impl Worker<'_> {
     }
 
     /// The stored policy, or the prior before the first update.
-    fn latest_policy(&self) -> Result<Reinforce> {
+    fn latest_policy(&self) -> Result<StudyPolicy> {
         match self.store.policy()? {
             Some(json) => serde_json::from_str(&json)
                 .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") }),
@@ -163,7 +163,7 @@ impl Worker<'_> {
             self.store.finish_trial_merging(
                 &row,
                 &mut |latest| {
-                    let mut policy: Reinforce = match latest {
+                    let mut policy: StudyPolicy = match latest {
                         Some(json) => serde_json::from_str(json).map_err(|e| e.to_string())?,
                         None => prior.clone(),
                     };
