@@ -26,12 +26,15 @@ const END: &str = "<!-- bench-tune:end -->";
 /// Compare tuning strategies: one study per strategy and seed, mean ± sd per strategy.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchTuneArgs {
-    /// digits, fashion-mnist, biopsy, or csv:PATH (with --label).
+    /// digits, fashion-mnist, biopsy, csv:PATH (with --label), or a text dataset:
+    /// jsonl:PATH, csv:PATH --text COLUMN.
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: String,
-    /// Label column of a csv: dataset.
+    /// Label column of a csv: or jsonl: dataset.
     #[arg(long)]
     pub label: Option<String>,
+    #[command(flatten)]
+    pub text: crate::TextArgs,
     /// Starting architecture (default: as `cargo xtask tune`).
     #[arg(long)]
     pub model: Option<String>,
@@ -408,6 +411,7 @@ fn base_tune_args(args: &BenchTuneArgs) -> anyhow::Result<TuneArgs> {
     };
     flag("dataset", Some(args.dataset.clone().into()));
     flag("label", args.label.clone().map(Into::into));
+    flag("text-field", args.text.text_field.clone().map(Into::into));
     flag("model", args.model.clone().map(Into::into));
     flag("budget", Some(args.budget.clone().into()));
     flag("lambda", Some(args.lambda.to_string().into()));
@@ -418,6 +422,9 @@ fn base_tune_args(args: &BenchTuneArgs) -> anyhow::Result<TuneArgs> {
     flag("device", Some(args.device.clone().into()));
     flag("data-dir", args.data.data_dir.clone().map(Into::into));
     flag("cache-dir", args.data.cache_dir.clone().map(Into::into));
+    if args.text.keep_headers {
+        argv.push("--keep-headers".into());
+    }
     let matches = TuneArgs::augment_args(clap::Command::new("tune")).try_get_matches_from(argv)?;
     Ok(TuneArgs::from_arg_matches(&matches)?)
 }
@@ -665,6 +672,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text flags reach every study (they were dropped before: a bench of
+    /// `--keep-headers` studies ran on bodies only).
+    #[test]
+    fn text_flags_are_passed_to_each_study() {
+        use clap::{Args, FromArgMatches};
+        let argv = ["bench-tune", "--dataset", "jsonl:mail.jsonl", "--text-field", "body", "--keep-headers"];
+        let matches = BenchTuneArgs::augment_args(clap::Command::new("bench-tune")).try_get_matches_from(argv).unwrap();
+        let args = BenchTuneArgs::from_arg_matches(&matches).unwrap();
+        let tune = base_tune_args(&args).unwrap();
+        assert_eq!(tune.text.text_field.as_deref(), Some("body"));
+        assert!(tune.text.keep_headers);
+        let plain = ["bench-tune", "--dataset", "digits"];
+        let matches =
+            BenchTuneArgs::augment_args(clap::Command::new("bench-tune")).try_get_matches_from(plain).unwrap();
+        let tune = base_tune_args(&BenchTuneArgs::from_arg_matches(&matches).unwrap()).unwrap();
+        assert!(tune.text.text_field.is_none() && !tune.text.keep_headers);
+    }
 
     fn agg(strategy: &str, n: usize, mean: f64, sd: f64, sps: f64) -> Aggregate {
         let s = Stat { mean, sd };

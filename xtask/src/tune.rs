@@ -36,7 +36,7 @@ pub struct TuneArgs {
     pub model: Option<String>,
     /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
     /// halving over random starts, η = 3), pbt (population of 4, exploit/explore every 2
-    /// decision intervals), rl (REINFORCE acting mid-run, learning across trials) or
+    /// decision intervals), rl (an actor–critic acting mid-run, learning after every decision) or
     /// rl-no-width (rl without the width action). With PostgreSQL storage every strategy but
     /// pbt.
     #[arg(long, default_value = "rl")]

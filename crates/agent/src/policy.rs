@@ -1,5 +1,33 @@
 //! Policies that choose an [`Action`] from an [`Observation`].
 //!
+//! [`ActorCritic`] ([`StudyPolicy`], the one the `rl` and `rl-no-width` strategies use) is a
+//! one-step actor–critic with three softmax heads (learning rate, batch size, width) and a
+//! linear critic, learning after every decision — see its docs. A 4-minute Fashion-MNIST
+//! study holds about 8 trials of 7 decisions: a policy that learns once per trial had learnt
+//! from 7 episodes by its end; this one has taken ~55 steps.
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use tuneforge_agent::env::{Move, Observation};
+//! use tuneforge_agent::policy::{ActorCritic, Policy};
+//!
+//! let observation = Observation {
+//!     loss: 0.4, loss_delta: -0.01, val_f1: 0.85, val_f1_delta: 0.01, log_grad_norm: 0.0,
+//!     log_lr: -3.0, log2_batch: 7.0, log2_width: 6.0, rel_throughput: 1.0, budget_used: 0.5,
+//!     anomalies: 0.0,
+//! };
+//! let mut policy = ActorCritic::untrained();
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+//! // A one-decision episode rewarded for "batch up", learnt 500 times.
+//! for _ in 0..500 {
+//!     let action = policy.act(&observation, &mut rng);
+//!     let reward = if action.batch == Move::Up { 1.0 } else { 0.0 };
+//!     policy.update(&[(observation.clone(), action, reward)]);
+//! }
+//! let batch_head = policy.head_probabilities(&observation)[1];
+//! assert!(batch_head[2] > 0.5, "P(batch up) = {}", batch_head[2]);
+//! ```
+//!
 //! [`Reinforce`] is REINFORCE with a baseline (Williams, 1992, "Simple statistical
 //! gradient-following algorithms for connectionist reinforcement learning"): a linear
 //! softmax policy over the 27 factored actions, `π(a | s) ∝ exp(θ_a · φ(s))` with

@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use tuneforge_agent::env::{Action, Observation};
-use tuneforge_agent::policy::{Policy, Reinforce};
+use tuneforge_agent::policy::{Policy, StudyPolicy};
 use tuneforge_agent::run::{parse_predictions, predictions_csv};
 use tuneforge_agent::tune::{parse_budget, parse_study_config, study_config_json};
 use tuneforge_monitor::ProgressMode;
 
 use crate::{Verdict, same};
 
-/// A policy state (`policy.json`, the study store's policy row) as JSON. Accepted when it
-/// parses and `validate` passes. Checks: JSON round trip; a valid policy gives, for
-/// ordinary observations, one finite non-negative probability per action summing to 1, and
-/// acts.
+/// A policy state (`policy.json`, the study store's policy row: a [`StudyPolicy`]) as JSON.
+/// Accepted when it parses and `validate` passes. Checks: JSON round trip; a valid policy
+/// gives, for ordinary observations, one finite non-negative probability per action summing
+/// to 1, acts, and is still valid after learning from the decision.
 pub fn policy(data: &[u8]) -> Verdict {
-    let Ok(policy) = serde_json::from_slice::<Reinforce>(data) else { return Verdict::Rejected };
+    let Ok(policy) = serde_json::from_slice::<StudyPolicy>(data) else { return Verdict::Rejected };
     let json = serde_json::to_string(&policy).expect("a policy serialises");
-    let back: Reinforce = serde_json::from_str(&json)
+    let back: StudyPolicy = serde_json::from_str(&json)
         .unwrap_or_else(|e| panic!("invariant broken: a serialised policy does not parse: {e}\n{json}"));
     same("policy → JSON → policy", &back, &policy);
     if policy.validate().is_err() {
@@ -28,15 +28,20 @@ pub fn policy(data: &[u8]) -> Verdict {
     }
     let mut policy = policy;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    for observation in observations() {
-        let p = policy.probabilities(&observation);
+    let observations = observations();
+    for (i, observation) in observations.iter().enumerate() {
+        let p = policy.probabilities(observation);
         same("one probability per action", &p.len(), &Action::COUNT);
         let sum: f64 = p.iter().sum();
         assert!(
             p.iter().all(|x| x.is_finite() && *x >= 0.0) && (sum - 1.0).abs() < 1e-9,
             "invariant broken: probabilities {p:?} (sum {sum}) for {observation:?}"
         );
-        let _ = policy.act(&observation, &mut rng);
+        let action = policy.act(observation, &mut rng);
+        policy.learn(observation, action, 0.9, observations.get(i + 1));
+        if let Err(why) = policy.validate() {
+            panic!("invariant broken: a valid policy became invalid by learning from {observation:?}: {why}");
+        }
     }
     Verdict::Accepted
 }

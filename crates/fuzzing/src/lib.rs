@@ -17,7 +17,7 @@
 //! | [`model_checkpoint`] | `Model::from_safetensors` | saved again, loads to the same spec and tensors |
 //! | [`optim_checkpoint`] | `tuneforge_optim::Checkpoint::from_bytes` | byte round trip; restores into an optimiser that steps; schedule rates finite |
 //! | [`prep_pipeline`] | `FittedPipeline::from_json` | round trip; `transform` gives the recorded columns; the row form agrees bit for bit |
-//! | [`policy`] | `Reinforce` (serde JSON) + `validate` | round trip; a valid policy gives probabilities that sum to 1 |
+//! | [`policy`] | `StudyPolicy` (`ActorCritic`, serde JSON) + `validate` | round trip; a valid policy gives probabilities that sum to 1 and stays valid after learning |
 //! | [`predictions`] | `tuneforge_agent::run::parse_predictions` | written again, parses to the same rows |
 //! | [`study_config`] | `tuneforge_agent::tune::parse_study_config` | stored again, reads back to the same JSON |
 //! | [`budget`] | `tuneforge_agent::tune::parse_budget` (`--budget`) | positive; written as seconds, parses back |

@@ -132,11 +132,14 @@ fn prep_pipeline_accepts_a_fitted_pipeline() {
 
 #[test]
 fn policy_accepts_the_default_policy_and_refuses_another_version() {
-    let json = serde_json::to_vec(&tuneforge_agent::policy::Reinforce::default()).unwrap();
+    let json = serde_json::to_vec(&tuneforge_agent::policy::StudyPolicy::default()).unwrap();
     assert_eq!(policy(&json), Accepted);
-    let mut other = tuneforge_agent::policy::Reinforce::default();
-    other.theta.pop();
+    let mut other = tuneforge_agent::policy::StudyPolicy::default();
+    other.actor.pop();
     assert_eq!(policy(&serde_json::to_vec(&other).unwrap()), Rejected);
+    // A policy of the earlier kind (REINFORCE) is another version.
+    let earlier = serde_json::to_vec(&tuneforge_agent::policy::Reinforce::default()).unwrap();
+    assert_eq!(policy(&earlier), Rejected);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use candle_core::{Device, Var};
 use tuneforge_agent::data::DataSource;
-use tuneforge_agent::policy::Reinforce;
+use tuneforge_agent::policy::ActorCritic;
 use tuneforge_agent::tune::{Strategy, TuneConfig, study_config_json};
 use tuneforge_loader::{CsvOptions, read_csv_from};
 use tuneforge_model::{LayerSpec, ModelSpec};
@@ -136,8 +136,14 @@ fn pipelines(corpus: &Path) {
 }
 
 fn policies(corpus: &Path) {
-    put(corpus, "policy", "default.json", serde_json::to_string_pretty(&Reinforce::default()).unwrap().as_bytes());
-    put(corpus, "policy", "uniform.json", serde_json::to_string(&Reinforce::new(0.1)).unwrap().as_bytes());
+    let untrained = ActorCritic::untrained();
+    put(corpus, "policy", "default.json", serde_json::to_string_pretty(&untrained).unwrap().as_bytes());
+    let mut learnt = untrained;
+    learnt.actor[4][11] = 3.0;
+    learnt.critic[11] = 0.9;
+    learnt.obs_count = 40;
+    learnt.obs_m2 = vec![0.5; learnt.obs_m2.len()];
+    put(corpus, "policy", "learnt.json", serde_json::to_string(&learnt).unwrap().as_bytes());
 }
 
 fn study_configs(corpus: &Path) {

@@ -17,11 +17,13 @@
 //! single-process `asha` does, reading every trial's rung results from the store in the
 //! claim's transaction; when nothing runs and nothing may start or be promoted, the paused
 //! trials left are closed as `stopped`. The learning strategies share one policy:
-//! each finished trial's REINFORCE update is applied to the latest stored state in the
-//! transaction that records the trial ([`StudyStore::finish_trial_merging`]), so updates from
-//! all workers are applied one after the other in commit order (none is lost), and a worker
-//! reloads the state before each trial it starts. An update is computed from an episode that
-//! was acted out with the state of its start, which other workers may have updated since: the
+//! each finished trial's actor–critic updates (one per decision, replayed in order) are
+//! applied to the latest stored state in the transaction that records the trial
+//! ([`StudyStore::finish_trial_merging`]), so updates from all workers are applied one after
+//! the other in commit order (none is lost), and a worker reloads the state before each trial
+//! it starts (and acts with it plus its trial's decisions so far). An update is computed from
+//! an episode that was acted out with the state of its start, which other workers may have
+//! updated since: the
 //! policy learns slightly off-policy, by at most the updates committed during one trial (about
 //! one per other worker), as asynchronous SGD does. `pbt` is refused: its exploits copy
 //! weights between members time-sliced in one process's memory.
