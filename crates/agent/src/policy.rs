@@ -178,34 +178,44 @@ impl Reinforce {
     /// (found in review, shown with the policy fuzz target). An infinite logit counts as
     /// the largest finite one, a NaN one as −∞; when every logit is NaN the choice is uniform.
     pub fn probabilities(&self, observation: &Observation) -> Vec<f64> {
-        let phi = self.features(observation);
-        let logits: Vec<f64> = self
-            .theta
-            .iter()
-            .map(|w| w.iter().zip(&phi).map(|(a, b)| a * b).sum::<f64>())
-            .map(|l: f64| if l.is_nan() { f64::NEG_INFINITY } else { l.clamp(f64::MIN, f64::MAX) })
-            .collect();
-        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if max == f64::NEG_INFINITY {
-            return vec![1.0 / logits.len() as f64; logits.len()];
-        }
-        let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-        let sum: f64 = exp.iter().sum();
-        exp.iter().map(|e| e / sum).collect()
+        softmax(&self.theta, &self.features(observation))
     }
+}
+
+/// `softmax(w_r · φ)` over the rows `w_r` of `weights`, always a distribution: an infinite
+/// logit counts as the largest finite one, a NaN one as −∞, and when every logit is NaN the
+/// choice is uniform.
+fn softmax(weights: &[Vec<f64>], phi: &[f64]) -> Vec<f64> {
+    let logits: Vec<f64> = weights
+        .iter()
+        .map(|w| w.iter().zip(phi).map(|(a, b)| a * b).sum::<f64>())
+        .map(|l: f64| if l.is_nan() { f64::NEG_INFINITY } else { l.clamp(f64::MIN, f64::MAX) })
+        .collect();
+    let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY {
+        return vec![1.0 / logits.len() as f64; logits.len()];
+    }
+    let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
+}
+
+/// An index drawn with probabilities `p` (the last one if rounding leaves `u` beyond them).
+fn sample(p: &[f64], rng: &mut dyn rand::RngCore) -> usize {
+    let mut u: f64 = rng.random();
+    for (i, q) in p.iter().enumerate() {
+        if u < *q {
+            return i;
+        }
+        u -= q;
+    }
+    p.len() - 1
 }
 
 impl Policy for Reinforce {
     fn act(&mut self, observation: &Observation, rng: &mut dyn rand::RngCore) -> Action {
         let p = self.probabilities(observation);
-        let mut u: f64 = rng.random();
-        for (i, pi) in p.iter().enumerate() {
-            if u < *pi {
-                return Action::from_index(i).unwrap_or(Action::KEEP);
-            }
-            u -= pi;
-        }
-        Action::from_index(Action::COUNT - 1).unwrap_or(Action::KEEP)
+        Action::from_index(sample(&p, rng)).unwrap_or(Action::KEEP)
     }
 
     fn update(&mut self, episode: &[(Observation, Action, f64)]) {
@@ -399,21 +409,8 @@ impl ActorCritic {
 
     fn head_probabilities_of(&self, phi: &[f64]) -> [[f64; MOVES]; HEADS] {
         let mut out = [[0.0; MOVES]; HEADS];
-        for (head, p) in out.iter_mut().enumerate() {
-            let logits: Vec<f64> = (0..MOVES)
-                .map(|m| self.actor[head * MOVES + m].iter().zip(phi).map(|(a, b)| a * b).sum::<f64>())
-                .map(|l: f64| if l.is_nan() { f64::NEG_INFINITY } else { l.clamp(f64::MIN, f64::MAX) })
-                .collect();
-            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            if max == f64::NEG_INFINITY {
-                *p = [1.0 / MOVES as f64; MOVES];
-                continue;
-            }
-            let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-            let sum: f64 = exp.iter().sum();
-            for (q, e) in p.iter_mut().zip(exp) {
-                *q = e / sum;
-            }
+        for (p, rows) in out.iter_mut().zip(self.actor.chunks(MOVES)) {
+            p.copy_from_slice(&softmax(rows, phi));
         }
         out
     }
@@ -495,16 +492,7 @@ fn move_index(m: crate::env::Move) -> usize {
 impl Policy for ActorCritic {
     fn act(&mut self, observation: &Observation, rng: &mut dyn rand::RngCore) -> Action {
         let p = self.head_probabilities(observation);
-        let mut pick = |head: usize| {
-            let mut u: f64 = rng.random();
-            for (m, q) in p[head].iter().enumerate() {
-                if u < *q {
-                    return crate::env::Move::ALL[m];
-                }
-                u -= q;
-            }
-            crate::env::Move::ALL[MOVES - 1]
-        };
+        let mut pick = |head: usize| crate::env::Move::ALL[sample(&p[head], &mut *rng)];
         let (lr, batch, width) = (pick(0), pick(1), pick(2));
         Action { lr, batch, width }
     }

@@ -459,7 +459,7 @@ mod policy {
     use tuneforge_agent::env::{Action, Observation};
     use tuneforge_agent::policy::{Fixed, Policy, Reinforce};
 
-    fn obs(x: f64) -> Observation {
+    pub(super) fn obs(x: f64) -> Observation {
         Observation {
             loss: x,
             loss_delta: 0.0,
@@ -536,19 +536,7 @@ mod actor_critic {
     use tuneforge_agent::policy::{ActorCritic, Policy, StudyPolicy};
 
     fn obs(loss: f64, budget_used: f64) -> Observation {
-        Observation {
-            loss,
-            loss_delta: 0.0,
-            val_f1: 0.5,
-            val_f1_delta: 0.0,
-            log_grad_norm: 0.0,
-            log_lr: -3.0,
-            log2_batch: 5.0,
-            log2_width: 6.0,
-            rel_throughput: 1.0,
-            budget_used,
-            anomalies: 0.0,
-        }
+        Observation { budget_used, ..super::policy::obs(loss) }
     }
 
     /// A study's starting policy validates and gives distributions.
