@@ -35,7 +35,8 @@ impl Move {
     /// The three moves, in index order.
     pub const ALL: [Move; 3] = [Move::Down, Move::Keep, Move::Up];
 
-    fn index(self) -> usize {
+    /// This move's index in [`Move::ALL`].
+    pub fn index(self) -> usize {
         match self {
             Move::Down => 0,
             Move::Keep => 1,

@@ -426,7 +426,7 @@ impl ActorCritic {
         (0..Action::COUNT)
             .map(|i| {
                 let a = Action::from_index(i).expect("i < COUNT");
-                p[0][move_index(a.lr)] * p[1][move_index(a.batch)] * p[2][move_index(a.width)]
+                p[0][a.lr.index()] * p[1][a.batch.index()] * p[2][a.width.index()]
             })
             .collect()
     }
@@ -454,7 +454,7 @@ impl ActorCritic {
         for (w, f) in self.critic.iter_mut().zip(&phi) {
             *w += self.critic_rate * delta * f / norm2;
         }
-        let taken = [move_index(action.lr), move_index(action.batch), move_index(action.width)];
+        let taken = [action.lr.index(), action.batch.index(), action.width.index()];
         for (head, (probs, taken)) in p.iter().zip(taken).enumerate() {
             for (m, q) in probs.iter().enumerate() {
                 let indicator = if m == taken { 1.0 } else { 0.0 };
@@ -478,14 +478,6 @@ impl ActorCritic {
             live.learn(obs, *action, *reward, Some(next));
         }
         live
-    }
-}
-
-fn move_index(m: crate::env::Move) -> usize {
-    match m {
-        crate::env::Move::Down => 0,
-        crate::env::Move::Keep => 1,
-        crate::env::Move::Up => 2,
     }
 }
 
