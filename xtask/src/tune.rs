@@ -78,8 +78,10 @@ pub struct TuneArgs {
     /// study flags are then not allowed.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction"])]
     pub resume: Option<PathBuf>,
-    /// For rl and rl-no-width: start from this saved policy (a policy.json of an earlier study).
-    #[arg(long, value_name = "FILE")]
+    /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
+    /// study), or `untrained` to learn from nothing [default: the shipped prior, learnt on
+    /// digits; see crates/agent/policies/README.md]
+    #[arg(long, value_name = "FILE|untrained")]
     pub policy: Option<PathBuf>,
     /// Seconds between checkpoints of a running trial into study.sqlite (0: every decision).
     #[arg(long, default_value_t = 10.0)]
@@ -230,6 +232,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let d = defaults(&data);
     let strategy: Strategy = args.strategy.parse()?;
     let policy = match &args.policy {
+        Some(path) if path.as_os_str() == "untrained" => Some(StudyPolicy::untrained()),
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
             let p: StudyPolicy = serde_json::from_str(&text)
@@ -237,7 +240,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             if let Err(why) = p.validate() {
                 bail!("--policy {}: {why}", path.display());
             }
-            Some(p)
+            Some(p.for_new_study())
         }
         None => None,
     };

@@ -12,8 +12,24 @@
 //! the final validation macro-F1 is added. Both objectives are reported separately in every
 //! [`Transition`], so a caller can keep the F1/throughput front. `λ` defaults to 0.02: a
 //! doubling of throughput is then worth about 1.4 points of macro-F1.
+//!
+//! The first interval, trained before any decision with the run's *starting* configuration,
+//! is rewarded like a decision whose action was that configuration: [`Env::start_reward`] =
+//! its F1 minus the untrained model's ([`Env::untrained_f1`], evaluated in [`Env::new`]);
+//! its throughput term is 0, it being the reference. Adding it, an episode's rewards sum to
+//! `2 · final F1 − untrained F1 + λ · Σ ln ρ` whatever the start: a strategy that starts
+//! badly is not paid for the F1 it then recovers.
+//!
+//! A learner may prefer [`Transition::shaped_reward`], `2 · ΔF1 + λ · ln ρ` for every
+//! decision, the last included: the reward plus `Φ(s') − Φ(s)` with the potential `Φ` = the
+//! validation F1 (0 after the end), so an episode's shaped rewards sum to its rewards minus
+//! the F1 before its first decision, which no decision can change. Potential-based shaping
+//! keeps the optimal policies (Ng, Harada & Russell, 1999, "Policy invariance under reward
+//! transformations") and removes the end-of-episode jump of ≈ the final F1, which a critic
+//! would otherwise have to learn before any advantage means something.
 
 use serde::{Deserialize, Serialize};
+use tuneforge_loader::Dataset;
 use tuneforge_model::WidenOptions;
 
 use crate::run::Run;
@@ -174,6 +190,8 @@ pub struct Transition {
     pub observation: Observation,
     /// The reward of the decision (plus the final F1 when `done`).
     pub reward: f64,
+    /// `2 · ΔF1 + λ · ln ρ`: the reward with potential-based shaping (see the module docs).
+    pub shaped_reward: f64,
     /// Validation macro-F1 after the interval.
     pub val_f1: f64,
     /// Training samples/s of the interval.
@@ -209,6 +227,7 @@ pub struct Env {
     steps: u64,
     widen_seed: u64,
     last_eval: Option<crate::run::Evaluation>,
+    untrained_f1: Option<f64>,
 }
 
 impl Env {
@@ -237,7 +256,18 @@ impl Env {
             budget_used: 0.0,
             anomalies: 0.0,
         };
-        let mut env = Env { run, config, reference_sps: None, last, steps: 0, widen_seed: 0, last_eval: None };
+        let val = env_val(&run);
+        let untrained = run.evaluate(&*val)?.report.macro_avg.f1;
+        let mut env = Env {
+            run,
+            config,
+            reference_sps: None,
+            last,
+            steps: 0,
+            widen_seed: 0,
+            last_eval: None,
+            untrained_f1: Some(untrained),
+        };
         env.interval()?;
         Ok(env)
     }
@@ -256,6 +286,7 @@ impl Env {
             steps: state.steps,
             widen_seed: state.widen_seed,
             last_eval: None,
+            untrained_f1: None,
         })
     }
 
@@ -272,6 +303,20 @@ impl Env {
     /// The validation evaluation of the last interval (`None` right after [`Env::resume`]).
     pub fn last_evaluation(&self) -> Option<&crate::run::Evaluation> {
         self.last_eval.as_ref()
+    }
+
+    /// Validation macro-F1 of the untrained model, evaluated by [`Env::new`] before the
+    /// first interval (`None` after [`Env::resume`]).
+    pub fn untrained_f1(&self) -> Option<f64> {
+        self.untrained_f1
+    }
+
+    /// The first interval's reward, its action being the starting configuration: F1 after
+    /// it minus [`Env::untrained_f1`] (the throughput term is 0: it is the reference).
+    /// `None` after [`Env::resume`] or once a decision was taken.
+    pub fn start_reward(&self) -> Option<f64> {
+        let first = self.steps <= self.config.decision_steps as u64;
+        self.untrained_f1.filter(|_| first).map(|u| self.last.val_f1 - u)
     }
 
     /// Optimiser steps taken in this episode.
@@ -318,7 +363,9 @@ impl Env {
         let before = self.last.val_f1;
         let sps = self.interval()?;
         let reference = self.reference_sps.unwrap_or(sps).max(1e-9);
-        let mut reward = (self.last.val_f1 - before) + self.config.lambda * (sps.max(1e-9) / reference).ln();
+        let gain = self.last.val_f1 - before;
+        let speed = self.config.lambda * (sps.max(1e-9) / reference).ln();
+        let mut reward = gain + speed;
         let done = self.done();
         if done {
             reward += self.last.val_f1;
@@ -326,6 +373,7 @@ impl Env {
         Ok(Transition {
             observation: self.last.clone(),
             reward,
+            shaped_reward: 2.0 * gain + speed,
             val_f1: self.last.val_f1,
             samples_per_s: sps,
             done,
@@ -407,7 +455,7 @@ impl Env {
         self.steps += n;
         let sps = rows as f64 / secs.max(1e-9);
         let reference = *self.reference_sps.get_or_insert(sps);
-        let val = self.run.data().val.clone().expect("checked in new");
+        let val = env_val(&self.run);
         let t = std::time::Instant::now();
         let evaluation = self.run.evaluate(&*val)?;
         let epoch = self.run.epoch() as u32;
@@ -437,4 +485,9 @@ impl Env {
         };
         Ok(sps)
     }
+}
+
+/// The run's validation split (checked by [`Env::new`] and [`Env::resume`]).
+fn env_val(run: &Run) -> std::sync::Arc<dyn Dataset> {
+    run.data().val.clone().expect("checked in new")
 }

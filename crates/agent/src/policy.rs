@@ -269,8 +269,22 @@ const PRIOR_SCALE: [f64; Observation::LEN] = [0.5, 0.1, 0.1, 0.02, 1.0, 0.5, 1.0
 const PRIOR_COUNT: f64 = 4.0;
 /// Standardised features are clamped to ±this.
 const FEATURE_CLAMP: f64 = 5.0;
-/// The TD error an update uses is clamped to ±this.
-const TD_CLAMP: f64 = 1.0;
+/// The actor's step uses the TD error divided by its running RMS ([`ActorCritic::td_ms`]),
+/// clamped to ±this.
+const TD_CLAMP: f64 = 3.0;
+/// Weight of a new squared TD error in [`ActorCritic::td_ms`] (≈ the last 20 decisions).
+const TD_MS_RATE: f64 = 0.05;
+/// [`ActorCritic::td_ms`] before any decision: an RMS of 0.03, a typical TD error of a
+/// shaped reward (2·ΔF1 + λ·ln ρ) in the middle of a trial.
+const TD_MS_PRIOR: f64 = 0.03 * 0.03;
+/// Decisions the critic learns from before the actor does ([`ActorCritic::warmup`]): until
+/// then the critic is ≈ 0 and every early decision of a trial, whose F1 gain is large
+/// whatever it does, would look like a good one.
+const CRITIC_WARMUP: u64 = 8;
+/// [`ActorCritic::warmup`] at the start of a study from a learnt state
+/// ([`ActorCritic::for_new_study`]): about two 7-decision trials of a new dataset acted by
+/// the learnt actor while the critic, started afresh, learns the new rewards.
+const NEW_STUDY_WARMUP: u64 = 16;
 
 /// The logit bias of "keep" in each head of [`ActorCritic::untrained`]: each head keeps with
 /// probability e^2.7 / (e^2.7 + 2) ≈ 0.87, all three together ≈ 0.66 (close to
@@ -289,8 +303,17 @@ pub const HEAD_KEEP_PRIOR: f64 = 2.7;
 /// - Critic: `V(s) = w · φ(s)`.
 /// - After every decision `(s, a, r, s')`: `δ = r + V(s') − V(s)` (`V(s') = 0` when the
 ///   episode ended; undiscounted), `w += β δ φ / ‖φ‖²` and
-///   `θ_k += α δ ∇ log π_k(a_k | s) / ‖φ‖²` (normalised steps, so that the step sizes do
-///   not depend on the number of features).
+///   `θ_k += α δ̂ ∇ log π_k(a_k | s) / ‖φ‖²` (normalised steps, so that the step sizes do
+///   not depend on the number of features), where `δ̂ = δ / RMS(δ)` clamped to ±3, the RMS
+///   a running one (the scale of rewards differs by orders of magnitude between datasets and
+///   λ; advantage normalisation as in PPO implementations, Engstrom et al., 2020,
+///   "Implementation matters in deep policy gradients"). The actor waits for the critic's
+///   first 8 decisions (16 in a study started from a learnt state, whose critic restarts:
+///   [`ActorCritic::for_new_study`]).
+/// - The study feeds it shaped rewards ([`crate::env::Transition::shaped_reward`]) and
+///   bootstraps a trial stopped before its end from its last state
+///   ([`ActorCritic::learn_episode`]): a time limit is not a terminal state (Pardo et al.,
+///   2018, "Time limits in reinforcement learning").
 ///
 /// It learns within a trial, after each decision, not only once per finished trial as
 /// [`Reinforce`] does. A study keeps the state after each *finished* trial; the decisions of
@@ -318,10 +341,20 @@ pub struct ActorCritic {
     pub obs_m2: Vec<f64>,
     /// Observations counted in the running statistics.
     pub obs_count: u64,
+    /// Running mean of squared TD errors, the actor's step scale.
+    #[serde(default = "td_ms_prior")]
+    pub td_ms: f64,
+    /// Decisions the critic still learns from alone before the actor learns too.
+    #[serde(default)]
+    pub warmup: u64,
+}
+
+fn td_ms_prior() -> f64 {
+    TD_MS_PRIOR
 }
 
 impl Default for ActorCritic {
-    /// The policy a study starts from: [`ActorCritic::untrained`].
+    /// [`ActorCritic::untrained`] (a study starts from [`ActorCritic::pretrained`]).
     fn default() -> Self {
         ActorCritic::untrained()
     }
@@ -329,7 +362,7 @@ impl Default for ActorCritic {
 
 impl ActorCritic {
     /// A policy that has learnt nothing: each head keeps with probability ≈ 0.87
-    /// ([`HEAD_KEEP_PRIOR`]), the critic is 0. α = 1, β = 0.5.
+    /// ([`HEAD_KEEP_PRIOR`]), the critic is 0. α = 0.2 (on normalised TD errors), β = 0.5.
     pub fn untrained() -> Self {
         let mut actor = vec![vec![0.0; Observation::LEN + 1]; HEADS * MOVES];
         for head in 0..HEADS {
@@ -338,14 +371,42 @@ impl ActorCritic {
         ActorCritic {
             actor,
             critic: vec![0.0; Observation::LEN + 1],
-            actor_rate: 1.0,
+            actor_rate: 0.2,
             critic_rate: 0.5,
             transitions: 0,
             episodes: 0,
             obs_mean: vec![0.0; Observation::LEN],
             obs_m2: vec![0.0; Observation::LEN],
             obs_count: 0,
+            td_ms: TD_MS_PRIOR,
+            warmup: CRITIC_WARMUP,
         }
+    }
+
+    /// The policy a study starts from unless told otherwise: the state an `rl` study on the
+    /// embedded digits dataset (MLP 64-64, one minute) learnt from an untrained start, made by
+    /// `scripts/pretrain-policy.sh` and shipped as `crates/agent/policies/digits.json`. On
+    /// digits it learnt "batch up", "learning rate up" and "width down" (under a trial budget
+    /// counted in steps, a larger batch trains on more samples and runs faster; a narrower
+    /// model runs faster) — what it knows about other datasets is transfer, and it goes on
+    /// learning in every study. Its step scale ([`ActorCritic::td_ms`]) restarts at its prior
+    /// and its critic restarts ([`ActorCritic::for_new_study`]).
+    pub fn pretrained() -> Self {
+        let policy: ActorCritic = serde_json::from_str(include_str!("../policies/digits.json"))
+            .expect("crates/agent/policies/digits.json is a policy state (checked by a test)");
+        policy.for_new_study()
+    }
+
+    /// This state as the start of a new study, on a dataset whose rewards may have another
+    /// scale and course: the actor's weights and the feature statistics are kept; the critic
+    /// starts from 0 and learns alone for the first 16 decisions (a critic fitted to another
+    /// dataset's returns is biased there, and a biased critic would mark the actor's
+    /// favourite moves as bad ones); the running RMS of TD errors restarts at its prior.
+    pub fn for_new_study(mut self) -> Self {
+        self.critic.iter_mut().for_each(|w| *w = 0.0);
+        self.td_ms = TD_MS_PRIOR;
+        self.warmup = NEW_STUDY_WARMUP;
+        self
     }
 
     /// Checks that a loaded state fits this version's observation and action spaces and holds
@@ -367,11 +428,14 @@ impl ActorCritic {
             return Err(format!("obs_mean and obs_m2 must have {} entries", Observation::LEN));
         }
         let numbers = self.actor.iter().flatten().chain(&self.critic).chain(&self.obs_mean).chain(&self.obs_m2);
-        if !numbers.chain([&self.actor_rate, &self.critic_rate]).all(|x| x.is_finite()) {
+        if !numbers.chain([&self.actor_rate, &self.critic_rate, &self.td_ms]).all(|x| x.is_finite()) {
             return Err("a weight or statistic is not finite".into());
         }
         if self.obs_m2.iter().any(|&m2| m2 < 0.0) {
             return Err("obs_m2 holds sums of squared deviations: they cannot be negative".into());
+        }
+        if self.td_ms <= 0.0 {
+            return Err(format!("td_ms {} is a mean of squares: it must be positive", self.td_ms));
         }
         if self.actor_rate < 0.0 || !(0.0..2.0).contains(&self.critic_rate) {
             return Err(format!(
@@ -449,22 +513,41 @@ impl ActorCritic {
         if !delta.is_finite() {
             return;
         }
-        let delta = delta.clamp(-TD_CLAMP, TD_CLAMP);
         let p = self.head_probabilities_of(&phi);
         for (w, f) in self.critic.iter_mut().zip(&phi) {
-            *w += self.critic_rate * delta * f / norm2;
+            *w += self.critic_rate * delta.clamp(-TD_CLAMP, TD_CLAMP) * f / norm2;
+        }
+        self.td_ms = ((1.0 - TD_MS_RATE) * self.td_ms + TD_MS_RATE * delta * delta).max(f64::MIN_POSITIVE);
+        let scaled = (delta / self.td_ms.sqrt()).clamp(-TD_CLAMP, TD_CLAMP);
+        self.transitions += 1;
+        if self.warmup > 0 {
+            self.warmup -= 1;
+            return;
         }
         let taken = [action.lr.index(), action.batch.index(), action.width.index()];
         for (head, (probs, taken)) in p.iter().zip(taken).enumerate() {
             for (m, q) in probs.iter().enumerate() {
                 let indicator = if m == taken { 1.0 } else { 0.0 };
-                let coef = self.actor_rate * delta * (indicator - q) / norm2;
+                let coef = self.actor_rate * scaled * (indicator - q) / norm2;
                 for (w, f) in self.actor[head * MOVES + m].iter_mut().zip(&phi) {
                     *w += coef * f;
                 }
             }
         }
-        self.transitions += 1;
+    }
+
+    /// Learns every decision of a finished episode in order. `stopped_at` is the state after
+    /// the last decision of an episode cut short (by the study's budget, or pruned): that
+    /// decision bootstraps from its value, as a time limit is not a terminal state; `None`
+    /// when the episode ran to its end.
+    pub fn learn_episode(&mut self, episode: &[(Observation, Action, f64)], stopped_at: Option<&Observation>) {
+        for (t, (obs, action, reward)) in episode.iter().enumerate() {
+            let next = episode.get(t + 1).map(|(o, _, _)| o).or(stopped_at);
+            self.learn(obs, *action, *reward, next);
+        }
+        if !episode.is_empty() {
+            self.episodes += 1;
+        }
     }
 
     /// This policy with the decisions of an episode still in progress learnt, `current` being
@@ -489,14 +572,9 @@ impl Policy for ActorCritic {
         Action { lr, batch, width }
     }
 
-    /// Learns every decision of a finished episode in order, the last as the episode's end.
+    /// Learns every decision of a finished episode in order, the last as the episode's end
+    /// ([`ActorCritic::learn_episode`] without `stopped_at`).
     fn update(&mut self, episode: &[(Observation, Action, f64)]) {
-        for (t, (obs, action, reward)) in episode.iter().enumerate() {
-            let next = episode.get(t + 1).map(|(o, _, _)| o);
-            self.learn(obs, *action, *reward, next);
-        }
-        if !episode.is_empty() {
-            self.episodes += 1;
-        }
+        self.learn_episode(episode, None);
     }
 }

@@ -39,8 +39,12 @@ pub struct TrialStart {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tally {
-    /// Sum of the rewards so far (plus the final validation macro-F1 once ended).
+    /// Sum of the rewards so far, the first interval's ([`Env::start_reward`]) included
+    /// (plus the final validation macro-F1 once ended).
     pub reward: f64,
+    /// Validation macro-F1 of the untrained model ([`Env::untrained_f1`]).
+    #[serde(default)]
+    pub untrained_f1: Option<f64>,
     /// Decisions that changed something.
     pub applied: u64,
     /// Decision rows written (the next row's index).
@@ -49,7 +53,8 @@ pub struct Tally {
     pub sps_sum: f64,
     /// Intervals trained after the first one.
     pub intervals: u64,
-    /// The decisions of the episode, for the policy's update.
+    /// The decisions of the episode, for the policy's update, each with its *shaped* reward
+    /// ([`crate::env::Transition::shaped_reward`]).
     pub episode: Vec<(Observation, Action, f64)>,
     /// ASHA: validation macro-F1 at each rung reached.
     pub rungs: Vec<f64>,
@@ -188,15 +193,10 @@ impl TrialContext<'_> {
     pub fn start(&mut self, id: u64, start: TrialStart) -> Result<Trial> {
         let run = self.run(id, &start)?;
         let env = Env::new(run, self.env.clone())?;
-        let mut trial = Trial {
-            id,
-            env,
-            start,
-            tally: Tally::default(),
-            resumed: false,
-            started_unix: unix_now(),
-            last_checkpoint: Instant::now(),
-        };
+        let tally =
+            Tally { reward: env.start_reward().unwrap_or(0.0), untrained_f1: env.untrained_f1(), ..Tally::default() };
+        let mut trial =
+            Trial { id, env, start, tally, resumed: false, started_unix: unix_now(), last_checkpoint: Instant::now() };
         self.store.save_trial(&trial.row("running"), (self.elapsed)())?;
         self.evaluation_row(&trial)?;
         trial.last_checkpoint = Instant::now();
@@ -250,7 +250,7 @@ impl TrialContext<'_> {
         if t.applied != Action::KEEP {
             trial.tally.applied += 1;
         }
-        trial.tally.episode.push((observation.clone(), action, t.reward));
+        trial.tally.episode.push((observation.clone(), action, t.shaped_reward));
         let row = DecisionRow {
             trial: trial.id,
             idx: trial.tally.rows,
@@ -375,8 +375,12 @@ pub struct TrialRecord {
     pub samples_per_s: f64,
     /// Decisions that changed something.
     pub decisions: u64,
-    /// Sum of rewards (with the final validation macro-F1 once ended).
+    /// Sum of rewards (with the final validation macro-F1 once ended): the first interval's
+    /// F1 gain over the untrained model, each decision's, the final F1.
     pub reward: f64,
+    /// Validation macro-F1 of the untrained model (the reward's starting point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrained_val_f1: Option<f64>,
     /// `true` if it was continued from a checkpoint after its process died.
     pub resumed: bool,
     /// How it started.
@@ -409,6 +413,7 @@ impl TrialRecord {
             samples_per_s: 0.0,
             decisions: 0,
             reward: 0.0,
+            untrained_val_f1: None,
             resumed: false,
             final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
             start: start.clone(),
@@ -447,6 +452,7 @@ impl Trial {
             },
             decisions: self.tally.applied,
             reward: self.tally.reward,
+            untrained_val_f1: self.tally.untrained_f1,
             resumed: self.resumed,
             start: self.start.clone(),
             final_hparams: Hparams {

@@ -10,13 +10,15 @@
 //! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
 //! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
-//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study |
+//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::pretrained`] unless [`TuneConfig::policy`] says otherwise |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
 //! begins, once it is spent, and trials still running then are stopped at their next
 //! decision point (status `stopped`, their final validation macro-F1 added to their reward
-//! as for completed ones). The study's reward is the mean of its trials' rewards.
+//! as for completed ones). A trial's reward counts its first interval from the untrained
+//! model's F1 ([`crate::env::Env::start_reward`]), so a strategy's starting configuration
+//! is rewarded like any decision. The study's reward is the mean of its trials' rewards.
 //!
 //! # Resuming
 //!
@@ -140,8 +142,9 @@ pub struct TuneConfig {
     pub env: EnvConfig,
     /// Minimum time between two checkpoints of a running trial (zero: every decision).
     pub checkpoint_every: Duration,
-    /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`); a
-    /// resumed study continues with its own.
+    /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`;
+    /// [`StudyPolicy::untrained`] to learn from nothing); `None` starts from the shipped prior
+    /// [`StudyPolicy::pretrained`]. A resumed study continues with its own.
     pub policy: Option<StudyPolicy>,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
@@ -536,7 +539,9 @@ impl State<'_> {
     fn end(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial) -> Result<()> {
         let policy = if self.config.strategy.learns() {
             let t = Instant::now();
-            self.policy.update(&trial.tally.episode);
+            // A trial stopped before its end bootstraps from its last state.
+            let stopped_at = (!trial.env.done()).then(|| trial.env.observe());
+            self.policy.learn_episode(&trial.tally.episode, stopped_at);
             trial.tally.agent_seconds += t.elapsed().as_secs_f64();
             Some(serde_json::to_string(&self.policy).expect("policy serialises"))
         } else {
@@ -650,7 +655,7 @@ fn drive(
     let policy: StudyPolicy = match store.policy()? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
-        None => config.policy.clone().unwrap_or_default(),
+        None => config.policy.clone().unwrap_or_else(StudyPolicy::pretrained),
     };
     policy.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {

@@ -407,18 +407,33 @@ mod env {
         let mut env = digits_env(100, Bounds::default());
         assert_eq!(env.observe().budget_used, 0.2);
         let mut prev = env.observe().val_f1;
+        // The first interval is rewarded from the untrained model's F1 (≈ chance on 10
+        // classes), so that every episode's rewards sum to 2·final − untrained + λ·Σ ln ρ.
+        let (untrained, f1_first) = (env.untrained_f1().unwrap(), prev);
+        assert!(untrained < 0.5 && prev > untrained, "untrained {untrained}, after the first interval {prev}");
+        assert_eq!(env.start_reward(), Some(prev - untrained));
+        let (mut total, mut shaped, mut speed) = (env.start_reward().unwrap(), 0.0, 0.0);
         let mut done = false;
         let mut decisions = 0;
         while !done {
             let t = env.step(Action::KEEP).unwrap();
-            let expected =
-                (t.val_f1 - prev) + 0.05 * t.observation.rel_throughput.ln() + if t.done { t.val_f1 } else { 0.0 };
+            let term = 0.05 * t.observation.rel_throughput.ln();
+            let expected = (t.val_f1 - prev) + term + if t.done { t.val_f1 } else { 0.0 };
             assert!((t.reward - expected).abs() < 1e-12, "{} vs {expected}", t.reward);
+            // Shaped with the potential Φ = F1: 2·ΔF1 + λ·ln ρ, the last decision included.
+            assert!((t.shaped_reward - (2.0 * (t.val_f1 - prev) + term)).abs() < 1e-12);
             assert!(t.observation.to_vec().iter().all(|v| v.is_finite()));
+            assert_eq!(env.start_reward(), None, "only before the first decision");
+            (total, shaped, speed) = (total + t.reward, shaped + t.shaped_reward, speed + term);
             prev = t.val_f1;
             done = t.done;
             decisions += 1;
         }
+        assert!((total - (2.0 * prev - untrained + speed)).abs() < 1e-9, "{total}");
+        // The decisions' shaped rewards sum to their rewards less the F1 before the first
+        // decision, which no decision changes.
+        let decided = total - (f1_first - untrained);
+        assert!((decided - shaped - f1_first).abs() < 1e-9, "{decided} {shaped} {f1_first}");
         // 100 steps: the first interval of 20 in `Env::new`, then 4 decisions of 20.
         assert_eq!(decisions, 4);
         assert_eq!(env.observe().budget_used, 1.0);
@@ -607,6 +622,70 @@ mod actor_critic {
         let p = policy.head_probabilities(&obs(0.0, 0.0))[1][2];
         println!("P(batch up at the first decision) = {p:.3}");
         assert!(p > 0.6, "{p}");
+    }
+
+    /// The shipped prior (crates/agent/policies/digits.json) loads, validates, and holds what
+    /// its digits study learnt: at a digits-like first decision it moves the batch size up and
+    /// the width down more often than it keeps them, and it starts a study at the prior step
+    /// scale.
+    #[test]
+    fn the_pretrained_prior_prefers_what_digits_taught_it() {
+        let p = StudyPolicy::pretrained();
+        p.validate().unwrap();
+        assert!(p.episodes > 100 && p.transitions > 1000, "{} episodes", p.episodes);
+        assert_eq!(p.td_ms, ActorCritic::untrained().td_ms, "for_new_study resets the step scale");
+        assert!(p.critic.iter().all(|&w| w == 0.0) && p.warmup == 16, "and the critic");
+        // During the warm-up only the critic learns.
+        let mut warming = p.clone();
+        let o = obs(0.0, 0.5);
+        warming.learn(&o, Action::KEEP, 1.0, None);
+        assert_eq!((warming.actor == p.actor, warming.warmup), (true, 15));
+        assert!(warming.value(&o) > 0.0);
+        let first = Observation {
+            loss: 0.5,
+            loss_delta: 0.0,
+            val_f1: 0.85,
+            val_f1_delta: 0.0,
+            log_grad_norm: 0.0,
+            log_lr: 3e-3f64.log10(),
+            log2_batch: 5.0,
+            log2_width: 6.0,
+            rel_throughput: 1.0,
+            budget_used: 0.125,
+            anomalies: 0.0,
+        };
+        let [_, batch, width] = p.head_probabilities(&first);
+        println!("batch {batch:?}, width {width:?}");
+        assert!(batch[2] > batch[1] && width[0] > width[1], "batch {batch:?}, width {width:?}");
+        // An untrained policy keeps.
+        let [_, batch, _] = ActorCritic::untrained().head_probabilities(&first);
+        assert!(batch[1] > 0.8);
+    }
+
+    /// An episode stopped by the study's budget is not an ending: its last decision
+    /// bootstraps from the value of the state it left, so a critic that expects more reward
+    /// there pushes that decision up, where an ended episode (nothing more to come) does not.
+    #[test]
+    fn a_stopped_episode_bootstraps_from_its_last_state() {
+        let mut trained = ActorCritic::untrained();
+        // Teach the critic that a state half-way through is worth ≈ 0.5 more to come.
+        let (mid, late) = (obs(0.0, 0.5), obs(0.0, 1.0));
+        for _ in 0..300 {
+            trained.learn(&mid, Action::KEEP, 0.5, None);
+        }
+        let v = trained.value(&mid);
+        assert!((v - 0.5).abs() < 0.05, "{v}");
+        let episode = vec![(late.clone(), Action::KEEP, 0.0)];
+        let (mut ended, mut stopped) = (trained.clone(), trained.clone());
+        ended.learn_episode(&episode, None);
+        stopped.learn_episode(&episode, Some(&mid));
+        assert_eq!((ended.episodes, stopped.episodes), (trained.episodes + 1, trained.episodes + 1));
+        assert!(stopped.value(&late) > ended.value(&late), "{} {}", stopped.value(&late), ended.value(&late));
+        // The stopped one is exactly one step with `mid` as the next state.
+        let mut manual = trained.clone();
+        manual.learn(&late, Action::KEEP, 0.0, Some(&mid));
+        manual.episodes += 1;
+        assert_eq!(manual, stopped);
     }
 
     /// Acting mid-episode with the decisions so far learnt gives the same policy as learning

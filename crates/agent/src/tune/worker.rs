@@ -41,7 +41,7 @@ use super::{
     Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rungs,
 };
 use crate::data::{Prepared, prepare};
-use crate::policy::{Policy, StudyPolicy};
+use crate::policy::StudyPolicy;
 use crate::run::write_atomic;
 use crate::store::postgres::{Claim, Promote};
 use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
@@ -161,6 +161,7 @@ impl Worker<'_> {
         let elapsed = (self.elapsed)();
         if st.config.strategy.learns() {
             let (prior, episode) = (&self.prior, &trial.tally.episode);
+            let stopped_at = (!done).then(|| trial.env.observe());
             let mut merged = None;
             self.store.finish_trial_merging(
                 &row,
@@ -169,7 +170,7 @@ impl Worker<'_> {
                         Some(json) => serde_json::from_str(json).map_err(|e| e.to_string())?,
                         None => prior.clone(),
                     };
-                    policy.update(episode);
+                    policy.learn_episode(episode, stopped_at);
                     let json = serde_json::to_string(&policy).map_err(|e| e.to_string())?;
                     merged = Some(policy);
                     Ok(json)
@@ -360,7 +361,7 @@ pub fn work(
     let clock = Clock { offset: stored.elapsed_s, start: Instant::now() };
     let elapsed = || clock.elapsed();
     let target = format!("{} (study {})", store.target(), store.study_name());
-    let prior = config.policy.clone().unwrap_or_default();
+    let prior = config.policy.clone().unwrap_or_else(StudyPolicy::pretrained);
     prior.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {
         config,

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Makes crates/agent/policies/digits.json, the policy an `rl` study starts from unless given
+# --policy: an rl study on the embedded digits dataset (its defaults: MLP 64-64, 400-step
+# trials, a decision every 50 steps, λ 0.02), started from an untrained policy, for BUDGET
+# (default 60s); its final policy state, pretty-printed. Throughput enters the reward, so the
+# result depends a little on the machine; the shipped file was made on the 2-core dev machine.
+#
+#     scripts/pretrain-policy.sh [BUDGET]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+budget="${1:-60s}"
+out=runs/pretrain-digits
+rm -rf "$out"
+cargo xtask tune --dataset digits --strategy rl --policy untrained --budget "$budget" --seed 0 --out "$out"
+python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1])), open(sys.argv[2], "w"), indent=1); open(sys.argv[2], "a").write("\n")' \
+    "$out/policy.json" crates/agent/policies/digits.json
+echo "wrote crates/agent/policies/digits.json from $out/policy.json"
