@@ -539,8 +539,9 @@ fn section(report: &Report, prev: Option<&Report>, json_path: &Path) -> String {
         s,
         "Each cell is the mean ± sample standard deviation over the seeds of a study's figure: its best \
          trial's validation macro-F1 and that trial's test macro-F1, and the mean over its trials of \
-         training samples/s, of reward (Δ val macro-F1 + λ·ln(throughput gain), λ = {}) and the number of \
-         trials. Rows by mean reward.\n",
+         training samples/s, of reward (per trial: the first interval's F1 gain over the untrained model, then \
+         per decision Δ val macro-F1 + λ·ln(throughput gain), λ = {}, and the final val macro-F1) and the \
+         number of trials. Rows by mean reward.\n",
         report.lambda
     );
     s += &table(report);

@@ -517,7 +517,10 @@ impl ActorCritic {
         for (w, f) in self.critic.iter_mut().zip(&phi) {
             *w += self.critic_rate * delta.clamp(-TD_CLAMP, TD_CLAMP) * f / norm2;
         }
-        self.td_ms = ((1.0 - TD_MS_RATE) * self.td_ms + TD_MS_RATE * delta * delta).max(f64::MIN_POSITIVE);
+        // δ² capped: a critic far off (a loaded state's weights may be huge) must not make
+        // the statistic infinite.
+        let square = (delta * delta).min(1e12);
+        self.td_ms = ((1.0 - TD_MS_RATE) * self.td_ms + TD_MS_RATE * square).max(f64::MIN_POSITIVE);
         let scaled = (delta / self.td_ms.sqrt()).clamp(-TD_CLAMP, TD_CLAMP);
         self.transitions += 1;
         if self.warmup > 0 {
