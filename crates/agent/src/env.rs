@@ -104,11 +104,20 @@ pub struct Bounds {
     pub batch: (usize, usize),
     /// Hidden width range (units or channels).
     pub width: (usize, usize),
+    /// The learning rate also stays within ×/÷ this factor of the episode's starting rate
+    /// (default 2⁷ = 128: seven doublings). A policy that raised the rate at every decision of
+    /// a long trial otherwise reached the absolute bound (1.0) and killed the run.
+    #[serde(default = "default_lr_span")]
+    pub lr_span: f64,
+}
+
+fn default_lr_span() -> f64 {
+    128.0
 }
 
 impl Default for Bounds {
     fn default() -> Self {
-        Bounds { lr: (1e-5, 1.0), batch: (16, 1024), width: (8, 2048) }
+        Bounds { lr: (1e-5, 1.0), batch: (16, 1024), width: (8, 2048), lr_span: default_lr_span() }
     }
 }
 
@@ -215,6 +224,9 @@ pub struct EnvState {
     pub steps: u64,
     /// Seed of the next widening.
     pub widen_seed: u64,
+    /// The episode's starting learning rate (the centre of [`Bounds::lr_span`]).
+    #[serde(default)]
+    pub start_lr: Option<f64>,
 }
 
 /// A [`Run`] as an environment.
@@ -228,6 +240,7 @@ pub struct Env {
     widen_seed: u64,
     last_eval: Option<crate::run::Evaluation>,
     untrained_f1: Option<f64>,
+    start_lr: f64,
 }
 
 impl Env {
@@ -258,6 +271,7 @@ impl Env {
         };
         let val = env_val(&run);
         let untrained = run.evaluate(&*val)?.report.macro_avg.f1;
+        let start_lr = run.base_learning_rate();
         let mut env = Env {
             run,
             config,
@@ -267,6 +281,7 @@ impl Env {
             widen_seed: 0,
             last_eval: None,
             untrained_f1: Some(untrained),
+            start_lr,
         };
         env.interval()?;
         Ok(env)
@@ -287,6 +302,8 @@ impl Env {
             widen_seed: state.widen_seed,
             last_eval: None,
             untrained_f1: None,
+            // A checkpoint from before the span existed: no span.
+            start_lr: state.start_lr.unwrap_or(f64::NAN),
         })
     }
 
@@ -297,6 +314,7 @@ impl Env {
             last: self.last.clone(),
             steps: self.steps,
             widen_seed: self.widen_seed,
+            start_lr: Some(self.start_lr).filter(|lr| lr.is_finite()),
         }
     }
 
@@ -392,7 +410,12 @@ impl Env {
             Move::Keep => 1.0,
             Move::Up => 2.0,
         };
-        let new_lr = (lr * lr_factor).clamp(b.lr.0, b.lr.1);
+        let (mut low, mut high) = b.lr;
+        if self.start_lr.is_finite() && self.start_lr > 0.0 && b.lr_span >= 1.0 {
+            low = low.max(self.start_lr / b.lr_span);
+            high = high.min(self.start_lr * b.lr_span).max(low);
+        }
+        let new_lr = (lr * lr_factor).clamp(low, high);
         if new_lr != lr && lr > 0.0 {
             self.run.scale_learning_rate(new_lr / lr)?;
             applied.lr = action.lr;

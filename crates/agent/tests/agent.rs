@@ -441,9 +441,27 @@ mod env {
         assert!(prev > 0.8, "val macro-F1 after 100 steps: {prev}");
     }
 
+    /// The learning rate stays within ×/÷ `lr_span` of the episode's start, however often the
+    /// policy doubles it, and a resumed episode keeps that centre.
+    #[test]
+    fn the_learning_rate_stays_within_its_span_of_the_start() {
+        let mut env = digits_env(400, Bounds { lr_span: 4.0, ..Bounds::default() });
+        let lr0 = env.run().base_learning_rate();
+        let up = Action { lr: Move::Up, ..Action::KEEP };
+        let applied: Vec<Move> = (0..3).map(|_| env.step(up).unwrap().applied.lr).collect();
+        assert_eq!(applied, [Move::Up, Move::Up, Move::Keep]);
+        assert!((env.run().base_learning_rate() - 4.0 * lr0).abs() < 1e-12);
+        assert_eq!(env.state().start_lr, Some(lr0));
+        let down = Action { lr: Move::Down, ..Action::KEEP };
+        for _ in 0..4 {
+            env.step(down).unwrap();
+        }
+        assert!((env.run().base_learning_rate() - lr0 / 4.0).abs() < 1e-12);
+    }
+
     #[test]
     fn actions_change_lr_batch_and_widths_within_bounds() {
-        let bounds = Bounds { lr: (1e-4, 1e-2), batch: (16, 64), width: (8, 48) };
+        let bounds = Bounds { lr: (1e-4, 1e-2), batch: (16, 64), width: (8, 48), lr_span: 128.0 };
         let mut env = digits_env(400, bounds);
         let lr0 = env.run().learning_rate();
         let t = env.step(Action { lr: Move::Down, batch: Move::Up, width: Move::Up }).unwrap();
