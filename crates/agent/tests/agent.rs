@@ -857,7 +857,9 @@ mod tune {
         assert_eq!(stored, file);
         // Every trial that took a decision and did not fail (an empty episode teaches nothing).
         let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.steps > 20).count();
-        assert_eq!(file["episodes"].as_u64().unwrap(), learnt as u64);
+        // On top of the shipped prior's own episodes.
+        let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
+        assert_eq!(file["episodes"].as_u64().unwrap(), prior + learnt as u64);
         // A second study in the same directory is refused; resuming a finished one only re-tests it.
         let e = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("already holds a study"), "{e}");
