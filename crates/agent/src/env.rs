@@ -240,7 +240,8 @@ pub struct Env {
     widen_seed: u64,
     last_eval: Option<crate::run::Evaluation>,
     untrained_f1: Option<f64>,
-    start_lr: f64,
+    /// `None` for a checkpoint from before the span existed: no span.
+    start_lr: Option<f64>,
 }
 
 impl Env {
@@ -281,7 +282,7 @@ impl Env {
             widen_seed: 0,
             last_eval: None,
             untrained_f1: Some(untrained),
-            start_lr,
+            start_lr: Some(start_lr),
         };
         env.interval()?;
         Ok(env)
@@ -302,8 +303,7 @@ impl Env {
             widen_seed: state.widen_seed,
             last_eval: None,
             untrained_f1: None,
-            // A checkpoint from before the span existed: no span.
-            start_lr: state.start_lr.unwrap_or(f64::NAN),
+            start_lr: state.start_lr,
         })
     }
 
@@ -314,7 +314,7 @@ impl Env {
             last: self.last.clone(),
             steps: self.steps,
             widen_seed: self.widen_seed,
-            start_lr: Some(self.start_lr).filter(|lr| lr.is_finite()),
+            start_lr: self.start_lr,
         }
     }
 
@@ -411,9 +411,9 @@ impl Env {
             Move::Up => 2.0,
         };
         let (mut low, mut high) = b.lr;
-        if self.start_lr.is_finite() && self.start_lr > 0.0 && b.lr_span >= 1.0 {
-            low = low.max(self.start_lr / b.lr_span);
-            high = high.min(self.start_lr * b.lr_span).max(low);
+        if let Some(start) = self.start_lr.filter(|s| *s > 0.0 && b.lr_span >= 1.0) {
+            low = low.max(start / b.lr_span);
+            high = high.min(start * b.lr_span).max(low);
         }
         let new_lr = (lr * lr_factor).clamp(low, high);
         if new_lr != lr && lr > 0.0 {
