@@ -47,9 +47,10 @@ pub struct BenchTuneArgs {
     /// Comma-separated strategies, each as `cargo xtask tune --strategy` takes it.
     #[arg(long, value_delimiter = ',', default_value = "fixed,random,asha,pbt,rl,rl-no-width")]
     pub strategies: Vec<String>,
-    /// Weight of the throughput term of the reward (as `cargo xtask tune --lambda`).
-    #[arg(long, default_value_t = 0.02)]
-    pub lambda: f64,
+    /// Weight of the throughput term of each decision's reward (as `cargo xtask tune
+    /// --lambda`; default: tune's, 0.14 ÷ decisions per trial).
+    #[arg(long)]
+    pub lambda: Option<f64>,
     /// Optimiser steps per trial (as `cargo xtask tune --trial-steps`; default: tune's).
     #[arg(long)]
     pub trial_steps: Option<u64>,
@@ -281,7 +282,7 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     }
     let first = &studies[0].3;
     let (dataset, model, budget_s) = (first.data.to_string(), first.model.clone(), first.budget.as_secs_f64());
-    let (trial_steps, decision_steps) = (first.env.budget_steps, first.env.decision_steps);
+    let (trial_steps, decision_steps, lambda) = (first.env.budget_steps, first.env.decision_steps, first.env.lambda);
     let prev = match &args.compare {
         None => None,
         Some(path) => {
@@ -295,8 +296,8 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
                 )
             };
             let now = format!(
-                "{dataset}, {model}, {budget_s} s, λ {}, {}, trials of {trial_steps} steps, decisions every {decision_steps}",
-                args.lambda, args.device
+                "{dataset}, {model}, {budget_s} s, λ {lambda}, {}, trials of {trial_steps} steps, decisions every {decision_steps}",
+                args.device
             );
             if setup(&prev) != now {
                 bail!(
@@ -357,7 +358,7 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
         budget_s,
         trial_steps,
         decision_steps,
-        lambda: args.lambda,
+        lambda,
         device: args.device.clone(),
         seeds: args.seeds,
         runs,
@@ -414,7 +415,7 @@ fn base_tune_args(args: &BenchTuneArgs) -> anyhow::Result<TuneArgs> {
     flag("text-field", args.text.text_field.clone().map(Into::into));
     flag("model", args.model.clone().map(Into::into));
     flag("budget", Some(args.budget.clone().into()));
-    flag("lambda", Some(args.lambda.to_string().into()));
+    flag("lambda", args.lambda.map(|l| l.to_string().into()));
     flag("trial-steps", args.trial_steps.map(|n| n.to_string().into()));
     flag("decision-steps", args.decision_steps.map(|n| n.to_string().into()));
     // Per-trial progress would drown the one line per study.

@@ -45,9 +45,11 @@ pub struct TuneArgs {
     /// at their next decision point (default 60s).
     #[arg(long, default_value = "60s")]
     pub budget: String,
-    /// Weight of the throughput term of the reward: Δ val macro-F1 + λ·ln(samples/s ÷ ref).
-    #[arg(long, default_value_t = 0.02)]
-    pub lambda: f64,
+    /// Weight of the throughput term of each decision's reward: Δ val macro-F1 +
+    /// λ·ln(samples/s ÷ ref). Default: 0.14 ÷ decisions per trial (0.02 for 800-step trials
+    /// deciding every 100 steps), so a trial's speed counts the same whatever its length.
+    #[arg(long)]
+    pub lambda: Option<f64>,
     /// Optimiser steps between decisions (default: 30 for tables, 50 for text, 100 for
     /// images).
     #[arg(long)]
@@ -248,6 +250,8 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let Ok(checkpoint_every) = Duration::try_from_secs_f64(args.checkpoint_every) else {
         bail!("--checkpoint-every {}: must be a number of seconds >= 0", args.checkpoint_every);
     };
+    let decision_steps = args.decision_steps.unwrap_or(d.decision_steps);
+    let budget_steps = args.trial_steps.unwrap_or(d.trial_steps);
     let config = TuneConfig {
         data,
         model: args.model.clone().unwrap_or_else(|| d.model.into()),
@@ -257,10 +261,10 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         batch_size: d.batch_size,
         lr: d.lr,
         env: EnvConfig {
-            decision_steps: args.decision_steps.unwrap_or(d.decision_steps),
-            lambda: args.lambda,
+            decision_steps,
+            lambda: args.lambda.unwrap_or_else(|| EnvConfig::default_lambda(decision_steps, budget_steps)),
             bounds: Bounds::default(),
-            budget_steps: args.trial_steps.unwrap_or(d.trial_steps),
+            budget_steps,
         },
         checkpoint_every,
         policy,

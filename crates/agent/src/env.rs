@@ -10,8 +10,15 @@
 //! Reward of a decision: `Δ validation macro-F1 + λ · ln(samples/s ÷ reference samples/s)`,
 //! the reference being the throughput of the run's first interval; when the budget is spent
 //! the final validation macro-F1 is added. Both objectives are reported separately in every
-//! [`Transition`], so a caller can keep the F1/throughput front. `λ` defaults to 0.02: a
-//! doubling of throughput is then worth about 1.4 points of macro-F1.
+//! [`Transition`], so a caller can keep the F1/throughput front. `λ` is a weight *per
+//! decision*; its default ([`EnvConfig::default_lambda`]) is [`TRIAL_LAMBDA`] = 0.14 divided
+//! by the number of decisions in a trial, so that a trial run at ρ× the reference throughput
+//! throughout earns `0.14 · ln ρ` however often it decides: a doubling is worth about 0.097,
+//! i.e. ≈ 4.9 points of the final macro-F1 (which the reward counts twice, see below). With
+//! 800-step trials deciding every 100 steps (7 decisions) that is λ = 0.02. A fixed λ per
+//! decision would let the trial's length set the F1/speed trade-off: at 0.02, 24-decision
+//! trials paid more for a 3× speed-up than seed-cnn could lose in F1 by shrinking to 8
+//! channels.
 //!
 //! The first interval, trained before any decision with the run's *starting* configuration,
 //! is rewarded like a decision whose action was that configuration: [`Env::start_reward`] =
@@ -109,17 +116,37 @@ pub struct Bounds {
     /// a long trial otherwise reached the absolute bound (1.0) and killed the run.
     #[serde(default = "default_lr_span")]
     pub lr_span: f64,
+    /// A hidden layer is not narrowed below this fraction of its width at the episode's start
+    /// (default ½; 0 turns the floor off). Live restructuring explores around the
+    /// architecture a user chose instead of collapsing it: a policy taught on digits, where
+    /// narrow MLPs cost no F1, shrank seed-cnn's 32/64 to 8/8 on Fashion-MNIST.
+    #[serde(default = "default_width_floor")]
+    pub width_floor: f64,
 }
 
 fn default_lr_span() -> f64 {
     128.0
 }
 
+fn default_width_floor() -> f64 {
+    0.5
+}
+
 impl Default for Bounds {
     fn default() -> Self {
-        Bounds { lr: (1e-5, 1.0), batch: (16, 1024), width: (8, 2048), lr_span: default_lr_span() }
+        Bounds {
+            lr: (1e-5, 1.0),
+            batch: (16, 1024),
+            width: (8, 2048),
+            lr_span: default_lr_span(),
+            width_floor: default_width_floor(),
+        }
     }
 }
+
+/// The throughput weight of a whole trial: [`EnvConfig::default_lambda`] divides it among
+/// the trial's decisions.
+pub const TRIAL_LAMBDA: f64 = 0.14;
 
 /// How the environment runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,7 +154,8 @@ impl Default for Bounds {
 pub struct EnvConfig {
     /// Optimiser steps between decisions.
     pub decision_steps: usize,
-    /// Weight of the throughput term of the reward.
+    /// Weight of the throughput term of each decision's reward (see the module docs;
+    /// [`EnvConfig::default_lambda`] for the default).
     pub lambda: f64,
     /// Action limits.
     pub bounds: Bounds,
@@ -135,9 +163,31 @@ pub struct EnvConfig {
     pub budget_steps: u64,
 }
 
+impl EnvConfig {
+    /// Decisions in a full episode: one after every interval but the first and the last
+    /// (the first is trained with the starting configuration; the last one's end is the
+    /// episode's). At least 1.
+    pub fn decisions_per_episode(decision_steps: usize, budget_steps: u64) -> u64 {
+        let intervals = budget_steps.div_ceil(decision_steps.max(1) as u64);
+        intervals.saturating_sub(1).max(1)
+    }
+
+    /// The default λ: [`TRIAL_LAMBDA`] ÷ [`EnvConfig::decisions_per_episode`] (0.02 for
+    /// 800-step trials deciding every 100 steps).
+    pub fn default_lambda(decision_steps: usize, budget_steps: u64) -> f64 {
+        TRIAL_LAMBDA / Self::decisions_per_episode(decision_steps, budget_steps) as f64
+    }
+}
+
 impl Default for EnvConfig {
     fn default() -> Self {
-        EnvConfig { decision_steps: 50, lambda: 0.02, bounds: Bounds::default(), budget_steps: 1000 }
+        let (decision_steps, budget_steps) = (50, 1000);
+        EnvConfig {
+            decision_steps,
+            lambda: EnvConfig::default_lambda(decision_steps, budget_steps),
+            bounds: Bounds::default(),
+            budget_steps,
+        }
     }
 }
 
@@ -227,6 +277,10 @@ pub struct EnvState {
     /// The episode's starting learning rate (the centre of [`Bounds::lr_span`]).
     #[serde(default)]
     pub start_lr: Option<f64>,
+    /// The hidden widths at the episode's start (what [`Bounds::width_floor`] is a fraction
+    /// of); `None` in states saved before the floor existed: no floor.
+    #[serde(default)]
+    pub start_widths: Option<Vec<usize>>,
 }
 
 /// A [`Run`] as an environment.
@@ -242,6 +296,8 @@ pub struct Env {
     untrained_f1: Option<f64>,
     /// `None` for a checkpoint from before the span existed: no span.
     start_lr: Option<f64>,
+    /// `None` for a checkpoint from before the floor existed: no floor.
+    start_widths: Option<Vec<usize>>,
 }
 
 impl Env {
@@ -273,6 +329,7 @@ impl Env {
         let val = env_val(&run);
         let untrained = run.evaluate(&*val)?.report.macro_avg.f1;
         let start_lr = run.base_learning_rate();
+        let start_widths = run.model().spec().hidden_widths();
         let mut env = Env {
             run,
             config,
@@ -283,6 +340,7 @@ impl Env {
             last_eval: None,
             untrained_f1: Some(untrained),
             start_lr: Some(start_lr),
+            start_widths: Some(start_widths),
         };
         env.interval()?;
         Ok(env)
@@ -304,6 +362,7 @@ impl Env {
             last_eval: None,
             untrained_f1: None,
             start_lr: state.start_lr,
+            start_widths: state.start_widths,
         })
     }
 
@@ -315,6 +374,7 @@ impl Env {
             steps: self.steps,
             widen_seed: self.widen_seed,
             start_lr: self.start_lr,
+            start_widths: self.start_widths.clone(),
         }
     }
 
@@ -433,13 +493,19 @@ impl Env {
         }
         if action.width != Move::Keep {
             let spec = self.run.model().spec().clone();
-            for layer in spec.hidden_layers() {
+            for (i, layer) in spec.hidden_layers().into_iter().enumerate() {
                 let w = spec.layers[layer].width().unwrap_or(0);
+                let start = self.start_widths.as_ref().and_then(|s| s.get(i).copied());
+                let floor = match start {
+                    Some(s) if b.width_floor > 0.0 => ((s as f64 * b.width_floor).ceil() as usize).min(w),
+                    _ => 0,
+                };
                 let target = match action.width {
                     Move::Down => w * 3 / 4,
                     Move::Keep => w,
                     Move::Up => w + w / 2,
                 }
+                .max(floor)
                 .clamp(b.width.0, b.width.1);
                 if target != w {
                     self.widen_seed += 1;

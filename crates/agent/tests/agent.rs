@@ -459,9 +459,46 @@ mod env {
         assert!((env.run().base_learning_rate() - lr0 / 4.0).abs() < 1e-12);
     }
 
+    /// Narrowing stops at `width_floor` of each hidden layer's starting width (rounded up),
+    /// and the floor survives a save and resume of the episode.
+    #[test]
+    fn hidden_layers_are_not_narrowed_below_their_floor() {
+        let mut env = digits_env(400, Bounds { width_floor: 0.5, ..Bounds::default() });
+        assert_eq!(env.run().model().spec().hidden_widths(), [32, 32]);
+        let narrow = Action { width: Move::Down, ..Action::KEEP };
+        let applied: Vec<(Move, Vec<usize>)> = (0..4)
+            .map(|_| {
+                let t = env.step(narrow).unwrap();
+                (t.applied.width, env.run().model().spec().hidden_widths())
+            })
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                (Move::Down, vec![24, 24]),
+                (Move::Down, vec![18, 18]),
+                (Move::Down, vec![16, 16]),
+                (Move::Keep, vec![16, 16]),
+            ]
+        );
+        let state = env.state();
+        assert_eq!(state.start_widths, Some(vec![32, 32]));
+        // Old saved states have no start widths: no floor, as before it existed.
+        let mut json = serde_json::to_value(&state).unwrap();
+        json.as_object_mut().unwrap().remove("start_widths");
+        let old: tuneforge_agent::env::EnvState = serde_json::from_value(json).unwrap();
+        assert_eq!(old.start_widths, None);
+        // With the floor off, the absolute bound (8) is the limit.
+        let mut env = digits_env(400, Bounds { width_floor: 0.0, ..Bounds::default() });
+        for _ in 0..5 {
+            env.step(narrow).unwrap();
+        }
+        assert_eq!(env.run().model().spec().hidden_widths(), [8, 8]);
+    }
+
     #[test]
     fn actions_change_lr_batch_and_widths_within_bounds() {
-        let bounds = Bounds { lr: (1e-4, 1e-2), batch: (16, 64), width: (8, 48), lr_span: 128.0 };
+        let bounds = Bounds { lr: (1e-4, 1e-2), batch: (16, 64), width: (8, 48), ..Bounds::default() };
         let mut env = digits_env(400, bounds);
         let lr0 = env.run().learning_rate();
         let t = env.step(Action { lr: Move::Down, batch: Move::Up, width: Move::Up }).unwrap();
