@@ -117,9 +117,11 @@ pub struct Bounds {
     #[serde(default = "default_lr_span")]
     pub lr_span: f64,
     /// A hidden layer is not narrowed below this fraction of its width at the episode's start
-    /// (default ½; 0 turns the floor off). Live restructuring explores around the
-    /// architecture a user chose instead of collapsing it: a policy taught on digits, where
-    /// narrow MLPs cost no F1, shrank seed-cnn's 32/64 to 8/8 on Fashion-MNIST.
+    /// (default 1: narrowing takes back what widening added, never less than the architecture
+    /// the trial started with; ½ lets it halve a layer; 0 turns the floor off). A policy taught
+    /// on digits, where narrow MLPs cost no F1, shrank seed-cnn's 32/64 channels to 8/8 on
+    /// Fashion-MNIST (best test macro-F1 0.889 in 10 minutes) and, with a floor of ½, to 16/32
+    /// (0.895); rl without the width action kept 32/64 and reached 0.903–0.913 in 4 minutes.
     #[serde(default = "default_width_floor")]
     pub width_floor: f64,
 }
@@ -129,7 +131,7 @@ fn default_lr_span() -> f64 {
 }
 
 fn default_width_floor() -> f64 {
-    0.5
+    1.0
 }
 
 impl Default for Bounds {

@@ -39,6 +39,7 @@
 
 mod cpu_ops;
 mod data_input;
+mod dense;
 mod error;
 mod model;
 pub mod restructure;

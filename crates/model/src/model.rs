@@ -196,8 +196,14 @@ impl Model {
     /// `x` has shape `[batch, ...spec.input]`; returns logits `[batch, classes]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let (mut h, start) = self.first_block(x)?;
-        for layer in &self.layers[start..] {
+        let (mut h, mut idx) = self.first_block(x)?;
+        while idx < self.layers.len() {
+            if let Some((y, covered)) = dense_layer(&self.layers[idx..], &h)? {
+                (h, idx) = (y, idx + covered);
+                continue;
+            }
+            let layer = &self.layers[idx];
+            idx += 1;
             h = match layer {
                 Layer::BatchNorm { gamma, beta, mean, var, eps, .. } => {
                     let shape = bn_shape(&h);
@@ -216,12 +222,21 @@ impl Model {
     /// with) batch statistics; dropout draws masks from the model's seeded generator.
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        let (mut h, start) = self.first_block(x)?;
-        for layer in &mut self.layers[start..] {
+        let (mut h, mut idx) = self.first_block(x)?;
+        while idx < self.layers.len() {
+            // Linear layers (with the ReLU after them) as one op; it computes no gradient for
+            // an input that is data.
+            if let Some((y, covered)) = dense_layer(&self.layers[idx..], &h)? {
+                (h, idx) = (y, idx + covered);
+                continue;
+            }
             // Up to the first layer with parameters, `h` is data (it tracks no gradient):
             // that layer's backward needs no gradient for its input.
             let data_input = crate::data_input::applies(&h);
+            let layer = &mut self.layers[idx];
+            idx += 1;
             h = match layer {
+                // Data that the dense op does not take (not f32).
                 Layer::Linear { w, b } if data_input => {
                     crate::data_input::linear(&h, w.as_tensor())?.broadcast_add(b.as_tensor())?
                 }
@@ -438,6 +453,20 @@ impl Model {
         }
         Ok(Model { spec: self.spec.clone(), device: device.clone(), layers, rng: self.rng.clone() })
     }
+}
+
+/// The first of `layers` as one [`crate::dense`] op when it is a linear layer and `h` a 2-D
+/// `f32` CPU tensor, with the ReLU after it fused in: the output and the number of layers
+/// it covered.
+fn dense_layer(layers: &[Layer], h: &Tensor) -> Result<Option<(Tensor, usize)>> {
+    let Some(Layer::Linear { w, b }) = layers.first() else {
+        return Ok(None);
+    };
+    if !crate::dense::applies(h, w.as_tensor(), b.as_tensor()) {
+        return Ok(None);
+    }
+    let relu = matches!(layers.get(1), Some(Layer::Act(Activation::Relu)));
+    Ok(Some((crate::dense::dense(h, w.as_tensor(), b.as_tensor(), relu)?, 1 + usize::from(relu))))
 }
 
 /// `maxpool(relu(conv(h)))` as one op when `layers` starts with that block, `h` is data

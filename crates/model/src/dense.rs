@@ -1,0 +1,267 @@
+//! Dense layers as one op each on the CPU: `relu(x · wᵀ + b)` (or without the ReLU), with a
+//! backward pass of its own.
+//!
+//! Through candle's ops a hidden layer is four graph nodes — `w.t()`, `matmul`,
+//! `broadcast_add`, `relu` — and the backward pass allocates and fills tensors for each: the
+//! weight gradient goes through the transposed view (a second zeros-then-add accumulation of a
+//! weight-sized tensor), the bias gradient through a broadcast's sum, the ReLU's through a
+//! comparison, a cast and a product (../shared/bench/CPU-PROFILE.md). [`Dense`] is one node:
+//! its forward pass has `gemm` (the kernels candle's own matmul calls) accumulate `x · wᵀ`
+//! into a buffer pre-filled with the bias rows, then applies the ReLU in place; its backward
+//! pass masks the output gradient once (`g = ∂y ⊙ [y > 0]`), then computes `∂w = gᵀ · x`
+//! (contiguous), `∂b = Σ_rows g` and `∂x = g · w` — the last only when `x` tracks a
+//! gradient, so the first layer, whose input is the data batch, skips it.
+//!
+//! The ReLU's derivative at exactly 0 is taken as 0 (PyTorch's convention; candle's is 1): a
+//! pre-activation of exactly 0.0 is the only place the two differ.
+//!
+//! Used by [`Model::forward`](crate::Model::forward) and
+//! [`Model::forward_train`](crate::Model::forward_train) for every linear layer whose input
+//! is a 2-D `f32` CPU tensor; anything else takes candle's ops.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::cpu_ops::{f32_slice, with_f32};
+
+/// Elements per rayon task of the element-wise passes.
+const CHUNK: usize = 1 << 14;
+
+/// A matrix view of `f32` values with row and column strides.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows × cols` matrix; `data` must hold exactly that many values.
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> candle_core::Result<Mat<'a>> {
+        if data.len() != rows * cols {
+            candle_core::bail!("dense: {} values for a {rows}×{cols} matrix", data.len());
+        }
+        Ok(Mat { data, rows, cols, rs: cols, cs: 1 })
+    }
+
+    /// The transpose, as a view.
+    fn t(self) -> Mat<'a> {
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; `dst` is row-major `a.rows × b.cols`.
+fn matmul_into(dst: &mut [f32], accumulate: bool, a: Mat<'_>, b: Mat<'_>) -> candle_core::Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() != m * n {
+        candle_core::bail!("dense: cannot multiply {m}×{k} by {}×{n} into {} values", b.rows, dst.len());
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: `a` and `b` come from `Mat::row_major` (and `t`), so every element their
+    // strides reach, (rows − 1)·rs + (cols − 1)·cs, lies inside their slices; `dst` holds
+    // exactly m·n values and is written with row stride n and column stride 1. The three
+    // slices are distinct borrows, so they do not overlap.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// `x · wᵀ + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`, then ReLU when `relu`.
+pub(crate) struct Dense {
+    relu: bool,
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        if self.relu { "dense-relu" } else { "dense" }
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(bs, bl)?);
+        let (n, i) = xl.shape().dims2()?;
+        let (o, wi) = wl.shape().dims2()?;
+        if wi != i || bl.shape().dims1()? != o {
+            candle_core::bail!(
+                "dense: input {:?}, weight {:?} and bias {:?} do not fit",
+                xl.shape().dims(),
+                wl.shape().dims(),
+                bl.shape().dims()
+            );
+        }
+        let mut y = Vec::with_capacity(n * o);
+        for _ in 0..n {
+            y.extend_from_slice(b);
+        }
+        matmul_into(&mut y, true, Mat::row_major(x, n, i)?, Mat::row_major(w, o, i)?.t())?;
+        if self.relu {
+            y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, o))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, i) = x.dims2()?;
+        let o = b.dims1()?;
+        // g = ∂y ⊙ [y > 0] (ReLU) or ∂y.
+        let g: Vec<f32> = with_f32(grad, |dy| {
+            if !self.relu {
+                return Ok(dy.to_vec());
+            }
+            with_f32(res, |y| {
+                let mut g = dy.to_vec();
+                g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+                    for (g, y) in g.iter_mut().zip(y) {
+                        if *y <= 0.0 {
+                            *g = 0.0;
+                        }
+                    }
+                });
+                Ok(g)
+            })
+        })?;
+        let gm = Mat::row_major(&g, n, o)?;
+        let mut dw = vec![0f32; o * i];
+        with_f32(x, |xv| matmul_into(&mut dw, false, gm.t(), Mat::row_major(xv, n, i)?))?;
+        let mut db = vec![0f32; o];
+        for row in g.chunks_exact(o.max(1)) {
+            for (d, v) in db.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+        let dx = if x.track_op() {
+            let mut dx = vec![0f32; n * i];
+            with_f32(w, |wv| matmul_into(&mut dx, false, gm, Mat::row_major(wv, o, i)?))?;
+            Some(Tensor::from_vec(dx, (n, i), x.device())?)
+        } else {
+            None
+        };
+        let dev = w.device();
+        Ok((dx, Some(Tensor::from_vec(dw, (o, i), dev)?), Some(Tensor::from_vec(db, o, dev)?)))
+    }
+}
+
+/// Whether [`dense`] takes `x` (a 2-D `f32` CPU tensor) with `w` and `b` (`f32`, CPU).
+pub(crate) fn applies(x: &Tensor, w: &Tensor, b: &Tensor) -> bool {
+    x.rank() == 2 && [x, w, b].iter().all(|t| crate::cpu_ops::fast_f32(t))
+}
+
+/// `x · wᵀ + b`, then ReLU when `relu`, as one op (see the module docs).
+pub(crate) fn dense(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Dense { relu })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
+        d / m
+    }
+
+    /// Forward and every gradient equal candle's `relu(x · wᵀ + b)` to 1e-5 relative, for
+    /// shapes on both sides of the kernels' blocking, with and without the ReLU, with the
+    /// input a variable (gradient computed) or data (no gradient).
+    #[test]
+    fn forward_and_gradients_match_candle() {
+        let dev = Device::Cpu;
+        for (n, i, o) in [(1, 1, 1), (3, 5, 7), (32, 64, 48), (128, 784, 256), (17, 300, 1031)] {
+            for relu in [false, true] {
+                for x_is_var in [false, true] {
+                    let xt = Tensor::randn(0f32, 1.0, (n, i), &dev).unwrap();
+                    let x = Var::from_tensor(&xt).unwrap();
+                    let x_in = if x_is_var { x.as_tensor().clone() } else { xt.clone() };
+                    let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (o, i), &dev).unwrap()).unwrap();
+                    let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, o, &dev).unwrap()).unwrap();
+                    let z = x_in.matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
+                    let theirs = if relu { z.relu().unwrap() } else { z };
+                    let ours = dense(&x_in, w.as_tensor(), b.as_tensor(), relu).unwrap();
+                    assert_eq!(ours.dims(), theirs.dims());
+                    let what = format!("n {n} in {i} out {o} relu {relu} x var {x_is_var}");
+                    assert!(rel(&ours, &theirs) < 1e-5, "{what}: forward {}", rel(&ours, &theirs));
+                    // A loss whose gradient differs per element and is not 0 where y is
+                    // (so the ReLU's mask matters): Σ c ⊙ (y² + y).
+                    let c = Tensor::randn(0f32, 1.0, (n, o), &dev).unwrap();
+                    let loss = |y: &Tensor| (y.sqr().unwrap() + y).unwrap().mul(&c).unwrap().sum_all().unwrap();
+                    let gt = loss(&theirs).backward().unwrap();
+                    let go = loss(&ours).backward().unwrap();
+                    for (name, v) in [("w", w.as_tensor()), ("b", b.as_tensor())] {
+                        let r = rel(go.get(v).unwrap(), gt.get(v).unwrap());
+                        assert!(r < 1e-5, "{what}: ∂{name} {r}");
+                    }
+                    if x_is_var {
+                        let r = rel(go.get(x.as_tensor()).unwrap(), gt.get(x.as_tensor()).unwrap());
+                        assert!(r < 1e-5, "{what}: ∂x {r}");
+                    } else {
+                        assert!(go.get(&xt).is_none(), "{what}: data gets no gradient");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_are_errors() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((4, 3), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((5, 2), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(5, candle_core::DType::F32, &dev).unwrap();
+        let e = dense(&x, &w, &b, true).unwrap_err().to_string();
+        assert!(e.contains("do not fit"), "{e}");
+        let w = Tensor::zeros((5, 3), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
+        assert!(dense(&x, &w, &b, false).is_err());
+    }
+}
