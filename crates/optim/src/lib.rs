@@ -69,7 +69,9 @@
 //! plain `Vec<f32>` and each step is one in-place pass per parameter through candle's
 //! [`InplaceOp2`](candle_core::InplaceOp2), in 16k-element chunks over rayon for large
 //! parameters. Every element sees the same `f32` operations in the same order as
-//! candle-nn's `AdamW`, so the results are bit-identical to it (tested). Other dtypes
+//! candle-nn's `AdamW`, so the results are bit-identical to it (tested) — except that moments
+//! that fall below `f32::MIN_POSITIVE` (1.2e-38, subnormal) are stored as 0, because x86
+//! cores run ~100× slower on subnormals (see `kernels.rs`). Other dtypes
 //! and devices (CUDA, behind this crate's `cuda` feature) use the same arithmetic in
 //! tensor ops.
 //!

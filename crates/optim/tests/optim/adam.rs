@@ -218,3 +218,37 @@ fn integer_parameters_are_refused() {
     let err = Adam::new([("ids", p)], AdamConfig::default()).unwrap_err();
     assert!(matches!(&err, Error::NotFloat { name, dtype: DType::U32 } if name == "ids"), "{err}");
 }
+
+/// A moment whose gradient stops decays ×β₁ per step; it must reach 0 instead of lingering
+/// in the subnormal range (x86 runs ~100× slower on subnormals). Gradient 1 for one step,
+/// then 0: exp_avg is 0.1·0.9ⁿ, below f32::MIN_POSITIVE after ~830 steps; SGD's momentum
+/// buffer likewise.
+#[test]
+fn moments_of_a_gradient_that_stopped_reach_zero_not_subnormals() {
+    let dev = Device::Cpu;
+    for config in [
+        OptimizerConfig::AdamW(AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() }),
+        OptimizerConfig::Sgd(tuneforge_optim::SgdConfig { momentum: 0.9, ..tuneforge_optim::SgdConfig::default() }),
+    ] {
+        let p = Var::new(&[1.0f32; 4], &dev).unwrap();
+        let mut opt = config.build([("p", p.clone())]).unwrap();
+        let mask = Tensor::new(&[1.0f32, 1.0, 1.0, 1.0], &dev).unwrap();
+        opt.backward_step(&(p.as_tensor() * &mask).unwrap().sum_all().unwrap()).unwrap();
+        let zero = Tensor::zeros(4, DType::F32, &dev).unwrap();
+        let mut seen_tiny = false;
+        for _ in 0..1000 {
+            opt.backward_step(&(p.as_tensor() * &zero).unwrap().sum_all().unwrap()).unwrap();
+            for (name, b) in &opt.state().unwrap().params["p"].buffers {
+                for v in crate::values(b) {
+                    let min = f64::from(f32::MIN_POSITIVE);
+                    assert!(v == 0.0 || v.abs() >= min, "{config:?} {name}: subnormal {v:e}");
+                    seen_tiny |= v != 0.0 && v.abs() < 1e-30;
+                }
+            }
+        }
+        let state = opt.state().unwrap();
+        let first = state.params["p"].buffers.iter().find(|(n, _)| *n != "exp_avg_sq").unwrap();
+        assert_eq!(crate::values(first.1), [0.0; 4], "{config:?}: {} is 0 after 1000 steps", first.0);
+        assert!(seen_tiny, "{config:?}: the moment passed through tiny normal values on its way down");
+    }
+}
