@@ -1,14 +1,12 @@
-//! The first layer of a network, whose input is data, with a backward pass for its weights
-//! only.
+//! A first convolution, whose input is data, with a backward pass for its weights only.
 //!
-//! candle's backward of `matmul` and `conv2d` always computes the gradient with respect to
-//! the layer's input as well. For the first layer that input is the data batch, and the
-//! gradient is thrown away: for a linear layer a wasted matmul as large as the weight
-//! gradient's (and the weight gradient goes through a transposed view), for a convolution a
-//! transposed convolution that candle runs on one thread — most of `seed-cnn`'s training
-//! step (../shared/bench/CPU-PROFILE.md). These ops are custom ops on the weight alone
-//! (the data is a constant of the op): the forward pass is candle's own, the backward pass
-//! computes the weight's gradient with the same formula candle uses, and nothing else.
+//! candle's backward of `conv2d` always computes the gradient with respect to the layer's
+//! input as well. For the first layer that input is the data batch, and the gradient is
+//! thrown away: a transposed convolution that candle runs on one thread — most of
+//! `seed-cnn`'s training step (../shared/bench/CPU-PROFILE.md). This op is a custom op on
+//! the weight alone (the data is a constant of the op): the forward pass is our direct loops
+//! (or candle's own), the backward pass computes the weight's gradient and nothing else.
+//! (Linear layers skip the input gradient of data in [`crate::dense`].)
 //!
 //! Used by [`Model::forward_train`](crate::Model::forward_train) for the first layer when
 //! its input tracks no gradient (data, not a variable) on the CPU; anything else takes
@@ -18,11 +16,6 @@ use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use crate::cpu_ops;
-
-/// `x · wᵀ` as a function of `w` (`x` is data).
-struct LinearOfData {
-    x: Tensor,
-}
 
 /// `conv2d(x, w)` as a function of `w` (`x` is data).
 struct Conv2dOfData {
@@ -68,22 +61,6 @@ fn cpu_len(s: &CpuStorage) -> usize {
         CpuStorage::BF16(v) => v.len(),
         CpuStorage::F16(v) => v.len(),
         _ => usize::MAX,
-    }
-}
-
-impl CustomOp1 for LinearOfData {
-    fn name(&self) -> &'static str {
-        "linear-of-data"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let w = weight(storage, layout)?;
-        into_cpu_storage(&self.x.matmul(&w.t()?)?)
-    }
-
-    fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        // d(x·wᵀ)/dw: gradᵀ · x, (out, batch) · (batch, in).
-        Ok(Some(grad.t()?.matmul(&self.x)?))
     }
 }
 
@@ -138,11 +115,6 @@ pub(crate) fn applies(x: &Tensor) -> bool {
     !x.track_op() && x.device().is_cpu()
 }
 
-/// `x · wᵀ` with a gradient for `w` only (`x` must satisfy [`applies`]).
-pub(crate) fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    w.contiguous()?.apply_op1(LinearOfData { x: x.contiguous()? })
-}
-
 /// `conv2d(x, w)` with a gradient for `w` only (`x` must satisfy [`applies`]).
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> candle_core::Result<Tensor> {
     w.contiguous()?.apply_op1(Conv2dOfData { x: x.contiguous()?, padding, stride })
@@ -150,7 +122,7 @@ pub(crate) fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> c
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
 
     use super::*;
 
@@ -179,17 +151,9 @@ mod tests {
             assert!(rel < 1e-5, "padding {padding} stride {stride}: {rel}");
             assert!(g_ours.get(&x).is_none());
         }
-        let x = Tensor::randn(0f32, 1.0, (16, 20), &dev).unwrap();
         let w = Var::from_tensor(&Tensor::randn(0f32, 0.3, (7, 20), &dev).unwrap()).unwrap();
-        let theirs = x.matmul(&w.as_tensor().t().unwrap()).unwrap();
-        let ours = linear(&x, w.as_tensor()).unwrap();
-        assert!(close(&ours, &theirs) < 1e-5);
-        let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(close(g_ours.get(w.as_tensor()).unwrap(), g_theirs.get(w.as_tensor()).unwrap()) < 1e-5);
         assert!(applies(&x));
         assert!(!applies(w.as_tensor()));
         assert!(!applies(&(w.as_tensor() * 2.0).unwrap()));
-        assert_eq!(ours.dtype(), DType::F32);
     }
 }

@@ -236,10 +236,6 @@ impl Model {
             let layer = &mut self.layers[idx];
             idx += 1;
             h = match layer {
-                // Data that the dense op does not take (not f32).
-                Layer::Linear { w, b } if data_input => {
-                    crate::data_input::linear(&h, w.as_tensor())?.broadcast_add(b.as_tensor())?
-                }
                 Layer::Conv2d { w, b, stride, padding } if data_input => {
                     let c = b.dims1()?;
                     crate::data_input::conv2d(&h, w.as_tensor(), *padding, *stride)?
