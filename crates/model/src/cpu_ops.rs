@@ -387,16 +387,20 @@ impl candle_core::CustomOp2 for ConvBiasReluPool {
     }
 }
 
+/// max |a − b| ÷ max |b|: the relative difference the kernels' tests compare against
+/// candle's ops with.
+#[cfg(test)]
+pub(crate) fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var};
 
+    use super::rel_diff as rel;
     use super::*;
-
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12)
-    }
 
     /// Forward equals candle's; the input gradient equals a plain reference (first maximum
     /// of each window takes its gradient, as in PyTorch) for overlapping windows too, and

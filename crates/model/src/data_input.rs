@@ -125,12 +125,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-
-    fn close(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
-        d / m
-    }
+    use crate::cpu_ops::rel_diff as close;
 
     /// Forward and weight gradient equal candle's ops (to 1e-5 relative), and the input
     /// gets no gradient.

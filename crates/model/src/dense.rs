@@ -204,12 +204,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-12);
-        d / m
-    }
+    use crate::cpu_ops::rel_diff as rel;
 
     /// Forward and every gradient equal candle's `relu(x · wᵀ + b)` to 1e-5 relative, for
     /// shapes on both sides of the kernels' blocking, with and without the ReLU, with the
