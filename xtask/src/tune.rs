@@ -54,8 +54,10 @@ pub struct TuneArgs {
     /// images).
     #[arg(long)]
     pub decision_steps: Option<usize>,
-    /// Optimiser steps per trial (default: 300 for tables, 600 for text, 2500 for images:
-    /// about 6 epochs).
+    /// A trial's budget, in optimiser steps at the default batch size (32 for tables and
+    /// text, 128 for images): `trial steps × that batch` training rows, whatever batch size
+    /// the trial uses (default: 300 for tables, 600 for text, 2500 for images: about 6
+    /// epochs). `--decision-steps` is counted the same way.
     #[arg(long)]
     pub trial_steps: Option<u64>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
@@ -265,6 +267,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
             lambda: args.lambda.unwrap_or_else(|| EnvConfig::default_lambda(decision_steps, budget_steps)),
             bounds: Bounds::default(),
             budget_steps,
+            unit_batch: Some(d.batch_size),
         },
         checkpoint_every,
         policy,

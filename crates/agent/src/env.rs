@@ -20,6 +20,14 @@
 //! trials paid more for a 3× speed-up than seed-cnn could lose in F1 by shrinking to 8
 //! channels.
 //!
+//! The budget and the decision interval are counted in training *rows*:
+//! [`EnvConfig::budget_steps`] and [`EnvConfig::decision_steps`] are steps of
+//! [`EnvConfig::unit_batch`] rows (a study's default batch size). A larger batch gets through
+//! the same rows in fewer, faster steps but does not get more of them, and the run's
+//! learning-rate schedule is re-timed with each batch change ([`Run::set_batch_size`]) so a
+//! cosine still ends with the budget. Counted in optimiser steps, a batch ×8 bought a trial
+//! 8× the data, which the F1 term then paid for as if it were the policy's skill.
+//!
 //! The first interval, trained before any decision with the run's *starting* configuration,
 //! is rewarded like a decision whose action was that configuration: [`Env::start_reward`] =
 //! its F1 minus the untrained model's ([`Env::untrained_f1`], evaluated in [`Env::new`]);
@@ -161,8 +169,16 @@ pub struct EnvConfig {
     pub lambda: f64,
     /// Action limits.
     pub bounds: Bounds,
-    /// Training budget in optimiser steps (the episode ends when it is spent).
+    /// Training budget in optimiser steps of [`unit_batch`](Self::unit_batch) rows: the
+    /// episode ends when it has trained on `budget_steps × unit_batch` rows, whatever batch
+    /// sizes it used on the way (see [`Env::steps`]). `decision_steps` is counted the same
+    /// way.
     pub budget_steps: u64,
+    /// The batch size the budget's steps are counted in; `None`: the episode's starting
+    /// batch size. A study sets its default batch size, so that every trial gets the same
+    /// rows whatever batch size it starts or ends with.
+    #[serde(default)]
+    pub unit_batch: Option<usize>,
 }
 
 impl EnvConfig {
@@ -189,6 +205,7 @@ impl Default for EnvConfig {
             lambda: EnvConfig::default_lambda(decision_steps, budget_steps),
             bounds: Bounds::default(),
             budget_steps,
+            unit_batch: None,
         }
     }
 }
@@ -272,8 +289,21 @@ pub struct EnvState {
     pub reference_sps: Option<f64>,
     /// The last observation.
     pub last: Observation,
-    /// Optimiser steps taken in this episode.
+    /// Progress in steps of `unit_batch` rows ([`Env::steps`]).
     pub steps: u64,
+    /// Training rows seen in this episode; `None` in states saved before the budget was
+    /// counted in rows (`steps × unit_batch` is assumed).
+    #[serde(default)]
+    pub samples: Option<u64>,
+    /// The budget's unit in rows per step ([`EnvConfig::unit_batch`] or the episode's
+    /// starting batch size); `None` in states saved before it was recorded (then the
+    /// config's unit, else the run's batch size at resume).
+    #[serde(default)]
+    pub unit_batch: Option<usize>,
+    /// Optimiser steps taken in this episode; `None` in states saved before it was kept
+    /// apart from `steps` (which it then equals).
+    #[serde(default)]
+    pub optimizer_steps: Option<u64>,
     /// Seed of the next widening.
     pub widen_seed: u64,
     /// The episode's starting learning rate (the centre of [`Bounds::lr_span`]).
@@ -292,7 +322,15 @@ pub struct Env {
     config: EnvConfig,
     reference_sps: Option<f64>,
     last: Observation,
-    steps: u64,
+    /// Training rows seen in this episode (the budget's measure).
+    samples: u64,
+    /// The budget's and the decision interval's unit, in rows per step
+    /// ([`EnvConfig::unit_batch`] or the starting batch size).
+    unit_batch: usize,
+    /// Optimiser steps taken in this episode.
+    optimizer_steps: u64,
+    /// Whether [`Env::step`] was called (on this value: not saved).
+    decided: bool,
     widen_seed: u64,
     last_eval: Option<crate::run::Evaluation>,
     untrained_f1: Option<f64>,
@@ -309,10 +347,14 @@ impl Env {
         if run.data().val.is_none() {
             return Err(Error::Config { what: "environment", why: "the run needs a validation split".into() });
         }
-        if config.decision_steps == 0 || config.budget_steps == 0 || !config.lambda.is_finite() {
+        if config.decision_steps == 0
+            || config.budget_steps == 0
+            || config.unit_batch == Some(0)
+            || !config.lambda.is_finite()
+        {
             return Err(Error::Config {
                 what: "environment",
-                why: "decision_steps and budget_steps must be positive and lambda finite".into(),
+                why: "decision_steps, budget_steps and unit_batch must be positive and lambda finite".into(),
             });
         }
         let last = Observation {
@@ -332,12 +374,16 @@ impl Env {
         let untrained = run.evaluate(&*val)?.report.macro_avg.f1;
         let start_lr = run.base_learning_rate();
         let start_widths = run.model().spec().hidden_widths();
+        let unit_batch = config.unit_batch.unwrap_or_else(|| run.batch_size());
         let mut env = Env {
             run,
             config,
             reference_sps: None,
             last,
-            steps: 0,
+            samples: 0,
+            unit_batch,
+            optimizer_steps: 0,
+            decided: false,
             widen_seed: 0,
             last_eval: None,
             untrained_f1: Some(untrained),
@@ -354,12 +400,16 @@ impl Env {
         if run.data().val.is_none() {
             return Err(Error::Config { what: "environment", why: "the run needs a validation split".into() });
         }
+        let unit_batch = state.unit_batch.or(config.unit_batch).unwrap_or_else(|| run.batch_size()).max(1);
         Ok(Env {
             run,
             config,
             reference_sps: state.reference_sps,
             last: state.last,
-            steps: state.steps,
+            samples: state.samples.unwrap_or(state.steps * unit_batch as u64),
+            unit_batch,
+            optimizer_steps: state.optimizer_steps.unwrap_or(state.steps),
+            decided: true,
             widen_seed: state.widen_seed,
             last_eval: None,
             untrained_f1: None,
@@ -373,7 +423,10 @@ impl Env {
         EnvState {
             reference_sps: self.reference_sps,
             last: self.last.clone(),
-            steps: self.steps,
+            steps: self.steps(),
+            samples: Some(self.samples),
+            unit_batch: Some(self.unit_batch),
+            optimizer_steps: Some(self.optimizer_steps),
             widen_seed: self.widen_seed,
             start_lr: self.start_lr,
             start_widths: self.start_widths.clone(),
@@ -395,13 +448,36 @@ impl Env {
     /// it minus [`Env::untrained_f1`] (the throughput term is 0: it is the reference).
     /// `None` after [`Env::resume`] or once a decision was taken.
     pub fn start_reward(&self) -> Option<f64> {
-        let first = self.steps <= self.config.decision_steps as u64;
-        self.untrained_f1.filter(|_| first).map(|u| self.last.val_f1 - u)
+        self.untrained_f1.filter(|_| !self.decided).map(|u| self.last.val_f1 - u)
     }
 
-    /// Optimiser steps taken in this episode.
+    /// Progress through the budget in optimiser steps of [`EnvConfig::unit_batch`] rows
+    /// (training rows seen ÷ unit; the unit defaults to the starting batch size): a step
+    /// at twice the unit counts two. The budget is counted in rows so that a larger batch does not buy a trial
+    /// more data than a smaller one — it only gets through the same data faster.
     pub fn steps(&self) -> u64 {
-        self.steps
+        self.samples / self.unit_batch as u64
+    }
+
+    /// Training rows seen in this episode.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Optimiser steps taken in this episode (fewer than [`Env::steps`] when the batch
+    /// is larger than the unit).
+    pub fn optimizer_steps(&self) -> u64 {
+        self.optimizer_steps
+    }
+
+    /// The budget in training rows.
+    fn budget_samples(&self) -> u64 {
+        self.config.budget_steps.saturating_mul(self.unit_batch as u64)
+    }
+
+    /// A decision interval in training rows.
+    fn decision_samples(&self) -> u64 {
+        (self.config.decision_steps as u64).saturating_mul(self.unit_batch as u64)
     }
 
     /// The configuration.
@@ -431,7 +507,7 @@ impl Env {
 
     /// `true` when the budget is spent.
     pub fn done(&self) -> bool {
-        self.steps >= self.config.budget_steps
+        self.samples >= self.budget_samples()
     }
 
     /// Applies `action`, trains one interval, evaluates; see the module docs for the reward.
@@ -439,6 +515,7 @@ impl Env {
         if self.done() {
             return Err(Error::Config { what: "environment", why: "the budget is spent".into() });
         }
+        self.decided = true;
         let applied = self.apply(action)?;
         let before = self.last.val_f1;
         let sps = self.interval()?;
@@ -520,14 +597,23 @@ impl Env {
         Ok(applied)
     }
 
-    /// Trains `decision_steps` steps (or what is left of the budget), evaluates, and
-    /// updates the observation; returns the interval's samples/s.
+    /// Trains up to the next decision boundary (a multiple of `decision_steps × starting
+    /// batch` rows, or the end of the budget), evaluates, and updates the observation;
+    /// returns the interval's samples/s.
     fn interval(&mut self) -> Result<f64> {
-        let n = (self.config.decision_steps as u64).min(self.config.budget_steps - self.steps);
+        let every = self.decision_samples().max(1);
+        let until = ((self.samples / every + 1) * every).min(self.budget_samples());
+        let first = self.samples == 0;
+        let mut n = 0u64;
         let (mut loss_sum, mut rows, mut secs, mut norm_sum, mut norms) = (0f64, 0usize, 0f64, 0f64, 0usize);
         let (mut anomalous, mut loss_rows) = (0u64, 0usize);
-        for _ in 0..n {
+        while self.samples < until {
             let s = self.run.train_step()?;
+            n += 1;
+            self.optimizer_steps += 1;
+            // A step that saw no rows (impossible with a non-empty split) would never end
+            // the interval.
+            self.samples += s.batch_size.max(1) as u64;
             if s.anomalies > 0 || s.rolled_back_to.is_some() {
                 anomalous += 1;
             }
@@ -543,7 +629,6 @@ impl Env {
                 norms += 1;
             }
         }
-        self.steps += n;
         let sps = rows as f64 / secs.max(1e-9);
         let reference = *self.reference_sps.get_or_insert(sps);
         let val = env_val(&self.run);
@@ -560,7 +645,6 @@ impl Env {
         } else {
             widths.iter().map(|&w| (w as f64).log2()).sum::<f64>() / widths.len() as f64
         };
-        let first = self.steps == n;
         self.last = Observation {
             loss,
             loss_delta: if first { 0.0 } else { loss - self.last.loss },
@@ -571,7 +655,7 @@ impl Env {
             log2_batch: (self.run.batch_size() as f64).log2(),
             log2_width,
             rel_throughput: sps / reference.max(1e-9),
-            budget_used: self.steps as f64 / self.config.budget_steps as f64,
+            budget_used: (self.samples as f64 / self.budget_samples().max(1) as f64).min(1.0),
             anomalies: anomalous as f64 / n.max(1) as f64,
         };
         Ok(sps)

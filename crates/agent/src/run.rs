@@ -373,10 +373,17 @@ impl Run {
     }
 
     /// Changes the batch size from the next step on (the epoch still visits every row
-    /// once).
+    /// once). The learning-rate schedule is re-timed to match
+    /// ([`Schedule::retime`](tuneforge_optim::Schedule::retime) by old ÷ new batch size),
+    /// so it keeps its course in training rows: after the batch doubles a step moves a
+    /// cosine twice as far, and it still ends with the data rather than half-way down. The
+    /// step count ([`Run::step`]) is not changed.
     pub fn set_batch_size(&mut self, batch_size: usize) -> Result<()> {
         if batch_size == 0 {
             return Err(Error::Config { what: "batch size", why: "it must be at least 1".into() });
+        }
+        if batch_size != self.batch_size {
+            self.schedule.retime(self.batch_size as f64 / batch_size as f64)?;
         }
         self.batch_size = batch_size;
         Ok(())
@@ -834,13 +841,15 @@ impl Run {
 
     /// Population-based training's exploit: takes `other`'s weights (a deep copy, whatever
     /// its widths), optimiser state, learning rate and schedule position, and batch size.
-    /// This run's data order and counters are kept.
+    /// This run's data order and counters (its step count included) are kept.
     pub fn copy_from(&mut self, other: &Run) -> Result<()> {
         let model = other.model.to_device(&self.device)?;
         let state = other.optimizer.state()?;
         let mut optimizer = state.config.build(model.vars())?;
         optimizer.load_state(&state)?;
-        self.install(model, optimizer, other.schedule.clone(), other.batch_size)
+        let mut schedule = other.schedule.clone();
+        schedule.renumber(self.schedule.step());
+        self.install(model, optimizer, schedule, other.batch_size)
     }
 
     /// Replaces the model, optimiser, schedule and batch size; the old rollback snapshot no

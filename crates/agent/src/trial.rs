@@ -175,7 +175,12 @@ impl TrialContext<'_> {
             run: format!("trial-{id}"),
             log: Some(self.events.to_path_buf()),
             progress: self.progress,
-            total_steps: Some(self.env.budget_steps),
+            // The budget is in rows (see `EnvConfig::unit_batch`): the steps it takes at the
+            // starting batch size (the bar is off by as much as the policy changes the batch).
+            total_steps: Some(
+                (self.env.budget_steps * self.env.unit_batch.unwrap_or(start.batch_size) as u64)
+                    .div_ceil(start.batch_size.max(1) as u64),
+            ),
             attributes: [
                 ("trial".to_string(), id.to_string()),
                 ("model".to_string(), start.model.clone()),
@@ -389,6 +394,10 @@ pub struct TrialRecord {
     pub final_hparams: Hparams,
     /// Optimiser steps taken.
     pub steps: u64,
+    /// Training rows seen: the budget's measure (`budget_steps × unit_batch` for a trial
+    /// that ran to its end). Absent in records written before it was kept.
+    #[serde(default)]
+    pub samples: u64,
     /// ASHA: validation macro-F1 at each rung reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<f64>,
@@ -418,6 +427,7 @@ impl TrialRecord {
             final_hparams: Hparams { lr: start.lr, batch_size: start.batch_size, widths: Vec::new() },
             start: start.clone(),
             steps: 0,
+            samples: 0,
             rungs: Vec::new(),
             exploits: 0,
             agent_seconds: 0.0,
@@ -460,7 +470,8 @@ impl Trial {
                 batch_size: run.batch_size(),
                 widths: run.model().spec().hidden_widths(),
             },
-            steps: self.env.steps(),
+            steps: self.env.optimizer_steps(),
+            samples: self.env.samples(),
             rungs: self.tally.rungs.clone(),
             exploits: self.tally.exploits,
             agent_seconds: self.tally.agent_seconds,

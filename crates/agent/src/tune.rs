@@ -138,7 +138,9 @@ pub struct TuneConfig {
     pub batch_size: usize,
     /// Starting learning rate.
     pub lr: f64,
-    /// The environment (decision interval, λ, bounds, steps per trial).
+    /// The environment (decision interval, λ, bounds, steps per trial). Its `unit_batch`,
+    /// if `None`, is `batch_size`: every trial's budget is `budget_steps × batch_size`
+    /// training rows, whatever batch size a strategy starts it with or moves it to.
     pub env: EnvConfig,
     /// Minimum time between two checkpoints of a running trial (zero: every decision).
     pub checkpoint_every: Duration,
@@ -683,11 +685,12 @@ fn drive(
             }
         }
     }
+    let env = EnvConfig { unit_batch: config.env.unit_batch.or(Some(config.batch_size)), ..config.env.clone() };
     let mut ctx = TrialContext {
         data: &data,
         source: &config.data,
         device,
-        env: &config.env,
+        env: &env,
         events: &events,
         progress: config.progress,
         checkpoint_every: config.checkpoint_every,

@@ -399,7 +399,8 @@ mod env {
         let mut cfg = config("digits", "mlp:32,32", 100);
         cfg.val_fraction = 0.2;
         let run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
-        Env::new(run, EnvConfig { decision_steps: 20, lambda: 0.05, bounds, budget_steps: budget }).unwrap()
+        Env::new(run, EnvConfig { decision_steps: 20, lambda: 0.05, bounds, budget_steps: budget, unit_batch: None })
+            .unwrap()
     }
 
     #[test]
@@ -439,6 +440,53 @@ mod env {
         assert_eq!(env.observe().budget_used, 1.0);
         assert!(env.step(Action::KEEP).is_err(), "no steps after the budget");
         assert!(prev > 0.8, "val macro-F1 after 100 steps: {prev}");
+    }
+
+    /// The budget and the decision interval are counted in training rows (steps of the
+    /// starting batch size): after the batch doubles, an interval is half the steps, the
+    /// trial sees the same rows as at the starting batch, and the cosine schedule is
+    /// re-timed so that it still ends with the budget.
+    #[test]
+    fn the_budget_is_counted_in_rows_whatever_the_batch_size() {
+        let mut cfg = config("digits", "mlp:32,32", 100);
+        cfg.val_fraction = 0.2;
+        cfg.schedule = ScheduleConfig::Cosine { total_steps: 120, warmup_steps: 0, min_lr: 0.0 };
+        let run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        let b0 = run.batch_size();
+        let mut env = Env::new(
+            run,
+            EnvConfig {
+                decision_steps: 20,
+                lambda: 0.05,
+                bounds: Bounds::default(),
+                budget_steps: 120,
+                unit_batch: None,
+            },
+        )
+        .unwrap();
+        let step_of = |env: &Env| env.run().step();
+        let first = step_of(&env);
+        assert!((20..=21).contains(&first), "first interval: {first} steps");
+        let up = Action { batch: Move::Up, ..Action::KEEP };
+        let t = env.step(up).unwrap();
+        assert_eq!((t.applied.batch, env.run().batch_size()), (Move::Up, 2 * b0));
+        let second = step_of(&env) - first;
+        assert!((10..=11).contains(&second), "an interval at twice the batch: {second} steps");
+        assert!((40..=41).contains(&env.steps()), "progress in starting-batch steps: {}", env.steps());
+        let mut decisions = 1;
+        while !env.done() {
+            env.step(Action::KEEP).unwrap();
+            decisions += 1;
+        }
+        // 6 intervals of 20 starting-batch steps whatever the batch: the same decisions and
+        // the same rows as at the starting batch, in fewer optimiser steps.
+        assert_eq!(decisions, 5);
+        let rows = env.samples();
+        assert!(rows >= 120 * b0 as u64 && rows < 120 * b0 as u64 + 2 * b0 as u64, "{rows} rows");
+        let steps = step_of(&env);
+        assert!((70..=73).contains(&steps), "{steps} optimiser steps");
+        // The cosine was re-timed with the batch: it reaches 0 with the budget, not half-way.
+        assert!(env.run().learning_rate() < 0.02 * env.run().base_learning_rate(), "lr {}", env.run().learning_rate());
     }
 
     /// The learning rate stays within ×/÷ `lr_span` of the episode's start, however often the
@@ -824,7 +872,13 @@ mod tune {
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
-            env: EnvConfig { decision_steps: 20, lambda: 0.02, bounds: Bounds::default(), budget_steps: 180 },
+            env: EnvConfig {
+                decision_steps: 20,
+                lambda: 0.02,
+                bounds: Bounds::default(),
+                budget_steps: 180,
+                unit_batch: None,
+            },
             checkpoint_every: Duration::ZERO,
             policy: None,
             progress: ProgressMode::Off,
@@ -930,10 +984,14 @@ mod tune {
             f.iter().sum::<f64>() / f.len() as f64
         };
         assert!(mean(true) > mean(false), "promoted {:.4} vs stopped {:.4} at rung 0", mean(true), mean(false));
-        // Each trial paused exactly at its last rung (20, 60, 180 steps), but the one the
-        // budget stopped while it trained.
-        let off_rung =
-            summary.trials.iter().filter(|t| !t.rungs.is_empty() && t.steps != [20, 60, 180][t.rungs.len() - 1]);
+        // Each trial paused at its last rung (20, 60, 180 steps of 32 rows, the study's
+        // batch size: the budget is in rows; a trial whose batch is larger may pass it by
+        // less than one batch where an epoch's last batch is short), but the one the budget
+        // stopped while it trained.
+        let off_rung = summary.trials.iter().filter(|t| {
+            let rung = [20, 60, 180][t.rungs.len().max(1) - 1] * 32;
+            !t.rungs.is_empty() && !(rung..rung + t.final_hparams.batch_size as u64).contains(&t.samples)
+        });
         assert!(off_rung.count() <= 1);
         assert!(summary.trials.iter().all(|t| t.decisions == 0), "asha takes no in-run actions");
         let stopped = summary.trials.iter().filter(|t| t.status == "stopped").count();

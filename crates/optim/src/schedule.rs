@@ -89,6 +89,10 @@ pub struct Schedule {
     config: ScheduleConfig,
     base_lr: f64,
     step: u64,
+    /// The position in the config's steps (= `step` unless re-timed).
+    clock: f64,
+    /// How far a step moves `clock`.
+    rate: f64,
 }
 
 /// A [`Schedule`]'s saved state.
@@ -101,24 +105,41 @@ pub struct ScheduleState {
     pub base_lr: f64,
     /// Steps taken: the next [`Schedule::next_lr`] returns the rate for this step index.
     pub step: u64,
+    /// The position, when [`Schedule::retime`] made it differ from `step` (absent: `step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<f64>,
+    /// How far a step moves the position, when re-timed (absent: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 impl Schedule {
     /// A schedule at step 0 with base rate `base_lr`.
     pub fn new(config: ScheduleConfig, base_lr: f64) -> Result<Self> {
-        Self::from_state(ScheduleState { config, base_lr, step: 0 })
+        Self::from_state(ScheduleState { config, base_lr, step: 0, position: None, rate: None })
     }
 
     /// Restores a saved schedule, checking it first.
     pub fn from_state(state: ScheduleState) -> Result<Self> {
         state.config.validate()?;
         check_lr(state.base_lr)?;
-        Ok(Self { config: state.config, base_lr: state.base_lr, step: state.step })
+        let clock = state.position.unwrap_or(state.step as f64);
+        check(clock, "position", "a finite value >= 0", clock.is_finite() && clock >= 0.0)?;
+        let rate = state.rate.unwrap_or(1.0);
+        check(rate, "rate", "a finite value > 0", rate.is_finite() && rate > 0.0)?;
+        Ok(Self { config: state.config, base_lr: state.base_lr, step: state.step, clock, rate })
     }
 
     /// The state to save.
     pub fn state(&self) -> ScheduleState {
-        ScheduleState { config: self.config.clone(), base_lr: self.base_lr, step: self.step }
+        let retimed = !self.on_steps();
+        ScheduleState {
+            config: self.config.clone(),
+            base_lr: self.base_lr,
+            step: self.step,
+            position: retimed.then_some(self.clock),
+            rate: retimed.then_some(self.rate),
+        }
     }
 
     /// The config.
@@ -146,8 +167,63 @@ impl Schedule {
         Ok(())
     }
 
+    /// Re-times the schedule for steps `factor` times as many (a batch size ÷ `factor`):
+    /// from now on each step moves the schedule `1 / factor` times as far, so it keeps
+    /// its position and shape in *samples* — how a run that doubles its batch size (half
+    /// the steps for the same data) still reaches the end of its cosine with its data. The
+    /// step count ([`step`](Self::step)) is not changed; the schedule's own position
+    /// ([`position`](Self::position)) is what moves faster or slower. The article decay
+    /// is defined per optimiser step and is not re-timed. Fails, changing nothing, unless
+    /// `factor` is finite and > 0.
+    ///
+    /// ```
+    /// use tuneforge_optim::{Schedule, ScheduleConfig};
+    ///
+    /// let mut s = Schedule::new(ScheduleConfig::Cosine { total_steps: 100, warmup_steps: 0, min_lr: 0.0 }, 1.0)?;
+    /// for _ in 0..50 { s.next_lr(); }
+    /// s.retime(0.25)?; // batch ×4: a quarter of the steps are left
+    /// for _ in 0..12 { s.next_lr(); }
+    /// assert_eq!((s.step(), s.position()), (62, 98.0));
+    /// assert!(s.lr() < 1e-3);
+    /// # Ok::<(), tuneforge_optim::Error>(())
+    /// ```
+    pub fn retime(&mut self, factor: f64) -> Result<()> {
+        check(factor, "factor", "a finite value > 0", factor.is_finite() && factor > 0.0)?;
+        let rate = self.rate / factor;
+        check(rate, "factor", "a rate that stays finite and > 0", rate.is_finite() && rate > 0.0)?;
+        self.rate = rate;
+        Ok(())
+    }
+
+    /// Sets the step count to `step`, keeping the position (so the rates to come): how a
+    /// run that takes over another's schedule (population-based training's exploit) keeps
+    /// numbering its own steps. The article decay, which counts steps, moves with it.
+    pub fn renumber(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// Where the schedule stands, in steps of its config: equal to [`step`](Self::step)
+    /// unless [`retime`](Self::retime) changed how far a step moves it.
+    pub fn position(&self) -> f64 {
+        self.clock
+    }
+
+    /// How far one step moves the schedule (1 unless re-timed).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Whether the position is still the step count.
+    fn on_steps(&self) -> bool {
+        self.rate == 1.0 && self.clock == self.step as f64
+    }
+
     /// The rate for step index `step` (0-based), without advancing.
     pub fn lr_at(&self, step: u64) -> f64 {
+        if !self.on_steps() {
+            let x = (self.clock + (step as f64 - self.step as f64) * self.rate).max(0.0);
+            return self.lr_at_position(x, step);
+        }
         let a0 = self.base_lr;
         match self.config {
             ScheduleConfig::Constant => a0,
@@ -167,6 +243,29 @@ impl Schedule {
         }
     }
 
+    /// The rate at a fractional position `x` of a re-timed schedule (`step` for the
+    /// article decay, which counts steps).
+    fn lr_at_position(&self, x: f64, step: u64) -> f64 {
+        let a0 = self.base_lr;
+        match self.config {
+            ScheduleConfig::Constant => a0,
+            ScheduleConfig::Step { step_size, gamma } => a0 * gamma.powf((x / step_size.max(1) as f64).floor()),
+            ScheduleConfig::Exponential { gamma } => a0 * gamma.powf(x),
+            ScheduleConfig::Cosine { total_steps, warmup_steps, min_lr } => {
+                let (total, warmup) = (total_steps as f64, warmup_steps as f64);
+                if x < warmup {
+                    a0 * (x + 1.0).min(warmup) / warmup
+                } else if x >= total {
+                    min_lr
+                } else {
+                    let p = (x - warmup) / (total - warmup);
+                    min_lr + (a0 - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+                }
+            }
+            ScheduleConfig::ArticleDecay { beta } => article_decay(a0, beta, step),
+        }
+    }
+
     /// The rate for the current step; does not advance.
     pub fn lr(&self) -> f64 {
         self.lr_at(self.step)
@@ -177,6 +276,7 @@ impl Schedule {
     pub fn next_lr(&mut self) -> f64 {
         let lr = self.lr();
         self.step = self.step.saturating_add(1);
+        self.clock += self.rate;
         lr
     }
 }

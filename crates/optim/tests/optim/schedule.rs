@@ -129,7 +129,13 @@ fn invalid_schedules_are_refused() {
         let e = Schedule::new(config.clone(), base).unwrap_err();
         assert!(matches!(e, Error::InvalidHyperParameter { field: f, .. } if f == field), "{config:?}: {e}");
     }
-    let e = Schedule::from_state(ScheduleState { config: ScheduleConfig::Constant, base_lr: f64::NAN, step: 3 });
+    let e = Schedule::from_state(ScheduleState {
+        config: ScheduleConfig::Constant,
+        base_lr: f64::NAN,
+        step: 3,
+        position: None,
+        rate: None,
+    });
     assert!(e.is_err());
 }
 
@@ -141,4 +147,71 @@ fn base_rate_can_be_scaled_mid_run() {
     assert_eq!(s.next_lr(), 0.25);
     assert!(s.scale_base_lr(f64::INFINITY).is_err());
     assert_eq!(s.base_lr(), 0.5);
+}
+
+/// After `retime(½)` (the batch doubled) each step moves the schedule two of its steps: the
+/// rates are those of the un-re-timed schedule at positions 40, 42, 44, … (computed from a
+/// separate schedule's `lr_at`), the cosine ends at step 70 instead of 100, and the step
+/// count itself is untouched.
+#[test]
+fn a_retimed_schedule_keeps_its_course_in_samples() {
+    let configs = [
+        ScheduleConfig::Cosine { total_steps: 100, warmup_steps: 10, min_lr: 0.001 },
+        ScheduleConfig::Exponential { gamma: 0.97 },
+        ScheduleConfig::Step { step_size: 15, gamma: 0.5 },
+    ];
+    for config in configs {
+        let reference = Schedule::new(config.clone(), 0.1).unwrap();
+        let mut s = reference.clone();
+        for _ in 0..40 {
+            s.next_lr();
+        }
+        s.retime(0.5).unwrap();
+        assert_eq!((s.step(), s.position(), s.rate()), (40, 40.0, 2.0));
+        for k in 0..40u64 {
+            let (lr, want) = (s.next_lr(), reference.lr_at(40 + 2 * k));
+            assert!((lr - want).abs() <= 1e-12 * want.abs().max(1e-12), "{config:?} step {}: {lr} vs {want}", 40 + k);
+        }
+        assert_eq!(s.step(), 80);
+        // Back to the starting batch: one position per step again, from where it was.
+        s.retime(2.0).unwrap();
+        assert_eq!((s.position(), s.rate()), (120.0, 1.0));
+        let (lr, want) = (s.next_lr(), reference.lr_at(120));
+        assert!((lr - want).abs() <= 1e-12 * want.abs().max(1e-12), "{config:?}: {lr} vs {want}");
+    }
+    // The article decay counts optimiser steps: not re-timed.
+    let reference = Schedule::new(ScheduleConfig::ArticleDecay { beta: 0.5 }, 0.1).unwrap();
+    let mut s = reference.clone();
+    s.next_lr();
+    s.retime(0.5).unwrap();
+    assert_eq!(s.next_lr(), reference.lr_at(1));
+}
+
+/// A re-timed schedule's state round-trips (the next rates are the same); one that was never
+/// re-timed saves exactly the fields it saved before re-timing existed, so old checkpoints
+/// and new ones of un-re-timed runs are the same JSON.
+#[test]
+fn retimed_state_round_trips_and_plain_state_is_unchanged() {
+    let config = ScheduleConfig::Cosine { total_steps: 50, warmup_steps: 0, min_lr: 0.0 };
+    let mut s = Schedule::new(config.clone(), 0.01).unwrap();
+    for _ in 0..7 {
+        s.next_lr();
+    }
+    let plain = serde_json::to_value(s.state()).unwrap();
+    assert_eq!(plain.as_object().unwrap().keys().collect::<Vec<_>>(), ["base_lr", "config", "step"]);
+    s.retime(0.25).unwrap();
+    s.next_lr();
+    let json = serde_json::to_string(&s).unwrap();
+    let mut back: Schedule = serde_json::from_str(&json).unwrap();
+    assert_eq!((back.step(), back.position(), back.rate()), (8, 11.0, 4.0));
+    for _ in 0..12 {
+        assert_eq!(back.next_lr(), s.next_lr());
+    }
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = s.retime(bad).unwrap_err();
+        assert!(matches!(e, Error::InvalidHyperParameter { field: "factor", .. }), "{bad}: {e}");
+    }
+    assert_eq!(s.rate(), 4.0, "a failed retime changes nothing");
+    let e = Schedule::from_state(ScheduleState { config, base_lr: 0.1, step: 3, position: Some(-1.0), rate: None });
+    assert!(matches!(e, Err(Error::InvalidHyperParameter { field: "position", .. })), "{e:?}");
 }
