@@ -728,9 +728,9 @@ mod actor_critic {
     }
 
     /// The shipped prior (crates/agent/policies/digits.json) loads, validates, and holds what
-    /// its digits study learnt: at a digits-like first decision it moves the batch size up and
-    /// the width down more often than it keeps them, and it starts a study at the prior step
-    /// scale.
+    /// its digits study learnt: at a digits-like first decision it moves the batch size up
+    /// and keeps the width more often than anything else, and it starts a study at the
+    /// prior step scale.
     #[test]
     fn the_pretrained_prior_prefers_what_digits_taught_it() {
         let p = StudyPolicy::pretrained();
@@ -759,7 +759,10 @@ mod actor_critic {
         };
         let [_, batch, width] = p.head_probabilities(&first);
         println!("batch {batch:?}, width {width:?}");
-        assert!(batch[2] > batch[1] && width[0] > width[1], "batch {batch:?}, width {width:?}");
+        // Learnt with the budget in rows: a batch of 32 is raised (fewer, faster steps for
+        // the same rows), the width is kept.
+        assert!(batch[2] > batch[1] && batch[2] > batch[0], "batch {batch:?}");
+        assert!(width[1] > width[0] && width[1] > width[2], "width {width:?}");
         // An untrained policy keeps.
         let [_, batch, _] = ActorCritic::untrained().head_probabilities(&first);
         assert!(batch[1] > 0.8);
@@ -910,7 +913,12 @@ mod tune {
         let store = SqliteStore::open(&study_path(dir)).unwrap();
         let rows = store.trials().unwrap();
         assert_eq!(rows.len(), summary.trials.len());
-        assert!(rows.iter().all(|r| r.status == "completed" || r.status == "stopped"), "no trial left running");
+        assert!(
+            // (A random start may diverge: "failed: ...", an ending too.)
+            rows.iter().all(|r| r.status == "completed" || r.status == "stopped" || r.status.starts_with("failed")),
+            "no trial left running: {:?}",
+            rows.iter().map(|r| (r.id, r.status.as_str())).collect::<Vec<_>>()
+        );
         for (row, t) in rows.iter().zip(&summary.trials) {
             let decisions = store.decisions(row.id).unwrap();
             assert_eq!(
