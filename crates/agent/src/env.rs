@@ -453,8 +453,9 @@ impl Env {
 
     /// Progress through the budget in optimiser steps of [`EnvConfig::unit_batch`] rows
     /// (training rows seen ÷ unit; the unit defaults to the starting batch size): a step
-    /// at twice the unit counts two. The budget is counted in rows so that a larger batch does not buy a trial
-    /// more data than a smaller one — it only gets through the same data faster.
+    /// at twice the unit counts two. The budget is counted in rows so that a larger batch
+    /// does not buy a trial more data than a smaller one — it only gets through the same
+    /// data faster.
     pub fn steps(&self) -> u64 {
         self.samples / self.unit_batch as u64
     }
@@ -597,9 +598,9 @@ impl Env {
         Ok(applied)
     }
 
-    /// Trains up to the next decision boundary (a multiple of `decision_steps × starting
-    /// batch` rows, or the end of the budget), evaluates, and updates the observation;
-    /// returns the interval's samples/s.
+    /// Trains up to the next decision boundary (a multiple of `decision_steps × unit_batch`
+    /// rows, or the end of the budget), evaluates, and updates the observation; returns the
+    /// interval's samples/s.
     fn interval(&mut self) -> Result<f64> {
         let every = self.decision_samples().max(1);
         let until = ((self.samples / every + 1) * every).min(self.budget_samples());

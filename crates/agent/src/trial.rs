@@ -151,6 +151,22 @@ pub struct TrialContext<'a> {
 }
 
 impl TrialContext<'_> {
+    /// The study's schedule in the steps of a trial that starts at `batch_size`: the study's
+    /// is in steps of `unit_batch` rows (like the budget), so a trial starting at twice the
+    /// unit gets a cosine half as many steps long — it ends with the trial's rows either way.
+    fn trial_schedule(&self, batch_size: usize) -> ScheduleConfig {
+        let unit = self.env.unit_batch.unwrap_or(batch_size) as u64;
+        let in_steps = |n: u64| (n * unit).div_ceil(batch_size.max(1) as u64);
+        match self.schedule {
+            ScheduleConfig::Cosine { total_steps, warmup_steps, min_lr } => ScheduleConfig::Cosine {
+                total_steps: in_steps(total_steps),
+                warmup_steps: in_steps(warmup_steps),
+                min_lr,
+            },
+            ref other => other.clone(),
+        }
+    }
+
     /// The run configuration of a trial that starts as `start`.
     pub fn run_config(&self, start: &TrialStart) -> RunConfig {
         RunConfig {
@@ -159,7 +175,7 @@ impl TrialContext<'_> {
             epochs: 1,
             batch_size: start.batch_size,
             optimizer: OptimizerConfig::Adam(AdamConfig { lr: start.lr, ..Default::default() }),
-            schedule: self.schedule.clone(),
+            schedule: self.trial_schedule(start.batch_size),
             seed: start.seed,
             clip_norm: None,
             val_fraction: self.val_fraction,

@@ -1035,11 +1035,37 @@ mod tune {
                 Strategy::Random => {
                     assert!(summary.trials.iter().all(|t| t.decisions == 0));
                     assert!(summary.trials.windows(2).any(|w| w[0].start != w[1].start));
+                    // Whatever batch size a trial starts at, it trains on the budget's rows
+                    // (180 steps of the study's 32) and its cosine ends with them.
+                    let last_lr = last_step_lr(&tmp.path().join("events.jsonl"));
+                    let completed: Vec<_> = summary.trials.iter().filter(|t| t.status == "completed").collect();
+                    assert!(completed.iter().any(|t| t.start.batch_size != 32), "no trial started at another batch");
+                    for t in completed {
+                        assert!((180 * 32..180 * 32 + t.start.batch_size as u64).contains(&t.samples), "{t:?}");
+                        let lr = last_lr[&t.id];
+                        assert!(lr < 0.01 * t.start.lr, "trial {} (batch {}): last lr {lr}", t.id, t.start.batch_size);
+                    }
                 }
                 _ => assert!(summary.trials.iter().all(|t| t.final_hparams.widths == vec![32])),
             }
         }
         assert!("bohb".parse::<Strategy>().is_err());
+    }
+
+    /// The learning rate of each trial's last step in a sequential study's event log.
+    fn last_step_lr(events: &Path) -> std::collections::HashMap<u64, f64> {
+        let (mut trial, mut lr) = (None, std::collections::HashMap::new());
+        for line in std::fs::read_to_string(events).unwrap().lines() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            match e["event"].as_str().unwrap() {
+                "run_start" => trial = e["attributes"]["trial"].as_str().map(|t| t.parse::<u64>().unwrap()),
+                "step" => {
+                    lr.insert(trial.unwrap(), e["lr"].as_f64().unwrap());
+                }
+                _ => {}
+            }
+        }
+        lr
     }
 
     #[test]
