@@ -19,7 +19,7 @@ fn a_study_killed_mid_trial_resumes_from_its_checkpoints_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("study");
     let d = dir.to_str().unwrap();
-    // Trials of 600 steps with a decision every 30: each trial lasts long enough to be
+    // Trials of 600 × 32 rows with a decision every 30 × 32: each trial lasts long enough to be
     // killed in its middle; a checkpoint at every decision.
     let mut child = xtask()
         .args(["tune", "--dataset", "digits", "--strategy", "rl", "--budget", "10s", "--seed", "3"])
@@ -107,15 +107,18 @@ fn a_study_killed_mid_trial_resumes_from_its_checkpoints_and_loses_nothing() {
         assert_eq!(next.step, ck.step, "the first decision after the resume starts at the checkpoint");
     }
     if resumed.status == "completed" {
-        assert_eq!(resumed.steps, 600);
-        assert_eq!(after.len(), 19, "600 steps: a first interval then 19 decisions of 30 steps");
+        // The budget is rows: 600 steps of digits' batch 32, whatever batch sizes the policy
+        // moved to (the last step may pass it by less than a batch).
+        let batch = resumed.final_hparams.batch_size as u64;
+        assert!((600 * 32..600 * 32 + batch).contains(&resumed.samples), "{resumed:?}");
+        assert_eq!(after.len(), 19, "600 × 32 rows: a first interval then 19 decisions of 30 × 32");
     }
     assert!(summary.resumes >= 1);
     assert!(store.trials().unwrap().iter().all(|r| r.status != "running"));
     // The policy learnt from every finished trial, the interrupted one included, once.
     let policy: serde_json::Value = serde_json::from_str(&store.policy().unwrap().unwrap()).unwrap();
     // Every trial that took a decision and did not fail (an empty episode teaches nothing).
-    let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.steps > 30).count();
+    let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.samples > 30 * 32).count();
     // (The study started from the shipped prior, which had learnt from its own episodes.)
     let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
     assert_eq!(policy["episodes"].as_u64().unwrap(), prior + learnt as u64);
