@@ -522,7 +522,8 @@ fn section(report: &Report, prev: Option<&Report>, json_path: &Path) -> String {
     let _ = writeln!(
         s,
         "`{}`, {}, {}. {}, starting model {}, {} s budget per study, trials of {} steps with a decision \
-         every {}, device {}, seeds 0–{} ({} studies per strategy); raw results in `{}`.\n",
+         every {} (steps of the study's batch size: a trial gets those training rows whatever batch \
+         size it runs at), device {}, seeds 0–{} ({} studies per strategy); raw results in `{}`.\n",
         report.command,
         report.date,
         describe(&report.machine),
