@@ -630,6 +630,9 @@ impl Env {
                 norms += 1;
             }
         }
+        // A rollback snapshot at every decision boundary, where a checkpoint may be taken: a
+        // run resumed from that checkpoint rolls back to the same step as this one would.
+        self.run.snapshot_now()?;
         let sps = rows as f64 / secs.max(1e-9);
         let reference = *self.reference_sps.get_or_insert(sps);
         let val = env_val(&self.run);

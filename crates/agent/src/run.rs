@@ -423,6 +423,14 @@ impl Run {
         Ok(())
     }
 
+    /// Takes a rollback snapshot of the state now (no-op without a monitor). An agent calls
+    /// it where it may checkpoint (every decision), so that the run it checkpoints and the
+    /// run restored from that checkpoint — which takes its first snapshot there — roll back
+    /// to the same step.
+    pub fn snapshot_now(&mut self) -> Result<()> {
+        self.take_snapshot(self.schedule.step().saturating_sub(1))
+    }
+
     /// Copies the model and optimiser state as the snapshot of `step`, kept if the monitor
     /// accepts it. No-op without a monitor.
     fn take_snapshot(&mut self, step: u64) -> Result<()> {
@@ -787,6 +795,11 @@ pub struct RunCursor {
     pub train_seconds: f64,
     /// Training rows so far.
     pub train_samples: u64,
+    /// The monitor's detector statistics and rollback memory, when a monitor was attached
+    /// (`None` in checkpoints written before they were saved: the resumed monitor starts
+    /// cold, and its warm-up may flag steps the uninterrupted run would not have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<tuneforge_monitor::MonitorState>,
 }
 
 /// Everything needed to continue a run exactly where it was: weights (with the model's
@@ -813,6 +826,7 @@ impl Run {
                 sampler_position: self.loader.position(),
                 train_seconds: self.train_seconds,
                 train_samples: self.train_samples,
+                monitor: self.monitor.as_ref().map(Monitor::state),
             },
             model: self.model.to_safetensors(Path::new("checkpoint"))?,
             optimizer: tuneforge_optim::Checkpoint::capture(&*self.optimizer, Some(&self.schedule))?.to_bytes()?,
@@ -836,6 +850,11 @@ impl Run {
         self.epoch = c.epoch;
         self.train_seconds = c.train_seconds;
         self.train_samples = c.train_samples;
+        // Before `install`, whose snapshot the restored rollback memory then accepts as the
+        // uninterrupted run did (see `Run::snapshot_now`).
+        if let (Some(monitor), Some(state)) = (self.monitor.as_mut(), c.monitor.clone()) {
+            monitor.restore_state(state)?;
+        }
         self.install(model, optimizer, schedule, c.batch_size)
     }
 

@@ -1112,6 +1112,65 @@ mod tune {
     }
 }
 
+/// A monitored run with hair-trigger detectors (and rollbacks on loss spikes) rolls back often; restored from a
+/// checkpoint (its cursor through JSON, as the study store keeps it) after a batch change
+/// that re-timed its cosine, it flags and rolls back at the same steps as the uninterrupted
+/// run, bit for bit. Without the monitor's state the restored run goes another way.
+#[test]
+fn a_monitored_run_restored_from_its_checkpoint_rolls_back_where_the_uninterrupted_one_does() {
+    let mut cfg = config("digits", "mlp:32", 100);
+    cfg.val_fraction = 0.2;
+    cfg.snapshot_every = 0; // only the snapshots at attach and `snapshot_now`
+    cfg.schedule = ScheduleConfig::Cosine { total_steps: 400, warmup_steps: 0, min_lr: 0.0 };
+    let monitored = |cfg: RunConfig| {
+        let mut m = MonitorConfig::default();
+        m.detectors.loss_spike.z_threshold = 1.2;
+        m.detectors.loss_spike.warmup_steps = 5;
+        m.detectors.exploding_gradient.multiple = 1.3;
+        m.detectors.exploding_gradient.early_fraction = 0.0;
+        m.recovery.on_loss_spike = true;
+        m.recovery.lr_factor = 1.0;
+        m.recovery.max_consecutive = 1000;
+        let monitor = Monitor::new(m, Telemetry::disabled()).unwrap();
+        Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap().with_monitor(monitor).unwrap()
+    };
+    let mut a = monitored(cfg.clone());
+    for _ in 0..90 {
+        a.train_step().unwrap();
+    }
+    a.set_batch_size(48).unwrap();
+    for _ in 0..17 {
+        a.train_step().unwrap();
+    }
+    a.snapshot_now().unwrap();
+    let ck = a.checkpoint().unwrap();
+    assert!(ck.cursor.monitor.is_some(), "a monitored run saves its monitor's state");
+    let json = serde_json::to_string(&ck.cursor).unwrap();
+    let ck = tuneforge_agent::run::RunCheckpoint { cursor: serde_json::from_str(&json).unwrap(), ..ck };
+    let mut cold_ck = ck.clone();
+    cold_ck.cursor.monitor = None;
+    let mut b = monitored(cfg.clone());
+    b.restore(&ck, Path::new("test")).unwrap();
+    let mut cold = monitored(cfg);
+    cold.restore(&cold_ck, Path::new("test")).unwrap();
+    let (mut rollbacks, mut cold_differs) = (0, false);
+    for n in 0..150 {
+        let (sa, sb, sc) = (a.train_step().unwrap(), b.train_step().unwrap(), cold.train_step().unwrap());
+        assert_eq!(
+            (sa.loss.to_bits(), sa.lr.to_bits(), sa.rolled_back_to),
+            (sb.loss.to_bits(), sb.lr.to_bits(), sb.rolled_back_to),
+            "step {n} after the restore"
+        );
+        rollbacks += usize::from(sa.rolled_back_to.is_some());
+        cold_differs |= (sc.loss.to_bits(), sc.rolled_back_to) != (sa.loss.to_bits(), sa.rolled_back_to);
+    }
+    assert!(rollbacks >= 3, "the test needs rollbacks after the restore: {rollbacks}");
+    eprintln!("{rollbacks} rollbacks in the 150 steps after the restore");
+    assert!(cold_differs, "a cold monitor should have flagged other steps");
+    let val = a.data().val.clone().unwrap();
+    assert_eq!(a.evaluate(&*val).unwrap().predictions, b.evaluate(&*val).unwrap().predictions);
+}
+
 /// A slice of the real SpamAssassin corpus (300 ham, 300 spam, in file order) as plain JSON
 /// lines, and the slice's rows as (text, is spam).
 fn spam_slice(dir: &Path) -> (PathBuf, Vec<(String, bool)>) {

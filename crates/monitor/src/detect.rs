@@ -208,18 +208,47 @@ pub struct Detectors {
     early_median: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct SpikeState {
-    mean: f64,
-    var: f64,
-    seen: u64,
+/// The loss-spike detector's statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeState {
+    /// Exponentially weighted mean of the loss.
+    pub mean: f64,
+    /// Exponentially weighted variance of the loss.
+    pub var: f64,
+    /// Finite losses seen.
+    pub seen: u64,
 }
 
-#[derive(Clone, Debug, Default)]
-struct DropState {
-    ewma: Option<f64>,
-    seen: u64,
-    slow_run: u32,
+/// The throughput-drop detector's statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropState {
+    /// Exponentially weighted samples/s (`None` before the first step).
+    pub ewma: Option<f64>,
+    /// Steps seen since the start or the last reset.
+    pub seen: u64,
+    /// Slow steps in a row.
+    pub slow_run: u32,
+}
+
+/// Everything [`Detectors`] has learnt from the steps so far ([`Detectors::state`]): saved
+/// with a checkpoint, it makes a resumed run flag exactly the steps the uninterrupted run
+/// would have flagged (a cold gradient median flags ordinary noise as an explosion, and the
+/// rollback changes the run).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorState {
+    /// Loss-spike statistics.
+    pub spike: SpikeState,
+    /// Throughput-drop statistics.
+    pub drop: DropState,
+    /// The last finite gradient norms, oldest first (at most the window).
+    pub grad_window: Vec<f64>,
+    /// Finite gradient norms seen.
+    pub grad_seen: u64,
+    /// Median of the first `window` norms, once that many were seen.
+    pub early_median: Option<f64>,
 }
 
 impl Detectors {
@@ -240,6 +269,51 @@ impl Detectors {
     /// The thresholds in force.
     pub fn config(&self) -> &DetectorConfig {
         &self.config
+    }
+
+    /// What the detectors have learnt so far (see [`DetectorState`]).
+    pub fn state(&self) -> DetectorState {
+        DetectorState {
+            spike: self.spike.clone(),
+            drop: self.drop.clone(),
+            grad_window: self.grad.order.iter().copied().collect(),
+            grad_seen: self.grad_seen,
+            early_median: self.early_median,
+        }
+    }
+
+    /// Continues from `state` (taken with [`Detectors::state`] under the same thresholds).
+    /// A state that these thresholds could not have produced (a window longer than
+    /// `exploding_gradient.window`, a value that is not finite) is refused.
+    pub fn restore(&mut self, state: DetectorState) -> Result<()> {
+        let invalid = |field, value: String, reason| Err(Error::InvalidConfig { field, value, reason });
+        let window = self.config.exploding_gradient.window;
+        if state.grad_window.len() > window {
+            return invalid(
+                "detector state: grad_window",
+                format!("{} norms", state.grad_window.len()),
+                "longer than exploding_gradient.window",
+            );
+        }
+        let finite = [state.spike.mean, state.spike.var]
+            .into_iter()
+            .chain(state.drop.ewma)
+            .chain(state.early_median)
+            .chain(state.grad_window.iter().copied())
+            .all(f64::is_finite);
+        if !finite {
+            return invalid("detector state", format!("{state:?}"), "every value must be finite");
+        }
+        let mut grad = MedianWindow::new(window);
+        for &g in &state.grad_window {
+            grad.push(g);
+        }
+        self.spike = state.spike;
+        self.drop = state.drop;
+        self.grad = grad;
+        self.grad_seen = state.grad_seen;
+        self.early_median = state.early_median;
+        Ok(())
     }
 
     /// Checks one step; appends what fired to `out` (nothing is allocated when nothing fires).
@@ -392,6 +466,52 @@ mod tests {
     /// A deterministic wiggle in [-1, 1].
     fn wiggle(i: u64) -> f64 {
         ((i as f64) * 1.7).sin()
+    }
+
+    /// Gradient norms around 1 for 300 steps, then around 0.1 (a run whose gradients have
+    /// decayed), with a norm of 2 every 50 steps from step 620 on: 20× the recent median,
+    /// but under the floor of half the early median × 10, so a warm detector stays quiet.
+    fn decaying(i: u64) -> (f64, f64) {
+        let norm = if i < 300 { 1.0 + 0.2 * wiggle(i) } else { 0.1 + 0.02 * wiggle(i) };
+        let norm = if i >= 620 && i.is_multiple_of(50) { 2.0 } else { norm };
+        (1.0 + 0.05 * wiggle(i + 7), norm)
+    }
+
+    #[test]
+    fn restored_state_flags_what_the_uninterrupted_detectors_flag() {
+        let mut a = Detectors::new(DetectorConfig::default()).unwrap();
+        for i in 0..600 {
+            let (loss, g) = decaying(i);
+            run(&mut a, i, loss, Some(g), 1000.0 + wiggle(i));
+        }
+        let json = serde_json::to_string(&a.state()).unwrap();
+        let mut b = Detectors::new(DetectorConfig::default()).unwrap();
+        b.restore(serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(b.state(), a.state(), "the state round-trips through JSON exactly");
+        let mut cold = Detectors::new(DetectorConfig::default()).unwrap();
+        let (mut fired, mut fired_cold) = (Vec::new(), Vec::new());
+        for i in 600..1000 {
+            let (loss, g) = decaying(i);
+            let sps = 1000.0 + wiggle(i);
+            let x = run(&mut a, i, loss, Some(g), sps);
+            assert_eq!(run(&mut b, i, loss, Some(g), sps), x, "step {i}");
+            fired.extend(x);
+            fired_cold.extend(run(&mut cold, i, loss, Some(g), sps));
+        }
+        assert!(fired.iter().all(|a| a.kind != AnomalyKind::ExplodingGradient), "{fired:?}");
+        // Without the state, the first 2.0 after the warm-up is taken for an explosion.
+        assert!(fired_cold.iter().any(|a| a.kind == AnomalyKind::ExplodingGradient && a.step == 650), "{fired_cold:?}");
+    }
+
+    #[test]
+    fn a_state_these_thresholds_could_not_make_is_refused() {
+        let mut d = Detectors::new(DetectorConfig::default()).unwrap();
+        let long = DetectorState { grad_window: vec![1.0; 201], ..DetectorState::default() };
+        let e = d.restore(long).unwrap_err().to_string();
+        assert!(e.contains("grad_window") && e.contains("201"), "{e}");
+        let nan = DetectorState { early_median: Some(f64::NAN), ..DetectorState::default() };
+        assert!(d.restore(nan).unwrap_err().to_string().contains("finite"));
+        assert_eq!(d.state(), DetectorState::default(), "a refused state changes nothing");
     }
 
     #[test]

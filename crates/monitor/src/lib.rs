@@ -19,6 +19,10 @@
 //!   zero-sized no-op and no OpenTelemetry crate is compiled.
 //! - [`Progress`]: an indicatif bar on a terminal, plain lines when not a TTY or `CI` is set.
 //!
+//! - [`MonitorState`] ([`Monitor::state`], [`Monitor::restore_state`]): what the detectors and
+//!   the policy have learnt, for a trainer's checkpoint — a run resumed with it flags and
+//!   rolls back at the same steps as the uninterrupted run (a cold detector would not).
+//!
 //! Key decision: the monitor decides, the trainer acts. It never touches weights or
 //! optimisers, so it cannot know how to snapshot them; it only tells the trainer when and to
 //! which snapshot to go back, and logs what the trainer reports having done.
@@ -67,7 +71,8 @@ mod recorder;
 mod recovery;
 
 pub use crate::detect::{
-    Anomaly, AnomalyKind, DetectorConfig, Detectors, ExplodingGradientConfig, LossSpikeConfig, ThroughputDropConfig,
+    Anomaly, AnomalyKind, DetectorConfig, DetectorState, Detectors, DropState, ExplodingGradientConfig,
+    LossSpikeConfig, SpikeState, ThroughputDropConfig,
 };
 pub use crate::error::{Error, Result};
 pub use crate::event::{
@@ -75,8 +80,8 @@ pub use crate::event::{
     StepFacts, StepRecord,
 };
 pub use crate::log::{EventLog, LogContents, TornTail, parse_log, read_log};
-pub use crate::monitor::{Monitor, MonitorConfig, RunSummary, StepOutcome};
+pub use crate::monitor::{Monitor, MonitorConfig, MonitorState, RunSummary, StepOutcome};
 pub use crate::otel::{OtlpConfig, Telemetry};
 pub use crate::progress::{Progress, ProgressMode};
 pub use crate::recorder::{Ewma, Recorder, RecorderConfig, rss_bytes};
-pub use crate::recovery::{AbortReason, Recovery, RecoveryConfig, RecoveryPolicy};
+pub use crate::recovery::{AbortReason, Recovery, RecoveryConfig, RecoveryPolicy, RecoveryState};

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Anomaly, DetectorConfig, Detectors};
+use crate::detect::{Anomaly, DetectorConfig, DetectorState, Detectors};
 use crate::error::{Error, Result};
 use crate::event::{
     Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunResume, RunStart,
@@ -18,7 +18,7 @@ use crate::log::EventLog;
 use crate::otel::Telemetry;
 use crate::progress::{Progress, ProgressMode};
 use crate::recorder::{Recorder, RecorderConfig};
-use crate::recovery::{Recovery, RecoveryConfig, RecoveryPolicy};
+use crate::recovery::{Recovery, RecoveryConfig, RecoveryPolicy, RecoveryState};
 
 /// Everything a [`Monitor`] can be told; every field has a default, so `{}` is valid JSON for
 /// it.
@@ -69,6 +69,21 @@ pub struct StepOutcome {
     pub anomalies: Vec<Anomaly>,
     /// What the trainer should do about them (`None`: carry on).
     pub recovery: Option<Recovery>,
+}
+
+/// What a [`Monitor`] has learnt from a run's steps that changes what it answers later: the
+/// detectors' statistics and the recovery policy's memory ([`Monitor::state`]). A trainer
+/// saves it with a checkpoint and gives it to the monitor of the resumed run
+/// ([`Monitor::restore_state`]), so that the resumed run flags and rolls back exactly where
+/// the uninterrupted one would have. (Counters for the log's `run_end` are not in it: a
+/// resumed run is a new run in the log.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorState {
+    /// The detectors' statistics.
+    pub detectors: DetectorState,
+    /// The recovery policy's memory.
+    pub recovery: RecoveryState,
 }
 
 /// What [`Monitor::finish`] returns.
@@ -250,6 +265,19 @@ impl Monitor {
     /// first step too (`step` 0), so that there is always something to roll back to.
     pub fn snapshot_taken(&mut self, step: u64) -> bool {
         self.recovery.snapshot_taken(step)
+    }
+
+    /// The state to save with a checkpoint (see [`MonitorState`]).
+    pub fn state(&self) -> MonitorState {
+        MonitorState { detectors: self.detectors.state(), recovery: self.recovery.state() }
+    }
+
+    /// Continues from a saved [`MonitorState`] (of a monitor with the same detector
+    /// thresholds); a state they could not have produced is an [`Error::InvalidConfig`].
+    pub fn restore_state(&mut self, state: MonitorState) -> Result<()> {
+        self.detectors.restore(state.detectors)?;
+        self.recovery.restore(state.recovery);
+        Ok(())
     }
 
     /// The trainer wrote a checkpoint: logs it and fsyncs the log.

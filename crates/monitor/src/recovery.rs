@@ -87,6 +87,21 @@ pub enum AbortReason {
     TooManyRollbacks,
 }
 
+/// What a [`RecoveryPolicy`] remembers ([`RecoveryPolicy::state`]), saved with a checkpoint
+/// so that a resumed run rolls back (or gives up) exactly as the uninterrupted one would.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryState {
+    /// Step of the last good snapshot.
+    pub last_good: Option<u64>,
+    /// Step of the last divergence.
+    pub last_bad_step: Option<u64>,
+    /// Rollbacks in a row to `last_good`.
+    pub consecutive: u32,
+    /// Rollbacks decided in all.
+    pub total: u64,
+}
+
 /// Decides rollbacks; remembers the last good snapshot and how often it was restored.
 #[derive(Clone, Debug)]
 pub struct RecoveryPolicy {
@@ -116,6 +131,24 @@ impl RecoveryPolicy {
         }
         self.last_good = Some(step);
         true
+    }
+
+    /// What the policy remembers (see [`RecoveryState`]).
+    pub fn state(&self) -> RecoveryState {
+        RecoveryState {
+            last_good: self.last_good,
+            last_bad_step: self.last_bad_step,
+            consecutive: self.consecutive,
+            total: self.total,
+        }
+    }
+
+    /// Continues from `state` (taken with [`RecoveryPolicy::state`]); the config is kept.
+    pub fn restore(&mut self, state: RecoveryState) {
+        self.last_good = state.last_good;
+        self.last_bad_step = state.last_bad_step;
+        self.consecutive = state.consecutive;
+        self.total = state.total;
     }
 
     /// The step of the last good snapshot.
