@@ -220,36 +220,23 @@ impl Schedule {
 
     /// The rate for step index `step` (0-based), without advancing.
     pub fn lr_at(&self, step: u64) -> f64 {
-        if !self.on_steps() {
-            let x = (self.clock + (step as f64 - self.step as f64) * self.rate).max(0.0);
-            return self.lr_at_position(x, step);
-        }
-        let a0 = self.base_lr;
-        match self.config {
-            ScheduleConfig::Constant => a0,
-            ScheduleConfig::Step { step_size, gamma } => a0 * powu(gamma, step / step_size.max(1)),
-            ScheduleConfig::Exponential { gamma } => a0 * powu(gamma, step),
-            ScheduleConfig::Cosine { total_steps, warmup_steps, min_lr } => {
-                if step < warmup_steps {
-                    a0 * (step + 1) as f64 / warmup_steps as f64
-                } else if step >= total_steps {
-                    min_lr
-                } else {
-                    let p = (step - warmup_steps) as f64 / (total_steps - warmup_steps) as f64;
-                    min_lr + (a0 - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-                }
-            }
-            ScheduleConfig::ArticleDecay { beta } => article_decay(a0, beta, step),
-        }
+        // Not re-timed, the position is the step itself.
+        let x = if self.on_steps() {
+            step as f64
+        } else {
+            (self.clock + (step as f64 - self.step as f64) * self.rate).max(0.0)
+        };
+        self.lr_at_position(x, step)
     }
 
-    /// The rate at a fractional position `x` of a re-timed schedule (`step` for the
-    /// article decay, which counts steps).
+    /// The rate at position `x` (the step index unless re-timed; `step` for the article
+    /// decay, which counts steps). Whole positions take integer powers.
     fn lr_at_position(&self, x: f64, step: u64) -> f64 {
         let a0 = self.base_lr;
         match self.config {
             ScheduleConfig::Constant => a0,
-            ScheduleConfig::Step { step_size, gamma } => a0 * gamma.powf((x / step_size.max(1) as f64).floor()),
+            ScheduleConfig::Step { step_size, gamma } => a0 * powu(gamma, (x / step_size.max(1) as f64).floor() as u64),
+            ScheduleConfig::Exponential { gamma } if x.fract() == 0.0 => a0 * powu(gamma, x as u64),
             ScheduleConfig::Exponential { gamma } => a0 * gamma.powf(x),
             ScheduleConfig::Cosine { total_steps, warmup_steps, min_lr } => {
                 let (total, warmup) = (total_steps as f64, warmup_steps as f64);
