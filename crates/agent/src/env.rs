@@ -604,6 +604,13 @@ impl Env {
     fn interval(&mut self) -> Result<f64> {
         let every = self.decision_samples().max(1);
         let until = ((self.samples / every + 1) * every).min(self.budget_samples());
+        // The steps left at this batch size, for the progress view (the batch may have
+        // changed since the trial's total was set).
+        let left = self.budget_samples().saturating_sub(self.samples).div_ceil(self.run.batch_size().max(1) as u64);
+        let total = self.run.step() + left;
+        if let Some(m) = self.run.monitor_mut() {
+            m.set_total_steps(total);
+        }
         let first = self.samples == 0;
         let mut n = 0u64;
         let (mut loss_sum, mut rows, mut secs, mut norm_sum, mut norms) = (0f64, 0usize, 0f64, 0f64, 0usize);

@@ -155,16 +155,21 @@ impl TrialContext<'_> {
     /// is in steps of `unit_batch` rows (like the budget), so a trial starting at twice the
     /// unit gets a cosine half as many steps long — it ends with the trial's rows either way.
     fn trial_schedule(&self, batch_size: usize) -> ScheduleConfig {
-        let unit = self.env.unit_batch.unwrap_or(batch_size) as u64;
-        let in_steps = |n: u64| (n * unit).div_ceil(batch_size.max(1) as u64);
         match self.schedule {
             ScheduleConfig::Cosine { total_steps, warmup_steps, min_lr } => ScheduleConfig::Cosine {
-                total_steps: in_steps(total_steps),
-                warmup_steps: in_steps(warmup_steps),
+                total_steps: self.steps_at(total_steps, batch_size),
+                warmup_steps: self.steps_at(warmup_steps, batch_size),
                 min_lr,
             },
             ref other => other.clone(),
         }
+    }
+
+    /// `unit_steps` steps of `unit_batch` rows (how the budget and the study's schedule are
+    /// counted) as steps of `batch_size` rows, rounded up.
+    fn steps_at(&self, unit_steps: u64, batch_size: usize) -> u64 {
+        let unit = self.env.unit_batch.unwrap_or(batch_size) as u64;
+        unit_steps.saturating_mul(unit).div_ceil(batch_size.max(1) as u64)
     }
 
     /// The run configuration of a trial that starts as `start`.
@@ -193,10 +198,7 @@ impl TrialContext<'_> {
             progress: self.progress,
             // The budget is in rows (see `EnvConfig::unit_batch`): the steps it takes at the
             // starting batch size (the bar is off by as much as the policy changes the batch).
-            total_steps: Some(
-                (self.env.budget_steps * self.env.unit_batch.unwrap_or(start.batch_size) as u64)
-                    .div_ceil(start.batch_size.max(1) as u64),
-            ),
+            total_steps: Some(self.steps_at(self.env.budget_steps, start.batch_size)),
             attributes: [
                 ("trial".to_string(), id.to_string()),
                 ("model".to_string(), start.model.clone()),

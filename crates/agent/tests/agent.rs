@@ -451,7 +451,9 @@ mod env {
         let mut cfg = config("digits", "mlp:32,32", 100);
         cfg.val_fraction = 0.2;
         cfg.schedule = ScheduleConfig::Cosine { total_steps: 120, warmup_steps: 0, min_lr: 0.0 };
-        let run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap();
+        let monitor =
+            Monitor::new(MonitorConfig { total_steps: Some(120), ..MonitorConfig::default() }, Telemetry::disabled());
+        let run = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap().with_monitor(monitor.unwrap()).unwrap();
         let b0 = run.batch_size();
         let mut env = Env::new(
             run,
@@ -485,6 +487,8 @@ mod env {
         assert!(rows >= 120 * b0 as u64 && rows < 120 * b0 as u64 + 2 * b0 as u64, "{rows} rows");
         let steps = step_of(&env);
         assert!((70..=73).contains(&steps), "{steps} optimiser steps");
+        // The progress view was told the steps left after the batch changed.
+        assert_eq!(env.run_mut().monitor_mut().unwrap().total_steps(), Some(steps), "the progress bar's length");
         // The cosine was re-timed with the batch: it reaches 0 with the budget, not half-way.
         assert!(env.run().learning_rate() < 0.02 * env.run().base_learning_rate(), "lr {}", env.run().learning_rate());
     }

@@ -267,6 +267,17 @@ impl Monitor {
         self.recovery.snapshot_taken(step)
     }
 
+    /// Changes the number of steps the progress view expects the run to take (after a
+    /// batch-size change, say).
+    pub fn set_total_steps(&mut self, total_steps: u64) {
+        self.progress.set_total_steps(total_steps);
+    }
+
+    /// The number of steps the progress view expects, if known.
+    pub fn total_steps(&self) -> Option<u64> {
+        self.progress.total_steps()
+    }
+
     /// The state to save with a checkpoint (see [`MonitorState`]).
     pub fn state(&self) -> MonitorState {
         MonitorState { detectors: self.detectors.state(), recovery: self.recovery.state() }

@@ -102,6 +102,20 @@ impl Progress {
         Progress { view, total_steps, every, last_draw: None, val_f1: None }
     }
 
+    /// Changes the run's expected length (a trainer that changed its batch size mid-run has
+    /// another number of steps left).
+    pub fn set_total_steps(&mut self, total_steps: u64) {
+        self.total_steps = Some(total_steps);
+        if let View::Bar(bar) = &self.view {
+            bar.set_length(total_steps);
+        }
+    }
+
+    /// The run's expected length in steps, if known.
+    pub fn total_steps(&self) -> Option<u64> {
+        self.total_steps
+    }
+
     /// Shows a step (rate-limited).
     pub fn step(&mut self, r: &StepRecord) {
         if matches!(self.view, View::Off) {
