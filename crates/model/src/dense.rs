@@ -47,6 +47,11 @@ impl<'a> Mat<'a> {
         Ok(Mat { data, rows, cols, rs: cols, cs: 1 })
     }
 
+    /// The same matrix for [`crate::sgemm`].
+    fn view(self) -> crate::sgemm::View<'a> {
+        crate::sgemm::View { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
+    }
+
     /// The transpose, as a view.
     fn t(self) -> Mat<'a> {
         Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
@@ -69,6 +74,9 @@ fn matmul_into(dst: &mut [f32], accumulate: bool, a: Mat<'_>, b: Mat<'_>) -> can
         return Ok(());
     }
     let threads = candle_core::utils::get_num_threads();
+    if use_avx512(m, k, n) && crate::sgemm::matmul(dst, accumulate, a.view(), b.view(), threads) {
+        return Ok(());
+    }
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: `a` and `b` come from `Mat::row_major` (and `t`), so every element their
     // strides reach, (rows − 1)·rs + (cols − 1)·cs, lies inside their slices; `dst` holds
@@ -98,6 +106,18 @@ fn matmul_into(dst: &mut [f32], accumulate: bool, a: Mat<'_>, b: Mat<'_>) -> can
         );
     }
     Ok(())
+}
+
+/// Whether an `m × k` by `k × n` product goes to our AVX-512 kernel ([`crate::sgemm`]) rather
+/// than `gemm`'s AVX2 one: only where it measured faster (docs/benchmarks.md), and never when
+/// the environment variable `TUNEFORGE_AVX512` is `off` (for A/B runs of one binary).
+fn use_avx512(m: usize, k: usize, n: usize) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("TUNEFORGE_AVX512").is_ok_and(|v| v == "off"));
+    // Measured per shape on a 2-core Xeon (AVX-512) against `gemm` 0.19: 1.3–1.4× where
+    // both sides of `c` are ≥ 256 and k ≥ 64 (e.g. 1024×128×784: 252 against 182 GFLOP/s),
+    // slower with a side of 128 or less (128×784×256: 108 against 128) or k = 32.
+    !off && m >= 256 && n >= 256 && k >= 64
 }
 
 /// `x · wᵀ + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`, then ReLU when `relu`.

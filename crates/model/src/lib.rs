@@ -43,6 +43,7 @@ mod dense;
 mod error;
 mod model;
 pub mod restructure;
+mod sgemm;
 mod spec;
 mod text_ops;
 
