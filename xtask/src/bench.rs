@@ -85,7 +85,19 @@ fn resident(ds: &dyn Dataset, input: &[usize], divisor: f32, device: &Device) ->
     Ok((Tensor::from_vec(x, shape, device)?, Tensor::from_slice(mem.labels(), ds.len(), device)?))
 }
 
+/// One training step, on a rayon worker as `Run::train_step` runs it (one hand-over from
+/// this thread per step rather than one per parallel kernel).
 fn step(model: &mut Model, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, idx: &[u32]) -> anyhow::Result<Tensor> {
+    rayon::scope(|_| step_on_pool(model, opt, x, y, idx))
+}
+
+fn step_on_pool(
+    model: &mut Model,
+    opt: &mut dyn Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    idx: &[u32],
+) -> anyhow::Result<Tensor> {
     let idx = Tensor::from_slice(idx, idx.len(), x.device())?;
     let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
     let loss = Model::loss(&model.forward_train(&xb)?, &yb)?;

@@ -484,6 +484,14 @@ impl Run {
     /// (the returned stats say so in `rolled_back_to`) or give up ([`Error::Diverged`], the
     /// log ended as aborted).
     pub fn train_step(&mut self) -> Result<StepStats> {
+        // On a rayon worker: the step's many parallel kernels (matrix products, element-wise
+        // passes, the optimiser) then fork from inside the pool instead of each being handed
+        // over from this thread and waking it again at the end — one hand-over per step.
+        // Measured with `cargo xtask bench-step` (docs/benchmarks.md, "one hand-over per step").
+        rayon::scope(|_| self.step_on_pool())
+    }
+
+    fn step_on_pool(&mut self) -> Result<StepStats> {
         let t = Instant::now();
         let step = self.schedule.step();
         let mut batch = std::mem::take(&mut self.batch);

@@ -18,8 +18,10 @@
 
 /// Rows of a micro-tile.
 const MR: usize = 12;
-/// Columns of a micro-tile: two registers of 16 lanes.
-const NR: usize = 32;
+/// Registers of 16 lanes per row of a micro-tile.
+const NV: usize = 2;
+/// Columns of a micro-tile.
+const NR: usize = 16 * NV;
 /// Steps of the product packed and run at a time: a strip of `B` (KC × NR floats, 16 KiB)
 /// stays in L1 while the strips of `A` go by.
 const KC: usize = 128;
@@ -90,7 +92,7 @@ mod imp {
 
     use rayon::prelude::*;
 
-    use super::{KC, MC_MAX, MR, NR, View};
+    use super::{KC, MC_MAX, MR, NR, NV, View};
 
     thread_local! {
         /// Packed `B` of the calling thread, and packed `A` of each worker: reused, so a
@@ -116,7 +118,11 @@ mod imp {
         let strips = n.div_ceil(NR);
         with_buffer(&B_PACK, strips * k * NR, |bp| {
             // Strip t holds, for every step p, the NR values b[p, t·NR ..], zero-padded.
-            bp.par_chunks_mut(k * NR).enumerate().for_each(|(t, dst)| pack_b(dst, b, t * NR));
+            if b.cs == 1 {
+                pack_b_rows(bp, b);
+            } else {
+                bp.par_chunks_mut(k * NR).enumerate().for_each(|(t, dst)| pack_b(dst, b, t * NR));
+            }
             let bp: &[f32] = bp;
             // Row blocks: a multiple of the threads, each at most MC_MAX rows, in whole MR strips.
             let tasks = threads.max(m.div_ceil(MC_MAX)).div_ceil(threads) * threads;
@@ -158,15 +164,60 @@ mod imp {
         len: usize,
         f: impl FnOnce(&mut [f32]) -> R,
     ) -> R {
+        // 16 values of slack: the slice starts on a 64-byte boundary, so that no 512-bit
+        // load of a packed strip straddles two cache lines (a split load costs two).
+        let aligned = |v: &mut Vec<f32>| -> std::ops::Range<usize> {
+            let skip = v.as_ptr().align_offset(64).min(15);
+            skip..skip + len
+        };
         key.with(|cell| match cell.try_borrow_mut() {
             Ok(mut v) => {
-                if v.len() < len {
-                    v.resize(len, 0.0);
+                if v.len() < len + 16 {
+                    *v = vec![0.0; len + 16];
                 }
-                f(&mut v[..len])
+                let r = aligned(&mut v);
+                f(&mut v[r])
             }
-            Err(_) => f(&mut vec![0.0; len]),
+            Err(_) => {
+                let mut v = vec![0.0; len + 16];
+                let r = aligned(&mut v);
+                f(&mut v[r])
+            }
         })
+    }
+
+    /// Packs a row-major `b` (`cs == 1`) into `dst` as [`pack_b`] does for every strip, but
+    /// a row at a time: each row of `b` is read once, front to back (strip by strip, the
+    /// reads would jump a row's length each time, and the prefetcher cannot follow them
+    /// across pages). Rows are split between rayon tasks; every task writes only the
+    /// `p·NR ..` slots of its own rows in each strip.
+    fn pack_b_rows(dst: &mut [f32], b: View<'_>) {
+        /// Rows per task.
+        const ROWS: usize = 32;
+        let (k, n) = (b.rows, b.cols);
+        let strips = n.div_ceil(NR);
+        debug_assert!(b.cs == 1 && dst.len() == strips * k * NR);
+        // Shared between the tasks as a raw pointer: their writes are disjoint (row p of
+        // strip t is dst[t·k·NR + p·NR ..][..NR], and each p belongs to one task).
+        struct Out(*mut f32);
+        // SAFETY: see above; the pointer outlives the scope (it borrows `dst`).
+        unsafe impl Sync for Out {}
+        let out = Out(dst.as_mut_ptr());
+        let out = &out;
+        (0..k.div_ceil(ROWS)).into_par_iter().for_each(|task| {
+            for p in task * ROWS..(task * ROWS + ROWS).min(k) {
+                let row = &b.data[p * b.rs..][..n];
+                for t in 0..strips {
+                    let j0 = t * NR;
+                    let cols = NR.min(n - j0);
+                    // SAFETY: t < strips and p < k, so the NR slots lie in `dst`; no other
+                    // task writes row p (see above).
+                    let slot = unsafe { std::slice::from_raw_parts_mut(out.0.add(t * k * NR + p * NR), NR) };
+                    slot[..cols].copy_from_slice(&row[j0..j0 + cols]);
+                    slot[cols..].fill(0.0);
+                }
+            }
+        });
     }
 
     /// Packs columns `j0 .. j0 + NR` of `b`, every step, into `dst` (k × NR, zero-padded).
@@ -235,38 +286,38 @@ mod imp {
     ) {
         debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && rows <= MR && cols <= NR);
         debug_assert!(rows == 0 || tile.len() >= (rows - 1) * ldc + cols);
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for p in 0..kc {
-            // SAFETY: p < kc, so p·NR + 16 + 16 ≤ kc·NR and p·MR + r < kc·MR.
+            // SAFETY: p < kc, so p·NR + NV·16 ≤ kc·NR and p·MR + r < kc·MR.
             unsafe {
-                let b0 = _mm512_loadu_ps(bp.add(p * NR));
-                let b1 = _mm512_loadu_ps(bp.add(p * NR + 16));
+                let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(p * NR + 16 * v)));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*ap.add(p * MR + r));
-                    acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                    for v in 0..NV {
+                        acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
+                    }
                 }
             }
         }
-        let mask = |from: usize| -> __mmask16 {
-            let live = cols.saturating_sub(from).min(16);
+        let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+            let live = cols.saturating_sub(16 * v).min(16);
             if live == 16 { 0xFFFF } else { (1u16 << live) - 1 }
-        };
-        let (m0, m1) = (mask(0), mask(16));
+        });
         let cp = tile.as_mut_ptr();
         for (r, acc) in acc.iter().enumerate().take(rows) {
             // SAFETY: row r < rows starts at r·ldc; the masks cover only its `cols` values
             // (masked-off lanes are neither read nor written, and do not fault).
             unsafe {
                 let row = cp.add(r * ldc);
-                let (mut v0, mut v1) = (acc[0], acc[1]);
-                if load_c {
-                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+                for v in 0..NV {
+                    let at = row.wrapping_add(16 * v);
+                    let mut x = acc[v];
+                    if load_c {
+                        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at));
+                    }
+                    _mm512_mask_storeu_ps(at, masks[v], x);
                 }
-                _mm512_mask_storeu_ps(row, m0, v0);
-                _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
             }
         }
     }
