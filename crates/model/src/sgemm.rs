@@ -230,10 +230,16 @@ mod imp {
                 row[cols..].fill(0.0);
             }
         } else {
-            dst.fill(0.0);
-            for j in 0..cols {
-                for p in 0..b.rows {
-                    dst[p * NR + j] = at(p, j);
+            // Typically a transposed weight (`rs == 1`): column j of the strip is contiguous
+            // in `b`. Blocks of STEPS steps keep the part of `dst` being written (STEPS × NR
+            // values, 8 KiB) in L1 while the NR columns are read in turn.
+            const STEPS: usize = 64;
+            for p0 in (0..b.rows).step_by(STEPS) {
+                let p1 = (p0 + STEPS).min(b.rows);
+                for j in 0..NR {
+                    for p in p0..p1 {
+                        dst[p * NR + j] = if j < cols { at(p, j) } else { 0.0 };
+                    }
                 }
             }
         }
