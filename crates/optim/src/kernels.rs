@@ -116,7 +116,37 @@ fn flush_subnormal(x: f32) -> f32 {
 }
 
 fn adam_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamConsts) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked).
+        return unsafe { adam_chunk_avx2(p, g, m, v, k) };
+    }
+    adam_chunk_any(p, g, m, v, k)
+}
+
+#[inline(always)]
+fn adam_chunk_any(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamConsts) {
     if k.l2 == 0.0 { adam_loop::<false>(p, g, m, v, k) } else { adam_loop::<true>(p, g, m, v, k) }
+}
+
+/// Whether the CPU has AVX2 (checked once). The build targets baseline x86-64 (SSE2); the
+/// update loops compiled for AVX2 process 8 values per instruction instead of 4. Results are
+/// the same bits: the same IEEE operations in the same order (Rust does not contract
+/// `a·b + c` into a fused multiply-add on its own).
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    static YES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *YES.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+}
+
+/// [`adam_chunk`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_chunk_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamConsts) {
+    adam_chunk_any(p, g, m, v, k)
 }
 
 #[inline(always)]
@@ -162,6 +192,26 @@ impl InplaceOp2 for SgdKernel<'_> {
 }
 
 fn sgd_chunk(p: &mut [f32], g: &[f32], buf: &mut [f32], k: &SgdConsts) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked).
+        return unsafe { sgd_chunk_avx2(p, g, buf, k) };
+    }
+    sgd_chunk_any(p, g, buf, k)
+}
+
+/// [`sgd_chunk`] compiled for AVX2 (see [`avx2`]).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sgd_chunk_avx2(p: &mut [f32], g: &[f32], buf: &mut [f32], k: &SgdConsts) {
+    sgd_chunk_any(p, g, buf, k)
+}
+
+#[inline(always)]
+fn sgd_chunk_any(p: &mut [f32], g: &[f32], buf: &mut [f32], k: &SgdConsts) {
     let wd = k.weight_decay;
     if k.momentum == 0.0 {
         for (p, &g) in p.iter_mut().zip(g) {
