@@ -495,8 +495,11 @@ fn fashion_mnist_epoch_with_changing_batch_sizes_covers_every_image_once() {
         }
     }
     assert!(seen.iter().all(|&c| c == 1));
+    // The background thread keeps 4 batches ready, so by now it may have read up to 4
+    // batches of the next epoch (CI once saw 60,512: one batch of 512 ahead).
     let s = pre.cache_stats();
-    assert_eq!(s.hits + s.misses, 60_000);
+    let reads = s.hits + s.misses;
+    assert!((60_000..=60_000 + 4 * 512).contains(&reads), "{reads} rows read through the cache");
 }
 
 #[test]
