@@ -488,7 +488,13 @@ impl Run {
         // passes, the optimiser) then fork from inside the pool instead of each being handed
         // over from this thread and waking it again at the end — one hand-over per step.
         // Measured with `cargo xtask bench-step` (docs/benchmarks.md, "one hand-over per step").
-        rayon::scope(|_| self.step_on_pool())
+        // A tiny step (digits' mlp:64 at batch 32 takes microseconds and runs its kernels on
+        // one thread) stays on this thread: there the hand-over itself would cost more.
+        if self.model.parameter_count() * self.batch_size >= 1 << 20 {
+            rayon::scope(|_| self.step_on_pool())
+        } else {
+            self.step_on_pool()
+        }
     }
 
     fn step_on_pool(&mut self) -> Result<StepStats> {
