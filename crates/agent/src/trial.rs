@@ -197,7 +197,7 @@ impl TrialContext<'_> {
             log: Some(self.events.to_path_buf()),
             progress: self.progress,
             // The budget is in rows (see `EnvConfig::unit_batch`): the steps it takes at the
-            // starting batch size (the bar is off by as much as the policy changes the batch).
+            // starting batch size (`Env` resets it at each interval after a batch change).
             total_steps: Some(self.steps_at(self.env.budget_steps, start.batch_size)),
             attributes: [
                 ("trial".to_string(), id.to_string()),
