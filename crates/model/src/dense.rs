@@ -28,15 +28,8 @@ use crate::cpu_ops::{f32_slice, with_f32};
 /// Elements per rayon task of the element-wise passes.
 const CHUNK: usize = 1 << 14;
 
-/// A matrix view of `f32` values with row and column strides.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
+/// A matrix view of `f32` values with row and column strides: the one [`crate::sgemm`] takes.
+type Mat<'a> = crate::sgemm::View<'a>;
 
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix; `data` must hold exactly that many values.
@@ -45,11 +38,6 @@ impl<'a> Mat<'a> {
             candle_core::bail!("dense: {} values for a {rows}×{cols} matrix", data.len());
         }
         Ok(Mat { data, rows, cols, rs: cols, cs: 1 })
-    }
-
-    /// The same matrix for [`crate::sgemm`].
-    fn view(self) -> crate::sgemm::View<'a> {
-        crate::sgemm::View { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 
     /// The transpose, as a view.
@@ -74,7 +62,7 @@ fn matmul_into(dst: &mut [f32], accumulate: bool, a: Mat<'_>, b: Mat<'_>) -> can
         return Ok(());
     }
     let threads = candle_core::utils::get_num_threads();
-    if use_avx512(m, k, n) && crate::sgemm::matmul(dst, accumulate, a.view(), b.view(), threads) {
+    if use_avx512(m, k, n) && crate::sgemm::matmul(dst, accumulate, a, b, threads) {
         return Ok(());
     }
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
