@@ -73,6 +73,15 @@ struct Record {
     epoch_s: f64,
     infer_samples_per_s: f64,
     last_loss: f32,
+    /// Mean wall time of one training step of the timed epoch (ms).
+    step_ms: f64,
+    /// Mean wall time of the optimiser's update alone (ms; 50 updates on one batch's
+    /// gradients after the epoch): its share of a step is `optimizer_ms / step_ms`.
+    optimizer_ms: f64,
+    /// With the `cuda` feature: whether the fused CUDA optimiser kernel was on
+    /// (`TUNEFORGE_FUSED_OPTIM=off` turns it off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fused_optim: Option<bool>,
     widen_ms: Option<f64>,
     narrow_ms: Option<f64>,
 }
@@ -159,6 +168,21 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     infer_pass(&model)?;
     let infer_samples_per_s = 2.0 * test.len() as f64 / t.elapsed().as_secs_f64();
 
+    // The optimiser alone: 50 updates with one batch's gradients.
+    let optimizer_ms = {
+        let idx = &perm[..args.batch_size.min(n)];
+        let it = Tensor::from_slice(idx, idx.len(), &device)?;
+        let loss = Model::loss(&model.forward_train(&xtr.index_select(&it, 0)?)?, &ytr.index_select(&it, 0)?)?;
+        let grads = loss.backward()?;
+        device.synchronize()?;
+        let t = Instant::now();
+        for _ in 0..50 {
+            opt.step(&grads)?;
+        }
+        device.synchronize()?;
+        t.elapsed().as_secs_f64() * 1e3 / 50.0
+    };
+
     let (mut widen_ms, mut narrow_ms) = (None, None);
     if let Some(&layer) = model.spec().hidden_layers().first() {
         let width = model.spec().layers[layer].width().unwrap_or(0);
@@ -191,6 +215,12 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         epoch_s,
         infer_samples_per_s,
         last_loss,
+        step_ms: epoch_s * 1e3 / n.div_ceil(args.batch_size) as f64,
+        optimizer_ms,
+        #[cfg(feature = "cuda")]
+        fused_optim: Some(tuneforge_optim::cuda::fused_enabled()),
+        #[cfg(not(feature = "cuda"))]
+        fused_optim: None,
         widen_ms,
         narrow_ms,
     };

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_tune;
 mod datasets;
+mod gpu;
 mod report;
 mod study;
 mod train;
@@ -40,6 +41,12 @@ enum Command {
     /// Training and inference samples/s of one model at one batch size on Fashion-MNIST
     /// (one JSON line, comparable with ../shared/bench/torch_throughput.py).
     BenchStep(bench::BenchStepArgs),
+    /// GPU correctness checks: the fused optimiser kernels against candle-nn and the CPU,
+    /// widen/narrow and checkpoints on the device (one JSON line per check).
+    GpuCheck(gpu::GpuCheckArgs),
+    /// Build the `cuda` binary and pack what a GPU run needs (binary, data, PyTorch
+    /// reference, run script) into one folder for the device tool's `carry`.
+    GpuBundle(gpu::GpuBundleArgs),
     /// Compare tuning strategies: one `tune` study per strategy and seed, mean ± sd per
     /// strategy written to --json and a section of --doc; --compare flags regressions.
     BenchTune(bench_tune::BenchTuneArgs),
@@ -107,6 +114,8 @@ fn main() -> anyhow::Result<()> {
             }
             bench::run(&args)
         }
+        Command::GpuCheck(args) => gpu::check(&args),
+        Command::GpuBundle(args) => gpu::bundle(&args),
         Command::BenchTune(args) => bench_tune::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Study(args) => study::run(&args),

@@ -145,3 +145,63 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
     let prep = std::fs::read_to_string(out_dir.join("prep.json")).unwrap();
     assert!(prep.contains("\"mouldy\"") && prep.contains("\"email_body\""), "{prep}");
 }
+
+/// `gpu-check` on the CPU: the code the GPU run executes (fused-optimiser comparisons,
+/// widen/narrow, checkpoints) compares the CPU with itself, so every check must pass and the
+/// CPU-against-CPU differences must be exactly 0.
+#[test]
+fn gpu_check_runs_its_checks_on_the_cpu() {
+    let data = std::env::var_os("TUNEFORGE_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("checks.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["gpu-check", "--device", "cpu", "--steps", "20", "--out"])
+        .arg(&out_file)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("TUNEFORGE_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = lines.iter().map(|c| c["check"].as_str().unwrap()).collect();
+    for want in [
+        "adamw_vs_candle_nn",
+        "sgd_nesterov_wd_vs_cpu",
+        "mlp:1024,1024_widen_preserves_function",
+        "seed-cnn_checkpoint_round_trip",
+        "seed-cnn_optimizer_state_round_trip",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for c in &lines {
+        assert_eq!(c["passed"], true, "{c}");
+        let name = c["check"].as_str().unwrap();
+        if name.ends_with("_vs_cpu") || name.ends_with("round_trip") {
+            assert_eq!(c["value"].as_f64().unwrap(), 0.0, "CPU against CPU: {c}");
+        }
+    }
+    // On the CPU our AdamW is candle-nn's bit for bit.
+    let adamw = lines.iter().find(|c| c["check"] == "adamw_vs_candle_nn").unwrap();
+    assert_eq!(adamw["value"].as_f64().unwrap(), 0.0, "{adamw}");
+}
+
+#[test]
+fn gpu_bundle_without_the_cuda_toolkit_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["gpu-bundle", "--out"])
+        .arg(dir.path().join("bundle"))
+        .env_remove("CUDA_COMPUTE_CAP")
+        .env_remove("NVCC")
+        .env_remove("CUDA_HOME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("setup-cuda-wheels.sh") && stderr.contains("CUDA_COMPUTE_CAP"), "{stderr}");
+}

@@ -212,6 +212,9 @@ pub struct Run {
     monitor: Option<Monitor>,
     snapshot: Option<Snapshot>,
     snapshot_seconds: f64,
+    /// The GPU's name, memory and step timer, on a CUDA device.
+    #[cfg(feature = "cuda")]
+    gpu: Option<tuneforge_monitor::GpuProbe>,
 }
 
 /// The state a rollback restores: a deep copy of the model (weights, running statistics,
@@ -298,6 +301,8 @@ impl Run {
             monitor: None,
             snapshot: None,
             snapshot_seconds: 0.0,
+            #[cfg(feature = "cuda")]
+            gpu: tuneforge_monitor::GpuProbe::for_device(device)?,
         })
     }
 
@@ -500,6 +505,7 @@ impl Run {
     fn step_on_pool(&mut self) -> Result<StepStats> {
         let t = Instant::now();
         let step = self.schedule.step();
+        self.gpu_begin_step()?;
         let mut batch = std::mem::take(&mut self.batch);
         self.loader.next_batch_into(self.batch_size, &mut batch)?;
         let (x, y) = self.to_input(&batch)?;
@@ -528,6 +534,7 @@ impl Run {
             self.optimizer.set_learning_rate(lr);
             self.optimizer.step(&grads)?;
         }
+        let device_seconds = self.gpu_end_step(step)?;
         let seconds = t.elapsed().as_secs_f64();
         self.train_seconds += seconds;
         self.train_samples += batch.len() as u64;
@@ -549,6 +556,7 @@ impl Run {
                     lr,
                     batch_size: self.batch_size as u32,
                     widths: self.widths.clone(),
+                    device_seconds,
                 };
                 let outcome = monitor.step(facts)?;
                 anomalies = outcome.anomalies.len() as u32;
@@ -592,6 +600,39 @@ impl Run {
             rolled_back_to,
             anomalies,
         })
+    }
+
+    /// With a monitor on a CUDA device: marks the step's start on the device's stream.
+    fn gpu_begin_step(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let (Some(gpu), Some(_)) = (&self.gpu, &self.monitor) {
+            gpu.begin_step()?;
+        }
+        Ok(())
+    }
+
+    /// With a monitor on a CUDA device: the step's GPU time (waits for the device), and
+    /// every 100 steps the device's memory for the monitor. `None` otherwise.
+    fn gpu_end_step(&mut self, step: u64) -> Result<Option<f64>> {
+        #[cfg(feature = "cuda")]
+        if let (Some(gpu), Some(monitor)) = (&self.gpu, &mut self.monitor) {
+            let seconds = gpu.end_step()?;
+            if step.is_multiple_of(100) {
+                monitor.set_gpu(gpu.memory()?);
+            }
+            return Ok(Some(seconds));
+        }
+        let _ = step;
+        Ok(None)
+    }
+
+    /// `cpu`, or `cuda:N (name)` for a GPU: the run's device for logs and telemetry.
+    pub fn device_label(&self) -> String {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            return format!("cuda:{} ({})", gpu.info().ordinal, gpu.info().name);
+        }
+        format!("{:?}", self.device.location()).to_lowercase()
     }
 
     /// Trains until the current epoch ends; evaluates on the validation split if any.
@@ -722,6 +763,7 @@ pub fn train(
         ("optimizer", config.optimizer.kind().to_string()),
         ("lr", config.optimizer.lr().to_string()),
         ("seed", config.seed.to_string()),
+        ("device", run.device_label()),
         ("inject_nan_at", config.inject_nan_at.map_or_else(|| "none".into(), |s| s.to_string())),
     ];
     for (k, v) in attributes {

@@ -204,6 +204,7 @@ impl TrialContext<'_> {
                 ("model".to_string(), start.model.clone()),
                 ("lr".to_string(), start.lr.to_string()),
                 ("batch_size".to_string(), start.batch_size.to_string()),
+                ("device".to_string(), run.device_label()),
             ]
             .into_iter()
             .collect(),

@@ -47,6 +47,16 @@ pub enum Error {
         /// The accepted range.
         reason: &'static str,
     },
+    /// A CUDA driver call of the GPU probe failed (only with `cuda`): `what` says which.
+    #[error("GPU {ordinal}: {what}: {message}")]
+    Gpu {
+        /// The device's ordinal.
+        ordinal: usize,
+        /// The query, e.g. `"memory info"`.
+        what: &'static str,
+        /// The driver's error.
+        message: String,
+    },
     /// Setting up or shutting down the OpenTelemetry exporter failed (only with `otlp`).
     #[error("OpenTelemetry {stage}: {message}")]
     Telemetry {

@@ -89,6 +89,10 @@ pub struct StepFacts {
     /// Widths of the hidden layers in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub widths: Vec<u32>,
+    /// GPU time of the step in seconds, between CUDA events recorded on the device's stream
+    /// around it (see `GpuProbe`, the `cuda` feature); `None` on the CPU.
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
+    pub device_seconds: Option<f64>,
 }
 
 /// A logged step: the trainer's facts plus the figures derived when it was recorded.
@@ -117,6 +121,9 @@ pub struct StepRecord {
     /// See [`StepFacts::widths`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub widths: Vec<u32>,
+    /// See [`StepFacts::device_seconds`].
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
+    pub device_seconds: Option<f64>,
     /// `samples / seconds` of this step.
     #[serde(with = "float")]
     pub samples_per_s: f64,
@@ -169,6 +176,12 @@ pub struct Figures {
     /// ([`Recorder::set_gpu_memory`](crate::Recorder::set_gpu_memory)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_mem_bytes: Option<u64>,
+    /// The GPU's total memory in bytes, when the trainer reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_total_bytes: Option<u64>,
+    /// Median GPU time of a step (s) over the run, when steps report `device_seconds`.
+    #[serde(default, with = "opt_float", skip_serializing_if = "Option::is_none")]
+    pub device_p50_s: Option<f64>,
 }
 
 /// The first event of a run.

@@ -63,6 +63,7 @@
 mod detect;
 mod error;
 mod event;
+mod gpu;
 mod log;
 mod monitor;
 mod otel;
@@ -79,6 +80,9 @@ pub use crate::event::{
     Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunResume, RunStart,
     StepFacts, StepRecord,
 };
+#[cfg(feature = "cuda")]
+pub use crate::gpu::GpuProbe;
+pub use crate::gpu::{GpuInfo, GpuMemory};
 pub use crate::log::{EventLog, LogContents, TornTail, parse_log, read_log};
 pub use crate::monitor::{Monitor, MonitorConfig, MonitorState, RunSummary, StepOutcome};
 pub use crate::otel::{OtlpConfig, Telemetry};

@@ -326,6 +326,13 @@ impl Monitor {
         self.recorder.set_gpu_memory(bytes);
     }
 
+    /// The GPU's memory now, measured by the trainer (e.g. `GpuProbe::memory`, `cuda`
+    /// feature): kept for [`Monitor::figures`] and exported as gauges.
+    pub fn set_gpu(&mut self, memory: crate::GpuMemory) {
+        self.recorder.set_gpu(memory);
+        self.telemetry.gpu_memory(&memory);
+    }
+
     /// The rolling figures now.
     pub fn figures(&self) -> Figures {
         self.recorder.figures()

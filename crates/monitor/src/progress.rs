@@ -230,6 +230,7 @@ mod tests {
             lr: 1e-3,
             batch_size: 128,
             widths: vec![256],
+            device_seconds: None,
             samples_per_s: 12800.0,
             samples_per_s_ewma: 12800.0,
             loss_ewma: 0.5,

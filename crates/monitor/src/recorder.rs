@@ -110,7 +110,10 @@ pub struct Recorder {
     recent_losses: VecDeque<(u64, f64)>,
     latency_run: Histogram<u64>,
     latency_window: Histogram<u64>,
+    /// GPU time per step (µs), for steps that report one.
+    device_latency: Histogram<u64>,
     gpu_mem_bytes: Option<u64>,
+    gpu_mem_total_bytes: Option<u64>,
 }
 
 impl Recorder {
@@ -128,7 +131,9 @@ impl Recorder {
             samples_per_s: f64::NAN,
             latency_run: latency_histogram(),
             latency_window: latency_histogram(),
+            device_latency: latency_histogram(),
             gpu_mem_bytes: None,
+            gpu_mem_total_bytes: None,
         })
     }
 
@@ -146,6 +151,9 @@ impl Recorder {
             // In range by construction: `saturating_record` cannot fail.
             self.latency_run.saturating_record(us);
             self.latency_window.saturating_record(us);
+        }
+        if let Some(d) = facts.device_seconds.filter(|d| d.is_finite() && *d >= 0.0) {
+            self.device_latency.saturating_record(((d * 1e6).round() as u64).clamp(1, LATENCY_MAX_US));
         }
         let loss_ewma = if facts.loss.is_finite() {
             if self.recent_losses.len() == self.config.slope_window {
@@ -166,6 +174,7 @@ impl Recorder {
             lr: facts.lr,
             batch_size: facts.batch_size,
             widths: facts.widths,
+            device_seconds: facts.device_seconds,
             samples_per_s: sps,
             samples_per_s_ewma: sps_ewma,
             loss_ewma,
@@ -191,6 +200,8 @@ impl Recorder {
             loss_slope: slope(&self.recent_losses),
             rss_bytes: rss_bytes(),
             gpu_mem_bytes: self.gpu_mem_bytes,
+            gpu_mem_total_bytes: self.gpu_mem_total_bytes,
+            device_p50_s: (!self.device_latency.is_empty()).then(|| q(&self.device_latency, 0.5)),
         }
     }
 
@@ -208,6 +219,15 @@ impl Recorder {
     /// reported in [`Figures::gpu_mem_bytes`] from now on.
     pub fn set_gpu_memory(&mut self, bytes: Option<u64>) {
         self.gpu_mem_bytes = bytes;
+    }
+
+    /// GPU memory in use and in all, as measured by the trainer (e.g. [`GpuMemory`] from
+    /// `GpuProbe::memory`); reported in [`Figures`] from now on.
+    ///
+    /// [`GpuMemory`]: crate::GpuMemory
+    pub fn set_gpu(&mut self, memory: crate::GpuMemory) {
+        self.gpu_mem_bytes = Some(memory.used_bytes);
+        self.gpu_mem_total_bytes = Some(memory.total_bytes);
     }
 
     /// Steps recorded.
@@ -296,6 +316,26 @@ mod tests {
         let f = r.figures();
         assert!((f.window_p99_s - 0.001).abs() < 1e-4);
         assert!((f.latency_p99_s - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn gpu_figures_appear_only_when_reported() {
+        let mut r = Recorder::new(RecorderConfig::default()).unwrap();
+        r.record(facts(0, 1.0, 0.01));
+        let f = r.figures();
+        assert_eq!((f.device_p50_s, f.gpu_mem_bytes, f.gpu_mem_total_bytes), (None, None, None));
+        // GPU times 1..=9 ms on steps 1..=9 (one step without): the median is 5 ms.
+        for i in 1..=10u64 {
+            r.record(StepFacts { device_seconds: (i < 10).then_some(i as f64 * 1e-3), ..facts(i, 1.0, 0.02) });
+        }
+        r.set_gpu(crate::GpuMemory::from_free_total(3 << 30, 80 << 30));
+        let f = r.figures();
+        // The histogram keeps 2 significant digits (as for the wall times).
+        assert!((f.device_p50_s.unwrap() - 0.005).abs() < 1e-4, "{:?}", f.device_p50_s);
+        assert_eq!(f.gpu_mem_bytes, Some(77 << 30));
+        assert_eq!(f.gpu_mem_total_bytes, Some(80 << 30));
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<Figures>(&json).unwrap(), f, "{json}");
     }
 
     #[test]

@@ -196,10 +196,24 @@ impl Optimizer for Adam {
         check_lr(self.hp.lr)?;
         let found = collect_grads(&self.table, grads)?;
         let hp = self.hp;
-        for (param, grad) in self.table.params.values_mut().zip(found) {
+        // Parameters for the fused CUDA kernel (one launch for all of them, after the loop).
+        #[cfg(feature = "cuda")]
+        let mut on_gpu: Vec<(&str, Tensor)> = Vec::new();
+        for ((name, param), grad) in self.table.params.iter_mut().zip(found) {
             let Some(g) = grad else { continue };
             param.step += 1;
             let var = &param.var;
+            #[cfg(feature = "cuda")]
+            if crate::cuda::fused_enabled()
+                && crate::cuda::fits(var.as_tensor())
+                && param.bufs.iter().all(|b| matches!(b, Buf::Tensor(t) if crate::cuda::fits(t)))
+            {
+                let g = if g.is_contiguous() { g } else { g.contiguous()? };
+                on_gpu.push((name.as_str(), g));
+                continue;
+            }
+            #[cfg(not(feature = "cuda"))]
+            let _ = name;
             match param.bufs.as_mut_slice() {
                 [Buf::Host(m), Buf::Host(v)] if fused_ok(var) => {
                     let g = if g.is_contiguous() { g } else { g.contiguous()? };
@@ -218,6 +232,21 @@ impl Optimizer for Adam {
                 }
                 _ => return Err(ParamTable::buffer_count_error()),
             }
+        }
+        #[cfg(feature = "cuda")]
+        if !on_gpu.is_empty() {
+            let items = on_gpu
+                .iter()
+                .map(|(name, g)| {
+                    let p = &self.table.params[*name];
+                    let [Buf::Tensor(m), Buf::Tensor(v)] = p.bufs.as_slice() else {
+                        return Err(ParamTable::buffer_count_error());
+                    };
+                    let k = hp.consts(p.step);
+                    Ok(crate::cuda::AdamItem { var: &p.var, grad: g, m, v, scale_m: k.scale_m, scale_v: k.scale_v })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            crate::cuda::adam_step(&items, &hp.consts(1))?;
         }
         Ok(())
     }

@@ -72,8 +72,15 @@
 //! candle-nn's `AdamW`, so the results are bit-identical to it (tested) — except that moments
 //! that fall below `f32::MIN_POSITIVE` (1.2e-38, subnormal) are stored as 0, because x86
 //! cores run ~100× slower on subnormals (see `kernels.rs`). Other dtypes
-//! and devices (CUDA, behind this crate's `cuda` feature) use the same arithmetic in
-//! tensor ops.
+//! use the same arithmetic in tensor ops.
+//!
+//! # CUDA (the `cuda` feature)
+//!
+//! Contiguous `f32` parameters on a GPU are updated by one fused multi-tensor kernel launch
+//! per step (our own CUDA kernel, compiled to PTX at build time; see the `cuda` module), which
+//! performs the CPU kernels' operations in the same order, so a GPU step gives the CPU step's
+//! bits. `TUNEFORGE_FUSED_OPTIM=off` sends GPU parameters through the tensor-op path instead
+//! (for A/B measurements).
 //!
 //! # Example
 //!
@@ -109,6 +116,8 @@
 mod adam;
 mod checkpoint;
 mod clip;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod kernels;
 mod optimizer;

@@ -92,10 +92,30 @@ impl Optimizer for Sgd {
         check_lr(self.config.lr)?;
         let found = collect_grads(&self.table, grads)?;
         let c = &self.config;
-        for (param, grad) in self.table.params.values_mut().zip(found) {
+        let k = SgdConsts {
+            lr: c.lr as f32,
+            momentum: c.momentum as f32,
+            weight_decay: c.weight_decay as f32,
+            nesterov: c.nesterov,
+        };
+        // Parameters for the fused CUDA kernel (one launch for all of them, after the loop).
+        #[cfg(feature = "cuda")]
+        let mut on_gpu: Vec<(&str, Tensor)> = Vec::new();
+        for ((name, param), grad) in self.table.params.iter_mut().zip(found) {
             let Some(g) = grad else { continue };
             param.step += 1;
             let var = &param.var;
+            #[cfg(feature = "cuda")]
+            if crate::cuda::fused_enabled()
+                && crate::cuda::fits(var.as_tensor())
+                && param.bufs.iter().all(|b| matches!(b, Buf::Tensor(t) if crate::cuda::fits(t)))
+            {
+                let g = if g.is_contiguous() { g } else { g.contiguous()? };
+                on_gpu.push((name.as_str(), g));
+                continue;
+            }
+            #[cfg(not(feature = "cuda"))]
+            let _ = name;
             match param.bufs.as_mut_slice() {
                 bufs @ ([] | [Buf::Host(_)]) if fused_ok(var) => {
                     let g = if g.is_contiguous() { g } else { g.contiguous()? };
@@ -103,15 +123,7 @@ impl Optimizer for Sgd {
                         [Buf::Host(b)] => b.as_mut_slice(),
                         _ => &mut [],
                     };
-                    let op = SgdKernel {
-                        buf: RefCell::new(buf),
-                        k: SgdConsts {
-                            lr: c.lr as f32,
-                            momentum: c.momentum as f32,
-                            weight_decay: c.weight_decay as f32,
-                            nesterov: c.nesterov,
-                        },
-                    };
+                    let op = SgdKernel { buf: RefCell::new(buf), k };
                     var.as_tensor().inplace_op2(&g, &op)?;
                 }
                 [] => {
@@ -125,6 +137,22 @@ impl Optimizer for Sgd {
                 }
                 _ => return Err(ParamTable::buffer_count_error()),
             }
+        }
+        #[cfg(feature = "cuda")]
+        if !on_gpu.is_empty() {
+            let items = on_gpu
+                .iter()
+                .map(|(name, g)| {
+                    let p = &self.table.params[*name];
+                    let buf = match p.bufs.as_slice() {
+                        [] => None,
+                        [Buf::Tensor(b)] => Some(b),
+                        _ => return Err(ParamTable::buffer_count_error()),
+                    };
+                    Ok(crate::cuda::SgdItem { var: &p.var, grad: g, buf })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            crate::cuda::sgd_step(&items, &k)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use super::OtlpConfig;
 use crate::detect::Anomaly;
 use crate::error::Result;
 use crate::event::{Decision, EpochEnd, Evaluation, Rollback, RunEnd, RunStart, StepRecord};
+use crate::gpu::GpuMemory;
 
 /// Never constructed.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ impl Inner {
         match *self {}
     }
     pub(crate) fn step(&mut self, _: &StepRecord) {
+        match *self {}
+    }
+    pub(crate) fn gpu_memory(&mut self, _: &GpuMemory) {
         match *self {}
     }
     pub(crate) fn anomaly(&mut self, _: &Anomaly) {

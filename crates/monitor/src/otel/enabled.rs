@@ -14,6 +14,7 @@ use super::OtlpConfig;
 use crate::detect::Anomaly;
 use crate::error::{Error, Result};
 use crate::event::{Decision, EpochEnd, Evaluation, Rollback, RunEnd, RunStart, StepRecord};
+use crate::gpu::GpuMemory;
 
 const SCOPE: &str = "tuneforge-monitor";
 
@@ -33,6 +34,9 @@ pub(crate) struct Inner {
     anomalies: Counter<u64>,
     rollbacks: Counter<u64>,
     step_duration: Histogram<f64>,
+    device_duration: Histogram<f64>,
+    gpu_memory_used: Gauge<u64>,
+    gpu_memory_free: Gauge<u64>,
     eval_duration: Histogram<f64>,
     loss: Gauge<f64>,
     samples_per_s: Gauge<f64>,
@@ -112,6 +116,17 @@ impl Inner {
             anomalies: counter("tuneforge.anomalies", "{anomaly}", "anomalies detected, by kind"),
             rollbacks: counter("tuneforge.rollbacks", "{rollback}", "rollbacks to a snapshot"),
             step_duration: histogram("tuneforge.step.duration", "wall time of one optimiser step"),
+            device_duration: histogram("tuneforge.step.device_duration", "GPU time of one optimiser step"),
+            gpu_memory_used: meter
+                .u64_gauge("tuneforge.gpu.memory.used")
+                .with_unit("By")
+                .with_description("GPU memory in use (all processes)")
+                .build(),
+            gpu_memory_free: meter
+                .u64_gauge("tuneforge.gpu.memory.free")
+                .with_unit("By")
+                .with_description("GPU memory free")
+                .build(),
             eval_duration: histogram("tuneforge.evaluation.duration", "wall time of one validation pass"),
             loss: gauge("tuneforge.loss", "1", "training loss of the last step"),
             samples_per_s: gauge("tuneforge.samples_per_second", "{sample}/s", "training throughput"),
@@ -181,6 +196,9 @@ impl Inner {
         if r.seconds.is_finite() {
             self.step_duration.record(r.seconds, a);
         }
+        if let Some(d) = r.device_seconds.filter(|d| d.is_finite()) {
+            self.device_duration.record(d, a);
+        }
         if r.loss.is_finite() {
             self.loss.record(r.loss, a);
         }
@@ -192,6 +210,11 @@ impl Inner {
         if let Some(g) = r.grad_norm.filter(|g| g.is_finite()) {
             self.grad_norm.record(g, a);
         }
+    }
+
+    pub(crate) fn gpu_memory(&mut self, m: &GpuMemory) {
+        self.gpu_memory_used.record(m.used_bytes, &self.attrs);
+        self.gpu_memory_free.record(m.free_bytes, &self.attrs);
     }
 
     pub(crate) fn anomaly(&mut self, an: &Anomaly) {

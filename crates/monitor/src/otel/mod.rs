@@ -162,6 +162,13 @@ impl Telemetry {
         }
     }
 
+    /// Records the GPU's memory (used and free gauges).
+    pub fn gpu_memory(&mut self, m: &crate::GpuMemory) {
+        if let Some(i) = &mut self.inner {
+            i.gpu_memory(m);
+        }
+    }
+
     /// Counts an anomaly and adds it as an event to the current span.
     pub fn anomaly(&mut self, a: &Anomaly) {
         if let Some(i) = &mut self.inner {

@@ -45,6 +45,7 @@ fn injected_nan_is_rolled_back_and_training_recovers() {
             lr,
             batch_size: 128,
             widths: vec![256],
+            device_seconds: None,
         };
         let outcome = monitor.step(facts).unwrap();
         match outcome.recovery {

@@ -16,6 +16,7 @@ fn every_kind_of_event() -> Vec<Event> {
         lr: 1e-3,
         batch_size: 128,
         widths: vec![256, 64],
+        device_seconds: None,
         samples_per_s: 32000.0,
         samples_per_s_ewma: 31000.5,
         loss_ewma: 0.75,

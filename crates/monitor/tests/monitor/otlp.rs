@@ -86,8 +86,14 @@ fn real_run(telemetry: Telemetry, dir: &Path) -> RunSummary {
             lr,
             batch_size: 128,
             widths: vec![256],
+            // The GPU instruments, fed as a CUDA trainer feeds them (this run is on the CPU):
+            // a device time on the even steps only, so the count tells them apart.
+            device_seconds: (step % 2 == 0).then_some(0.004),
         };
         monitor.step(facts).unwrap();
+        if step == 20 {
+            monitor.set_gpu(GpuMemory::from_free_total(60 << 30, 80 << 30));
+        }
         if step % 10 == 9 {
             monitor.end_epoch().unwrap();
             let t = Instant::now();
@@ -159,6 +165,9 @@ fn otlp_export_reaches_a_real_receiver() {
         "tuneforge.eval.macro_f1",
         "tuneforge.evaluation.duration",
         "process.memory.rss",
+        "tuneforge.step.device_duration",
+        "tuneforge.gpu.memory.used",
+        "tuneforge.gpu.memory.free",
     ];
     let wanted_spans = ["tuneforge.run", "tuneforge.epoch", "tuneforge.evaluation", "tuneforge.decision"];
     // The receiver prints asynchronously: wait for everything, up to 20 s.
@@ -198,6 +207,10 @@ fn otlp_export_reaches_a_real_receiver() {
     assert!(f1 > 0.3 && f1 <= 1.0, "macro-F1 {f1}");
     let hist = metric_block(&log, "tuneforge.step.duration").unwrap();
     assert!(hist.contains("Count: 30"), "{hist}");
+    let device = metric_block(&log, "tuneforge.step.device_duration").unwrap();
+    assert!(device.contains("Count: 15"), "{device}");
+    assert_eq!(value("tuneforge.gpu.memory.used"), (20u64 << 30).to_string());
+    assert_eq!(value("tuneforge.gpu.memory.free"), (60u64 << 30).to_string());
     let epochs = log.lines().filter(|l| is_span_name(l, "tuneforge.epoch")).count();
     let evals = log.lines().filter(|l| is_span_name(l, "tuneforge.evaluation")).count();
     assert_eq!((epochs, evals), (3, 3), "{log}");

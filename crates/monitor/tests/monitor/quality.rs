@@ -108,6 +108,7 @@ fn stream(seed: u64, faults: &[Fault]) -> Stream {
             lr: 1e-3,
             batch_size: 128,
             widths: vec![256],
+            device_seconds: None,
         });
     }
     Stream { facts, injections }
@@ -260,6 +261,7 @@ fn fixture() -> Vec<StepFacts> {
                 lr: 1e-3,
                 batch_size: 128,
                 widths: vec![256],
+                device_seconds: None,
             }
         })
         .collect()
