@@ -16,30 +16,40 @@ B=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$B/out}
 REPS=${REPS:-1}
 mkdir -p "$OUT"
+# What comes back (the device tool returns at most 8 files): run.log (everything printed,
+# ldd and nvidia-smi included), gpu-check.jsonl, bench.jsonl, tune-summary.json.
 exec > >(tee -a "$OUT/run.log") 2>&1
 stage() { echo "== $(date -u +%T) $*"; }
 status=0
 fail() { echo "FAILED: $*"; status=1; }
 
 stage "unpack"
+cat "$B/MANIFEST.txt" 2>/dev/null
 gunzip -c "$B/xtask.gz" > "$B/xtask" && chmod +x "$B/xtask" || fail "gunzip"
-cp "$B/MANIFEST.txt" "$OUT/" 2>/dev/null
 
-stage "CUDA libraries"
+PY=""
+for p in python3 /opt/torch/.venv/bin/python3 python; do
+  if command -v "$p" >/dev/null && "$p" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then PY=$p; break; fi
+done
+echo "python with torch+cuda: ${PY:-none}"
+[ -n "$PY" ] && "$PY" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+
+stage "CUDA 13 libraries (../shared/CUDA.md §2)"
+roots="/usr/local/nvidia /usr/local/cuda /usr/lib/x86_64-linux-gnu /usr/lib64"
+[ -n "$PY" ] && roots="$roots $("$PY" -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null)"
+found=$(timeout 120 find $roots -xdev \( -name 'libcuda.so.1' -o -name 'libcublasLt.so.13*' -o -name 'libcublas.so.13*' \
+        -o -name 'libnvrtc.so.13*' -o -name 'libcurand.so.10*' -o -name 'libcudart.so.13*' \) -not -path '*stubs*' 2>/dev/null)
 libdirs=""
 for lib in libcuda.so.1 libcublasLt.so.13 libcublas.so.13 libnvrtc.so.13 libcurand.so.10 libcudart.so.13; do
-  hit=$(timeout 60 find /usr/local/nvidia /usr/lib/x86_64-linux-gnu /usr/local /opt /usr/lib /root /home -xdev \
-        -name "$lib*" -not -path '*stubs*' 2>/dev/null | head -1)
+  hit=$(echo "$found" | grep "/$lib" | head -1)
   echo "$lib: ${hit:-not found}"
   [ -n "$hit" ] && libdirs="$libdirs:$(dirname "$hit")"
 done
 export LD_LIBRARY_PATH="${libdirs#:}:/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-ldd "$B/xtask" > "$OUT/ldd.txt" 2>&1
-cat "$OUT/ldd.txt"
-grep -q 'not found' "$OUT/ldd.txt" && fail "ldd: a library is not found"
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "(no nvidia-smi)"
-head -15 "$OUT/nvidia-smi.txt"
+ldd "$B/xtask" | tee "$B/ldd.txt"
+grep -q 'not found' "$B/ldd.txt" && fail "ldd: a library is not found"
+nvidia-smi 2>&1 | head -20
 
 export TUNEFORGE_DATA="$B/datasets" TUNEFORGE_CACHE="$B/cache" FMNIST_DIR="$B/datasets/fashion-mnist"
 X="$B/xtask"
@@ -47,38 +57,29 @@ X="$B/xtask"
 stage "gpu-check"
 timeout 180 "$X" gpu-check --device cuda --out "$OUT/gpu-check.jsonl" || fail "gpu-check"
 
-PY=""
-for p in python3 python /opt/torch/.venv/bin/python /opt/venv/bin/python; do
-  if command -v "$p" >/dev/null && "$p" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then PY=$p; break; fi
-done
-echo "python with torch+cuda: ${PY:-none}"
-[ -n "$PY" ] && "$PY" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
-
 stage "throughput (tuneforge bench-step and PyTorch, interleaved)"
 for rep in $(seq 1 "$REPS"); do
   for model in mlp:256 mlp:1024,1024 seed-cnn; do
     for bs in 128 1024; do
-      timeout 120 "$X" bench-step --device cuda --model "$model" --batch-size "$bs" --seed "$rep" >> "$OUT/bench.jsonl" \
-        || fail "bench-step $model $bs"
+      timeout 120 "$X" bench-step --device cuda --model "$model" --batch-size "$bs" --seed "$rep" \
+        | tee -a "$OUT/bench.jsonl" || fail "bench-step $model $bs"
       if [ -n "$PY" ]; then
         timeout 120 "$PY" "$B/torch_throughput.py" bench --device cuda --model "$model" --bs "$bs" --seed "$rep" \
-          >> "$OUT/bench.jsonl" 2>> "$OUT/torch.stderr" || fail "torch $model $bs"
+          | tee -a "$OUT/bench.jsonl" || fail "torch $model $bs"
       fi
     done
   done
 done
-stage "fused optimiser off (A/B)"
+stage "fused optimiser off (A/B of its share)"
 for model in mlp:256 mlp:1024,1024; do
   TUNEFORGE_FUSED_OPTIM=off timeout 120 "$X" bench-step --device cuda --model "$model" --batch-size 1024 --seed 1 \
-    >> "$OUT/bench-fused-off.jsonl" || fail "bench-step fused off $model"
+    | tee -a "$OUT/bench.jsonl" || fail "bench-step fused off $model"
 done
-cat "$OUT/bench.jsonl" "$OUT/bench-fused-off.jsonl" 2>/dev/null
 
 stage "tune: 2 minutes on Fashion-MNIST"
-timeout 240 "$X" tune --dataset fashion-mnist --device cuda --budget 120s --progress plain --out "$OUT/tune" \
-  > "$OUT/tune.log" 2>&1 || fail "tune"
-tail -20 "$OUT/tune.log"
-rm -rf "$OUT/tune/trials" 2>/dev/null  # keep what comes back small: summary, events, best model
+timeout 240 "$X" tune --dataset fashion-mnist --device cuda --budget 120s --progress plain --out "$B/tune" 2>&1 \
+  | tail -40 || fail "tune"
+cp "$B/tune/summary.json" "$OUT/tune-summary.json" 2>/dev/null || fail "tune wrote no summary.json"
 
 stage "done (status $status)"
 exit $status

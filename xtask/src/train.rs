@@ -109,11 +109,25 @@ pub fn parse_optimizer(kind: &str, lr: f64, momentum: f64, weight_decay: f64) ->
 pub fn parse_device(text: &str) -> anyhow::Result<Device> {
     match text {
         "cpu" => Ok(Device::Cpu),
-        t if t.starts_with("cuda") => {
+        t if t == "cuda" || t.starts_with("cuda:") => {
             let n = t.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
             let n: usize = n.parse().with_context(|| format!("--device {t}: bad ordinal"))?;
-            Device::new_cuda(n).with_context(|| {
-                format!("--device {t}: this build has no CUDA (build with --features cuda) or no GPU {n}")
+            if !cfg!(feature = "cuda") {
+                bail!(
+                    "--device {t}: this binary was built without CUDA; build it with `--features cuda` \
+                     (../shared/CUDA.md, or `cargo xtask gpu-bundle`)"
+                );
+            }
+            // candle attaches a backtrace to driver errors; the driver's words are enough.
+            let without_backtrace = |e: candle_core::Error| match e {
+                candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                e => e,
+            };
+            Device::new_cuda(n).map_err(without_backtrace).with_context(|| {
+                format!(
+                    "--device {t}: cannot open GPU {n} (is there an NVIDIA driver and a GPU with that \
+                     ordinal? `nvidia-smi` lists them)"
+                )
             })
         }
         other => bail!("--device {other}: expected cpu or cuda[:N]"),

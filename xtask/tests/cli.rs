@@ -205,3 +205,16 @@ fn gpu_bundle_without_the_cuda_toolkit_says_how_to_get_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("setup-cuda-wheels.sh") && stderr.contains("CUDA_COMPUTE_CAP"), "{stderr}");
 }
+
+#[test]
+fn a_cuda_device_on_the_cpu_build_is_a_clear_error() {
+    for cmd in [&["train", "--device", "cuda"][..], &["bench-step", "--device", "cuda:1"], &["gpu-check"]] {
+        let out = xtask(cmd);
+        assert!(!out.status.success(), "{cmd:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("built without CUDA") && stderr.contains("--features cuda"), "{cmd:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = xtask(&["train", "--device", "cudax"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected cpu or cuda[:N]"));
+}

@@ -198,7 +198,7 @@ impl Optimizer for Adam {
         let hp = self.hp;
         // Parameters for the fused CUDA kernel (one launch for all of them, after the loop).
         #[cfg(feature = "cuda")]
-        let mut on_gpu: Vec<(&str, Tensor)> = Vec::new();
+        let mut on_gpu: Vec<(String, Tensor)> = Vec::new();
         for ((name, param), grad) in self.table.params.iter_mut().zip(found) {
             let Some(g) = grad else { continue };
             param.step += 1;
@@ -209,7 +209,7 @@ impl Optimizer for Adam {
                 && param.bufs.iter().all(|b| matches!(b, Buf::Tensor(t) if crate::cuda::fits(t)))
             {
                 let g = if g.is_contiguous() { g } else { g.contiguous()? };
-                on_gpu.push((name.as_str(), g));
+                on_gpu.push((name.clone(), g));
                 continue;
             }
             #[cfg(not(feature = "cuda"))]
@@ -238,7 +238,7 @@ impl Optimizer for Adam {
             let items = on_gpu
                 .iter()
                 .map(|(name, g)| {
-                    let p = &self.table.params[*name];
+                    let p = &self.table.params[name];
                     let [Buf::Tensor(m), Buf::Tensor(v)] = p.bufs.as_slice() else {
                         return Err(ParamTable::buffer_count_error());
                     };

@@ -100,7 +100,7 @@ impl Optimizer for Sgd {
         };
         // Parameters for the fused CUDA kernel (one launch for all of them, after the loop).
         #[cfg(feature = "cuda")]
-        let mut on_gpu: Vec<(&str, Tensor)> = Vec::new();
+        let mut on_gpu: Vec<(String, Tensor)> = Vec::new();
         for ((name, param), grad) in self.table.params.iter_mut().zip(found) {
             let Some(g) = grad else { continue };
             param.step += 1;
@@ -111,7 +111,7 @@ impl Optimizer for Sgd {
                 && param.bufs.iter().all(|b| matches!(b, Buf::Tensor(t) if crate::cuda::fits(t)))
             {
                 let g = if g.is_contiguous() { g } else { g.contiguous()? };
-                on_gpu.push((name.as_str(), g));
+                on_gpu.push((name.clone(), g));
                 continue;
             }
             #[cfg(not(feature = "cuda"))]
@@ -143,7 +143,7 @@ impl Optimizer for Sgd {
             let items = on_gpu
                 .iter()
                 .map(|(name, g)| {
-                    let p = &self.table.params[*name];
+                    let p = &self.table.params[name];
                     let buf = match p.bufs.as_slice() {
                         [] => None,
                         [Buf::Tensor(b)] => Some(b),
