@@ -25,6 +25,9 @@ const NR: usize = 16 * NV;
 /// Steps of the product packed and run at a time: a strip of `B` (KC × NR floats, 16 KiB)
 /// stays in L1 while the strips of `A` go by.
 const KC: usize = 128;
+/// Products of fewer rows than this share out the column strips of `C` between the tasks
+/// instead of its rows (see `imp::matmul_by_columns`).
+const COLUMN_SPLIT_BELOW: usize = 256;
 /// Largest block of rows of `C` per task before the rows are split into more tasks than
 /// threads.
 const MC_MAX: usize = 192;
@@ -92,7 +95,7 @@ mod imp {
 
     use rayon::prelude::*;
 
-    use super::{KC, MC_MAX, MR, NR, NV, View};
+    use super::{COLUMN_SPLIT_BELOW, KC, MC_MAX, MR, NR, NV, View};
 
     thread_local! {
         /// Packed `B` of the calling thread, and packed `A` of each worker: reused, so a
@@ -109,6 +112,7 @@ mod imp {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn matmul(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
+        let kb = step_block(k);
         if k == 0 {
             if !accumulate {
                 c.fill(0.0);
@@ -116,6 +120,10 @@ mod imp {
             return;
         }
         let strips = n.div_ceil(NR);
+        if m < COLUMN_SPLIT_BELOW {
+            // SAFETY: as for this function.
+            return unsafe { matmul_by_columns(c, accumulate, a, b, threads) };
+        }
         with_buffer(&B_PACK, strips * k * NR, |bp| {
             // Strip t holds, for every step p, the NR values b[p, t·NR ..], zero-padded.
             if b.cs == 1 {
@@ -132,7 +140,7 @@ mod imp {
                 with_buffer(&A_PACK, rows.div_ceil(MR) * MR * KC, |ap| {
                     let mut p0 = 0;
                     while p0 < k {
-                        let kc = KC.min(k - p0);
+                        let kc = kb.min(k - p0);
                         pack_a(ap, a, i0, rows, p0, kc);
                         let load_c = accumulate || p0 > 0;
                         for t in 0..strips {
@@ -154,6 +162,109 @@ mod imp {
                 });
             });
         });
+    }
+
+    /// [`matmul`] for a short `c` (fewer than [`COLUMN_SPLIT_BELOW`] rows): there, one block
+    /// of rows per thread leaves each thread a few strips of `A` against a `B` packed whole
+    /// beforehand, and the split is lopsided (128 rows are 72 + 56 in strips of 12). Here `A`
+    /// is packed once, whole, and the column strips of `c` are shared out instead: each task
+    /// packs its own strips of `B`, [`KC`] steps at a time into an L1-sized buffer, and runs
+    /// every strip of `A` past it. Every element of `c` is written by one task only.
+    ///
+    /// # Safety
+    /// As for [`matmul`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn matmul_by_columns(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let kb = step_block(k);
+        let strips = n.div_ceil(NR);
+        let row_strips = m.div_ceil(MR);
+        // Shared between the tasks as a raw pointer: task g writes only the columns of its
+        // strips, in every row.
+        struct Out(*mut f32);
+        // SAFETY: see above; the pointer outlives the scope (it borrows `c`).
+        unsafe impl Sync for Out {}
+        let out = Out(c.as_mut_ptr());
+        let out = &out;
+        with_buffer(&A_PACK, row_strips * k * MR, |ap| {
+            // Strip s, step p, row r at ap[s·k·MR + p·MR + r].
+            ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| pack_a(dst, a, s * MR, MR.min(m - s * MR), 0, k));
+            let ap: &[f32] = ap;
+            // Two tasks per thread (at most one per strip), so that a thread that is late
+            // does not hold up the product.
+            let tasks = (2 * threads).min(strips);
+            (0..tasks).into_par_iter().for_each(|g| {
+                let (t0, t1) = (g * strips / tasks, (g + 1) * strips / tasks);
+                with_buffer(&B_PACK, KC * NR, |bs| {
+                    for t in t0..t1 {
+                        let j0 = t * NR;
+                        let cols = NR.min(n - j0);
+                        let mut p0 = 0;
+                        while p0 < k {
+                            let kc = kb.min(k - p0);
+                            pack_b_block(bs, b, j0, p0, kc);
+                            let load_c = accumulate || p0 > 0;
+                            for s in 0..row_strips {
+                                let r0 = s * MR;
+                                let a_strip = &ap[s * k * MR + p0 * MR..][..kc * MR];
+                                // SAFETY: AVX-512F (this function's target feature); the
+                                // strips hold kc steps; rows r0 .. r0 + MR.min(m − r0) and
+                                // columns j0 .. j0 + cols of the m × n `c` are in bounds, and
+                                // no other task touches these columns (see `Out`).
+                                unsafe {
+                                    kernel_raw(
+                                        kc,
+                                        a_strip,
+                                        &bs[..kc * NR],
+                                        out.0.add(r0 * n + j0),
+                                        n,
+                                        MR.min(m - r0),
+                                        cols,
+                                        load_c,
+                                    )
+                                };
+                            }
+                            p0 += kc;
+                        }
+                    }
+                });
+            });
+        });
+    }
+
+    /// Packs columns `j0 .. j0 + NR`, steps `p0 .. p0 + kc` of `b` into `dst` (kc × NR,
+    /// zero-padded): step p at `dst[p·NR ..]`.
+    fn pack_b_block(dst: &mut [f32], b: View<'_>, j0: usize, p0: usize, kc: usize) {
+        let cols = NR.min(b.cols - j0);
+        let dst = &mut dst[..kc * NR];
+        if cols < NR {
+            dst.fill(0.0);
+        }
+        if b.cs == 1 {
+            for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
+                row[..cols].copy_from_slice(&b.data[(p0 + p) * b.rs + j0..][..cols]);
+            }
+        } else if b.rs == 1 {
+            // A transposed weight: column j of the block is contiguous in `b`.
+            for j in 0..cols {
+                let col = &b.data[(j0 + j) * b.cs + p0..][..kc];
+                for (p, &v) in col.iter().enumerate() {
+                    dst[p * NR + j] = v;
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for j in 0..cols {
+                    dst[p * NR + j] = b.data[(p0 + p) * b.rs + (j0 + j) * b.cs];
+                }
+            }
+        }
+    }
+
+    /// Steps per block: `k` cut into equal blocks of at most [`KC`] (784 = 7 × 112 rather than
+    /// 6 × 128 + 16: a short last block pays a tile's load and store for few steps).
+    fn step_block(k: usize) -> usize {
+        k.div_ceil(k.div_ceil(KC))
     }
 
     /// Runs `f` on `len` values of this thread's buffer `key` (grown as needed), or of a
@@ -290,8 +401,30 @@ mod imp {
         cols: usize,
         load_c: bool,
     ) {
-        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && rows <= MR && cols <= NR);
         debug_assert!(rows == 0 || tile.len() >= (rows - 1) * ldc + cols);
+        // SAFETY: as for this function; the tile's values lie in `tile`.
+        unsafe { kernel_raw(kc, a, b, tile.as_mut_ptr(), ldc, rows, cols, load_c) }
+    }
+
+    /// [`kernel`] with the tile as a pointer: tiles of several tasks then interleave in one
+    /// `c` without a `&mut` slice of one covering another's values.
+    ///
+    /// # Safety
+    /// As for [`kernel`], with `(rows − 1)·ldc + cols` values at `cp` that no one else
+    /// touches during the call.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_raw(
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        cp: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        load_c: bool,
+    ) {
+        debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && rows <= MR && cols <= NR);
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for p in 0..kc {
@@ -310,7 +443,6 @@ mod imp {
             let live = cols.saturating_sub(16 * v).min(16);
             if live == 16 { 0xFFFF } else { (1u16 << live) - 1 }
         });
-        let cp = tile.as_mut_ptr();
         for (r, acc) in acc.iter().enumerate().take(rows) {
             // SAFETY: row r < rows starts at r·ldc; the masks cover only its `cols` values
             // (masked-off lanes are neither read nor written, and do not fault).
@@ -359,7 +491,17 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        for &(m, k, n) in &[(1, 1, 1), (12, 128, 32), (13, 129, 33), (50, 300, 70), (200, 77, 5), (7, 260, 100)] {
+        // Below 256 rows the column split (`matmul_by_columns`), from 256 the row split.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (12, 128, 32),
+            (13, 129, 33),
+            (50, 300, 70),
+            (200, 77, 5),
+            (7, 260, 100),
+            (256, 64, 257),
+            (301, 130, 40),
+        ] {
             let av: Vec<f32> = (0..m * k).map(value).collect();
             let bv: Vec<f32> = (0..k * n).map(|i| value(i + 7_777)).collect();
             for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -392,6 +534,75 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A tool, not a test: GFLOP/s of this kernel and of `gemm` on the dense layers' shapes
+    /// (forward `x·wᵀ`), to choose `dense::use_avx512`'s thresholds. The figures that the
+    /// documentation quotes come from `cargo xtask bench-step`, not from here.
+    /// `cargo test -p tuneforge-model --release --lib sgemm::tests::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measuring tool: run alone on a quiet machine"]
+    fn speed() {
+        if !available() {
+            return;
+        }
+        let threads = candle_core::utils::get_num_threads();
+        for &(m, k, n) in &[
+            (128, 784, 256),
+            (128, 784, 1024),
+            (128, 1024, 1024),
+            (64, 784, 1024),
+            (32, 784, 1024),
+            (32, 784, 256),
+            (128, 5408, 64),
+            (512, 5408, 64),
+            (64, 128, 5408),
+            (64, 512, 5408),
+            (64, 32, 5408),
+            (128, 784, 128),
+            (512, 784, 256),
+            (256, 1024, 1024),
+        ] {
+            let av: Vec<f32> = (0..m * k).map(value).collect();
+            let wv: Vec<f32> = (0..k * n).map(|i| value(i + 3)).collect();
+            let a = View { data: &av, rows: m, cols: k, rs: k, cs: 1 };
+            let b = View { data: &wv, rows: k, cols: n, rs: 1, cs: k };
+            let mut c = vec![0f32; m * n];
+            let reps = (1e10 / (2.0 * (m * k * n) as f64)) as usize + 1;
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                2.0 * (m * k * n * reps) as f64 / t.elapsed().as_secs_f64() * 1e-9
+            };
+            let ours = time(&mut || assert!(matmul(&mut c, false, a, b, threads)));
+            let theirs = time(&mut || unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    av.as_ptr(),
+                    1,
+                    k as isize,
+                    wv.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(threads),
+                )
+            });
+            eprintln!("{m:>4}×{k:>4}×{n:>4}: ours {ours:6.1} GFLOP/s, gemm {theirs:6.1}");
         }
     }
 
