@@ -17,7 +17,7 @@ REPS="${REPS:-1}"
 THREADS="${THREADS:-2}"
 MODELS="${MODELS:-mlp:256 mlp:1024,1024 seed-cnn}"
 BATCHES="${BATCHES:-32 128 512}"
-XTASK=target/release/xtask
+XTASK="${XTASK:-target/release/xtask}"  # or a copy, so that building can go on meanwhile
 [ -x "$XTASK" ] || { echo "build first: cargo build --release -p xtask" >&2; exit 1; }
 export TUNEFORGE_DATA="$SHARED/datasets" FMNIST_DIR="$SHARED/datasets/fashion-mnist"
 for rep in $(seq 1 "$REPS"); do

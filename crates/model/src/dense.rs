@@ -142,13 +142,20 @@ impl CustomOp3 for Dense {
                 bl.shape().dims()
             );
         }
-        let mut y = Vec::with_capacity(n * o);
-        for _ in 0..n {
-            y.extend_from_slice(b);
-        }
-        matmul_into(&mut y, true, Mat::row_major(x, n, i)?, Mat::row_major(w, o, i)?.t())?;
-        if self.relu {
-            y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+        let (xm, wt) = (Mat::row_major(x, n, i)?, Mat::row_major(w, o, i)?.t());
+        let mut y = vec![0f32; n * o];
+        // Our kernel adds the bias and clamps as it stores the product; otherwise `y` starts
+        // as the bias, the product is added to it and the ReLU is a pass of its own.
+        let epilogue = crate::sgemm::Epilogue { bias: Some(b), relu: self.relu };
+        let threads = candle_core::utils::get_num_threads();
+        if !(use_avx512(n, i, o) && crate::sgemm::matmul_fused(&mut y, xm, wt, threads, epilogue)) {
+            for row in y.chunks_exact_mut(o.max(1)) {
+                row.copy_from_slice(b);
+            }
+            matmul_into(&mut y, true, xm, wt)?;
+            if self.relu {
+                y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+            }
         }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
@@ -224,7 +231,9 @@ mod tests {
     #[test]
     fn forward_and_gradients_match_candle() {
         let dev = Device::Cpu;
-        for (n, i, o) in [(1, 1, 1), (3, 5, 7), (32, 64, 48), (128, 784, 256), (17, 300, 1031)] {
+        // (128, 784, 256) and (300, 130, 257) take our kernel (split by columns, by rows) with
+        // the bias and ReLU in its store; the others `gemm`.
+        for (n, i, o) in [(1, 1, 1), (3, 5, 7), (32, 64, 48), (128, 784, 256), (300, 130, 257), (17, 300, 1031)] {
             for relu in [false, true] {
                 for x_is_var in [false, true] {
                     let xt = Tensor::randn(0f32, 1.0, (n, i), &dev).unwrap();

@@ -67,23 +67,48 @@ pub(crate) fn available() -> bool {
     }
 }
 
+/// What is done to each value of `c` as the product is stored: a bias per column added
+/// (`c = a·b + bias`, instead of loading `c`), then max(·, 0).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Epilogue<'a> {
+    /// One value per column of `c`.
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
 /// `c = a · b`, or `c += a · b` when `accumulate`; `c` is row-major `a.rows × b.cols`.
 /// Returns `false` (and leaves `c` alone) when the CPU lacks AVX-512F or the shapes or
 /// strides do not fit, so that the caller can take another kernel.
 pub(crate) fn matmul(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) -> bool {
+    matmul_then(c, accumulate, a, b, threads, Epilogue::default())
+}
+
+/// `c = epilogue(a · b)`: the product, the bias of each column added, then the ReLU, in
+/// one pass over `c` (the same `f32` operations as filling `c` with the bias, accumulating
+/// the product into it and clamping it afterwards). `false` as for [`matmul`], or when the
+/// bias has not one value per column.
+pub(crate) fn matmul_fused(c: &mut [f32], a: View<'_>, b: View<'_>, threads: usize, epilogue: Epilogue<'_>) -> bool {
+    if epilogue.bias.is_some_and(|bias| bias.len() != b.cols) {
+        return false;
+    }
+    matmul_then(c, false, a, b, threads, epilogue)
+}
+
+fn matmul_then(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize, epi: Epilogue<'_>) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if !available() || b.rows != k || c.len() != m * n || !a.in_bounds() || !b.in_bounds() || m == 0 || n == 0 {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: AVX-512F is present (`available`), and the views were checked in bounds.
-        unsafe { imp::matmul(c, accumulate, a, b, threads.max(1)) };
+        // SAFETY: AVX-512F is present (`available`), the views were checked in bounds, and a
+        // bias has n values.
+        unsafe { imp::matmul(c, accumulate, a, b, threads.max(1), epi) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (accumulate, threads);
+        let _ = (accumulate, threads, epi);
         false
     }
 }
@@ -95,7 +120,7 @@ mod imp {
 
     use rayon::prelude::*;
 
-    use super::{COLUMN_SPLIT_BELOW, KC, MC_MAX, MR, NR, NV, View};
+    use super::{COLUMN_SPLIT_BELOW, Epilogue, KC, MC_MAX, MR, NR, NV, View};
 
     thread_local! {
         /// Packed `B` of the calling thread, and packed `A` of each worker: reused, so a
@@ -110,19 +135,34 @@ mod imp {
     /// The CPU supports AVX-512F; `a` and `b` are in bounds; `b.rows == a.cols`;
     /// `c.len() == a.rows * b.cols`; neither dimension of `c` is 0.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn matmul(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) {
+    pub(super) unsafe fn matmul(
+        c: &mut [f32],
+        accumulate: bool,
+        a: View<'_>,
+        b: View<'_>,
+        threads: usize,
+        epi: Epilogue<'_>,
+    ) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let kb = step_block(k);
         if k == 0 {
             if !accumulate {
                 c.fill(0.0);
             }
+            if let Some(bias) = epi.bias {
+                for row in c.chunks_exact_mut(n) {
+                    row.iter_mut().zip(bias).for_each(|(c, b)| *c += b);
+                }
+            }
+            if epi.relu {
+                c.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
             return;
         }
         let strips = n.div_ceil(NR);
         if m < COLUMN_SPLIT_BELOW {
             // SAFETY: as for this function.
-            return unsafe { matmul_by_columns(c, accumulate, a, b, threads) };
+            return unsafe { matmul_by_columns(c, accumulate, a, b, threads, epi) };
         }
         with_buffer(&B_PACK, strips * k * NR, |bp| {
             // Strip t holds, for every step p, the NR values b[p, t·NR ..], zero-padded.
@@ -141,20 +181,24 @@ mod imp {
                     let mut p0 = 0;
                     while p0 < k {
                         let kc = kb.min(k - p0);
-                        pack_a(ap, a, i0, rows, p0, kc);
+                        // SAFETY: AVX-512F; rows i0 .. i0 + rows and steps p0 .. p0 + kc are in `a`.
+                        unsafe { pack_a(ap, a, i0, rows, p0, kc) };
                         let load_c = accumulate || p0 > 0;
+                        let last = p0 + kc == k;
                         for t in 0..strips {
                             let j0 = t * NR;
                             let cols = NR.min(n - j0);
                             let b_strip = &bp[t * k * NR + p0 * NR..][..kc * NR];
+                            let store = Store::new(epi, load_c, last, j0);
                             for s in 0..rows.div_ceil(MR) {
                                 let r0 = s * MR;
                                 let a_strip = &ap[s * kc * MR..][..kc * MR];
                                 let tile = &mut c_blk[r0 * n + j0..];
                                 // SAFETY: AVX-512F (this function's target feature); the
                                 // strips hold kc steps; the tile has MR.min(rows − r0) rows of
-                                // `cols` values at stride n inside `c_blk`.
-                                unsafe { kernel(kc, a_strip, b_strip, tile, n, MR.min(rows - r0), cols, load_c) };
+                                // `cols` values at stride n inside `c_blk`; a bias holds n
+                                // values, so `cols` from j0.
+                                unsafe { kernel(kc, a_strip, b_strip, tile, n, MR.min(rows - r0), cols, store) };
                             }
                         }
                         p0 += kc;
@@ -174,7 +218,14 @@ mod imp {
     /// # Safety
     /// As for [`matmul`].
     #[target_feature(enable = "avx512f")]
-    unsafe fn matmul_by_columns(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) {
+    unsafe fn matmul_by_columns(
+        c: &mut [f32],
+        accumulate: bool,
+        a: View<'_>,
+        b: View<'_>,
+        threads: usize,
+        epi: Epilogue<'_>,
+    ) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let kb = step_block(k);
         let strips = n.div_ceil(NR);
@@ -188,7 +239,11 @@ mod imp {
         let out = &out;
         with_buffer(&A_PACK, row_strips * k * MR, |ap| {
             // Strip s, step p, row r at ap[s·k·MR + p·MR + r].
-            ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| pack_a(dst, a, s * MR, MR.min(m - s * MR), 0, k));
+            ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| {
+                // SAFETY: AVX-512F (checked by `matmul`'s caller); strip s is rows s·MR ..
+                // of `a`, all k steps.
+                unsafe { pack_a(dst, a, s * MR, MR.min(m - s * MR), 0, k) }
+            });
             let ap: &[f32] = ap;
             // Two tasks per thread (at most one per strip), so that a thread that is late
             // does not hold up the product.
@@ -202,8 +257,10 @@ mod imp {
                         let mut p0 = 0;
                         while p0 < k {
                             let kc = kb.min(k - p0);
-                            pack_b_block(bs, b, j0, p0, kc);
-                            let load_c = accumulate || p0 > 0;
+                            // SAFETY: AVX-512F (this function's target feature); j0 < n and
+                            // p0 + kc ≤ k.
+                            unsafe { pack_b_block(bs, b, j0, p0, kc) };
+                            let store = Store::new(epi, accumulate || p0 > 0, p0 + kc == k, j0);
                             for s in 0..row_strips {
                                 let r0 = s * MR;
                                 let a_strip = &ap[s * k * MR + p0 * MR..][..kc * MR];
@@ -220,7 +277,7 @@ mod imp {
                                         n,
                                         MR.min(m - r0),
                                         cols,
-                                        load_c,
+                                        store,
                                     )
                                 };
                             }
@@ -232,9 +289,65 @@ mod imp {
         });
     }
 
+    /// How a micro-kernel stores its tile: added to what `c` holds (`load_c`), or to the
+    /// bias of its columns (`bias`, null for none), then clamped at 0 (`relu`).
+    #[derive(Clone, Copy)]
+    struct Store {
+        load_c: bool,
+        bias: *const f32,
+        relu: bool,
+    }
+
+    impl Store {
+        /// The store of a tile at columns `j0 ..` in a block of steps that is not the first
+        /// (`load_c`) or is the `last`. The bias, if any, must hold every column of `c`.
+        fn new(epi: Epilogue<'_>, load_c: bool, last: bool, j0: usize) -> Store {
+            let bias = match epi.bias {
+                Some(b) if !load_c => b[j0..].as_ptr(),
+                _ => std::ptr::null(),
+            };
+            Store { load_c, bias, relu: epi.relu && last }
+        }
+    }
+
+    /// The transpose of a 16 × 16 block held in 16 registers (row i in `r[i]`): returns
+    /// column c in element c. Interleaves 32-bit, then 64-bit pairs within 128-bit lanes,
+    /// then moves 128-bit lanes twice.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved (elements 4L, 4L+1 | 4L+2, 4L+3 of lane L).
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+        });
+        // u[4g + e]: element 4L + e of rows 4g .. 4g + 4, in lane L.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, e) = (i / 4, i % 4);
+            let (a, b) = (_mm512_castps_pd(t[4 * g + e / 2]), _mm512_castps_pd(t[4 * g + 2 + e / 2]));
+            _mm512_castpd_ps(if e % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+        });
+        let mut out = [_mm512_setzero_ps(); 16];
+        for e in 0..4 {
+            // Lanes (0, 2) and (1, 3) of row groups 0 + 1 and 2 + 3.
+            let v_lo = _mm512_shuffle_f32x4::<0x88>(u[e], u[4 + e]);
+            let v_hi = _mm512_shuffle_f32x4::<0xdd>(u[e], u[4 + e]);
+            let w_lo = _mm512_shuffle_f32x4::<0x88>(u[8 + e], u[12 + e]);
+            let w_hi = _mm512_shuffle_f32x4::<0xdd>(u[8 + e], u[12 + e]);
+            out[e] = _mm512_shuffle_f32x4::<0x88>(v_lo, w_lo);
+            out[e + 8] = _mm512_shuffle_f32x4::<0xdd>(v_lo, w_lo);
+            out[e + 4] = _mm512_shuffle_f32x4::<0x88>(v_hi, w_hi);
+            out[e + 12] = _mm512_shuffle_f32x4::<0xdd>(v_hi, w_hi);
+        }
+        out
+    }
+
     /// Packs columns `j0 .. j0 + NR`, steps `p0 .. p0 + kc` of `b` into `dst` (kc × NR,
     /// zero-padded): step p at `dst[p·NR ..]`.
-    fn pack_b_block(dst: &mut [f32], b: View<'_>, j0: usize, p0: usize, kc: usize) {
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `b` is in bounds, `j0 < b.cols`, `p0 + kc ≤ b.rows`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b_block(dst: &mut [f32], b: View<'_>, j0: usize, p0: usize, kc: usize) {
         let cols = NR.min(b.cols - j0);
         let dst = &mut dst[..kc * NR];
         if cols < NR {
@@ -245,11 +358,31 @@ mod imp {
                 row[..cols].copy_from_slice(&b.data[(p0 + p) * b.rs + j0..][..cols]);
             }
         } else if b.rs == 1 {
-            // A transposed weight: column j of the block is contiguous in `b`.
+            // A transposed weight: column j of the block is contiguous in `b`. Whole strips
+            // go 16 columns × 16 steps at a time through a register transpose; the rest (a
+            // narrow last strip, steps beyond a multiple of 16) one value at a time.
+            let whole = if cols == NR { kc / 16 * 16 } else { 0 };
+            for q in (0..whole).step_by(16) {
+                for half in 0..NV {
+                    // SAFETY: AVX-512F (this function's target feature). Columns j0 + 16·half
+                    // + j (< j0 + NR ≤ b.cols) hold steps p0 + q .. p0 + q + 16 (≤ k) at
+                    // stride 1 from (j0 + 16·half + j)·cs + p0 + q, inside `b.data` (the
+                    // view is in bounds); the stores land in `dst`, rows q .. q + 16 < kc.
+                    unsafe {
+                        let src = b.data.as_ptr().add((j0 + 16 * half) * b.cs + p0 + q);
+                        let rows: [__m512; 16] = std::array::from_fn(|j| _mm512_loadu_ps(src.add(j * b.cs)));
+                        let steps = transpose16(rows);
+                        let out = dst.as_mut_ptr().add(q * NR + 16 * half);
+                        for (c, v) in steps.iter().enumerate() {
+                            _mm512_storeu_ps(out.add(c * NR), *v);
+                        }
+                    }
+                }
+            }
             for j in 0..cols {
-                let col = &b.data[(j0 + j) * b.cs + p0..][..kc];
+                let col = &b.data[(j0 + j) * b.cs + p0 + whole..][..kc - whole];
                 for (p, &v) in col.iter().enumerate() {
-                    dst[p * NR + j] = v;
+                    dst[(whole + p) * NR + j] = v;
                 }
             }
         } else {
@@ -358,7 +491,11 @@ mod imp {
 
     /// Packs rows `i0 .. i0 + rows`, steps `p0 .. p0 + kc` of `a` into strips of MR rows:
     /// strip s, step p, row r at `dst[(s·kc + p)·MR + r]`, zero-padded.
-    fn pack_a(dst: &mut [f32], a: View<'_>, i0: usize, rows: usize, p0: usize, kc: usize) {
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` is in bounds, `i0 + rows ≤ a.rows`, `p0 + kc ≤ a.cols`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_a(dst: &mut [f32], a: View<'_>, i0: usize, rows: usize, p0: usize, kc: usize) {
         for s in 0..rows.div_ceil(MR) {
             let strip = &mut dst[s * kc * MR..][..kc * MR];
             let live = MR.min(rows - s * MR);
@@ -367,10 +504,31 @@ mod imp {
                 if live < MR {
                     strip.fill(0.0);
                 }
+                // Full strips 16 steps at a time through a register transpose (12 rows and 4
+                // of zeros in, 16 steps of 12 values out, each stored under a 12-lane mask);
+                // the rest one value at a time.
+                let whole = if live == MR { kc / 16 * 16 } else { 0 };
+                for q in (0..whole).step_by(16) {
+                    // SAFETY: AVX-512F (this function's target feature). Rows base + r (r <
+                    // MR, all < a.rows) hold steps p0 + q .. p0 + q + 16 (≤ a.cols) at stride
+                    // 1, inside `a.data` (the view is in bounds); the masked stores write
+                    // values (q + c)·MR .. + MR of `strip`, q + c < kc.
+                    unsafe {
+                        let src = a.data.as_ptr().add(base * a.rs + p0 + q);
+                        let rows: [__m512; 16] = std::array::from_fn(|r| {
+                            if r < MR { _mm512_loadu_ps(src.add(r * a.rs)) } else { _mm512_setzero_ps() }
+                        });
+                        let steps = transpose16(rows);
+                        let out = strip.as_mut_ptr().add(q * MR);
+                        for (c, v) in steps.iter().enumerate() {
+                            _mm512_mask_storeu_ps(out.add(c * MR), (1 << MR) - 1, *v);
+                        }
+                    }
+                }
                 for r in 0..live {
-                    let row = &a.data[(base + r) * a.rs + p0..][..kc];
+                    let row = &a.data[(base + r) * a.rs + p0 + whole..][..kc - whole];
                     for (p, &v) in row.iter().enumerate() {
-                        strip[p * MR + r] = v;
+                        strip[(whole + p) * MR + r] = v;
                     }
                 }
             } else {
@@ -399,11 +557,11 @@ mod imp {
         ldc: usize,
         rows: usize,
         cols: usize,
-        load_c: bool,
+        store: Store,
     ) {
         debug_assert!(rows == 0 || tile.len() >= (rows - 1) * ldc + cols);
         // SAFETY: as for this function; the tile's values lie in `tile`.
-        unsafe { kernel_raw(kc, a, b, tile.as_mut_ptr(), ldc, rows, cols, load_c) }
+        unsafe { kernel_raw(kc, a, b, tile.as_mut_ptr(), ldc, rows, cols, store) }
     }
 
     /// [`kernel`] with the tile as a pointer: tiles of several tasks then interleave in one
@@ -422,7 +580,7 @@ mod imp {
         ldc: usize,
         rows: usize,
         cols: usize,
-        load_c: bool,
+        store: Store,
     ) {
         debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && rows <= MR && cols <= NR);
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
@@ -443,6 +601,16 @@ mod imp {
             let live = cols.saturating_sub(16 * v).min(16);
             if live == 16 { 0xFFFF } else { (1u16 << live) - 1 }
         });
+        // SAFETY: a bias pointer addresses `cols` values (Store::new's contract); masked-off
+        // lanes are neither read nor written, and do not fault.
+        let bias: [__m512; NV] = std::array::from_fn(|v| {
+            if store.bias.is_null() {
+                _mm512_setzero_ps()
+            } else {
+                unsafe { _mm512_maskz_loadu_ps(masks[v], store.bias.wrapping_add(16 * v)) }
+            }
+        });
+        let zero = _mm512_setzero_ps();
         for (r, acc) in acc.iter().enumerate().take(rows) {
             // SAFETY: row r < rows starts at r·ldc; the masks cover only its `cols` values
             // (masked-off lanes are neither read nor written, and do not fault).
@@ -451,8 +619,13 @@ mod imp {
                 for v in 0..NV {
                     let at = row.wrapping_add(16 * v);
                     let mut x = acc[v];
-                    if load_c {
+                    if store.load_c {
                         x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(masks[v], at));
+                    } else if !store.bias.is_null() {
+                        x = _mm512_add_ps(x, bias[v]);
+                    }
+                    if store.relu {
+                        x = _mm512_max_ps(x, zero);
                     }
                     _mm512_mask_storeu_ps(at, masks[v], x);
                 }
