@@ -103,12 +103,12 @@ fn use_avx512(m: usize, k: usize, n: usize) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("TUNEFORGE_AVX512").is_ok_and(|v| v == "off"));
     // Measured per shape on a 2-core Xeon (AVX-512) against `gemm` 0.19 (the ignored
-    // `sgemm::tests::speed` tool): from 256 rows (split by rows), 1.3–1.4× where n ≥ 256 and
-    // k ≥ 64 (1024×128×784: 252 against 182 GFLOP/s); below 256 rows (split by columns),
-    // 1.1–1.6× where n ≥ 128 and m ≥ 32 (128×784×256: 190–200 against 124; 32×784×256: 88
-    // against 59; 64×32×5408: 122 against 111), slower with 2 column strips (128×5408×64: 91
-    // against 105).
-    let wide_enough = if m >= 256 { n >= 256 && k >= 64 } else { m >= 32 && n >= 128 && k >= 32 };
+    // `sgemm::tests::speed` tool, with the register-transposed packing): from 256 rows
+    // (split by rows) 1.2–1.4× (512×784×256: 257 against 179 GFLOP/s; 512×5408×64: 201
+    // against 164); below 256 rows (split by columns) 1.1–1.9× from 32 rows (128×784×256:
+    // 201 against 122; 32×784×256: 106 against 55; 128×5408×64: 119 against 109; 64×32×5408:
+    // 154 against 117). Not measured below n = 64 or m = 32 (the 10-class output layer).
+    let wide_enough = if m >= 256 { n >= 64 && k >= 64 } else { m >= 32 && n >= 64 && k >= 32 };
     !off && wide_enough
 }
 

@@ -169,7 +169,11 @@ mod imp {
             if b.cs == 1 {
                 pack_b_rows(bp, b);
             } else {
-                bp.par_chunks_mut(k * NR).enumerate().for_each(|(t, dst)| pack_b(dst, b, t * NR));
+                bp.par_chunks_mut(k * NR).enumerate().for_each(|(t, dst)| {
+                    // SAFETY: AVX-512F (checked by `matmul`'s caller); strip t starts at
+                    // column t·NR < n.
+                    unsafe { pack_b(dst, b, t * NR) }
+                });
             }
             let bp: &[f32] = bp;
             // Row blocks: a multiple of the threads, each at most MC_MAX rows, in whole MR strips.
@@ -465,27 +469,16 @@ mod imp {
     }
 
     /// Packs columns `j0 .. j0 + NR` of `b`, every step, into `dst` (k × NR, zero-padded).
-    fn pack_b(dst: &mut [f32], b: View<'_>, j0: usize) {
-        let cols = NR.min(b.cols - j0);
-        let at = |p: usize, j: usize| b.data[p * b.rs + (j0 + j) * b.cs];
-        if b.cs == 1 {
-            for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
-                row[..cols].copy_from_slice(&b.data[p * b.rs + j0..][..cols]);
-                row[cols..].fill(0.0);
-            }
-        } else {
-            // Typically a transposed weight (`rs == 1`): column j of the strip is contiguous
-            // in `b`. Blocks of STEPS steps keep the part of `dst` being written (STEPS × NR
-            // values, 8 KiB) in L1 while the NR columns are read in turn.
-            const STEPS: usize = 64;
-            for p0 in (0..b.rows).step_by(STEPS) {
-                let p1 = (p0 + STEPS).min(b.rows);
-                for j in 0..NR {
-                    for p in p0..p1 {
-                        dst[p * NR + j] = if j < cols { at(p, j) } else { 0.0 };
-                    }
-                }
-            }
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `b` is in bounds, `j0 < b.cols`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pack_b(dst: &mut [f32], b: View<'_>, j0: usize) {
+        // KC steps at a time, each block laid out as `pack_b_block` lays it out.
+        for p0 in (0..b.rows).step_by(KC) {
+            let kc = KC.min(b.rows - p0);
+            // SAFETY: as for this function; p0 + kc ≤ b.rows.
+            unsafe { pack_b_block(&mut dst[p0 * NR..], b, j0, p0, kc) };
         }
     }
 
@@ -530,6 +523,13 @@ mod imp {
                     for (p, &v) in row.iter().enumerate() {
                         strip[(whole + p) * MR + r] = v;
                     }
+                }
+            } else if a.rs == 1 {
+                // A transposed (e.g. the gradient in ∂w = gᵀ·x): the strip's rows of one step
+                // are contiguous in `a`.
+                for (p, col) in strip.chunks_exact_mut(MR).enumerate() {
+                    col[..live].copy_from_slice(&a.data[(p0 + p) * a.cs + base..][..live]);
+                    col[live..].fill(0.0);
                 }
             } else {
                 for (p, col) in strip.chunks_exact_mut(MR).enumerate() {
