@@ -176,7 +176,6 @@ fn optimiser_checks(device: &Device, steps: usize, out: &mut Vec<Check>) -> anyh
                 momentum: 0.9,
                 nesterov: true,
                 weight_decay: 1e-3,
-                ..Default::default()
             }),
         ),
     ];

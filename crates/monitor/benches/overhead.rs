@@ -29,6 +29,7 @@ fn facts(step: u64) -> StepFacts {
         lr: 1e-3,
         batch_size: 128,
         widths: vec![256],
+        device_seconds: None,
     }
 }
 
