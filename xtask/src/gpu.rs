@@ -171,12 +171,7 @@ fn optimiser_checks(device: &Device, steps: usize, out: &mut Vec<Check>) -> anyh
         ("sgd_momentum", OptimizerConfig::Sgd(SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() })),
         (
             "sgd_nesterov_wd",
-            OptimizerConfig::Sgd(SgdConfig {
-                lr: 0.05,
-                momentum: 0.9,
-                nesterov: true,
-                weight_decay: 1e-3,
-            }),
+            OptimizerConfig::Sgd(SgdConfig { lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 1e-3 }),
         ),
     ];
     for (name, config) in configs {

@@ -175,16 +175,15 @@ impl CustomOp3 for Dense {
             if !self.relu {
                 return Ok(dy.to_vec());
             }
+            // One pass: 0 where y ≤ 0, else ∂y, collected straight into the new vector (no
+            // copy of ∂y to mask afterwards).
             with_f32(res, |y| {
-                let mut g = dy.to_vec();
-                g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-                    for (g, y) in g.iter_mut().zip(y) {
-                        if *y <= 0.0 {
-                            *g = 0.0;
-                        }
-                    }
-                });
-                Ok(g)
+                Ok(dy
+                    .par_iter()
+                    .zip(y.par_iter())
+                    .with_min_len(CHUNK)
+                    .map(|(&d, &y)| if y <= 0.0 { 0.0 } else { d })
+                    .collect())
             })
         })?;
         let gm = Mat::row_major(&g, n, o)?;

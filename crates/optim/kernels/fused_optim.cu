@@ -51,27 +51,33 @@ __device__ __forceinline__ float tf_flush(float x) {
     return fabsf(x) < FLT_MIN ? 0.0f : x;
 }
 
-// The tensor that owns chunk c (count is small: a linear scan of the argument table).
-__device__ __forceinline__ uint32_t tf_owner(const uint64_t* chunk_end, uint32_t count, uint64_t c) {
+// Chunk c of the concatenated tensors: its tensor t and its elements begin .. end of t.
+struct TfChunk {
+    uint32_t t;
+    uint64_t begin, end;
+};
+
+// The owner is found by a linear scan of the argument table (count is at most 32).
+__device__ __forceinline__ TfChunk tf_chunk(const uint64_t* chunk_end, const uint64_t* n, uint32_t count, uint64_t c) {
     uint32_t t = 0;
     while (t + 1 < count && c >= chunk_end[t]) ++t;
-    return t;
+    const uint64_t first = t == 0 ? 0 : chunk_end[t - 1];
+    const uint64_t begin = (c - first) * TF_CHUNK;
+    return TfChunk{t, begin, min(begin + TF_CHUNK, n[t])};
 }
 
 extern "C" __global__ void tf_adam_multi(const TfAdamArgs a) {
     const uint64_t chunks = a.chunk_end[a.count - 1];
     for (uint64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-        const uint32_t t = tf_owner(a.chunk_end, a.count, c);
-        const uint64_t first = t == 0 ? 0 : a.chunk_end[t - 1];
-        const uint64_t begin = (c - first) * TF_CHUNK;
-        const uint64_t end = min(begin + TF_CHUNK, a.n[t]);
+        const TfChunk k = tf_chunk(a.chunk_end, a.n, a.count, c);
+        const uint32_t t = k.t;
         float* p = reinterpret_cast<float*>(a.p[t]);
         const float* g = reinterpret_cast<const float*>(a.g[t]);
         float* m = reinterpret_cast<float*>(a.m[t]);
         float* v = reinterpret_cast<float*>(a.v[t]);
         const float sm = a.scale_m[t];
         const float sv = a.scale_v[t];
-        for (uint64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        for (uint64_t i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
             const float pi = p[i];
             float gi = g[i];
             if (a.l2 != 0.0f) gi = __fadd_rn(gi, __fmul_rn(pi, a.l2));
@@ -91,14 +97,12 @@ extern "C" __global__ void tf_adam_multi(const TfAdamArgs a) {
 extern "C" __global__ void tf_sgd_multi(const TfSgdArgs a) {
     const uint64_t chunks = a.chunk_end[a.count - 1];
     for (uint64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-        const uint32_t t = tf_owner(a.chunk_end, a.count, c);
-        const uint64_t first = t == 0 ? 0 : a.chunk_end[t - 1];
-        const uint64_t begin = (c - first) * TF_CHUNK;
-        const uint64_t end = min(begin + TF_CHUNK, a.n[t]);
+        const TfChunk k = tf_chunk(a.chunk_end, a.n, a.count, c);
+        const uint32_t t = k.t;
         float* p = reinterpret_cast<float*>(a.p[t]);
         const float* g = reinterpret_cast<const float*>(a.g[t]);
         float* b = reinterpret_cast<float*>(a.buf[t]);
-        for (uint64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        for (uint64_t i = k.begin + threadIdx.x; i < k.end; i += blockDim.x) {
             const float pi = p[i];
             float d = g[i];
             if (a.weight_decay != 0.0f) d = __fadd_rn(d, __fmul_rn(pi, a.weight_decay));

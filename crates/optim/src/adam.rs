@@ -204,12 +204,8 @@ impl Optimizer for Adam {
             param.step += 1;
             let var = &param.var;
             #[cfg(feature = "cuda")]
-            if crate::cuda::fused_enabled()
-                && crate::cuda::fits(var.as_tensor())
-                && param.bufs.iter().all(|b| matches!(b, Buf::Tensor(t) if crate::cuda::fits(t)))
-            {
-                let g = if g.is_contiguous() { g } else { g.contiguous()? };
-                on_gpu.push((name.clone(), g));
+            if crate::cuda::takes(var, &param.bufs) {
+                on_gpu.push((name.clone(), if g.is_contiguous() { g } else { g.contiguous()? }));
                 continue;
             }
             #[cfg(not(feature = "cuda"))]

@@ -112,6 +112,14 @@ pub(crate) fn fits(t: &Tensor) -> bool {
     t.device().is_cuda() && t.dtype() == DType::F32 && t.is_contiguous()
 }
 
+/// Whether the fused kernel updates this parameter: it is on (see [`fused_enabled`]) and the
+/// variable and its state buffers are contiguous `f32` CUDA tensors.
+pub(crate) fn takes(var: &Var, bufs: &[crate::state::Buf]) -> bool {
+    fused_enabled()
+        && fits(var.as_tensor())
+        && bufs.iter().all(|b| matches!(b, crate::state::Buf::Tensor(t) if fits(t)))
+}
+
 /// The running chunk totals of tensors of `sizes` elements (`chunk_end` in the kernel).
 pub(crate) fn chunk_ends(sizes: &[usize]) -> Vec<u64> {
     sizes
@@ -161,6 +169,29 @@ fn launch_config(chunks: u64) -> LaunchConfig {
     }
 }
 
+/// Launches `func` once for one group of parameters of `sizes` elements: `args` builds the
+/// kernel's argument struct from the device pointers of `tensors` and the chunk totals.
+fn launch_group<A: DeviceRepr>(
+    func: &candle_core::cuda_backend::cudarc::driver::CudaFunction,
+    stream: &std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaStream>,
+    tensors: &[&Tensor],
+    sizes: &[usize],
+    args: impl FnOnce(&[u64], &[u64]) -> A,
+) -> candle_core::Result<()> {
+    let ends = chunk_ends(sizes);
+    with_pointers(tensors, stream, |ptrs| {
+        let a = args(ptrs, &ends);
+        let mut b = stream.launch_builder(func);
+        b.arg(&a);
+        // SAFETY: `args` fills the kernel's argument struct; every pointer addresses its
+        // tensor's elements (checked by the callers: contiguous f32 of the parameter's size on
+        // its GPU), whose read lock is held until the launch is queued, and candle orders all
+        // work of this device on this one stream.
+        unsafe { b.launch(launch_config(*ends.last().unwrap_or(&0))) }.w()?;
+        Ok(())
+    })
+}
+
 fn check_item(var: &Var, others: &[&Tensor]) -> candle_core::Result<()> {
     for t in std::iter::once(var.as_tensor()).chain(others.iter().copied()) {
         if !fits(t) || !t.device().same_device(var.device()) {
@@ -190,8 +221,7 @@ pub(crate) fn adam_step(items: &[AdamItem<'_>], k: &AdamConsts) -> candle_core::
             tensors.extend([it.var.as_tensor(), it.grad, it.m, it.v]);
         }
         let sizes: Vec<usize> = group.iter().map(|it| it.var.elem_count()).collect();
-        let ends = chunk_ends(&sizes);
-        with_pointers(&tensors, &stream, |ptrs| {
+        launch_group(&func, &stream, &tensors, &sizes, |ptrs, ends| {
             let mut a = AdamArgs {
                 p: [0; MAX_TENSORS],
                 g: [0; MAX_TENSORS],
@@ -219,13 +249,7 @@ pub(crate) fn adam_step(items: &[AdamItem<'_>], k: &AdamConsts) -> candle_core::
                 a.scale_m[i] = it.scale_m;
                 a.scale_v[i] = it.scale_v;
             }
-            let mut b = func.builder();
-            b.arg(&a);
-            // SAFETY: the argument struct matches the kernel's; every pointer addresses
-            // `n[i]` f32 values of a live tensor whose read lock is held until the launch is
-            // queued, and candle orders all work of this device on this one stream.
-            unsafe { b.launch(launch_config(*ends.last().unwrap_or(&0))) }.w()?;
-            Ok(())
+            a
         })?;
     }
     Ok(())
@@ -255,8 +279,7 @@ pub(crate) fn sgd_step(items: &[SgdItem<'_>], k: &SgdConsts) -> candle_core::Res
             }
         }
         let sizes: Vec<usize> = group.iter().map(|it| it.var.elem_count()).collect();
-        let ends = chunk_ends(&sizes);
-        with_pointers(&tensors, &stream, |ptrs| {
+        launch_group(&func, &stream, &tensors, &sizes, |ptrs, ends| {
             let mut a = SgdArgs {
                 p: [0; MAX_TENSORS],
                 g: [0; MAX_TENSORS],
@@ -278,11 +301,7 @@ pub(crate) fn sgd_step(items: &[SgdItem<'_>], k: &SgdConsts) -> candle_core::Res
                 a.n[i] = sizes[i] as u64;
                 a.chunk_end[i] = ends[i];
             }
-            let mut b = func.builder();
-            b.arg(&a);
-            // SAFETY: as in `adam_step`.
-            unsafe { b.launch(launch_config(*ends.last().unwrap_or(&0))) }.w()?;
-            Ok(())
+            a
         })?;
     }
     Ok(())
@@ -305,7 +324,7 @@ mod tests {
         assert!(std::mem::size_of::<AdamArgs>() <= 4096);
     }
 
-    /// The kernel's walk (`tf_owner` and the chunk bounds), replayed on the host: every
+    /// The kernel's walk (`tf_chunk`), replayed on the host: every
     /// element of every tensor is visited exactly once, whatever the grid size.
     #[test]
     fn the_chunk_walk_covers_every_element_once() {
