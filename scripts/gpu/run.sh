@@ -9,11 +9,15 @@
 #      card, interleaved, REPS times (default 1), plus the fused optimiser switched off for
 #      the A/B of its share;
 #   4. runs a 2-minute `xtask tune` on Fashion-MNIST on the GPU.
-# Results go to $OUT (the device tool's output folder; ./out otherwise). Every stage has a
+# Results go to $OUT (the device tool's output folder; /tmp/tuneforge-gpu-out otherwise). Every stage has a
 # timeout, and a failing stage does not stop the later ones. About 6 minutes on an H100.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
-OUT=${OUT:-$B/out}
+# Scratch (the unpacked binary, the inflated dataset cache, the study) stays out of the bundle,
+# and so do the results when $OUT is not set (a run outside the device tool).
+W=${TMPDIR:-/tmp}/tuneforge-gpu-run
+rm -rf "$W" && mkdir -p "$W"
+OUT=${OUT:-${TMPDIR:-/tmp}/tuneforge-gpu-out}
 REPS=${REPS:-1}
 mkdir -p "$OUT"
 # What comes back (the device tool returns at most 8 files): run.log (everything printed,
@@ -25,7 +29,7 @@ fail() { echo "FAILED: $*"; status=1; }
 
 stage "unpack"
 cat "$B/MANIFEST.txt" 2>/dev/null
-gunzip -c "$B/xtask.gz" > "$B/xtask" && chmod +x "$B/xtask" || fail "gunzip"
+gunzip -c "$B/xtask.gz" > "$W/xtask" && chmod +x "$W/xtask" || fail "gunzip"
 
 PY=""
 for p in python3 /opt/torch/.venv/bin/python3 python; do
@@ -47,12 +51,12 @@ for lib in libcuda.so.1 libcublasLt.so.13 libcublas.so.13 libnvrtc.so.13 libcura
 done
 export LD_LIBRARY_PATH="${libdirs#:}:/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-ldd "$B/xtask" | tee "$B/ldd.txt"
-grep -q 'not found' "$B/ldd.txt" && fail "ldd: a library is not found"
+ldd "$W/xtask" | tee "$W/ldd.txt"
+grep -q 'not found' "$W/ldd.txt" && fail "ldd: a library is not found"
 nvidia-smi 2>&1 | head -20
 
-export TUNEFORGE_DATA="$B/datasets" TUNEFORGE_CACHE="$B/cache" FMNIST_DIR="$B/datasets/fashion-mnist"
-X="$B/xtask"
+export TUNEFORGE_DATA="$B/datasets" TUNEFORGE_CACHE="$W/cache" FMNIST_DIR="$B/datasets/fashion-mnist"
+X="$W/xtask"
 
 stage "gpu-check"
 timeout 180 "$X" gpu-check --device cuda --out "$OUT/gpu-check.jsonl" || fail "gpu-check"
@@ -77,9 +81,9 @@ for model in mlp:256 mlp:1024,1024; do
 done
 
 stage "tune: 2 minutes on Fashion-MNIST"
-timeout 240 "$X" tune --dataset fashion-mnist --device cuda --budget 120s --progress plain --out "$B/tune" 2>&1 \
+timeout 240 "$X" tune --dataset fashion-mnist --device cuda --budget 120s --progress plain --out "$W/tune" 2>&1 \
   | tail -40 || fail "tune"
-cp "$B/tune/summary.json" "$OUT/tune-summary.json" 2>/dev/null || fail "tune wrote no summary.json"
+cp "$W/tune/summary.json" "$OUT/tune-summary.json" 2>/dev/null || fail "tune wrote no summary.json"
 
 stage "done (status $status)"
 exit $status

@@ -428,6 +428,13 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
         }
     };
     let out = &args.out;
+    // An earlier bundle is replaced whole (what a run left in it would count against the
+    // 64 MiB); any other non-empty folder is left alone.
+    if out.join("MANIFEST.txt").is_file() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing the earlier bundle {}", out.display()))?;
+    } else if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} is not empty and holds no MANIFEST.txt of an earlier bundle: give another --out", out.display());
+    }
     std::fs::create_dir_all(out.join("datasets/fashion-mnist"))
         .with_context(|| format!("creating {}", out.display()))?;
 

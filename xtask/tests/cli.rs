@@ -204,6 +204,20 @@ fn gpu_bundle_without_the_cuda_toolkit_says_how_to_get_it() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("setup-cuda-wheels.sh") && stderr.contains("CUDA_COMPUTE_CAP"), "{stderr}");
+
+    // A folder that is not an earlier bundle is never emptied.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "keep me").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["gpu-bundle", "--binary", env!("CARGO_BIN_EXE_xtask"), "--out"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not empty and holds no MANIFEST.txt"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(other.join("notes.txt")).unwrap(), "keep me");
 }
 
 #[test]
