@@ -105,15 +105,16 @@ fn use_avx512(m: usize, k: usize, n: usize) -> bool {
     // Measured per shape on a 2-core Xeon (AVX-512) against `gemm` 0.19 (the ignored
     // `sgemm::tests::speed` tool, with the register-transposed packing): from 256 rows
     // (split by rows) 1.2–1.4× (512×784×256: 257 against 179 GFLOP/s; 512×5408×64: 201
-    // against 164; n < 256 only measured with k this long); below 256 rows (split by columns) 1.1–1.9× from 32 rows (128×784×256:
-    // 201 against 122; 32×784×256: 106 against 55; 128×5408×64: 119 against 109; 64×32×5408:
-    // 154 against 117). Not measured below n = 64 or m = 32 (the 10-class output layer).
+    // against 164; n < 256 only measured with k this long); below 256 rows (split by
+    // columns) 1.1–1.9× from 32 rows (128×784×256: 201 against 122; 32×784×256: 106 against
+    // 55; 128×5408×64: 119 against 109; 64×32×5408: 154 against 117). Not measured below
+    // n = 64 or m = 32 (the 10-class output layer).
     let wide_enough =
         if m >= 256 { k >= 64 && (n >= 256 || (n >= 64 && k >= 1024)) } else { m >= 32 && n >= 64 && k >= 32 };
     // Below 2²¹ multiply-adds (digits' 32×64×64) the product takes microseconds and our
     // kernel's rayon tasks would cost more than they save: `gemm` runs those on one thread.
-    // Measured: the default digits job ran 1855 trials in 60 s without this floor, 2650 before
-    // short products came to our kernel.
+    // Measured (default digits job, 60 s, same session): 2,377–2,471 trials before short
+    // products came to our kernel, 1,488 with them and no floor, 2,240–2,341 with it.
     !off && wide_enough && m * k * n >= 1 << 21
 }
 

@@ -85,10 +85,11 @@ pub(crate) fn matmul(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, 
 
 /// `c = epilogue(a · b)`: the product, the bias of each column added, then the ReLU, in
 /// one pass over `c` (the same `f32` operations as filling `c` with the bias, accumulating
-/// the product into it and clamping it afterwards). `false` as for [`matmul`], or when the
-/// bias has not one value per column.
+/// the product into it and clamping it afterwards). `false` as for [`matmul`], when the
+/// bias has not one value per column, or when `k` is 0.
 pub(crate) fn matmul_fused(c: &mut [f32], a: View<'_>, b: View<'_>, threads: usize, epilogue: Epilogue<'_>) -> bool {
-    if epilogue.bias.is_some_and(|bias| bias.len() != b.cols) {
+    // With k = 0 no tile is stored, so no epilogue would run: the caller's own path does it.
+    if a.cols == 0 || epilogue.bias.is_some_and(|bias| bias.len() != b.cols) {
         return false;
     }
     matmul_then(c, false, a, b, threads, epilogue)
@@ -148,14 +149,6 @@ mod imp {
         if k == 0 {
             if !accumulate {
                 c.fill(0.0);
-            }
-            if let Some(bias) = epi.bias {
-                for row in c.chunks_exact_mut(n) {
-                    row.iter_mut().zip(bias).for_each(|(c, b)| *c += b);
-                }
-            }
-            if epi.relu {
-                c.iter_mut().for_each(|v| *v = v.max(0.0));
             }
             return;
         }

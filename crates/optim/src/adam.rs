@@ -242,6 +242,7 @@ impl Optimizer for Adam {
                     Ok(crate::cuda::AdamItem { var: &p.var, grad: g, m, v, scale_m: k.scale_m, scale_v: k.scale_v })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // The constants every item shares; each item carries its own bias corrections.
             crate::cuda::adam_step(&items, &hp.consts(1))?;
         }
         Ok(())
