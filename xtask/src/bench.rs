@@ -110,7 +110,7 @@ fn step_on_pool(
     let idx = Tensor::from_slice(idx, idx.len(), x.device())?;
     let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
     let loss = Model::loss(&model.forward_train(&xb)?, &yb)?;
-    opt.step(&loss.backward()?)?;
+    opt.step(&model.backward(&loss)?)?;
     Ok(loss)
 }
 
@@ -173,7 +173,7 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         let idx = &perm[..args.batch_size.min(n)];
         let it = Tensor::from_slice(idx, idx.len(), &device)?;
         let loss = Model::loss(&model.forward_train(&xtr.index_select(&it, 0)?)?, &ytr.index_select(&it, 0)?)?;
-        let grads = loss.backward()?;
+        let grads = model.backward(&loss)?;
         device.synchronize()?;
         let t = Instant::now();
         for _ in 0..50 {

@@ -233,9 +233,9 @@ fn model_checks(name: &str, device: &Device, mem: &InMemory, out: &mut Vec<Check
             let (x, y) = fmnist_batch(mem, &spec.input, batch * 128, 128)?;
             batch += 1;
             let ld = Model::loss(&md.forward_train(&x.to_device(device)?)?, &y.to_device(device)?)?;
-            od.step(&ld.backward()?)?;
+            od.step(&md.backward(&ld)?)?;
             let lc = Model::loss(&mc.forward_train(&x)?, &y)?;
-            oc.step(&lc.backward()?)?;
+            oc.step(&mc.backward(&lc)?)?;
         }
         anyhow::Ok(())
     };

@@ -516,7 +516,7 @@ impl Run {
             loss = (loss * f64::NAN)?;
         }
         let loss_value = loss.to_scalar::<f32>()?;
-        let mut grads = loss.backward()?;
+        let mut grads = self.model.backward(&loss)?;
         // The monitor watches the gradient norm (NaN, explosions): computed whenever there is
         // one, one pass over the gradients.
         let grad_norm = {

@@ -568,7 +568,8 @@ impl candle_core::CustomOp2 for ConvBiasReluPool {
             }
         }
         let gb: Vec<f32> = total[taps * g.cout..].iter().map(|&v| v as f32).collect();
-        Ok((Some(Tensor::from_vec(gw, w.shape(), w.device())?), Some(Tensor::from_vec(gb, b.shape(), b.device())?)))
+        let (gw, gb) = (Tensor::from_vec(gw, w.shape(), w.device())?, Tensor::from_vec(gb, b.shape(), b.device())?);
+        Ok((crate::grad_sink::route(w, gw), crate::grad_sink::route(b, gb)))
     }
 }
 

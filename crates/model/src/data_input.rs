@@ -98,7 +98,7 @@ impl CustomOp1 for Conv2dOfData {
             let g = self.geometry(w.shape())?;
             let gw =
                 cpu_ops::with_f32(&self.x, |x| cpu_ops::with_f32(grad, |go| Ok(cpu_ops::conv2d_weight_f32(x, go, g))))?;
-            return Ok(Some(Tensor::from_vec(gw, w.shape(), w.device())?));
+            return Ok(crate::grad_sink::route(w, Tensor::from_vec(gw, w.shape(), w.device())?));
         }
         // candle's own formula for the kernel's gradient (backprop.rs, Op::Conv2D).
         let g =

@@ -61,7 +61,7 @@ fn matmul_into(dst: &mut [f32], accumulate: bool, a: Mat<'_>, b: Mat<'_>) -> can
         }
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     if use_avx512(m, k, n) && crate::sgemm::matmul(dst, accumulate, a, b, threads) {
         return Ok(());
     }
@@ -153,7 +153,7 @@ impl CustomOp3 for Dense {
         // Our kernel adds the bias and clamps as it stores the product; otherwise `y` starts
         // as the bias, the product is added to it and the ReLU is a pass of its own.
         let epilogue = crate::sgemm::Epilogue { bias: Some(b), relu: self.relu };
-        let threads = candle_core::utils::get_num_threads();
+        let threads = rayon::current_num_threads();
         if !(use_avx512(n, i, o) && crate::sgemm::matmul_fused(&mut y, xm, wt, threads, epilogue)) {
             for row in y.chunks_exact_mut(o.max(1)) {
                 row.copy_from_slice(b);
@@ -209,7 +209,8 @@ impl CustomOp3 for Dense {
             None
         };
         let dev = w.device();
-        Ok((dx, Some(Tensor::from_vec(dw, (o, i), dev)?), Some(Tensor::from_vec(db, o, dev)?)))
+        let (dw, db) = (Tensor::from_vec(dw, (o, i), dev)?, Tensor::from_vec(db, o, dev)?);
+        Ok((dx, crate::grad_sink::route(w, dw), crate::grad_sink::route(b, db)))
     }
 }
 

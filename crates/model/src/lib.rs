@@ -41,6 +41,7 @@ mod cpu_ops;
 mod data_input;
 mod dense;
 mod error;
+mod grad_sink;
 mod model;
 pub mod restructure;
 mod sgemm;

@@ -181,6 +181,15 @@ impl ModelSpec {
     }
 }
 
+/// Runs `f` on a thread of rayon's global pool when `device` is the CPU and this thread is
+/// not one of the pool's: a pass starts several parallel kernels, and each one started from
+/// outside the pool hands its work over and waits for it (waking a sleeping worker each
+/// time); from inside, a kernel's tasks start on this thread at once. One hand-over per pass
+/// instead of one per kernel.
+fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() && rayon::current_thread_index().is_none() { rayon::scope(|_| f()) } else { f() }
+}
+
 impl Model {
     /// The spec this model currently has (widths follow `widen`/`narrow`).
     pub fn spec(&self) -> &ModelSpec {
@@ -194,7 +203,14 @@ impl Model {
 
     /// Forward pass in evaluation mode (running batch-norm statistics, no dropout).
     /// `x` has shape `[batch, ...spec.input]`; returns logits `[batch, classes]`.
+    ///
+    /// On the CPU, called from outside rayon's pool, the pass runs on one of the pool's
+    /// threads (see [`on_pool`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        on_pool(&self.device, || self.forward_here(x))
+    }
+
+    fn forward_here(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let (mut h, mut idx) = self.first_block(x)?;
         while idx < self.layers.len() {
@@ -220,7 +236,15 @@ impl Model {
 
     /// Forward pass in training mode: batch norm uses (and updates the running averages
     /// with) batch statistics; dropout draws masks from the model's seeded generator.
+    ///
+    /// On the CPU, called from outside rayon's pool, the pass runs on one of the pool's
+    /// threads (see [`on_pool`]).
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+        let device = self.device.clone();
+        on_pool(&device, || self.forward_train_here(x))
+    }
+
+    fn forward_train_here(&mut self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let (mut h, mut idx) = self.first_block(x)?;
         while idx < self.layers.len() {
@@ -288,6 +312,31 @@ impl Model {
             return Err(Error::InputShape { expected: self.spec.input.clone(), found: x.dims().to_vec() });
         }
         Ok(())
+    }
+
+    /// The gradients of `loss` — the store `loss.backward()` returns, value for value, made
+    /// faster: the gradients of parameters that this crate's CPU ops compute (dense layers,
+    /// the fused first convolution block, convolutions of data) go into the store as they
+    /// are, without candle's zeros-then-add for each (a fresh zero tensor and a sum per
+    /// parameter and step). Use it in place of `loss.backward()` in a training loop. On the
+    /// CPU it runs on rayon's pool as [`Model::forward`] does.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use tuneforge_model::{Model, ModelSpec};
+    ///
+    /// let model = ModelSpec::preset("mlp:16", &[8], 3)?.init_seeded(&Device::Cpu, 7)?;
+    /// let x = Tensor::rand(0f32, 1.0, (4, 8), &Device::Cpu)?;
+    /// let y = Tensor::new(&[0u32, 1, 2, 1], &Device::Cpu)?;
+    /// let loss = Model::loss(&model.forward(&x)?, &y)?;
+    /// let grads = model.backward(&loss)?;
+    /// for (name, var) in model.vars() {
+    ///     assert!(grads.get(var.as_tensor()).is_some(), "{name}");
+    /// }
+    /// # Ok::<(), tuneforge_model::Error>(())
+    /// ```
+    pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
+        Ok(on_pool(&self.device, || crate::grad_sink::backward(loss))?)
     }
 
     /// Mean cross-entropy of `logits` against `labels` (`u32` class indices).

@@ -174,7 +174,8 @@ mod imp {
             let mc = m.div_ceil(tasks).div_ceil(MR) * MR;
             c.par_chunks_mut(mc * n).enumerate().for_each(|(blk, c_blk)| {
                 let (i0, rows) = (blk * mc, c_blk.len() / n);
-                with_buffer(&A_PACK, rows.div_ceil(MR) * MR * KC, |ap| {
+                let row_strips = rows.div_ceil(MR);
+                with_buffer(&A_PACK, row_strips * MR * KC, |ap| {
                     let mut p0 = 0;
                     while p0 < k {
                         let kc = kb.min(k - p0);
@@ -187,9 +188,18 @@ mod imp {
                             let cols = NR.min(n - j0);
                             let b_strip = &bp[t * k * NR + p0 * NR..][..kc * NR];
                             let store = Store::new(epi, load_c, last, j0);
-                            for s in 0..rows.div_ceil(MR) {
+                            for s in 0..row_strips {
                                 let r0 = s * MR;
                                 let a_strip = &ap[s * kc * MR..][..kc * MR];
+                                // Next: the following strip of A, or after the last one
+                                // the next strip of B (of this block of steps).
+                                let store = if s + 1 < row_strips {
+                                    store.prefetching(&ap[(s + 1) * kc * MR..][..kc * MR])
+                                } else if t + 1 < strips {
+                                    store.prefetching(&bp[(t + 1) * k * NR + p0 * NR..][..kc * NR])
+                                } else {
+                                    store
+                                };
                                 let tile = &mut c_blk[r0 * n + j0..];
                                 // SAFETY: AVX-512F (this function's target feature); the
                                 // strips hold kc steps; the tile has MR.min(rows − r0) rows of
@@ -293,6 +303,10 @@ mod imp {
         load_c: bool,
         bias: *const f32,
         relu: bool,
+        /// Values the next call will read (`next_len` of them from `next`), fetched into L1
+        /// during this one; null for none.
+        next: *const f32,
+        next_len: usize,
     }
 
     impl Store {
@@ -303,7 +317,12 @@ mod imp {
                 Some(b) if !load_c => b[j0..].as_ptr(),
                 _ => std::ptr::null(),
             };
-            Store { load_c, bias, relu: epi.relu && last }
+            Store { load_c, bias, relu: epi.relu && last, next: std::ptr::null(), next_len: 0 }
+        }
+
+        /// This store, prefetching `next` during the call.
+        fn prefetching(self, next: &[f32]) -> Store {
+            Store { next: next.as_ptr(), next_len: next.len(), ..self }
         }
     }
 
@@ -520,9 +539,16 @@ mod imp {
             } else if a.rs == 1 {
                 // A transposed (e.g. the gradient in ∂w = gᵀ·x): the strip's rows of one step
                 // are contiguous in `a`.
+                let mask: __mmask16 = (1 << live) - 1;
                 for (p, col) in strip.chunks_exact_mut(MR).enumerate() {
-                    col[..live].copy_from_slice(&a.data[(p0 + p) * a.cs + base..][..live]);
-                    col[live..].fill(0.0);
+                    let src = &a.data[(p0 + p) * a.cs + base..][..live];
+                    // SAFETY: AVX-512F (this function's target feature); the load reads the
+                    // `live` values of `src` (masked-off lanes are not read and do not fault)
+                    // and the store writes the MR values of `col`, zeros past `live`.
+                    unsafe {
+                        let v = _mm512_maskz_loadu_ps(mask, src.as_ptr());
+                        _mm512_mask_storeu_ps(col.as_mut_ptr(), (1 << MR) - 1, v);
+                    }
                 }
             } else {
                 for (p, col) in strip.chunks_exact_mut(MR).enumerate() {
@@ -532,6 +558,22 @@ mod imp {
                 }
             }
         }
+    }
+
+    /// GFLOP/s of the micro-kernel alone on one thread, its strips and tile in L1.
+    #[cfg(test)]
+    pub(super) fn micro_gflops(kc: usize, calls: usize) -> f64 {
+        let a = vec![0.5f32; kc * MR];
+        let b = vec![0.25f32; kc * NR];
+        let mut c = vec![0f32; MR * NR];
+        let store = Store { load_c: true, bias: std::ptr::null(), relu: false, next: std::ptr::null(), next_len: 0 };
+        let t = std::time::Instant::now();
+        for _ in 0..calls {
+            // SAFETY: test-only; AVX-512F checked by the caller; sizes as the kernel needs.
+            unsafe { kernel_raw(kc, &a, &b, c.as_mut_ptr(), NR, MR, NR, store) };
+        }
+        std::hint::black_box(&c);
+        2.0 * (kc * MR * NR * calls) as f64 / t.elapsed().as_secs_f64() * 1e-9
     }
 
     /// The 12 × 32 micro-kernel: `tile[r, j] (+)= Σ_p a[p·MR + r] · b[p·NR + j]` for
@@ -578,7 +620,20 @@ mod imp {
         debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR && rows <= MR && cols <= NR);
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        // The tile's rows are read (or written) after the loop: fetched now, they arrive
+        // during it rather than stalling the stores.
+        for r in 0..rows {
+            let row = cp.wrapping_add(r * ldc);
+            _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(cols - 1) as *const i8);
+        }
         for p in 0..kc {
+            // Two lines of what the next call reads per step (a prefetch does not fault).
+            if p * 32 < store.next_len {
+                let at = store.next.wrapping_add(p * 32);
+                _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(16) as *const i8);
+            }
             // SAFETY: p < kc, so p·NR + NV·16 ≤ kc·NR and p·MR + r < kc·MR.
             unsafe {
                 let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(p * NR + 16 * v)));
@@ -713,8 +768,18 @@ mod tests {
         if !available() {
             return;
         }
-        let threads = candle_core::utils::get_num_threads();
-        for &(m, k, n) in &[
+        let threads = rayon::current_num_threads();
+        // SGEMM_SHAPES="512x1024x1024,128x784x256" picks shapes; SGEMM_FLOP the work per timing.
+        let picked: Option<Vec<(usize, usize, usize)>> = std::env::var("SGEMM_SHAPES").ok().map(|v| {
+            v.split(',')
+                .map(|s| {
+                    let d: Vec<usize> = s.split('x').map(|x| x.parse().unwrap()).collect();
+                    (d[0], d[1], d[2])
+                })
+                .collect()
+        });
+        let flop: f64 = std::env::var("SGEMM_FLOP").ok().and_then(|v| v.parse().ok()).unwrap_or(1e10);
+        let all = [
             (128, 784, 256),
             (128, 784, 1024),
             (128, 1024, 1024),
@@ -729,13 +794,15 @@ mod tests {
             (128, 784, 128),
             (512, 784, 256),
             (256, 1024, 1024),
-        ] {
+            (512, 1024, 1024),
+        ];
+        for &(m, k, n) in picked.as_deref().unwrap_or(&all) {
             let av: Vec<f32> = (0..m * k).map(value).collect();
             let wv: Vec<f32> = (0..k * n).map(|i| value(i + 3)).collect();
             let a = View { data: &av, rows: m, cols: k, rs: k, cs: 1 };
             let b = View { data: &wv, rows: k, cols: n, rs: 1, cs: k };
             let mut c = vec![0f32; m * n];
-            let reps = (1e10 / (2.0 * (m * k * n) as f64)) as usize + 1;
+            let reps = (flop / (2.0 * (m * k * n) as f64)) as usize + 1;
             let time = |f: &mut dyn FnMut()| {
                 f();
                 let t = std::time::Instant::now();
@@ -744,7 +811,11 @@ mod tests {
                 }
                 2.0 * (m * k * n * reps) as f64 / t.elapsed().as_secs_f64() * 1e-9
             };
-            let ours = time(&mut || assert!(matmul(&mut c, false, a, b, threads)));
+            // On a pool thread, as the model's passes call it.
+            let ours = rayon::scope(|_| time(&mut || assert!(matmul(&mut c, false, a, b, threads))));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let ours1 = pool.install(|| time(&mut || assert!(matmul(&mut c, false, a, b, 1))));
+            eprintln!("{m:>4}×{k:>4}×{n:>4}: ours on 1 thread {ours1:6.1}");
             let theirs = time(&mut || unsafe {
                 gemm::gemm(
                     m,
@@ -769,6 +840,22 @@ mod tests {
                 )
             });
             eprintln!("{m:>4}×{k:>4}×{n:>4}: ours {ours:6.1} GFLOP/s, gemm {theirs:6.1}");
+        }
+    }
+
+    #[test]
+    #[ignore = "a measuring tool: run alone on a quiet machine"]
+    fn micro_speed() {
+        if !available() {
+            return;
+        }
+        for kc in [64, 112, 128, 256, 512] {
+            let g = imp::micro_gflops(kc, 20_000_000 / kc);
+            let both: Vec<f64> = std::thread::scope(|s| {
+                let h: Vec<_> = (0..2).map(|_| s.spawn(move || imp::micro_gflops(kc, 20_000_000 / kc))).collect();
+                h.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            eprintln!("micro-kernel kc {kc}: {g:6.1} GFLOP/s on one thread, {both:.1?} on two at once");
         }
     }
 

@@ -339,3 +339,54 @@ fn data_input_first_layer_gives_candle_gradients() {
         }
     }
 }
+
+/// `Model::backward` (parameter gradients handed straight to the store) gives the store
+/// `loss.backward()` gives, value for value, for the seed CNN, a batch-norm CNN (candle's own
+/// ops between ours) and an MLP, on real images; and `loss.backward()` itself still returns
+/// every gradient (the sink is open only inside `Model::backward`).
+#[test]
+fn model_backward_equals_candles_backward() {
+    for spec in [ModelSpec::seed_cnn(10), bn_net(), ModelSpec::preset("mlp:64,32", &[1, 28, 28], 10).unwrap()] {
+        let (x, y) = fmnist_batch(64, &spec.input, 5);
+        let mut model = spec.init_seeded(&Device::Cpu, 3).unwrap();
+        let loss = Model::loss(&model.forward_train(&x).unwrap(), &y).unwrap();
+        let theirs = loss.backward().unwrap();
+        let ours = model.backward(&loss).unwrap();
+        let again = loss.backward().unwrap();
+        for (name, v) in model.vars() {
+            let t = theirs.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient from candle"));
+            let o = ours.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient from Model::backward"));
+            let a = again.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: none from a later backward"));
+            assert_eq!(o.dims(), t.dims(), "{name}");
+            let [o, t, a] = [o, t, a].map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(o, t, "{name}: Model::backward differs from loss.backward()");
+            assert_eq!(a, t, "{name}: loss.backward() after Model::backward differs");
+        }
+    }
+}
+
+/// A tool, not a test: inference samples/s of mlp 784-256-10 and 784-1024-1024-10 at batch
+/// 128 on real images, called from a thread outside rayon's pool as `bench-step` calls it.
+/// `cargo test -p tuneforge-model --release --test model infer_speed -- --ignored --nocapture`
+#[test]
+#[ignore = "a measuring tool: run alone on a quiet machine"]
+fn infer_speed() {
+    for preset in ["mlp:256", "mlp:1024,1024"] {
+        let spec = ModelSpec::preset(preset, &[1, 28, 28], 10).unwrap();
+        let model = spec.init_seeded(&Device::Cpu, 1).unwrap();
+        let (x, _) = fmnist_batch(1024, &spec.input, 1);
+        let passes = if preset == "mlp:256" { 400 } else { 40 };
+        let run = || {
+            for s in (0..1024).step_by(128) {
+                model.forward(&x.narrow(0, s, 128).unwrap()).unwrap();
+            }
+        };
+        run();
+        let t = std::time::Instant::now();
+        for _ in 0..passes {
+            run();
+        }
+        let rate = (passes * 1024) as f64 / t.elapsed().as_secs_f64();
+        eprintln!("{preset} batch 128: {rate:.0} samples/s");
+    }
+}
