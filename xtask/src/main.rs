@@ -103,17 +103,24 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Keep freed tensors in the heap (see tuneforge::tune_allocator; measured in docs/benchmarks.md).
     tuneforge::tune_allocator();
+    // candle looks its thread count up on every matmul, and without RAYON_NUM_THREADS that
+    // lookup reads the CPU list from /proc each time: fixed here, once, at the count candle
+    // would find (physical cores), which rayon's pool then has too.
+    let threads = match &cli.command {
+        Command::BenchStep(args) => args.threads,
+        _ => None,
+    };
+    if let Some(n) =
+        threads.or_else(|| std::env::var_os("RAYON_NUM_THREADS").is_none().then(candle_core::utils::get_num_threads))
+    {
+        // SAFETY: no other thread exists yet (nothing has started candle's or rayon's pools).
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
     match cli.command {
         Command::Datasets(args) => datasets::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Tune(args) => tune::run(&args),
-        Command::BenchStep(args) => {
-            if let Some(n) = args.threads {
-                // SAFETY: no other thread exists yet (nothing has touched candle or rayon).
-                unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-            }
-            bench::run(&args)
-        }
+        Command::BenchStep(args) => bench::run(&args),
         Command::GpuCheck(args) => gpu::check(&args),
         Command::GpuBundle(args) => gpu::bundle(&args),
         Command::BenchTune(args) => bench_tune::run(&args),
