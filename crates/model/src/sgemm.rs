@@ -799,8 +799,19 @@ mod tests {
         for &(m, k, n) in picked.as_deref().unwrap_or(&all) {
             let av: Vec<f32> = (0..m * k).map(value).collect();
             let wv: Vec<f32> = (0..k * n).map(|i| value(i + 3)).collect();
-            let a = View { data: &av, rows: m, cols: k, rs: k, cs: 1 };
-            let b = View { data: &wv, rows: k, cols: n, rs: 1, cs: k };
+            // SGEMM_LAYOUT: `nt` (default: a row-major, b transposed — the forward pass's
+            // x·wᵀ), `tn` (∂w = gᵀ·x), `nn` (∂x = g·w).
+            let layout = std::env::var("SGEMM_LAYOUT").unwrap_or_else(|_| "nt".into());
+            let a = if layout.starts_with('t') {
+                View { data: &av, rows: m, cols: k, rs: 1, cs: m }
+            } else {
+                View { data: &av, rows: m, cols: k, rs: k, cs: 1 }
+            };
+            let b = if layout.ends_with('t') {
+                View { data: &wv, rows: k, cols: n, rs: 1, cs: k }
+            } else {
+                View { data: &wv, rows: k, cols: n, rs: n, cs: 1 }
+            };
             let mut c = vec![0f32; m * n];
             let reps = (flop / (2.0 * (m * k * n) as f64)) as usize + 1;
             let time = |f: &mut dyn FnMut()| {
