@@ -116,6 +116,13 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: no other thread exists yet (nothing has started candle's or rayon's pools).
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
+    // candle's element-wise ops run on a pool of its own whose threads spin 25,000 rounds
+    // after each op before they sleep, on the cores our kernels' rayon threads need next:
+    // 100 rounds (A/B in docs/benchmarks.md: mlp:256 at batch 512 trains 1.04x as fast).
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: as above, still no other thread.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100") };
+    }
     match cli.command {
         Command::Datasets(args) => datasets::run(&args),
         Command::Train(args) => train::run(&args),
