@@ -78,6 +78,12 @@ struct Record {
     /// Mean wall time of the optimiser's update alone (ms; 50 updates on one batch's
     /// gradients after the epoch): its share of a step is `optimizer_ms / step_ms`.
     optimizer_ms: f64,
+    /// Process CPU time ÷ wall time (all threads; `tuneforge::process_cpu_seconds`) over the
+    /// timed epoch, the two timed inference passes and the 50 optimiser updates: how many
+    /// cores each phase kept busy (idle threads that spin count as busy).
+    train_cores_busy: Option<f64>,
+    infer_cores_busy: Option<f64>,
+    optimizer_cores_busy: Option<f64>,
     /// With the `cuda` feature: whether the fused CUDA optimiser kernel was on
     /// (`TUNEFORGE_FUSED_OPTIM=off` turns it off).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +120,11 @@ fn step_on_pool(
     Ok(loss)
 }
 
+/// CPU time used since `cpu_before` ÷ `wall_s`.
+fn cores_busy(cpu_before: Option<f64>, wall_s: f64) -> Option<f64> {
+    Some((tuneforge::process_cpu_seconds()? - cpu_before?) / wall_s)
+}
+
 pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     let device = crate::train::parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
@@ -146,6 +157,7 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     }
     device.synchronize()?;
     perm.shuffle(&mut rng);
+    let cpu = tuneforge::process_cpu_seconds();
     let t = Instant::now();
     let mut last = None;
     for chunk in perm.chunks(args.batch_size) {
@@ -154,6 +166,7 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     let last_loss = last.map(|l| l.to_scalar::<f32>()).transpose()?.unwrap_or(f32::NAN);
     device.synchronize()?;
     let epoch_s = t.elapsed().as_secs_f64();
+    let train_cores_busy = cores_busy(cpu, epoch_s);
 
     let infer_pass = |model: &Model| -> anyhow::Result<()> {
         for start in (0..test.len()).step_by(args.batch_size) {
@@ -163,24 +176,29 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         Ok(device.synchronize()?)
     };
     infer_pass(&model)?;
+    let cpu = tuneforge::process_cpu_seconds();
     let t = Instant::now();
     infer_pass(&model)?;
     infer_pass(&model)?;
-    let infer_samples_per_s = 2.0 * test.len() as f64 / t.elapsed().as_secs_f64();
+    let infer_s = t.elapsed().as_secs_f64();
+    let infer_samples_per_s = 2.0 * test.len() as f64 / infer_s;
+    let infer_cores_busy = cores_busy(cpu, infer_s);
 
     // The optimiser alone: 50 updates with one batch's gradients.
-    let optimizer_ms = {
+    let (optimizer_ms, optimizer_cores_busy) = {
         let idx = &perm[..args.batch_size.min(n)];
         let it = Tensor::from_slice(idx, idx.len(), &device)?;
         let loss = Model::loss(&model.forward_train(&xtr.index_select(&it, 0)?)?, &ytr.index_select(&it, 0)?)?;
         let grads = model.backward(&loss)?;
         device.synchronize()?;
+        let cpu = tuneforge::process_cpu_seconds();
         let t = Instant::now();
         for _ in 0..50 {
             opt.step(&grads)?;
         }
         device.synchronize()?;
-        t.elapsed().as_secs_f64() * 1e3 / 50.0
+        let seconds = t.elapsed().as_secs_f64();
+        (seconds * 1e3 / 50.0, cores_busy(cpu, seconds))
     };
 
     let (mut widen_ms, mut narrow_ms) = (None, None);
@@ -217,6 +235,9 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         last_loss,
         step_ms: epoch_s * 1e3 / n.div_ceil(args.batch_size) as f64,
         optimizer_ms,
+        train_cores_busy,
+        infer_cores_busy,
+        optimizer_cores_busy,
         #[cfg(feature = "cuda")]
         fused_optim: Some(tuneforge_optim::cuda::fused_enabled()),
         #[cfg(not(feature = "cuda"))]

@@ -118,6 +118,14 @@ fn use_avx512(m: usize, k: usize, n: usize) -> bool {
     !off && wide_enough && m * k * n >= 1 << 21
 }
 
+/// `len` zeros, written by rayon's threads in chunks of [`CHUNK`] (a layer's output or
+/// gradient is megabytes: one thread's `memset` of it left the other core idle).
+fn zeros(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0f32, len).with_min_len(CHUNK));
+    v
+}
+
 /// `x · wᵀ + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`, then ReLU when `relu`.
 pub(crate) struct Dense {
     relu: bool,
@@ -149,7 +157,7 @@ impl CustomOp3 for Dense {
             );
         }
         let (xm, wt) = (Mat::row_major(x, n, i)?, Mat::row_major(w, o, i)?.t());
-        let mut y = vec![0f32; n * o];
+        let mut y = zeros(n * o);
         // Our kernel adds the bias and clamps as it stores the product; otherwise `y` starts
         // as the bias, the product is added to it and the ReLU is a pass of its own.
         let epilogue = crate::sgemm::Epilogue { bias: Some(b), relu: self.relu };
@@ -193,7 +201,7 @@ impl CustomOp3 for Dense {
             })
         })?;
         let gm = Mat::row_major(&g, n, o)?;
-        let mut dw = vec![0f32; o * i];
+        let mut dw = zeros(o * i);
         with_f32(x, |xv| matmul_into(&mut dw, false, gm.t(), Mat::row_major(xv, n, i)?))?;
         let mut db = vec![0f32; o];
         for row in g.chunks_exact(o.max(1)) {
@@ -202,7 +210,7 @@ impl CustomOp3 for Dense {
             }
         }
         let dx = if x.track_op() {
-            let mut dx = vec![0f32; n * i];
+            let mut dx = zeros(n * i);
             with_f32(w, |wv| matmul_into(&mut dx, false, gm, Mat::row_major(wv, o, i)?))?;
             Some(Tensor::from_vec(dx, (n, i), x.device())?)
         } else {
