@@ -113,8 +113,7 @@ fn step_on_pool(
     y: &Tensor,
     idx: &[u32],
 ) -> anyhow::Result<Tensor> {
-    let idx = Tensor::from_slice(idx, idx.len(), x.device())?;
-    let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
+    let (xb, yb) = (tuneforge_model::gather_rows(x, idx)?, tuneforge_model::gather_rows(y, idx)?);
     let loss = Model::loss(&model.forward_train(&xb)?, &yb)?;
     opt.step(&model.backward(&loss)?)?;
     Ok(loss)

@@ -390,3 +390,25 @@ fn infer_speed() {
         eprintln!("{preset} batch 128: {rate:.0} samples/s");
     }
 }
+
+/// `gather_rows` equals candle's `index_select` on real images (repeated and unordered rows,
+/// `f32` through our parallel copy, `u32` labels through candle), and an index past the end
+/// is an error, not a panic.
+#[test]
+fn gather_rows_equals_index_select() {
+    let (x, y) = fmnist_batch(300, &[1, 28, 28], 6);
+    let idx: Vec<u32> = (0..517u32).map(|i| (i * 7919) % 300).collect();
+    let it = Tensor::from_slice(&idx, idx.len(), &Device::Cpu).unwrap();
+    for t in [&x, &y] {
+        let ours = gather_rows(t, &idx).unwrap();
+        let theirs = t.index_select(&it, 0).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        assert_eq!(
+            ours.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(),
+            theirs.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+    assert_eq!(gather_rows(&x, &[]).unwrap().dims(), [0, 1, 28, 28]);
+    let err = gather_rows(&x, &[0, 300]).unwrap_err().to_string();
+    assert!(err.contains("row 300") && err.contains("300 rows"), "{err}");
+}
