@@ -477,7 +477,15 @@ impl Run {
     fn to_input(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let mut shape = vec![batch.len()];
         shape.extend_from_slice(&self.model.spec().input);
-        let x = Tensor::from_slice(&batch.features, shape, &self.device)?;
+        let x = if self.device.is_cpu() && batch.features.len() >= 1 << 16 {
+            // Copied by rayon's threads (`Tensor::from_slice` copies on one).
+            use rayon::prelude::*;
+            let mut v = Vec::with_capacity(batch.features.len());
+            batch.features.par_iter().copied().collect_into_vec(&mut v);
+            Tensor::from_vec(v, shape, &self.device)?
+        } else {
+            Tensor::from_slice(&batch.features, shape, &self.device)?
+        };
         let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
         Ok((x, y))
     }

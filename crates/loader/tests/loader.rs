@@ -535,3 +535,30 @@ fn stratified_split_keeps_class_proportions_and_is_seeded() {
     assert!(InMemory::new(vec![0.0; 3], vec![0, 1], vec![2], vec!["a".into(), "b".into()]).is_err());
     assert!(InMemory::new(vec![0.0; 4], vec![0, 2], vec![2], vec!["a".into(), "b".into()]).is_err());
 }
+
+/// A batch large enough for the parallel gather (200 Fashion-MNIST rows, 156,800 values,
+/// rows repeated and out of order), with and without the shard cache, equals the rows read
+/// one by one and scaled; so does a small batch, gathered on one thread.
+#[test]
+fn large_batches_gathered_in_parallel_equal_rows_read_one_by_one() {
+    let ds = fmnist(Known::FashionMnistTest);
+    let scale = Scale::divide(255.0);
+    let f = ds.feature_len();
+    for cache_bytes in [0, 64 << 20] {
+        let cfg = LoaderConfig { scale, cache_bytes, shard_rows: 64, ..Default::default() };
+        let loader = Loader::new(ds.clone(), cfg).unwrap();
+        for n in [200u32, 20] {
+            let rows: Vec<u32> = (0..n).map(|i| (i * 7_919 + 13) % 10_000).chain([5, 5]).collect();
+            let mut batch = Batch::default();
+            loader.gather(&rows, &mut batch).unwrap();
+            assert_eq!(batch.features.len(), rows.len() * f);
+            let mut want = vec![0f32; f];
+            for (i, &r) in rows.iter().enumerate() {
+                ds.read_row(r as usize, &mut want).unwrap();
+                scale.apply(&mut want);
+                assert_eq!(&batch.features[i * f..][..f], &want[..], "row {r}, cache {cache_bytes}, batch {n}");
+                assert_eq!(batch.labels[i], ds.label(r as usize));
+            }
+        }
+    }
+}
