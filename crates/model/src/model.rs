@@ -67,6 +67,9 @@ pub struct Model {
     pub(crate) device: Device,
     pub(crate) layers: Vec<Layer>,
     pub(crate) rng: StdRng,
+    /// Rows of the last `forward_train` batch: whether `backward` is worth a hand-over to
+    /// rayon's pool (see `on_pool`).
+    pub(crate) last_batch: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -177,17 +180,26 @@ impl ModelSpec {
             layers.push(layer);
             inp = out.clone();
         }
-        Ok(Model { spec: self.clone(), device: device.clone(), layers, rng: StdRng::seed_from_u64(seed ^ 0xD1CE) })
+        Ok(Model {
+            spec: self.clone(),
+            device: device.clone(),
+            layers,
+            rng: StdRng::seed_from_u64(seed ^ 0xD1CE),
+            last_batch: 0,
+        })
     }
 }
 
-/// Runs `f` on a thread of rayon's global pool when `device` is the CPU and this thread is
-/// not one of the pool's: a pass starts several parallel kernels, and each one started from
-/// outside the pool hands its work over and waits for it (waking a sleeping worker each
-/// time); from inside, a kernel's tasks start on this thread at once. One hand-over per pass
-/// instead of one per kernel.
-fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    if device.is_cpu() && rayon::current_thread_index().is_none() { rayon::scope(|_| f()) } else { f() }
+/// Runs `f` on a thread of rayon's global pool when `hop` ([`Model::hops`]: the model is on
+/// the CPU, the pass is large enough — parameters × batch rows ≥ 2²⁰, as `Run::train_step`
+/// decides — and this thread is not one of the pool's): a pass starts several parallel
+/// kernels, and each one started from outside the pool hands its work over and waits for it
+/// (waking a sleeping worker each time); from inside, a kernel's tasks start on this thread
+/// at once. One hand-over per pass instead of one per kernel. A small pass (digits' mlp:64
+/// at batch 32 takes microseconds, its kernels on one thread) stays here: the hand-over
+/// would cost more.
+fn on_pool<R: Send>(hop: bool, f: impl FnOnce() -> R + Send) -> R {
+    if hop { rayon::scope(|_| f()) } else { f() }
 }
 
 impl Model {
@@ -207,7 +219,14 @@ impl Model {
     /// On the CPU, called from outside rayon's pool, the pass runs on one of the pool's
     /// threads (see [`on_pool`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        on_pool(&self.device, || self.forward_here(x))
+        on_pool(self.hops(x.dims().first().copied().unwrap_or(0)), || self.forward_here(x))
+    }
+
+    /// Whether a pass over `batch` rows goes to rayon's pool ([`on_pool`]).
+    fn hops(&self, batch: usize) -> bool {
+        self.device.is_cpu()
+            && rayon::current_thread_index().is_none()
+            && self.parameter_count().saturating_mul(batch) >= 1 << 20
     }
 
     fn forward_here(&self, x: &Tensor) -> Result<Tensor> {
@@ -240,8 +259,8 @@ impl Model {
     /// On the CPU, called from outside rayon's pool, the pass runs on one of the pool's
     /// threads (see [`on_pool`]).
     pub fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
-        let device = self.device.clone();
-        on_pool(&device, || self.forward_train_here(x))
+        self.last_batch = x.dims().first().copied().unwrap_or(0);
+        on_pool(self.hops(self.last_batch), || self.forward_train_here(x))
     }
 
     fn forward_train_here(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -319,7 +338,8 @@ impl Model {
     /// the fused first convolution block, convolutions of data) go into the store as they
     /// are, without candle's zeros-then-add for each (a fresh zero tensor and a sum per
     /// parameter and step). Use it in place of `loss.backward()` in a training loop. On the
-    /// CPU it runs on rayon's pool as [`Model::forward`] does.
+    /// CPU it runs on rayon's pool as [`Model::forward`] does (sized by the last
+    /// `forward_train` batch).
     ///
     /// ```
     /// use candle_core::{Device, Tensor};
@@ -336,7 +356,7 @@ impl Model {
     /// # Ok::<(), tuneforge_model::Error>(())
     /// ```
     pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
-        Ok(on_pool(&self.device, || crate::grad_sink::backward(loss))?)
+        Ok(on_pool(self.hops(self.last_batch), || crate::grad_sink::backward(loss))?)
     }
 
     /// Mean cross-entropy of `logits` against `labels` (`u32` class indices).
@@ -496,7 +516,13 @@ impl Model {
                 Layer::Act(a) => Layer::Act(*a),
             });
         }
-        Ok(Model { spec: self.spec.clone(), device: device.clone(), layers, rng: self.rng.clone() })
+        Ok(Model {
+            spec: self.spec.clone(),
+            device: device.clone(),
+            layers,
+            rng: self.rng.clone(),
+            last_batch: self.last_batch,
+        })
     }
 }
 
