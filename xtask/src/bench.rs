@@ -186,8 +186,8 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     // The optimiser alone: 50 updates with one batch's gradients.
     let (optimizer_ms, optimizer_cores_busy) = {
         let idx = &perm[..args.batch_size.min(n)];
-        let it = Tensor::from_slice(idx, idx.len(), &device)?;
-        let loss = Model::loss(&model.forward_train(&xtr.index_select(&it, 0)?)?, &ytr.index_select(&it, 0)?)?;
+        let (xb, yb) = (tuneforge_model::gather_rows(&xtr, idx)?, tuneforge_model::gather_rows(&ytr, idx)?);
+        let loss = Model::loss(&model.forward_train(&xb)?, &yb)?;
         let grads = model.backward(&loss)?;
         device.synchronize()?;
         let cpu = tuneforge::process_cpu_seconds();

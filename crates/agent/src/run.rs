@@ -501,9 +501,8 @@ impl Run {
         // passes, the optimiser) then fork from inside the pool instead of each being handed
         // over from this thread and waking it again at the end — one hand-over per step.
         // Measured with `cargo xtask bench-step` (docs/benchmarks.md, "one hand-over per step").
-        // A tiny step (digits' mlp:64 at batch 32 takes microseconds and runs its kernels on
-        // one thread) stays on this thread: there the hand-over itself would cost more.
-        if self.model.parameter_count() * self.batch_size >= 1 << 20 {
+        // A tiny step stays on this thread: there the hand-over itself would cost more.
+        if self.model.worth_a_pool_hand_over(self.batch_size) {
             rayon::scope(|_| self.step_on_pool())
         } else {
             self.step_on_pool()

@@ -191,13 +191,11 @@ impl ModelSpec {
 }
 
 /// Runs `f` on a thread of rayon's global pool when `hop` ([`Model::hops`]: the model is on
-/// the CPU, the pass is large enough — parameters × batch rows ≥ 2²⁰, as `Run::train_step`
-/// decides — and this thread is not one of the pool's): a pass starts several parallel
-/// kernels, and each one started from outside the pool hands its work over and waits for it
-/// (waking a sleeping worker each time); from inside, a kernel's tasks start on this thread
-/// at once. One hand-over per pass instead of one per kernel. A small pass (digits' mlp:64
-/// at batch 32 takes microseconds, its kernels on one thread) stays here: the hand-over
-/// would cost more.
+/// the CPU, the pass is large enough — [`Model::worth_a_pool_hand_over`] — and this thread
+/// is not one of the pool's): a pass starts several parallel kernels, and each one started
+/// from outside the pool hands its work over and waits for it (waking a sleeping worker
+/// each time); from inside, a kernel's tasks start on this thread at once. One hand-over per
+/// pass instead of one per kernel.
 fn on_pool<R: Send>(hop: bool, f: impl FnOnce() -> R + Send) -> R {
     if hop { rayon::scope(|_| f()) } else { f() }
 }
@@ -222,11 +220,17 @@ impl Model {
         on_pool(self.hops(x.dims().first().copied().unwrap_or(0)), || self.forward_here(x))
     }
 
+    /// Whether a pass over `batch` rows is worth handing to rayon's pool from outside it:
+    /// parameters × rows ≥ 2²⁰. Below that (digits' mlp:64 at batch 32: microseconds, its
+    /// kernels on one thread) the hand-over costs more than it saves. `Run::train_step`
+    /// decides the same way for a whole step.
+    pub fn worth_a_pool_hand_over(&self, batch: usize) -> bool {
+        self.parameter_count().saturating_mul(batch) >= 1 << 20
+    }
+
     /// Whether a pass over `batch` rows goes to rayon's pool ([`on_pool`]).
     fn hops(&self, batch: usize) -> bool {
-        self.device.is_cpu()
-            && rayon::current_thread_index().is_none()
-            && self.parameter_count().saturating_mul(batch) >= 1 << 20
+        self.device.is_cpu() && rayon::current_thread_index().is_none() && self.worth_a_pool_hand_over(batch)
     }
 
     fn forward_here(&self, x: &Tensor) -> Result<Tensor> {
