@@ -769,7 +769,8 @@ mod tests {
             return;
         }
         let threads = rayon::current_num_threads();
-        // SGEMM_SHAPES="512x1024x1024,128x784x256" picks shapes; SGEMM_FLOP the work per timing.
+        // SGEMM_SHAPES="512x1024x1024,128x784x256" picks shapes; SGEMM_FLOP the work per timing;
+        // SGEMM_OURS_ONLY=1 times only this kernel on the pool.
         let picked: Option<Vec<(usize, usize, usize)>> = std::env::var("SGEMM_SHAPES").ok().map(|v| {
             v.split(',')
                 .map(|s| {
@@ -824,6 +825,10 @@ mod tests {
             };
             // On a pool thread, as the model's passes call it.
             let ours = rayon::scope(|_| time(&mut || assert!(matmul(&mut c, false, a, b, threads))));
+            if std::env::var_os("SGEMM_OURS_ONLY").is_some() {
+                eprintln!("{m:>4}×{k:>4}×{n:>4}: ours {ours:6.1} GFLOP/s");
+                continue;
+            }
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
             let ours1 = pool.install(|| time(&mut || assert!(matmul(&mut c, false, a, b, 1))));
             eprintln!("{m:>4}×{k:>4}×{n:>4}: ours on 1 thread {ours1:6.1}");

@@ -368,14 +368,17 @@ fn model_backward_equals_candles_backward() {
 /// A tool, not a test: inference samples/s of mlp 784-256-10 and 784-1024-1024-10 at batch
 /// 128 on real images, called from a thread outside rayon's pool as `bench-step` calls it.
 /// `cargo test -p tuneforge-model --release --test model infer_speed -- --ignored --nocapture`
+/// (`INFER_PRESETS=mlp:256` for one of them; `INFER_PASSES=4000` for longer runs).
 #[test]
 #[ignore = "a measuring tool: run alone on a quiet machine"]
 fn infer_speed() {
-    for preset in ["mlp:256", "mlp:1024,1024"] {
+    let presets = std::env::var("INFER_PRESETS").unwrap_or_else(|_| "mlp:256;mlp:1024,1024".into());
+    let scale: usize = std::env::var("INFER_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    for preset in presets.split(';') {
         let spec = ModelSpec::preset(preset, &[1, 28, 28], 10).unwrap();
         let model = spec.init_seeded(&Device::Cpu, 1).unwrap();
         let (x, _) = fmnist_batch(1024, &spec.input, 1);
-        let passes = if preset == "mlp:256" { 400 } else { 40 };
+        let passes = if preset == "mlp:256" { scale } else { scale / 10 };
         let run = || {
             for s in (0..1024).step_by(128) {
                 model.forward(&x.narrow(0, s, 128).unwrap()).unwrap();
