@@ -8,7 +8,8 @@
 //! /255); 20 warm-up steps; then one full shuffled epoch (60000 rows, last partial batch
 //! included) of gather + forward + backward + Adam(1e-3) step, timed; then inference
 //! throughput over the 10000 test images at the same batch size (one warm-up pass, the
-//! mean of two timed passes). For models with a hidden layer, also the wall time of
+//! mean of two timed passes; each pass one loop on rayon's pool, as `Run::evaluate` runs
+//! it). For models with a hidden layer, also the wall time of
 //! widening the first hidden layer by half and of narrowing it back (optimiser remap
 //! included).
 
@@ -167,11 +168,15 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     let epoch_s = t.elapsed().as_secs_f64();
     let train_cores_busy = cores_busy(cpu, epoch_s);
 
+    // A pass is a loop of forward passes on rayon's pool, as `Run::evaluate` runs one.
     let infer_pass = |model: &Model| -> anyhow::Result<()> {
-        for start in (0..test.len()).step_by(args.batch_size) {
-            let len = args.batch_size.min(test.len() - start);
-            model.forward(&xte.narrow(0, start, len)?)?;
-        }
+        tuneforge_model::on_pool(model.hands_over(args.batch_size), || -> anyhow::Result<()> {
+            for start in (0..test.len()).step_by(args.batch_size) {
+                let len = args.batch_size.min(test.len() - start);
+                model.forward(&xte.narrow(0, start, len)?)?;
+            }
+            Ok(())
+        })?;
         Ok(device.synchronize()?)
     };
     infer_pass(&model)?;

@@ -31,7 +31,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tuneforge_eval::{ClassificationReport, ConfusionMatrix};
-use tuneforge_loader::{Batch, DataDirs, Dataset, GzCache, Loader, LoaderConfig};
+use tuneforge_loader::{Batch, DataDirs, Dataset, GzCache, Loader, LoaderConfig, Scale};
 use tuneforge_model::{Model, ModelSpec, WidenOptions, argmax};
 use tuneforge_monitor::{Monitor, MonitorConfig, Outcome, Recovery, Rollback, RunSummary, StepFacts, Telemetry};
 use tuneforge_optim::{
@@ -475,19 +475,7 @@ impl Run {
     }
 
     fn to_input(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        let mut shape = vec![batch.len()];
-        shape.extend_from_slice(&self.model.spec().input);
-        let x = if self.device.is_cpu() && batch.features.len() >= 1 << 16 {
-            // Copied by rayon's threads (`Tensor::from_slice` copies on one).
-            use rayon::prelude::*;
-            let mut v = Vec::with_capacity(batch.features.len());
-            batch.features.par_iter().copied().collect_into_vec(&mut v);
-            Tensor::from_vec(v, shape, &self.device)?
-        } else {
-            Tensor::from_slice(&batch.features, shape, &self.device)?
-        };
-        let y = Tensor::from_slice(&batch.labels, batch.len(), &self.device)?;
-        Ok((x, y))
+        to_input(&self.model, &self.device, batch)
     }
 
     /// One optimiser step on the next batch.
@@ -502,11 +490,8 @@ impl Run {
         // over from this thread and waking it again at the end — one hand-over per step.
         // Measured with `cargo xtask bench-step` (docs/benchmarks.md, "one hand-over per step").
         // A tiny step stays on this thread: there the hand-over itself would cost more.
-        if self.model.worth_a_pool_hand_over(self.batch_size) {
-            rayon::scope(|_| self.step_on_pool())
-        } else {
-            self.step_on_pool()
-        }
+        let hop = self.model.hands_over(self.batch_size);
+        tuneforge_model::on_pool(hop, || self.step_on_pool())
     }
 
     fn step_on_pool(&mut self) -> Result<StepStats> {
@@ -699,30 +684,57 @@ impl Run {
 
     /// Evaluation-mode metrics of the current model on `dataset` (same scaling as training).
     pub fn evaluate(&self, dataset: &dyn Dataset) -> Result<Evaluation> {
-        let classes = dataset.num_classes();
-        let mut cm = ConfusionMatrix::new(classes)?;
-        let (mut predictions, mut labels) = (Vec::with_capacity(dataset.len()), Vec::with_capacity(dataset.len()));
-        let mut loss_sum = 0f64;
-        let chunk = 1000;
-        let f = dataset.feature_len();
-        let mut batch = Batch { feature_shape: dataset.feature_shape().to_vec(), ..Batch::default() };
-        for start in (0..dataset.len()).step_by(chunk) {
-            let end = (start + chunk).min(dataset.len());
-            batch.features.resize((end - start) * f, 0.0);
-            dataset.read_rows(start, end, &mut batch.features)?;
-            self.data.scale.apply(&mut batch.features);
-            batch.labels.clear();
-            batch.labels.extend((start..end).map(|r| dataset.label(r)));
-            let (x, y) = self.to_input(&batch)?;
-            let logits = self.model.forward(&x)?;
-            loss_sum += Model::loss(&logits, &y)?.to_scalar::<f32>()? as f64 * (end - start) as f64;
-            let pred = argmax(&logits)?;
-            cm.update(&batch.labels, &pred)?;
-            predictions.extend_from_slice(&pred);
-            labels.extend_from_slice(&batch.labels);
-        }
-        Ok(Evaluation { report: cm.report(), loss: loss_sum / dataset.len().max(1) as f64, predictions, labels })
+        // One hand-over to rayon's pool for the whole loop rather than one per chunk.
+        let (model, device, scale) = (&self.model, &self.device, &self.data.scale);
+        tuneforge_model::on_pool(model.hands_over(EVAL_CHUNK), || evaluate(model, device, scale, dataset))
     }
+}
+
+/// Rows per forward pass of [`Run::evaluate`].
+const EVAL_CHUNK: usize = 1000;
+
+/// `batch` as the model's input tensor (features in the model's input shape) and labels.
+fn to_input(model: &Model, device: &Device, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    let mut shape = vec![batch.len()];
+    shape.extend_from_slice(&model.spec().input);
+    let x = if device.is_cpu() && batch.features.len() >= 1 << 16 {
+        // Copied by rayon's threads (`Tensor::from_slice` copies on one).
+        use rayon::prelude::*;
+        let mut v = Vec::with_capacity(batch.features.len());
+        batch.features.par_iter().copied().collect_into_vec(&mut v);
+        Tensor::from_vec(v, shape, device)?
+    } else {
+        Tensor::from_slice(&batch.features, shape, device)?
+    };
+    let y = Tensor::from_slice(&batch.labels, batch.len(), device)?;
+    Ok((x, y))
+}
+
+/// [`Run::evaluate`] on this thread.
+fn evaluate(model: &Model, device: &Device, scale: &Scale, dataset: &dyn Dataset) -> Result<Evaluation> {
+    let classes = dataset.num_classes();
+    let mut cm = ConfusionMatrix::new(classes)?;
+    let (mut predictions, mut labels) = (Vec::with_capacity(dataset.len()), Vec::with_capacity(dataset.len()));
+    let mut loss_sum = 0f64;
+    let chunk = EVAL_CHUNK;
+    let f = dataset.feature_len();
+    let mut batch = Batch { feature_shape: dataset.feature_shape().to_vec(), ..Batch::default() };
+    for start in (0..dataset.len()).step_by(chunk) {
+        let end = (start + chunk).min(dataset.len());
+        batch.features.resize((end - start) * f, 0.0);
+        dataset.read_rows(start, end, &mut batch.features)?;
+        scale.apply(&mut batch.features);
+        batch.labels.clear();
+        batch.labels.extend((start..end).map(|r| dataset.label(r)));
+        let (x, y) = to_input(model, device, &batch)?;
+        let logits = model.forward(&x)?;
+        loss_sum += Model::loss(&logits, &y)?.to_scalar::<f32>()? as f64 * (end - start) as f64;
+        let pred = argmax(&logits)?;
+        cm.update(&batch.labels, &pred)?;
+        predictions.extend_from_slice(&pred);
+        labels.extend_from_slice(&batch.labels);
+    }
+    Ok(Evaluation { report: cm.report(), loss: loss_sum / dataset.len().max(1) as f64, predictions, labels })
 }
 
 /// Trains `config` to the end, evaluates once on the test split and writes to `out`:

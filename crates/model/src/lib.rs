@@ -49,6 +49,6 @@ mod spec;
 mod text_ops;
 
 pub use crate::error::{Error, Result};
-pub use crate::model::{Model, SPEC_METADATA_KEY, argmax, gather_rows};
+pub use crate::model::{Model, SPEC_METADATA_KEY, argmax, gather_rows, on_pool};
 pub use crate::restructure::{ParamChange, WidenOptions};
 pub use crate::spec::{Activation, LayerSpec, ModelSpec, Pool};

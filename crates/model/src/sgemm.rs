@@ -506,22 +506,22 @@ mod imp {
             let live = MR.min(rows - s * MR);
             let base = i0 + s * MR;
             if a.cs == 1 {
-                if live < MR {
-                    strip.fill(0.0);
+                // 16 steps at a time through a register transpose (the strip's live rows and
+                // zeros in, 16 steps of MR values out, each stored under an MR-lane mask);
+                // the rest one value at a time, onto zeros.
+                let whole = kc / 16 * 16;
+                if live < MR && whole < kc {
+                    strip[whole * MR..].fill(0.0);
                 }
-                // Full strips 16 steps at a time through a register transpose (12 rows and 4
-                // of zeros in, 16 steps of 12 values out, each stored under a 12-lane mask);
-                // the rest one value at a time.
-                let whole = if live == MR { kc / 16 * 16 } else { 0 };
                 for q in (0..whole).step_by(16) {
                     // SAFETY: AVX-512F (this function's target feature). Rows base + r (r <
-                    // MR, all < a.rows) hold steps p0 + q .. p0 + q + 16 (≤ a.cols) at stride
-                    // 1, inside `a.data` (the view is in bounds); the masked stores write
-                    // values (q + c)·MR .. + MR of `strip`, q + c < kc.
+                    // live, all < a.rows) hold steps p0 + q .. p0 + q + 16 (≤ a.cols) at
+                    // stride 1, inside `a.data` (the view is in bounds); the masked stores
+                    // write values (q + c)·MR .. + MR of `strip`, q + c < kc.
                     unsafe {
                         let src = a.data.as_ptr().add(base * a.rs + p0 + q);
                         let rows: [__m512; 16] = std::array::from_fn(|r| {
-                            if r < MR { _mm512_loadu_ps(src.add(r * a.rs)) } else { _mm512_setzero_ps() }
+                            if r < live { _mm512_loadu_ps(src.add(r * a.rs)) } else { _mm512_setzero_ps() }
                         });
                         let steps = transpose16(rows);
                         let out = strip.as_mut_ptr().add(q * MR);
