@@ -256,7 +256,7 @@ fn keep_warm(stop: &AtomicBool, owner: Option<usize>) {
     while !stop.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Idle) {
             idle = idle.wrapping_add(1);
-            if idle % 64 == 0 {
+            if idle.is_multiple_of(64) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

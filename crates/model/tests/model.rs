@@ -433,5 +433,5 @@ fn on_pool_returns_and_ends_its_spinners_even_when_f_panics() {
     let caught = std::panic::catch_unwind(|| on_pool(true, || panic!("inside f")));
     let message = caught.unwrap_err();
     assert_eq!(message.downcast_ref::<&str>(), Some(&"inside f"));
-    assert_eq!(on_pool(false, || rayon::current_thread_index()), None);
+    assert_eq!(on_pool(false, rayon::current_thread_index), None);
 }
