@@ -126,6 +126,64 @@ fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// `relu(a · b + bias)` (the bias and the ReLU each optional) as a new row-major vector.
+/// Our kernel writes every value as it stores the product, the bias added and the ReLU
+/// applied on the way, so the vector is not zero-filled first (megabytes per layer and
+/// step); on `gemm`'s path it starts as the bias rows (or zeros), the product is added to
+/// it and the ReLU is a pass of its own.
+fn product(a: Mat<'_>, b: Mat<'_>, bias: Option<&[f32]>, relu: bool) -> candle_core::Result<Vec<f32>> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let len = m * n;
+    if use_avx512(m, k, n) {
+        let mut v = Vec::with_capacity(len);
+        let epilogue = crate::sgemm::Epilogue { bias, relu };
+        let threads = rayon::current_num_threads();
+        if crate::sgemm::matmul_fused(&mut v.spare_capacity_mut()[..len], a, b, threads, epilogue) {
+            // SAFETY: `matmul_fused` returned true, so it wrote all `len` values.
+            unsafe { v.set_len(len) };
+            return Ok(v);
+        }
+    }
+    let mut v = match bias {
+        Some(bias) if bias.len() == n => bias.repeat(m),
+        Some(bias) => candle_core::bail!("dense: a bias of {} values for {n} columns", bias.len()),
+        None => zeros(len),
+    };
+    matmul_into(&mut v, bias.is_some(), a, b)?;
+    if relu {
+        v.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    }
+    Ok(v)
+}
+
+/// Sums of the columns of `g` (rows of `cols` values): blocks of rows summed by rayon's
+/// threads, then the blocks' sums added in order — the same result on every run.
+fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
+    /// Rows per block.
+    const ROWS: usize = 64;
+    let cols = cols.max(1);
+    let sum_rows = |rows: &[f32]| {
+        let mut s = vec![0f32; cols];
+        for row in rows.chunks_exact(cols) {
+            for (d, v) in s.iter_mut().zip(row) {
+                *d += v;
+            }
+        }
+        s
+    };
+    if g.len() < ROWS * cols * 2 {
+        return sum_rows(g);
+    }
+    let blocks: Vec<Vec<f32>> = g.par_chunks(ROWS * cols).map(sum_rows).collect();
+    let mut sums = vec![0f32; cols];
+    for block in &blocks {
+        for (d, v) in sums.iter_mut().zip(block) {
+            *d += v;
+        }
+    }
+    sums
+}
+
 /// `x · wᵀ + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`, then ReLU when `relu`.
 pub(crate) struct Dense {
     relu: bool,
@@ -157,20 +215,7 @@ impl CustomOp3 for Dense {
             );
         }
         let (xm, wt) = (Mat::row_major(x, n, i)?, Mat::row_major(w, o, i)?.t());
-        let mut y = zeros(n * o);
-        // Our kernel adds the bias and clamps as it stores the product; otherwise `y` starts
-        // as the bias, the product is added to it and the ReLU is a pass of its own.
-        let epilogue = crate::sgemm::Epilogue { bias: Some(b), relu: self.relu };
-        let threads = rayon::current_num_threads();
-        if !(use_avx512(n, i, o) && crate::sgemm::matmul_fused(&mut y, xm, wt, threads, epilogue)) {
-            for row in y.chunks_exact_mut(o.max(1)) {
-                row.copy_from_slice(b);
-            }
-            matmul_into(&mut y, true, xm, wt)?;
-            if self.relu {
-                y.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
-            }
-        }
+        let y = product(xm, wt, Some(b), self.relu)?;
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
     }
 
@@ -201,17 +246,10 @@ impl CustomOp3 for Dense {
             })
         })?;
         let gm = Mat::row_major(&g, n, o)?;
-        let mut dw = zeros(o * i);
-        with_f32(x, |xv| matmul_into(&mut dw, false, gm.t(), Mat::row_major(xv, n, i)?))?;
-        let mut db = vec![0f32; o];
-        for row in g.chunks_exact(o.max(1)) {
-            for (d, v) in db.iter_mut().zip(row) {
-                *d += v;
-            }
-        }
+        let dw = with_f32(x, |xv| product(gm.t(), Mat::row_major(xv, n, i)?, None, false))?;
+        let db = column_sums(&g, o);
         let dx = if x.track_op() {
-            let mut dx = zeros(n * i);
-            with_f32(w, |wv| matmul_into(&mut dx, false, gm, Mat::row_major(wv, o, i)?))?;
+            let dx = with_f32(w, |wv| product(gm, Mat::row_major(wv, o, i)?, None, false))?;
             Some(Tensor::from_vec(dx, (n, i), x.device())?)
         } else {
             None

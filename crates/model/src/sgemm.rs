@@ -32,6 +32,8 @@ const COLUMN_SPLIT_BELOW: usize = 256;
 /// threads.
 const MC_MAX: usize = 192;
 
+use std::mem::MaybeUninit;
+
 /// A strided `rows × cols` view: element `(r, c)` at `data[r * rs + c * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct View<'a> {
@@ -80,36 +82,55 @@ pub(crate) struct Epilogue<'a> {
 /// Returns `false` (and leaves `c` alone) when the CPU lacks AVX-512F or the shapes or
 /// strides do not fit, so that the caller can take another kernel.
 pub(crate) fn matmul(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize) -> bool {
-    matmul_then(c, accumulate, a, b, threads, Epilogue::default())
+    matmul_then(c.as_mut_ptr(), c.len(), accumulate, a, b, threads, Epilogue::default())
 }
 
 /// `c = epilogue(a · b)`: the product, the bias of each column added, then the ReLU, in
 /// one pass over `c` (the same `f32` operations as filling `c` with the bias, accumulating
-/// the product into it and clamping it afterwards). `false` as for [`matmul`], when the
-/// bias has not one value per column, or when `k` is 0.
-pub(crate) fn matmul_fused(c: &mut [f32], a: View<'_>, b: View<'_>, threads: usize, epilogue: Epilogue<'_>) -> bool {
+/// the product into it and clamping it afterwards), into values not yet initialised (a new
+/// vector's spare capacity). When it returns `true`, every value of `c` has been written;
+/// when `false` (as for [`matmul`], when the bias has not one value per column, or when `k`
+/// is 0), none has. The product never reads a value of `c` before writing it (it stores its
+/// first block of steps without loading `c`), so `c` need not be zero-filled first —
+/// megabytes per layer and step.
+pub(crate) fn matmul_fused(
+    c: &mut [MaybeUninit<f32>],
+    a: View<'_>,
+    b: View<'_>,
+    threads: usize,
+    epilogue: Epilogue<'_>,
+) -> bool {
     // With k = 0 no tile is stored, so no epilogue would run: the caller's own path does it.
     if a.cols == 0 || epilogue.bias.is_some_and(|bias| bias.len() != b.cols) {
         return false;
     }
-    matmul_then(c, false, a, b, threads, epilogue)
+    matmul_then(c.as_mut_ptr().cast::<f32>(), c.len(), false, a, b, threads, epilogue)
 }
 
-fn matmul_then(c: &mut [f32], accumulate: bool, a: View<'_>, b: View<'_>, threads: usize, epi: Epilogue<'_>) -> bool {
+/// `c` is `len` values at `c`, initialised when `accumulate`.
+fn matmul_then(
+    c: *mut f32,
+    len: usize,
+    accumulate: bool,
+    a: View<'_>,
+    b: View<'_>,
+    threads: usize,
+    epi: Epilogue<'_>,
+) -> bool {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if !available() || b.rows != k || c.len() != m * n || !a.in_bounds() || !b.in_bounds() || m == 0 || n == 0 {
+    if !available() || b.rows != k || len != m * n || !a.in_bounds() || !b.in_bounds() || m == 0 || n == 0 {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: AVX-512F is present (`available`), the views were checked in bounds, and a
-        // bias has n values.
+        // SAFETY: AVX-512F is present (`available`), the views were checked in bounds, a
+        // bias has n values, and `c` is m·n values (initialised when accumulating).
         unsafe { imp::matmul(c, accumulate, a, b, threads.max(1), epi) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (accumulate, threads, epi);
+        let _ = (c, accumulate, threads, epi);
         false
     }
 }
@@ -130,14 +151,24 @@ mod imp {
         static A_PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// See [`super::matmul`].
+    /// The product's `c`, shared between rayon's tasks: each task writes only its own tiles.
+    #[derive(Clone, Copy)]
+    struct Out(*mut f32);
+    // SAFETY: the tasks that share an `Out` write disjoint tiles of it (see where it is made).
+    unsafe impl Sync for Out {}
+    unsafe impl Send for Out {}
+
+    /// See [`super::matmul`]: `c` holds `a.rows · b.cols` values, written by the product
+    /// (every one of them) and read back only after that, or first when `accumulate`.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `a` and `b` are in bounds; `b.rows == a.cols`;
-    /// `c.len() == a.rows * b.cols`; neither dimension of `c` is 0.
+    /// The CPU supports AVX-512F; `a` and `b` are in bounds; `b.rows == a.cols`; `c` is
+    /// `a.rows · b.cols` values, valid for writes, and for reads once written (from the start
+    /// when `accumulate`), that no one else touches during the call; neither dimension of `c`
+    /// is 0.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn matmul(
-        c: &mut [f32],
+        c: *mut f32,
         accumulate: bool,
         a: View<'_>,
         b: View<'_>,
@@ -148,7 +179,8 @@ mod imp {
         let kb = step_block(k);
         if k == 0 {
             if !accumulate {
-                c.fill(0.0);
+                // SAFETY: c is m·n values, valid for writes.
+                unsafe { std::ptr::write_bytes(c, 0, m * n) };
             }
             return;
         }
@@ -172,8 +204,11 @@ mod imp {
             // Row blocks: a multiple of the threads, each at most MC_MAX rows, in whole MR strips.
             let tasks = threads.max(m.div_ceil(MC_MAX)).div_ceil(threads) * threads;
             let mc = m.div_ceil(tasks).div_ceil(MR) * MR;
-            c.par_chunks_mut(mc * n).enumerate().for_each(|(blk, c_blk)| {
-                let (i0, rows) = (blk * mc, c_blk.len() / n);
+            // Task `blk` writes only rows blk·mc .. of `c`.
+            let out = &Out(c);
+            (0..m.div_ceil(mc)).into_par_iter().for_each(|blk| {
+                let (i0, rows) = (blk * mc, mc.min(m - blk * mc));
+                let c_blk = out.0.wrapping_add(i0 * n);
                 let row_strips = rows.div_ceil(MR);
                 with_buffer(&A_PACK, row_strips * MR * KC, |ap| {
                     let mut p0 = 0;
@@ -200,12 +235,23 @@ mod imp {
                                 } else {
                                     store
                                 };
-                                let tile = &mut c_blk[r0 * n + j0..];
                                 // SAFETY: AVX-512F (this function's target feature); the
-                                // strips hold kc steps; the tile has MR.min(rows − r0) rows of
-                                // `cols` values at stride n inside `c_blk`; a bias holds n
-                                // values, so `cols` from j0.
-                                unsafe { kernel(kc, a_strip, b_strip, tile, n, MR.min(rows - r0), cols, store) };
+                                // strips hold kc steps; the tile, MR.min(rows − r0) rows of
+                                // `cols` values at stride n from row i0 + r0, column j0, lies
+                                // in this task's rows of `c`; a bias holds n values, so `cols`
+                                // from j0.
+                                unsafe {
+                                    kernel_raw(
+                                        kc,
+                                        a_strip,
+                                        b_strip,
+                                        c_blk.add(r0 * n + j0),
+                                        n,
+                                        MR.min(rows - r0),
+                                        cols,
+                                        store,
+                                    )
+                                };
                             }
                         }
                         p0 += kc;
@@ -226,7 +272,7 @@ mod imp {
     /// As for [`matmul`].
     #[target_feature(enable = "avx512f")]
     unsafe fn matmul_by_columns(
-        c: &mut [f32],
+        c: *mut f32,
         accumulate: bool,
         a: View<'_>,
         b: View<'_>,
@@ -237,13 +283,8 @@ mod imp {
         let kb = step_block(k);
         let strips = n.div_ceil(NR);
         let row_strips = m.div_ceil(MR);
-        // Shared between the tasks as a raw pointer: task g writes only the columns of its
-        // strips, in every row.
-        struct Out(*mut f32);
-        // SAFETY: see above; the pointer outlives the scope (it borrows `c`).
-        unsafe impl Sync for Out {}
-        let out = Out(c.as_mut_ptr());
-        let out = &out;
+        // Task g writes only the columns of its strips, in every row.
+        let out = &Out(c);
         with_buffer(&A_PACK, row_strips * k * MR, |ap| {
             // Strip s, step p, row r at ap[s·k·MR + p·MR + r].
             ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| {
@@ -457,13 +498,9 @@ mod imp {
         let (k, n) = (b.rows, b.cols);
         let strips = n.div_ceil(NR);
         debug_assert!(b.cs == 1 && dst.len() == strips * k * NR);
-        // Shared between the tasks as a raw pointer: their writes are disjoint (row p of
-        // strip t is dst[t·k·NR + p·NR ..][..NR], and each p belongs to one task).
-        struct Out(*mut f32);
-        // SAFETY: see above; the pointer outlives the scope (it borrows `dst`).
-        unsafe impl Sync for Out {}
-        let out = Out(dst.as_mut_ptr());
-        let out = &out;
+        // Shared between the tasks: their writes are disjoint (row p of strip t is
+        // dst[t·k·NR + p·NR ..][..NR], and each p belongs to one task).
+        let out = &Out(dst.as_mut_ptr());
         (0..k.div_ceil(ROWS)).into_par_iter().for_each(|task| {
             for p in task * ROWS..(task * ROWS + ROWS).min(k) {
                 let row = &b.data[p * b.rs..][..n];
@@ -577,34 +614,14 @@ mod imp {
     }
 
     /// The 12 × 32 micro-kernel: `tile[r, j] (+)= Σ_p a[p·MR + r] · b[p·NR + j]` for
-    /// `r < rows`, `j < cols`, with `tile` at row stride `ldc`; adds to the tile when `load_c`.
+    /// `r < rows`, `j < cols`, with the tile at `cp`, row stride `ldc`; adds to the tile when
+    /// `load_c` (else writes it without reading it). A pointer rather than a slice: tiles of
+    /// several tasks interleave in one `c`.
     ///
     /// # Safety
-    /// AVX-512F; `a` holds `kc·MR` and `b` `kc·NR` values; `tile` holds `(rows − 1)·ldc +
-    /// cols` values; `rows ≤ MR`, `cols ≤ NR`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel(
-        kc: usize,
-        a: &[f32],
-        b: &[f32],
-        tile: &mut [f32],
-        ldc: usize,
-        rows: usize,
-        cols: usize,
-        store: Store,
-    ) {
-        debug_assert!(rows == 0 || tile.len() >= (rows - 1) * ldc + cols);
-        // SAFETY: as for this function; the tile's values lie in `tile`.
-        unsafe { kernel_raw(kc, a, b, tile.as_mut_ptr(), ldc, rows, cols, store) }
-    }
-
-    /// [`kernel`] with the tile as a pointer: tiles of several tasks then interleave in one
-    /// `c` without a `&mut` slice of one covering another's values.
-    ///
-    /// # Safety
-    /// As for [`kernel`], with `(rows − 1)·ldc + cols` values at `cp` that no one else
-    /// touches during the call.
+    /// AVX-512F; `a` holds `kc·MR` and `b` `kc·NR` values; `rows ≤ MR`, `cols ≤ NR`; the
+    /// `(rows − 1)·ldc + cols` values at `cp` are valid for writes (and reads, initialised,
+    /// when `load_c`), and no one else touches them during the call.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_raw(
@@ -762,6 +779,46 @@ mod tests {
     /// (forward `x·wᵀ`), to choose `dense::use_avx512`'s thresholds. The figures that the
     /// documentation quotes come from `cargo xtask bench-step`, not from here.
     /// `cargo test -p tuneforge-model --release --lib sgemm::tests::speed -- --ignored --nocapture`
+    /// `matmul_fused` writes every value of `c` (here NaN beforehand, as memory not yet
+    /// written could hold), with the bias and the ReLU applied, on both splits and edges.
+    #[test]
+    fn fused_writes_every_value_with_bias_and_relu() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for &(m, k, n) in &[(13, 129, 33), (50, 300, 70), (301, 130, 40), (256, 64, 257)] {
+            let av: Vec<f32> = (0..m * k).map(value).collect();
+            let bv: Vec<f32> = (0..k * n).map(|i| value(i + 5)).collect();
+            let bias: Vec<f32> = (0..n).map(|j| value(j + 11)).collect();
+            let a = View { data: &av, rows: m, cols: k, rs: k, cs: 1 };
+            let b = View { data: &bv, rows: k, cols: n, rs: 1, cs: k };
+            let want = reference(a, b);
+            for relu in [false, true] {
+                for threads in [1, 2] {
+                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                    let epilogue = Epilogue { bias: Some(&bias), relu };
+                    assert!(matmul_fused(&mut c, a, b, threads, epilogue));
+                    for (i, v) in c.iter().enumerate() {
+                        // SAFETY: initialised (NaN) before the call.
+                        let got = unsafe { v.assume_init() };
+                        let w = want[i] + f64::from(bias[i % n]);
+                        let w = if relu { w.max(0.0) } else { w };
+                        assert!(
+                            (f64::from(got) - w).abs() <= 1e-5 * (k as f64 + 1.0),
+                            "{m}×{k}×{n} relu {relu} threads {threads}: c[{i}] = {got}, want {w}"
+                        );
+                    }
+                }
+            }
+        }
+        let v = vec![0f32; 4];
+        let one = View { data: &v, rows: 2, cols: 2, rs: 2, cs: 1 };
+        let mut c = vec![MaybeUninit::new(0f32); 4];
+        let short = Epilogue { bias: Some(&v[..1]), relu: false };
+        assert!(!matmul_fused(&mut c, one, one, 1, short), "a bias of 1 value for 2 columns");
+    }
+
     #[test]
     #[ignore = "a measuring tool: run alone on a quiet machine"]
     fn speed() {
@@ -826,7 +883,18 @@ mod tests {
             // On a pool thread, as the model's passes call it.
             let ours = rayon::scope(|_| time(&mut || assert!(matmul(&mut c, false, a, b, threads))));
             if std::env::var_os("SGEMM_OURS_ONLY").is_some() {
-                eprintln!("{m:>4}×{k:>4}×{n:>4}: ours {ours:6.1} GFLOP/s");
+                // Also with operands out of cache, as in a training step: 16 copies of a and
+                // b (far more than L2) taken in turn.
+                let (avs, bvs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..16).map(|_| (av.clone(), wv.clone())).unzip();
+                let mut i = 0;
+                let cold = rayon::scope(|_| {
+                    time(&mut || {
+                        i = (i + 1) % 16;
+                        let (a, b) = (View { data: &avs[i], ..a }, View { data: &bvs[i], ..b });
+                        assert!(matmul(&mut c, false, a, b, threads))
+                    })
+                });
+                eprintln!("{m:>4}×{k:>4}×{n:>4}: ours {ours:6.1} GFLOP/s, {cold:6.1} with a and b out of cache");
                 continue;
             }
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
