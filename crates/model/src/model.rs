@@ -205,7 +205,10 @@ impl ModelSpec {
 /// with one around the loop.
 ///
 /// While `f` runs, the pool's other workers are kept awake (spinning, taking the pool's work
-/// as it comes) instead of going to sleep between two parallel kernels: +7% on that loop.
+/// as it comes) instead of going to sleep between two parallel kernels: +7% on that loop,
+/// and 1.0–1.2× on `cargo xtask bench-step`'s cells (docs/benchmarks.md). They yield their
+/// core to the OS every few rounds; `TUNEFORGE_KEEP_WARM=off` turns the spinning off (a
+/// machine shared with other busy processes).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -222,6 +225,9 @@ impl ModelSpec {
 pub fn on_pool<R: Send>(hop: bool, f: impl FnOnce() -> R + Send) -> R {
     if !hop {
         return f();
+    }
+    if !keep_warm_on() {
+        return rayon::scope(|_| f());
     }
     let stop = AtomicBool::new(false);
     rayon::scope(|s| {
@@ -240,6 +246,14 @@ pub fn on_pool<R: Send>(hop: bool, f: impl FnOnce() -> R + Send) -> R {
         }
         f()
     })
+}
+
+/// Whether [`on_pool`] keeps the pool's workers awake: yes unless the environment variable
+/// `TUNEFORGE_KEEP_WARM` is `off` (for a machine shared with other busy processes, where a
+/// spinning worker takes time they could use), read once.
+fn keep_warm_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TUNEFORGE_KEEP_WARM").map_or(true, |v| v != "off"))
 }
 
 /// Keeps this worker of rayon's pool awake until `stop`, taking the pool's work as it comes:

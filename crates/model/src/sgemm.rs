@@ -201,13 +201,17 @@ mod imp {
                 });
             }
             let bp: &[f32] = bp;
-            // Row blocks: a multiple of the threads, each at most MC_MAX rows, in whole MR strips.
-            let tasks = threads.max(m.div_ceil(MC_MAX)).div_ceil(threads) * threads;
-            let mc = m.div_ceil(tasks).div_ceil(MR) * MR;
-            // Task `blk` writes only rows blk·mc .. of `c`.
+            // Row blocks: a multiple of the threads, each about MC_MAX rows at most, the MR
+            // strips of `c` shared out evenly (1024 rows are 86 strips: 15 + 14 + 14 + 15 +
+            // 14 + 14, where blocks of 15 strips but the last would leave 124 rows to it, and
+            // a thread that took three blocks 540 rows to the other's 484).
+            let row_strips_all = m.div_ceil(MR);
+            let tasks = (threads.max(m.div_ceil(MC_MAX)).div_ceil(threads) * threads).min(row_strips_all);
+            // Task `blk` writes only its rows of `c`.
             let out = &Out(c);
-            (0..m.div_ceil(mc)).into_par_iter().for_each(|blk| {
-                let (i0, rows) = (blk * mc, mc.min(m - blk * mc));
+            (0..tasks).into_par_iter().for_each(|blk| {
+                let (s0, s1) = (blk * row_strips_all / tasks, (blk + 1) * row_strips_all / tasks);
+                let (i0, rows) = (s0 * MR, (s1 * MR).min(m) - s0 * MR);
                 let c_blk = out.0.wrapping_add(i0 * n);
                 let row_strips = rows.div_ceil(MR);
                 with_buffer(&A_PACK, row_strips * MR * KC, |ap| {
