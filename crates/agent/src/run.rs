@@ -474,10 +474,6 @@ impl Run {
         Error::Diverged { epoch: self.epoch, step, loss }
     }
 
-    fn to_input(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
-        to_input(&self.model, &self.device, batch)
-    }
-
     /// One optimiser step on the next batch.
     ///
     /// A step whose loss or gradient norm is not finite is not applied. Without a monitor it
@@ -500,7 +496,7 @@ impl Run {
         self.gpu_begin_step()?;
         let mut batch = std::mem::take(&mut self.batch);
         self.loader.next_batch_into(self.batch_size, &mut batch)?;
-        let (x, y) = self.to_input(&batch)?;
+        let (x, y) = to_input(&self.model, &self.device, &batch)?;
         let logits = self.model.forward_train(&x)?;
         let mut loss = Model::loss(&logits, &y)?;
         if self.config.inject_nan_at == Some(step) {
@@ -716,11 +712,10 @@ fn evaluate(model: &Model, device: &Device, scale: &Scale, dataset: &dyn Dataset
     let mut cm = ConfusionMatrix::new(classes)?;
     let (mut predictions, mut labels) = (Vec::with_capacity(dataset.len()), Vec::with_capacity(dataset.len()));
     let mut loss_sum = 0f64;
-    let chunk = EVAL_CHUNK;
     let f = dataset.feature_len();
     let mut batch = Batch { feature_shape: dataset.feature_shape().to_vec(), ..Batch::default() };
-    for start in (0..dataset.len()).step_by(chunk) {
-        let end = (start + chunk).min(dataset.len());
+    for start in (0..dataset.len()).step_by(EVAL_CHUNK) {
+        let end = (start + EVAL_CHUNK).min(dataset.len());
         batch.features.resize((end - start) * f, 0.0);
         dataset.read_rows(start, end, &mut batch.features)?;
         scale.apply(&mut batch.features);

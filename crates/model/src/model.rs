@@ -299,18 +299,14 @@ impl Model {
         on_pool(self.hands_over(x.dims().first().copied().unwrap_or(0)), || self.forward_here(x))
     }
 
-    /// Whether a pass over `batch` rows is worth handing to rayon's pool from outside it:
-    /// parameters × rows ≥ 2²⁰. Below that (digits' mlp:64 at batch 32: microseconds, its
-    /// kernels on one thread) the hand-over costs more than it saves.
-    pub fn worth_a_pool_hand_over(&self, batch: usize) -> bool {
-        self.parameter_count().saturating_mul(batch) >= 1 << 20
-    }
-
     /// Whether passes over `batch` rows, called from this thread, are worth handing to
     /// rayon's pool ([`on_pool`]): the model is on the CPU, this thread is not one of the
-    /// pool's, and [`Model::worth_a_pool_hand_over`].
+    /// pool's, and parameters × rows ≥ 2²⁰. Below that (digits' mlp:64 at batch 32:
+    /// microseconds, its kernels on one thread) the hand-over costs more than it saves.
     pub fn hands_over(&self, batch: usize) -> bool {
-        self.device.is_cpu() && rayon::current_thread_index().is_none() && self.worth_a_pool_hand_over(batch)
+        self.device.is_cpu()
+            && rayon::current_thread_index().is_none()
+            && self.parameter_count().saturating_mul(batch) >= 1 << 20
     }
 
     fn forward_here(&self, x: &Tensor) -> Result<Tensor> {

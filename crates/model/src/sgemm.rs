@@ -156,7 +156,6 @@ mod imp {
     struct Out(*mut f32);
     // SAFETY: the tasks that share an `Out` write disjoint tiles of it (see where it is made).
     unsafe impl Sync for Out {}
-    unsafe impl Send for Out {}
 
     /// See [`super::matmul`]: `c` holds `a.rows · b.cols` values, written by the product
     /// (every one of them) and read back only after that, or first when `accumulate`.
