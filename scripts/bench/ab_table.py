@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Median-of-rounds markdown table of JSON lines from ab_step.sh or compare_torch.sh: one row
 per model and batch, a column pair per label, and the ratio second ÷ first label (in the
-order first seen, or `--order FIRST,SECOND`):
+order first seen, or `--order FIRST,SECOND`). On a machine whose speed drifts, the medians
+alone can mislead, so each ratio is followed by the rounds the second label won, pairing the
+n-th measurement of one label with the n-th of the other (both scripts run the two sides of
+a round back to back):
 
     python3 scripts/bench/ab_table.py [--order torch,tuneforge] FILE.jsonl...
 """
@@ -40,7 +43,7 @@ cell = defaultdict(list)
 for r in rows:
     cell[(r["model"], r["bs"], r["v"])].append(r)
 keys = list(dict.fromkeys((r["model"], r["bs"]) for r in rows))
-print(f"| model | batch | train {a} | train {b} | ratio | infer {a} | infer {b} | ratio | rounds |")
+print(f"| model | batch | train {a} | train {b} | ratio (won) | infer {a} | infer {b} | ratio (won) | rounds |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for model, bs in keys:
     med = {}
@@ -48,4 +51,9 @@ for model, bs in keys:
         rs = cell[(model, bs, v)]
         med[v] = (statistics.median(r["train"] for r in rs), statistics.median(r["infer"] for r in rs), len(rs))
     (ta, ia, n), (tb, ib, _) = med[a], med[b]
-    print(f"| {model} | {bs} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.2f}× | {ia:,.0f} | {ib:,.0f} | {ib / ia:.2f}× | {n} |")
+    pairs = list(zip(cell[(model, bs, a)], cell[(model, bs, b)]))
+    won = {m: f"{sum(rb[m] > ra[m] for ra, rb in pairs)}/{len(pairs)}" for m in ("train", "infer")}
+    print(
+        f"| {model} | {bs} | {ta:,.0f} | {tb:,.0f} | {tb / ta:.2f}× ({won['train']}) "
+        f"| {ia:,.0f} | {ib:,.0f} | {ib / ia:.2f}× ({won['infer']}) | {n} |"
+    )
