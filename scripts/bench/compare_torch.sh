@@ -20,11 +20,14 @@ BATCHES="${BATCHES:-32 128 512}"
 XTASK="${XTASK:-target/release/xtask}"  # or a copy, so that building can go on meanwhile
 [ -x "$XTASK" ] || { echo "build first: cargo build --release -p xtask" >&2; exit 1; }
 export TUNEFORGE_DATA="$SHARED/datasets" FMNIST_DIR="$SHARED/datasets/fashion-mnist"
+# One measurement of each side for the current $model, $bs and $rep.
+ours() { RAYON_NUM_THREADS=$THREADS "$XTASK" bench-step --model "$model" --batch-size "$bs" --threads "$THREADS" --seed "$rep"; }
+torch() { "$TORCH_PY" "$SHARED/bench/torch_throughput.py" bench --model "$model" --bs "$bs" --reps 1 --threads "$THREADS"; }
 for rep in $(seq 1 "$REPS"); do
   for model in $MODELS; do
     for bs in $BATCHES; do
-      RAYON_NUM_THREADS=$THREADS "$XTASK" bench-step --model "$model" --batch-size "$bs" --threads "$THREADS" --seed "$rep"
-      "$TORCH_PY" "$SHARED/bench/torch_throughput.py" bench --model "$model" --bs "$bs" --reps 1 --threads "$THREADS"
+      # Alternate which side goes first, so neither always runs on a warmer (or busier) machine.
+      if [ $((rep % 2)) -eq 1 ]; then ours; torch; else torch; ours; fi
     done
   done
 done
