@@ -289,13 +289,12 @@ mod imp {
         let row_strips = m.div_ceil(MR);
         // Task g writes only the columns of its strips, in every row.
         let out = &Out(c);
-        // Strip s of A, step p, row r at ap[s·k·MR + p·MR + r].
-        let pack_all_of_a = |ap: &mut [f32]| {
-            for s in 0..row_strips {
-                // SAFETY: AVX-512F (checked by `matmul`'s caller); strip s is rows s·MR ..
-                // of `a`, all k steps.
-                unsafe { pack_a(&mut ap[s * k * MR..][..k * MR], a, s * MR, MR.min(m - s * MR), 0, k) }
-            }
+        // Strip s of A (its k·MR values of the packed whole: step p, row r at
+        // ap[s·k·MR + p·MR + r]).
+        let pack_strip_of_a = |s: usize, dst: &mut [f32]| {
+            // SAFETY: AVX-512F (checked by `matmul`'s caller); strip s is rows s·MR .. of
+            // `a`, all k steps.
+            unsafe { pack_a(dst, a, s * MR, MR.min(m - s * MR), 0, k) }
         };
         // Column strips t0 .. t1 of `c`, against `ap` (all of A, packed).
         let strips_of_c = |t0: usize, t1: usize, ap: &[f32]| {
@@ -344,7 +343,7 @@ mod imp {
             let tasks = threads;
             (0..tasks).into_par_iter().for_each(|g| {
                 with_buffer(&A_PACK, row_strips * k * MR, |ap| {
-                    pack_all_of_a(ap);
+                    ap.chunks_mut(k * MR).enumerate().for_each(|(s, dst)| pack_strip_of_a(s, dst));
                     strips_of_c(g * strips / tasks, (g + 1) * strips / tasks, ap);
                 });
             });
@@ -354,11 +353,7 @@ mod imp {
         // two tasks per thread (at most one per strip), so that a late thread does not hold
         // up the product.
         with_buffer(&A_PACK, row_strips * k * MR, |ap| {
-            ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| {
-                // SAFETY: AVX-512F (checked by `matmul`'s caller); strip s is rows s·MR ..
-                // of `a`, all k steps.
-                unsafe { pack_a(dst, a, s * MR, MR.min(m - s * MR), 0, k) }
-            });
+            ap.par_chunks_mut(k * MR).enumerate().for_each(|(s, dst)| pack_strip_of_a(s, dst));
             let ap: &[f32] = ap;
             let tasks = (2 * threads).min(strips);
             (0..tasks).into_par_iter().for_each(|g| strips_of_c(g * strips / tasks, (g + 1) * strips / tasks, ap));
@@ -803,10 +798,6 @@ mod tests {
         }
     }
 
-    /// A tool, not a test: GFLOP/s of this kernel and of `gemm` on the dense layers' shapes
-    /// (forward `x·wᵀ`), to choose `dense::use_avx512`'s thresholds. The figures that the
-    /// documentation quotes come from `cargo xtask bench-step`, not from here.
-    /// `cargo test -p tuneforge-model --release --lib sgemm::tests::speed -- --ignored --nocapture`
     /// `matmul_fused` writes every value of `c` (here NaN beforehand, as memory not yet
     /// written could hold), with the bias and the ReLU applied, on both splits and edges.
     #[test]
@@ -847,6 +838,10 @@ mod tests {
         assert!(!matmul_fused(&mut c, one, one, 1, short), "a bias of 1 value for 2 columns");
     }
 
+    /// A tool, not a test: GFLOP/s of this kernel and of `gemm` on the dense layers' shapes
+    /// (forward `x·wᵀ`), to choose `dense::use_avx512`'s thresholds. The figures that the
+    /// documentation quotes come from `cargo xtask bench-step`, not from here.
+    /// `cargo test -p tuneforge-model --release --lib sgemm::tests::speed -- --ignored --nocapture`
     #[test]
     #[ignore = "a measuring tool: run alone on a quiet machine"]
     fn speed() {
