@@ -12,7 +12,9 @@
 # SEEDS (default "0 1 2"), BUDGET seconds per study (default 600, the Optuna script's
 # reference), THREADS (default 2), MODEL tuneforge starts from (default mlp:256: Optuna's
 # space is one hidden layer of 32–1024 units), STRATEGY (default rl), OUT (default
-# /tmp/compare-optuna; must not hold earlier results). Extra tune flags: TUNE_ARGS.
+# /tmp/compare-optuna; must not hold earlier results, unless ONLY is set). Extra tune flags:
+# TUNE_ARGS. ONLY=tuneforge (or optuna) runs one side: e.g. another STRATEGY into an OUT that
+# holds the Optuna runs already, which the table then shows beside the first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SHARED="${SHARED:-$(cd .. && pwd)/shared}"
@@ -25,16 +27,22 @@ STRATEGY="${STRATEGY:-rl}"
 OUT="${OUT:-/tmp/compare-optuna}"
 XTASK="${XTASK:-target/release/xtask}"  # or a copy, so that building can go on meanwhile
 [ -x "$XTASK" ] || { echo "build first: cargo build --release -p xtask" >&2; exit 1; }
-"$TORCH_PY" -c 'import optuna, torch, sklearn' || { echo "TORCH_PY needs torch, optuna and scikit-learn" >&2; exit 1; }
-if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then echo "$OUT holds earlier results; give another OUT" >&2; exit 1; fi
+ONLY="${ONLY:-}"
+case "$ONLY" in ""|tuneforge|optuna) ;; *) echo "ONLY is tuneforge or optuna, not $ONLY" >&2; exit 1 ;; esac
+if [ "$ONLY" != tuneforge ]; then
+  "$TORCH_PY" -c 'import optuna, torch, sklearn' || { echo "TORCH_PY needs torch, optuna and scikit-learn" >&2; exit 1; }
+fi
+if [ -z "$ONLY" ] && [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+  echo "$OUT holds earlier results; give another OUT (or ONLY=tuneforge to add a strategy)" >&2; exit 1
+fi
 mkdir -p "$OUT/optuna"
 export TUNEFORGE_DATA="$SHARED/datasets" FMNIST_DIR="$SHARED/datasets/fashion-mnist"
-{ date -u +%FT%TZ; nproc; grep -m1 'model name' /proc/cpuinfo || true; git rev-parse HEAD; } > "$OUT/machine.txt"
+{ date -u +%FT%TZ; nproc; grep -m1 'model name' /proc/cpuinfo || true; git rev-parse HEAD; } >> "$OUT/machine.txt"
 ours() {
-  echo "tuneforge seed $seed" >&2
+  echo "tuneforge $STRATEGY seed $seed" >&2
   RAYON_NUM_THREADS=$THREADS "$XTASK" tune --dataset fashion-mnist --model "$MODEL" --strategy "$STRATEGY" \
-    --budget "${BUDGET}s" --seed "$seed" --out "$OUT/tuneforge-s$seed" --progress off ${TUNE_ARGS:-} \
-    > "$OUT/tuneforge-s$seed.log" 2>&1
+    --budget "${BUDGET}s" --seed "$seed" --out "$OUT/tuneforge-$STRATEGY-s$seed" --progress off ${TUNE_ARGS:-} \
+    > "$OUT/tuneforge-$STRATEGY-s$seed.log" 2>&1
 }
 optuna() {
   echo "optuna seed $seed" >&2
@@ -43,7 +51,11 @@ optuna() {
 }
 i=0
 for seed in $SEEDS; do
-  if [ $((i % 2)) -eq 0 ]; then ours; optuna; else optuna; ours; fi
+  case "$ONLY" in
+    tuneforge) ours ;;
+    optuna) optuna ;;
+    *) if [ $((i % 2)) -eq 0 ]; then ours; optuna; else optuna; ours; fi ;;
+  esac
   i=$((i + 1))
 done
 python3 scripts/bench/optuna_table.py "$OUT"

@@ -11,7 +11,9 @@ final figures, against the study's created_unix, taken when its data were ready,
 clock starts after loading), and the best completed trial's validation macro-F1 at 60 / 150 /
 300 s. The two sides' validation sets differ (Optuna: 10,000 of the 60,000 training images;
 tuneforge: 10% of them, 6,000, by its own seeded split); the test set is the same 10,000
-images. Usage: optuna_table.py OUT [--json FILE]
+images. OUT's tuneforge studies are its folders named tuneforge* (compare_optuna.sh writes
+tuneforge-STRATEGY-sSEED): studies of several strategies are shown side by side, each against
+Optuna seed by seed. Usage: optuna_table.py OUT [--json FILE]
 """
 import argparse
 import csv
@@ -20,6 +22,7 @@ import json
 import os
 import sqlite3
 import statistics
+import sys
 
 THRESHOLDS = (0.86, 0.88)
 AT = (60, 150, 300)
@@ -44,13 +47,15 @@ def tuneforge(d):
     trials = db.execute("SELECT status, val_macro_f1, ended_unix FROM trials").fetchall()
     done = [(end - t0, f) for st, f, end in trials if st == "completed" and end is not None]
     best = s["best"] or {}
+    hp = next((t["final_hparams"] for t in s["trials"] if t["id"] == best.get("trial")), None)
     return dict(
-        seed=s["seed"], wall_s=s["wall_s"], trials=len(trials), completed=len(done),
+        side=f'tuneforge {s["strategy"]}', seed=s["seed"], wall_s=s["wall_s"], trials=len(trials), completed=len(done),
         best_val=best.get("val_macro_f1"), test=best.get("test_macro_f1"),
         best_any=max((f for _, f in evals if f is not None), default=None),
         reach_any={th: first_reach(evals, th) for th in THRESHOLDS},
         reach_done={th: first_reach(done, th) for th in THRESHOLDS},
         done_at={t: best_by(done, t) for t in AT},
+        model=hp and f'lr {hp["lr"]:.2g}, batch {hp["batch_size"]}, {hp["widths"]} (at its end)',
     )
 
 
@@ -64,11 +69,12 @@ def optuna(summary_path):
                 done.append((float(r["elapsed_s"]), float(r["val_f1"])))
     g = lambda m, th: m.get(str(th))
     return dict(
-        seed=s["seed"], wall_s=s["wall_s"], trials=s["n_trials"], completed=s["n_complete"],
+        side="Optuna", seed=s["seed"], wall_s=s["wall_s"], trials=s["n_trials"], completed=s["n_complete"],
         best_val=s["best_val_macro_f1"], test=s["test_macro_f1"], best_any=s["best_any_epoch_val_f1"],
         reach_any={th: g(s["time_to_val_f1_any_epoch"], th) for th in THRESHOLDS},
         reach_done={th: g(s["time_to_val_f1_completed_trial"], th) for th in THRESHOLDS},
         done_at={t: best_by(done, t) for t in AT},
+        model=(p := s["kept_model_params"]) and f'lr {p["lr"]:.2g}, batch {p["batch_size"]}, [{p["hidden"]}]',
     )
 
 
@@ -85,8 +91,9 @@ def mean_sd(vals, digits):
     return f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
-def row(side, r):
-    cells = [side, str(r["seed"]), f'{r["trials"]} ({r["completed"]})', fmt(r["best_val"]), fmt(r["test"])]
+def row(r):
+    cells = [r["side"], str(r["seed"]), f'{r["trials"]} ({r["completed"]})', r["model"] or "—", fmt(r["best_val"]),
+             fmt(r["test"])]
     cells += [fmt(r["reach_any"][th], 0) + " / " + fmt(r["reach_done"][th], 0) for th in THRESHOLDS]
     cells += [fmt(r["done_at"][t]) for t in AT]
     return "| " + " | ".join(cells) + " |"
@@ -97,29 +104,42 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--json", help="also write the per-seed figures here")
     a = ap.parse_args()
-    ours = [tuneforge(d) for d in sorted(glob.glob(os.path.join(a.out, "tuneforge-s*"))) if os.path.isdir(d)]
+    ours = []
+    for d in sorted(glob.glob(os.path.join(a.out, "tuneforge*"))):
+        if not os.path.isdir(d):
+            continue
+        if not os.path.exists(os.path.join(d, "summary.json")):
+            print(f"skipping {d}: no summary.json (still running, or it failed: see {d}.log)", file=sys.stderr)
+            continue
+        ours.append(tuneforge(d))
     theirs = [optuna(p) for p in sorted(glob.glob(os.path.join(a.out, "optuna", "optuna_seed*_summary.json")))]
-    head = ["side", "seed", "trials (completed)", "best val macro-F1", "test macro-F1"]
+    head = ["side", "seed", "trials (completed)", "returned model", "best val macro-F1", "test macro-F1"]
     head += [f"s to val ≥ {th} (any eval / completed trial)" for th in THRESHOLDS]
     head += [f"best completed val at {t} s" for t in AT]
     print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * 2 + "---:|" * (len(head) - 2))
-    for side, rs in (("Optuna", theirs), ("tuneforge", ours)):
+    print("|" + "---|" * 2 + "---:|" + "---|" + "---:|" * (len(head) - 4))
+    sides = {}
+    for r in theirs + ours:
+        sides.setdefault(r["side"], []).append(r)
+    for rs in sides.values():
         for r in sorted(rs, key=lambda r: r["seed"]):
-            print(row(side, r))
+            print(row(r))
     print()
     print("| side | seeds | best val macro-F1 | test macro-F1 | trials |")
     print("|---|---:|---:|---:|---:|")
-    for side, rs in (("Optuna", theirs), ("tuneforge", ours)):
+    for side, rs in sides.items():
         print(f'| {side} | {len(rs)} | {mean_sd([r["best_val"] for r in rs], 4)} | '
               f'{mean_sd([r["test"] for r in rs], 4)} | {mean_sd([float(r["trials"]) for r in rs], 1)} |')
     pairs = {r["seed"]: r for r in theirs}
-    diffs = [r["test"] - pairs[r["seed"]]["test"] for r in ours
-             if r["seed"] in pairs and r["test"] is not None and pairs[r["seed"]]["test"] is not None]
-    if diffs:
-        won = sum(d > 0 for d in diffs)
-        print(f"\ntest macro-F1, tuneforge − Optuna per seed: {', '.join(f'{d:+.4f}' for d in diffs)} "
-              f"(tuneforge higher in {won} of {len(diffs)})")
+    for side, rs in sides.items():
+        if side == "Optuna":
+            continue
+        diffs = [(r["seed"], r["test"] - pairs[r["seed"]]["test"]) for r in sorted(rs, key=lambda r: r["seed"])
+                 if r["seed"] in pairs and r["test"] is not None and pairs[r["seed"]]["test"] is not None]
+        if diffs:
+            won = sum(d > 0 for _, d in diffs)
+            print(f"\ntest macro-F1, {side} − Optuna, seed by seed: "
+                  f"{', '.join(f'{d:+.4f} ({s})' for s, d in diffs)}; {side} higher in {won} of {len(diffs)}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(optuna=theirs, tuneforge=ours), f, indent=1, default=str)
