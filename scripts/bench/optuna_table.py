@@ -12,14 +12,16 @@ clock starts after loading), and the best completed trial's validation macro-F1 
 300 s. The two sides' validation sets differ (Optuna: 10,000 of the 60,000 training images;
 tuneforge: 10% of them, 6,000, by its own seeded split); the test set is the same 10,000
 images. OUT's tuneforge studies are its folders named tuneforge* (compare_optuna.sh writes
-tuneforge-STRATEGY-sSEED): studies of several strategies are shown side by side, each against
-Optuna seed by seed. Usage: optuna_table.py OUT [--json FILE]
+tuneforge-STRATEGY-sSEED; a row is labelled by the name between "tuneforge-" and "-sSEED",
+else by the study's strategy): studies of several strategies or settings are shown side by
+side, each against Optuna seed by seed. Usage: optuna_table.py OUT [--json FILE]
 """
 import argparse
 import csv
 import glob
 import json
 import os
+import re
 import sqlite3
 import statistics
 import sys
@@ -38,6 +40,11 @@ def best_by(points, t_max):
     return max(vals) if vals else None
 
 
+def label(d):
+    """The variant a study folder's name gives: tuneforge-asha-s0 → "asha", tuneforge-s0 → ""."""
+    return re.sub(r"-?s\d+$", "", os.path.basename(os.path.normpath(d)).removeprefix("tuneforge").lstrip("-"))
+
+
 def tuneforge(d):
     s = json.load(open(os.path.join(d, "summary.json")))
     db = sqlite3.connect(f"file:{os.path.join(d, 'study.sqlite')}?mode=ro", uri=True)
@@ -49,7 +56,7 @@ def tuneforge(d):
     best = s["best"] or {}
     hp = next((t["final_hparams"] for t in s["trials"] if t["id"] == best.get("trial")), None)
     return dict(
-        side=f'tuneforge {s["strategy"]}', seed=s["seed"], wall_s=s["wall_s"], trials=len(trials), completed=len(done),
+        side=f"tuneforge {label(d) or s['strategy']}", seed=s["seed"], wall_s=s["wall_s"], trials=len(trials), completed=len(done),
         best_val=best.get("val_macro_f1"), test=best.get("test_macro_f1"),
         best_any=max((f for _, f in evals if f is not None), default=None),
         reach_any={th: first_reach(evals, th) for th in THRESHOLDS},
