@@ -48,7 +48,7 @@ pub struct BenchTuneArgs {
     #[arg(long, value_delimiter = ',', default_value = "fixed,random,asha,pbt,rl,rl-no-width")]
     pub strategies: Vec<String>,
     /// Weight of the throughput term of each decision's reward (as `cargo xtask tune
-    /// --lambda`; default: tune's, 0.14 ÷ decisions per trial).
+    /// --lambda`; default: tune's, 0.01 ÷ decisions per trial).
     #[arg(long)]
     pub lambda: Option<f64>,
     /// Optimiser steps per trial (as `cargo xtask tune --trial-steps`; default: tune's).

@@ -11,14 +11,18 @@
 //! the reference being the throughput of the run's first interval; when the budget is spent
 //! the final validation macro-F1 is added. Both objectives are reported separately in every
 //! [`Transition`], so a caller can keep the F1/throughput front. `λ` is a weight *per
-//! decision*; its default ([`EnvConfig::default_lambda`]) is [`TRIAL_LAMBDA`] = 0.14 divided
+//! decision*; its default ([`EnvConfig::default_lambda`]) is [`TRIAL_LAMBDA`] = 0.01 divided
 //! by the number of decisions in a trial, so that a trial run at ρ× the reference throughput
-//! throughout earns `0.14 · ln ρ` however often it decides: a doubling is worth about 0.097,
-//! i.e. ≈ 4.9 points of the final macro-F1 (which the reward counts twice, see below). With
-//! 800-step trials deciding every 100 steps (7 decisions) that is λ = 0.02. A fixed λ per
-//! decision would let the trial's length set the F1/speed trade-off: at 0.02, 24-decision
-//! trials paid more for a 3× speed-up than seed-cnn could lose in F1 by shrinking to 8
-//! channels.
+//! throughout earns `0.01 · ln ρ` however often it decides: a doubling is worth about 0.007,
+//! i.e. ≈ 0.35 points of the final macro-F1 (which the reward counts twice, see below). That
+//! is about what speed buys a study: every trial trains the same rows, so a trial twice as
+//! fast only lets the budget hold twice the trials, and the best of 2N trials whose F1
+//! spreads by σ is better than the best of N by about `σ(√(2 ln 2N) − √(2 ln N))` ≈ 0.2σ for
+//! N ≈ 100 — 0.3–0.4 points with the σ ≈ 0.015–0.02 of Fashion-MNIST's trials. The earlier
+//! default, 0.14 (a doubling worth ≈ 4.9 points), paid the policy to take every trial to the
+//! largest batch and learning rate at a cost in F1 no user wants (docs/benchmarks.md, "tuneforge
+//! vs Optuna"). With 800-step trials deciding every 100 steps (7 decisions) λ is 0.0014. A fixed
+//! λ per decision would let the trial's length set the F1/speed trade-off.
 //!
 //! The budget and the decision interval are counted in training *rows*:
 //! [`EnvConfig::budget_steps`] and [`EnvConfig::decision_steps`] are steps of
@@ -155,8 +159,8 @@ impl Default for Bounds {
 }
 
 /// The throughput weight of a whole trial: [`EnvConfig::default_lambda`] divides it among
-/// the trial's decisions.
-pub const TRIAL_LAMBDA: f64 = 0.14;
+/// the trial's decisions (see the module docs for why 0.01).
+pub const TRIAL_LAMBDA: f64 = 0.01;
 
 /// How the environment runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,7 +194,7 @@ impl EnvConfig {
         intervals.saturating_sub(1).max(1)
     }
 
-    /// The default λ: [`TRIAL_LAMBDA`] ÷ [`EnvConfig::decisions_per_episode`] (0.02 for
+    /// The default λ: [`TRIAL_LAMBDA`] ÷ [`EnvConfig::decisions_per_episode`] (0.0014 for
     /// 800-step trials deciding every 100 steps).
     pub fn default_lambda(decision_steps: usize, budget_steps: u64) -> f64 {
         TRIAL_LAMBDA / Self::decisions_per_episode(decision_steps, budget_steps) as f64

@@ -56,7 +56,7 @@ pub struct Tally {
     /// The decisions of the episode, for the policy's update, each with its *shaped* reward
     /// ([`crate::env::Transition::shaped_reward`]).
     pub episode: Vec<(Observation, Action, f64)>,
-    /// ASHA: validation macro-F1 at each rung reached.
+    /// ASHA and rl: validation macro-F1 at each rung reached.
     pub rungs: Vec<f64>,
     /// PBT: times this member took another's weights.
     pub exploits: u64,
@@ -417,7 +417,7 @@ pub struct TrialRecord {
     /// that ran to its end). Absent in records written before it was kept.
     #[serde(default)]
     pub samples: u64,
-    /// ASHA: validation macro-F1 at each rung reached.
+    /// ASHA and rl: validation macro-F1 at each rung reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<f64>,
     /// PBT: times it took another member's weights.

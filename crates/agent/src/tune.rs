@@ -10,7 +10,7 @@
 //! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
 //! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
-//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::pretrained`] unless [`TuneConfig::policy`] says otherwise |
+//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::pretrained`] unless [`TuneConfig::policy`] says otherwise. The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
@@ -498,7 +498,13 @@ impl State<'_> {
     fn sample_start(&self, id: u64) -> TrialStart {
         let c = self.config;
         let mut start = TrialStart { model: c.model.clone(), lr: c.lr, batch_size: c.batch_size, seed: c.seed + id };
-        if matches!(c.strategy, Strategy::Random | Strategy::Asha | Strategy::Pbt) {
+        // `rl` and `rl-no-width` keep the study's defaults for their first trial.
+        let sampled = match c.strategy {
+            Strategy::Random | Strategy::Asha | Strategy::Pbt => true,
+            Strategy::Rl | Strategy::RlNoWidth => id > 0,
+            Strategy::Fixed => false,
+        };
+        if sampled {
             let mut rng = rng_for(c.seed, id, 0, 2);
             start.lr = (c.lr * 10f64.powf(rng.random_range(-1.0..1.0))).clamp(c.env.bounds.lr.0, c.env.bounds.lr.1);
             let k = rng.random_range(-2i32..=1);
@@ -601,6 +607,30 @@ impl State<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// As [`State::train`] to the trial's end, recording its validation macro-F1 at each of
+    /// ASHA's rungs and returning early (the trial to end as `stopped`) where
+    /// [`rung_stops`] says so against the finished trials.
+    fn train_with_rungs(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial) -> Result<bool> {
+        let targets = rungs(ctx.env.budget_steps);
+        while trial.tally.rungs.len() < targets.len() - 1 {
+            let k = trial.tally.rungs.len();
+            if !self.train(ctx, trial, Some(targets[k]))? {
+                return Ok(false);
+            }
+            if trial.env.steps() < targets[k] {
+                return Ok(true); // the budget is spent
+            }
+            let f1 = trial.env.observe().val_f1;
+            trial.tally.rungs.push(f1);
+            let earlier: Vec<f64> = self.records.values().filter_map(|r| r.rungs.get(k).copied()).collect();
+            if rung_stops(&earlier, f1) {
+                tracing::debug!(trial = trial.id, rung = k, f1, "stopped at a rung");
+                return Ok(true);
+            }
+        }
+        self.train(ctx, trial, None)
     }
 
     fn start(&mut self, ctx: &mut TrialContext<'_>) -> Result<Option<Trial>> {
@@ -712,7 +742,8 @@ fn drive(
     finalize(&mut ctx, st, out, resumed_before, &elapsed)
 }
 
-/// fixed, random, rl, rl-no-width: one trial after another.
+/// fixed, random, rl, rl-no-width: one trial after another; `rl` and `rl-no-width` stop a
+/// trial at a rung where it is not in the top third ([`rung_stops`]).
 fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
     let mut pending: Vec<Trial> = Vec::new();
     for row in unfinished {
@@ -727,7 +758,11 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
                 None => continue,
             },
         };
-        if st.train(ctx, &mut trial, None)? {
+        if st.config.strategy.learns() {
+            if st.train_with_rungs(ctx, &mut trial)? {
+                st.end(ctx, &mut trial)?;
+            }
+        } else if st.train(ctx, &mut trial, None)? {
             st.end(ctx, &mut trial)?;
         }
         if st.over(ctx) && pending.is_empty() {
@@ -740,6 +775,19 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
 /// ASHA's rungs for a trial of `steps` steps: ⅑, ⅓ and all of them (η = 3).
 fn rungs(steps: u64) -> [u64; 3] {
     [(steps / 9).max(1), (steps / 3).max(1), steps]
+}
+
+/// Trials that must have reached a rung before `rl` stops any trial there.
+pub const RUNG_WARMUP: usize = 5;
+
+/// `rl`'s rung stopping: whether a trial whose validation macro-F1 at a rung is `f1` stops
+/// there, `earlier` being the F1 of every trial that reached that rung before it. It stops
+/// when at least [`RUNG_WARMUP`] did and a third or more of them (η = 3, as `asha`) were
+/// better. ASHA pauses such a trial and may promote it later; `rl` runs one trial at a time
+/// and decides at once, like Optuna's pruners.
+pub fn rung_stops(earlier: &[f64], f1: f64) -> bool {
+    let better = earlier.iter().filter(|&&e| e > f1).count();
+    earlier.len() >= RUNG_WARMUP && better * 3 >= earlier.len()
 }
 
 /// Asynchronous successive halving, η = 3 (see the module docs).

@@ -958,8 +958,10 @@ mod tune {
         let file: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(tmp.path().join("policy.json")).unwrap()).unwrap();
         assert_eq!(stored, file);
-        // Every trial that took a decision and did not fail (an empty episode teaches nothing).
-        let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.steps > 20).count();
+        // Every trial that took a decision and did not fail (an empty episode teaches nothing;
+        // the first decision comes after 20 × 32 rows, where a trial may stop at rung 0).
+        let learnt =
+            summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.samples >= 2 * 20 * 32).count();
         // On top of the shipped prior's own episodes.
         let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
         assert_eq!(file["episodes"].as_u64().unwrap(), prior + learnt as u64);
@@ -1011,6 +1013,59 @@ mod tune {
     }
 
     #[test]
+    fn rl_samples_its_starts_and_stops_a_trial_below_the_top_third_of_a_rung() {
+        use tuneforge_agent::tune::{RUNG_WARMUP, rung_stops};
+        let tmp = tempfile::tempdir().unwrap();
+        let summary =
+            tune(&digits_study(Strategy::Rl, 4.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
+                .unwrap();
+        check_outputs(tmp.path(), &summary);
+        let t = &summary.trials;
+        // The first trial at the study's defaults, the others from sampled points.
+        assert_eq!((t[0].start.lr, t[0].start.batch_size, t[0].start.model.as_str()), (3e-3, 32, "mlp:32"));
+        let starts: std::collections::HashSet<String> = t.iter().map(|t| format!("{:?}", t.start)).collect();
+        assert!(starts.len() * 2 > t.len(), "{} distinct starts in {} trials", starts.len(), t.len());
+        // Replay the rule: one trial after another, each rung judged against the trials
+        // before it (rungs at 20 and 60 of the 180 steps).
+        let mut stopped_at_rung = 0;
+        for (i, trial) in t.iter().enumerate().filter(|(_, t)| !t.status.starts_with("failed")) {
+            for (k, &f1) in trial.rungs.iter().enumerate() {
+                let earlier: Vec<f64> = t[..i].iter().filter_map(|e| e.rungs.get(k).copied()).collect();
+                let went_on = trial.rungs.len() > k + 1 || trial.status == "completed";
+                let budget_end = i + 1 == t.len();
+                if rung_stops(&earlier, f1) {
+                    assert!(!went_on, "trial {i} went on past rung {k} (F1 {f1}, earlier {earlier:?})");
+                    assert_eq!(trial.status, "stopped");
+                    assert!(trial.samples < 180 * 32, "trial {i}: {} rows", trial.samples);
+                    stopped_at_rung += 1;
+                } else {
+                    assert!(went_on || budget_end, "trial {i} stopped at rung {k} though in the top third");
+                }
+            }
+            assert!(trial.rungs.len() <= 2, "rl records rungs 0 and 1 only");
+        }
+        assert!(
+            t.len() > 2 * RUNG_WARMUP && stopped_at_rung >= 2,
+            "{stopped_at_rung} of {} stopped at a rung",
+            t.len()
+        );
+        assert!(t.iter().any(|t| t.status == "completed"));
+        assert!(t.iter().any(|t| t.decisions > 0), "the policy acted");
+    }
+
+    #[test]
+    fn rung_stops_needs_a_warm_up_and_a_third_better() {
+        use tuneforge_agent::tune::rung_stops;
+        let four = [0.9, 0.8, 0.7, 0.6];
+        assert!(!rung_stops(&four, 0.1), "fewer than 5 earlier trials never stop one");
+        let six = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
+        assert!(!rung_stops(&six, 0.95) && !rung_stops(&six, 0.85), "best or second of seven goes on");
+        assert!(rung_stops(&six, 0.75), "2 of 6 better: a third");
+        assert!(!rung_stops(&six, 0.8), "ties are not better");
+        assert!(rung_stops(&six, 0.0));
+    }
+
+    #[test]
     fn pbt_exploits_and_explores_within_a_population_of_four() {
         let tmp = tempfile::tempdir().unwrap();
         let summary =
@@ -1050,7 +1105,13 @@ mod tune {
                         assert!(lr < 0.01 * t.start.lr, "trial {} (batch {}): last lr {lr}", t.id, t.start.batch_size);
                     }
                 }
-                _ => assert!(summary.trials.iter().all(|t| t.final_hparams.widths == vec![32])),
+                // rl-no-width: widths sampled at the start (trial 0 at the study's), never changed.
+                _ => {
+                    assert_eq!(summary.trials[0].start.model, "mlp:32");
+                    for t in &summary.trials {
+                        assert_eq!(format!("mlp:{}", t.final_hparams.widths[0]), t.start.model, "trial {}", t.id);
+                    }
+                }
             }
         }
         assert!("bohb".parse::<Strategy>().is_err());

@@ -38,7 +38,8 @@ use tuneforge_monitor::Outcome;
 use tuneforge_optim::ScheduleConfig;
 
 use super::{
-    Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rungs,
+    Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rung_stops,
+    rungs,
 };
 use crate::data::{Prepared, prepare};
 use crate::policy::StudyPolicy;
@@ -114,30 +115,41 @@ impl Worker<'_> {
             st.policy = self.latest_policy()?;
         }
         let asha = st.config.strategy == Strategy::Asha;
+        // rl and rl-no-width stop a trial at a rung where it is not in the top third.
+        let rl = st.config.strategy.learns();
         let targets = rungs(self.config.env.budget_steps);
-        let rung = trial.tally.rungs.len().min(targets.len() - 1);
-        let until = asha.then_some(targets[rung]);
-        while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over() {
-            let (action, secs) = st.choose(trial);
-            if let Err(e) = self.ctx().step(trial, action, secs) {
-                if !e.ends_only_the_trial() {
-                    return Err(e);
+        loop {
+            let rung = trial.tally.rungs.len().min(targets.len() - 1);
+            let at_rung = asha || (rl && rung < targets.len() - 1);
+            let until = at_rung.then_some(targets[rung]);
+            while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over() {
+                let (action, secs) = st.choose(trial);
+                if let Err(e) = self.ctx().step(trial, action, secs) {
+                    if !e.ends_only_the_trial() {
+                        return Err(e);
+                    }
+                    tracing::warn!(trial = trial.id, error = %e, "trial failed");
+                    let row = self.ctx().fail(trial, &e)?;
+                    st.push(trial.record(&row.status));
+                    return Ok(());
                 }
-                tracing::warn!(trial = trial.id, error = %e, "trial failed");
-                let row = self.ctx().fail(trial, &e)?;
-                st.push(trial.record(&row.status));
-                return Ok(());
             }
-        }
-        if asha {
-            if trial.env.steps() >= targets[rung] {
-                trial.tally.rungs.push(trial.env.observe().val_f1);
+            if !at_rung || trial.env.steps() < targets[rung] {
+                break;
             }
-            if !trial.env.done() && !self.over() {
-                // Paused at its rung: any worker may promote it from this checkpoint.
-                self.ctx().checkpoint(trial, "paused")?;
-                trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
-                return Ok(());
+            let f1 = trial.env.observe().val_f1;
+            trial.tally.rungs.push(f1);
+            if asha {
+                if !trial.env.done() && !self.over() {
+                    // Paused at its rung: any worker may promote it from this checkpoint.
+                    self.ctx().checkpoint(trial, "paused")?;
+                    trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
+                    return Ok(());
+                }
+                break;
+            }
+            if self.over() || rung_stops(&self.rung_results(rung, trial.id)?, f1) {
+                break;
             }
         }
         // As TrialContext::finish, with the policy update merged into the latest stored state.
@@ -190,6 +202,18 @@ impl Worker<'_> {
         }
         st.push(trial.record(status));
         Ok(())
+    }
+
+    /// The validation macro-F1 at rung `k` of every finished trial but `id` (for
+    /// [`rung_stops`]).
+    fn rung_results(&mut self, k: usize, id: u64) -> Result<Vec<f64>> {
+        Ok(self
+            .store
+            .trials()?
+            .iter()
+            .filter(|r| r.id != id && r.status != "running" && r.status != "paused")
+            .filter_map(|r| serde_json::from_str::<TrialRecord>(&r.record).ok()?.rungs.get(k).copied())
+            .collect())
     }
 
     /// Ends a paused trial as `stopped` from its row (its final validation macro-F1 added to
