@@ -940,6 +940,17 @@ mod tune {
         assert!(dir.join("model.safetensors").is_file() && dir.join("events.jsonl").is_file());
     }
 
+    /// A digits study of `strategy` for `budget_s` seconds in a new temporary directory, its
+    /// outputs checked ([`check_outputs`]).
+    fn checked_study(strategy: Strategy, budget_s: f64) -> (tempfile::TempDir, TuneSummary) {
+        let tmp = tempfile::tempdir().unwrap();
+        let summary =
+            tune(&digits_study(strategy, budget_s), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
+                .unwrap();
+        check_outputs(tmp.path(), &summary);
+        (tmp, summary)
+    }
+
     #[test]
     fn a_short_rl_study_on_digits_writes_a_consistent_summary_and_store() {
         let tmp = tempfile::tempdir().unwrap();
@@ -976,11 +987,7 @@ mod tune {
 
     #[test]
     fn asha_promotes_the_top_third_and_stops_the_rest() {
-        let tmp = tempfile::tempdir().unwrap();
-        let summary =
-            tune(&digits_study(Strategy::Asha, 4.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
-                .unwrap();
-        check_outputs(tmp.path(), &summary);
+        let (_tmp, summary) = checked_study(Strategy::Asha, 4.0);
         let at = |k: usize| summary.trials.iter().filter(|t| t.rungs.len() > k).count();
         assert!(at(0) >= 6, "{} trials reached rung 0", at(0));
         // A trial goes on when it is in the top third of its rung at that moment (ASHA's
@@ -1015,11 +1022,7 @@ mod tune {
     #[test]
     fn rl_samples_its_starts_and_stops_a_trial_below_the_top_third_of_a_rung() {
         use tuneforge_agent::tune::{RUNG_WARMUP, rung_stops};
-        let tmp = tempfile::tempdir().unwrap();
-        let summary =
-            tune(&digits_study(Strategy::Rl, 4.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
-                .unwrap();
-        check_outputs(tmp.path(), &summary);
+        let (_tmp, summary) = checked_study(Strategy::Rl, 4.0);
         let t = &summary.trials;
         // The first trial at the study's defaults, the others from sampled points.
         assert_eq!((t[0].start.lr, t[0].start.batch_size, t[0].start.model.as_str()), (3e-3, 32, "mlp:32"));
@@ -1067,11 +1070,7 @@ mod tune {
 
     #[test]
     fn pbt_exploits_and_explores_within_a_population_of_four() {
-        let tmp = tempfile::tempdir().unwrap();
-        let summary =
-            tune(&digits_study(Strategy::Pbt, 3.0), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
-                .unwrap();
-        check_outputs(tmp.path(), &summary);
+        let (_tmp, summary) = checked_study(Strategy::Pbt, 3.0);
         assert!(summary.trials.len() >= 4 && summary.trials.len().is_multiple_of(4), "{} trials", summary.trials.len());
         let exploits: u64 = summary.trials.iter().map(|t| t.exploits).sum();
         assert!(exploits >= 1, "no member ever took another's weights");
@@ -1084,11 +1083,7 @@ mod tune {
     #[test]
     fn fixed_random_and_rl_no_width_run_on_the_same_environment() {
         for strategy in [Strategy::Fixed, Strategy::Random, Strategy::RlNoWidth] {
-            let tmp = tempfile::tempdir().unwrap();
-            let summary =
-                tune(&digits_study(strategy, 1.5), &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {})
-                    .unwrap();
-            check_outputs(tmp.path(), &summary);
+            let (tmp, summary) = checked_study(strategy, 1.5);
             match strategy {
                 Strategy::Fixed => assert!(summary.trials.iter().all(|t| t.decisions == 0 && t.start.lr == 3e-3)),
                 Strategy::Random => {

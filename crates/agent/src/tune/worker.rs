@@ -16,7 +16,9 @@
 //! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
 //! single-process `asha` does, reading every trial's rung results from the store in the
 //! claim's transaction; when nothing runs and nothing may start or be promoted, the paused
-//! trials left are closed as `stopped`. The learning strategies share one policy:
+//! trials left are closed as `stopped`. Under `rl` and `rl-no-width` a trial that reaches ⅑
+//! or ⅓ of its rows is judged there at once against the finished trials' results at that rung
+//! ([`rung_stops`]) and ends as `stopped` or goes on. The learning strategies share one policy:
 //! each finished trial's actor–critic updates (one per decision, replayed in order) are
 //! applied to the latest stored state in the transaction that records the trial
 //! ([`StudyStore::finish_trial_merging`]), so updates from all workers are applied one after
