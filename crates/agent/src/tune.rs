@@ -758,11 +758,12 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
                 None => continue,
             },
         };
-        if st.config.strategy.learns() {
-            if st.train_with_rungs(ctx, &mut trial)? {
-                st.end(ctx, &mut trial)?;
-            }
-        } else if st.train(ctx, &mut trial, None)? {
+        let trained = if st.config.strategy.learns() {
+            st.train_with_rungs(ctx, &mut trial)?
+        } else {
+            st.train(ctx, &mut trial, None)?
+        };
+        if trained {
             st.end(ctx, &mut trial)?;
         }
         if st.over(ctx) && pending.is_empty() {
@@ -771,6 +772,9 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
     }
     Ok(())
 }
+
+/// ASHA's reduction factor: a third of a rung goes on (`asha`, its workers, `rl`'s rungs).
+const ETA: usize = 3;
 
 /// ASHA's rungs for a trial of `steps` steps: ⅑, ⅓ and all of them (η = 3).
 fn rungs(steps: u64) -> [u64; 3] {
@@ -787,12 +791,11 @@ pub const RUNG_WARMUP: usize = 5;
 /// and decides at once, like Optuna's pruners.
 pub fn rung_stops(earlier: &[f64], f1: f64) -> bool {
     let better = earlier.iter().filter(|&&e| e > f1).count();
-    earlier.len() >= RUNG_WARMUP && better * 3 >= earlier.len()
+    earlier.len() >= RUNG_WARMUP && better * ETA >= earlier.len()
 }
 
 /// Asynchronous successive halving, η = 3 (see the module docs).
 fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
-    const ETA: usize = 3;
     let targets = rungs(ctx.env.budget_steps);
     // Rung results of every trial (finished or paused), and which are paused.
     let mut reached: BTreeMap<u64, Vec<f64>> = st.records.iter().map(|(id, r)| (*id, r.rungs.clone())).collect();

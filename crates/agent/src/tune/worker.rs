@@ -40,8 +40,8 @@ use tuneforge_monitor::Outcome;
 use tuneforge_optim::ScheduleConfig;
 
 use super::{
-    Clock, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config, rung_stops,
-    rungs,
+    Clock, ETA, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config,
+    rung_stops, rungs,
 };
 use crate::data::{Prepared, prepare};
 use crate::policy::StudyPolicy;
@@ -113,12 +113,12 @@ impl Worker<'_> {
     /// Trains `trial` to its end (or the budget's) and records it; under ASHA, to its next
     /// rung, where it is paused (checkpointed, status `paused`) unless it is done.
     fn handle(&mut self, st: &mut State<'_>, trial: &mut Trial) -> Result<()> {
-        if st.config.strategy.learns() {
+        // rl and rl-no-width also stop a trial at a rung where it is not in the top third.
+        let rl = st.config.strategy.learns();
+        if rl {
             st.policy = self.latest_policy()?;
         }
         let asha = st.config.strategy == Strategy::Asha;
-        // rl and rl-no-width stop a trial at a rung where it is not in the top third.
-        let rl = st.config.strategy.learns();
         let targets = rungs(self.config.env.budget_steps);
         loop {
             let rung = trial.tally.rungs.len().min(targets.len() - 1);
@@ -290,7 +290,6 @@ impl Worker<'_> {
 /// highest rung that has one whose last rung is that one, best first — what the single-process
 /// `asha` picks, in order of preference.
 fn promotable(rows: &[TrialRow], rungs_len: usize) -> Vec<u64> {
-    const ETA: usize = 3;
     let reached: BTreeMap<u64, Vec<f64>> = rows
         .iter()
         .filter(|r| !r.status.starts_with("failed"))
