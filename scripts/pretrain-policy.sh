@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes crates/agent/policies/digits.json, the policy an `rl` study starts from unless given
-# --policy: an rl study on the embedded digits dataset (tune's defaults: MLP 64, batch 32,
+# Makes crates/agent/policies/digits.json, the policy an `rl` study starts from with
+# `--policy digits` (the default start is untrained): an rl study on the embedded digits dataset (tune's defaults: MLP 64, batch 32,
 # trials of 300 × 32 rows, a decision every 30 × 32, λ 0.01/9), started from an untrained policy, for BUDGET
 # (default 60s); its final policy state, pretty-printed. Throughput enters the reward, so the
 # result depends a little on the machine; the shipped file was made on the 2-core dev machine,

@@ -85,9 +85,10 @@ pub struct TuneArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
-    /// study), or `untrained` to learn from nothing [default: the shipped prior, learnt on
-    /// digits; see crates/agent/policies/README.md]
-    #[arg(long, value_name = "FILE|untrained")]
+    /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
+    /// see crates/agent/policies/README.md) [default: untrained, a policy that has learnt
+    /// nothing and keeps each setting with p ≈ 0.87]
+    #[arg(long, value_name = "FILE|digits|untrained")]
     pub policy: Option<PathBuf>,
     /// Seconds between checkpoints of a running trial into study.sqlite (0: every decision).
     #[arg(long, default_value_t = 10.0)]
@@ -239,6 +240,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     let strategy: Strategy = args.strategy.parse()?;
     let policy = match &args.policy {
         Some(path) if path.as_os_str() == "untrained" => Some(StudyPolicy::untrained()),
+        Some(path) if path.as_os_str() == "digits" => Some(StudyPolicy::pretrained()),
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("--policy {}", path.display()))?;
             let p: StudyPolicy = serde_json::from_str(&text)

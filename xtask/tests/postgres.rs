@@ -48,22 +48,15 @@ const DECISION_STEPS: i64 = 20;
 /// One worker of `study`: random digits trials of [`TRIAL_STEPS`] steps, a decision (and
 /// checkpoint) every [`DECISION_STEPS`]; its stderr goes to `dir/NAME.log`.
 fn worker(url: &str, study: &str, name: &str, dir: &Path, trials: u64, heartbeat_s: &str) -> Child {
-    worker_with(url, study, name, dir, trials, heartbeat_s, "random")
+    worker_with(url, study, name, dir, trials, heartbeat_s, &["--strategy", "random"])
 }
 
-fn worker_with(
-    url: &str,
-    study: &str,
-    name: &str,
-    dir: &Path,
-    trials: u64,
-    heartbeat_s: &str,
-    strategy: &str,
-) -> Child {
+fn worker_with(url: &str, study: &str, name: &str, dir: &Path, trials: u64, heartbeat_s: &str, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     xtask()
         .args(["tune", "--storage", url, "--study", study, "--worker", name])
-        .args(["--dataset", "digits", "--strategy", strategy, "--budget", "900s", "--seed", "3"])
+        .args(["--dataset", "digits", "--budget", "900s", "--seed", "3"])
+        .args(args)
         .args(["--max-trials", &trials.to_string(), "--trial-steps", &TRIAL_STEPS.to_string()])
         .args(["--decision-steps", &DECISION_STEPS.to_string()])
         .args(["--checkpoint-every", "0", "--heartbeat-timeout", heartbeat_s, "--retry-for", "120"])
@@ -241,14 +234,22 @@ fn rl_workers_merge_every_trial_into_one_policy() {
     let dir = tempfile::tempdir().unwrap();
     let study = unique("rl");
     let n = 8;
-    let mut ws = [
-        worker_with(&url, &study, "p1", dir.path(), n, "30", "rl"),
-        worker_with(&url, &study, "p2", dir.path(), n, "30", "rl"),
-    ];
+    // p1 creates the study from the shipped digits prior; p2, given no --policy, joins it
+    // and starts from the study's policy too.
+    let mut p1 = worker_with(&url, &study, "p1", dir.path(), n, "30", &["--strategy", "rl", "--policy", "digits"]);
+    let mut db = client(&url);
+    let t = Instant::now();
+    while db.query_opt("SELECT 1 FROM studies WHERE name = $1", &[&study]).unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(60), "p1 never created the study");
+        if p1.try_wait().unwrap().is_some() {
+            panic!("p1 exited early: {}", std::fs::read_to_string(dir.path().join("p1.log")).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = [p1, worker_with(&url, &study, "p2", dir.path(), n, "30", &["--strategy", "rl"])];
     for (i, w) in ws.iter_mut().enumerate() {
         wait_ok(w, dir.path(), &format!("p{}", i + 1), Duration::from_secs(600));
     }
-    let mut db = client(&url);
     let rows = trials(&mut db, &study);
     assert_eq!(rows.len() as u64, n);
     let finished = rows.iter().filter(|r| r.1 == "completed" || r.1 == "stopped").count() as i64;
@@ -267,6 +268,10 @@ fn rl_workers_merge_every_trial_into_one_policy() {
             serde_json::from_str(&std::fs::read_to_string(dir.path().join(name).join("policy.json")).unwrap()).unwrap();
         assert_eq!(saved, stored, "{name}");
     }
+    // Every update went on from the prior the study started with, p2's first included (each
+    // trial of 600 steps takes decisions every 20 before its first rung at 66).
+    let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
+    assert_eq!(stored["episodes"].as_i64().unwrap(), prior as i64 + finished);
 }
 
 #[test]
@@ -276,8 +281,10 @@ fn asha_workers_promote_each_others_paused_trials() {
     let dir = tempfile::tempdir().unwrap();
     let study = unique("asha");
     let n = 15;
-    let mut ws: Vec<Child> =
-        ["a1", "a2", "a3"].iter().map(|w| worker_with(&url, &study, w, dir.path(), n, "30", "asha")).collect();
+    let mut ws: Vec<Child> = ["a1", "a2", "a3"]
+        .iter()
+        .map(|w| worker_with(&url, &study, w, dir.path(), n, "30", &["--strategy", "asha"]))
+        .collect();
     for (i, w) in ws.iter_mut().enumerate() {
         wait_ok(w, dir.path(), &format!("a{}", i + 1), Duration::from_secs(600));
     }

@@ -119,13 +119,60 @@ fn a_study_killed_mid_trial_resumes_from_its_checkpoints_and_loses_nothing() {
     let policy: serde_json::Value = serde_json::from_str(&store.policy().unwrap().unwrap()).unwrap();
     // Every trial that took a decision and did not fail (an empty episode teaches nothing).
     let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.samples > 30 * 32).count();
-    // (The study started from the shipped prior, which had learnt from its own episodes.)
-    let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
-    assert_eq!(policy["episodes"].as_u64().unwrap(), prior + learnt as u64);
+    // (The study started untrained: no episodes of its own before.)
+    assert_eq!(policy["episodes"].as_u64().unwrap(), learnt as u64);
 
     // summary.json's test F1 is the one recomputed from predictions.csv.
     let (truth, pred) = tuneforge_agent::run::read_predictions(&dir.join("predictions.csv")).unwrap();
     let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
     cm.update(&truth, &pred).unwrap();
     assert_eq!(summary.best.test_macro_f1, cm.report().macro_avg.f1);
+}
+
+/// A study started from a policy given with `--policy` (here the shipped digits prior, not
+/// the default untrained start), killed before its first trial ended, so before any policy
+/// was stored, resumes from that policy: the stored configuration keeps it.
+#[test]
+fn a_study_killed_in_its_first_trial_resumes_from_the_policy_it_started_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let d = dir.to_str().unwrap();
+    let mut child = xtask()
+        .args(["tune", "--dataset", "digits", "--strategy", "rl", "--budget", "4s", "--seed", "5"])
+        .args(["--policy", "digits", "--trial-steps", "3000", "--decision-steps", "30"])
+        .args(["--checkpoint-every", "0", "--out", d])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it at trial 0's first checkpoint (of 99 decisions), before any trial has ended.
+    let t = Instant::now();
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(60), "trial 0 never reached a checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+        let Ok(store) = SqliteStore::open(&dir.join("study.sqlite")) else { continue };
+        let Ok(trials) = store.trials() else { continue };
+        assert!(trials.iter().all(|r| r.status == "running"), "a trial ended before the kill: {trials:?}");
+        if let Some(r) = trials.first()
+            && let Ok(Some(_)) = store.checkpoint(r.id)
+        {
+            assert!(store.policy().unwrap().is_none(), "no policy is stored before a trial ends");
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    assert!(!child.wait().unwrap().success());
+
+    let out = xtask().args(["tune", "--resume", d]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: TuneSummary =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(summary.resumes >= 1 && summary.trials[0].resumed, "{:?}", summary.trials[0]);
+    // The policy learnt every finished trial on top of the prior's own episodes.
+    let learnt = summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.samples > 30 * 32).count();
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("policy.json")).unwrap()).unwrap();
+    let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
+    assert!(prior > 100);
+    assert_eq!(policy["episodes"].as_u64().unwrap(), prior + learnt as u64);
 }

@@ -10,7 +10,7 @@
 //! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
 //! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
-//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::pretrained`] unless [`TuneConfig::policy`] says otherwise. The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
+//! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::untrained`] unless [`TuneConfig::policy`] says otherwise (e.g. [`StudyPolicy::pretrained`], the digits prior). The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
@@ -144,9 +144,9 @@ pub struct TuneConfig {
     pub env: EnvConfig,
     /// Minimum time between two checkpoints of a running trial (zero: every decision).
     pub checkpoint_every: Duration,
-    /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`;
-    /// [`StudyPolicy::untrained`] to learn from nothing); `None` starts from the shipped prior
-    /// [`StudyPolicy::pretrained`]. A resumed study continues with its own.
+    /// For `rl` and `rl-no-width`: the policy to start from (a saved `policy.json`, or the
+    /// shipped digits prior [`StudyPolicy::pretrained`]); `None` learns from nothing
+    /// ([`StudyPolicy::untrained`]). A resumed study continues with its own.
     pub policy: Option<StudyPolicy>,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
@@ -174,6 +174,12 @@ struct Spec {
     checkpoint_every_s: f64,
     cosine: bool,
     val_fraction: f64,
+    /// The policy a learning strategy started from, kept so that a study resumed before
+    /// its first trial ended, and a worker joining it, start where it did. Absent for the
+    /// other strategies, and in studies stored before it was kept (then the digits prior,
+    /// their default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<StudyPolicy>,
 }
 
 impl TuneConfig {
@@ -190,6 +196,7 @@ impl TuneConfig {
             checkpoint_every_s: self.checkpoint_every.as_secs_f64(),
             cosine: self.cosine,
             val_fraction: self.val_fraction,
+            policy: self.strategy.learns().then(|| self.policy.clone().unwrap_or_else(StudyPolicy::untrained)),
         }
     }
 
@@ -206,6 +213,13 @@ impl TuneConfig {
         {
             return Err(bad(format!("action bounds {b:?}: each range must be ordered, learning rates positive")));
         }
+        let policy = match spec.policy {
+            Some(p) => {
+                p.validate().map_err(|why| bad(format!("starting policy: {why}")))?;
+                Some(p)
+            }
+            None => spec.strategy.learns().then(StudyPolicy::pretrained),
+        };
         Ok(TuneConfig {
             data: spec.data,
             model: spec.model,
@@ -216,7 +230,7 @@ impl TuneConfig {
             lr: spec.lr,
             env: spec.env,
             checkpoint_every: seconds("checkpoint_every_s", spec.checkpoint_every_s)?,
-            policy: None,
+            policy,
             progress,
             cosine: spec.cosine,
             val_fraction: spec.val_fraction,
@@ -358,8 +372,8 @@ pub fn parse_study_config(json: &str, progress: ProgressMode) -> Result<TuneConf
     TuneConfig::from_spec(spec, progress)
 }
 
-/// The JSON a study's configuration is stored as (everything but the starting policy and
-/// the progress view); [`parse_study_config`] reads it back.
+/// The JSON a study's configuration is stored as (everything but the progress view; for a
+/// learning strategy the starting policy too); [`parse_study_config`] reads it back.
 pub fn study_config_json(config: &TuneConfig) -> String {
     serde_json::to_string(&config.spec()).expect("spec serialises")
 }
@@ -687,7 +701,7 @@ fn drive(
     let policy: StudyPolicy = match store.policy()? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
-        None => config.policy.clone().unwrap_or_else(StudyPolicy::pretrained),
+        None => config.policy.clone().unwrap_or_else(StudyPolicy::untrained),
     };
     policy.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {

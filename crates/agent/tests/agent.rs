@@ -870,6 +870,40 @@ mod tune {
         assert!(parse_study_config(&unordered, ProgressMode::Off).unwrap_err().to_string().contains("bounds"));
     }
 
+    /// A learning study keeps the policy it started from in its stored configuration, so
+    /// that `--resume` before its first trial ends, and a worker joining it, start there too.
+    #[test]
+    fn a_stored_study_config_keeps_its_starting_policy() {
+        use tuneforge_agent::policy::StudyPolicy;
+        use tuneforge_agent::tune::{parse_study_config, study_config_json};
+        let as_json = |p: &StudyPolicy| serde_json::to_value(p).unwrap();
+        let start = |config: &TuneConfig| {
+            let back = parse_study_config(&study_config_json(config), ProgressMode::Off).unwrap();
+            back.policy.as_ref().map(as_json)
+        };
+        // The default start is untrained; --policy digits is the shipped prior.
+        let mut rl = digits_study(Strategy::Rl, 90.0);
+        assert!(rl.policy.is_none());
+        assert_eq!(start(&rl), Some(as_json(&StudyPolicy::untrained())));
+        rl.policy = Some(StudyPolicy::pretrained());
+        assert_ne!(as_json(&StudyPolicy::pretrained()), as_json(&StudyPolicy::untrained()));
+        assert_eq!(start(&rl), Some(as_json(&StudyPolicy::pretrained())));
+        // Strategies that do not learn store none.
+        let asha = digits_study(Strategy::Asha, 90.0);
+        assert!(!study_config_json(&asha).contains("\"policy\""));
+        assert_eq!(start(&asha), None);
+        // A study stored before the start was kept began at the then default, the digits prior.
+        let mut old: serde_json::Value = serde_json::from_str(&study_config_json(&rl)).unwrap();
+        old.as_object_mut().unwrap().remove("policy").unwrap();
+        let old = parse_study_config(&old.to_string(), ProgressMode::Off).unwrap();
+        assert_eq!(old.policy.as_ref().map(as_json), Some(as_json(&StudyPolicy::pretrained())));
+        // A stored start that does not fit this version is refused with the reason.
+        let mut bad: serde_json::Value = serde_json::from_str(&study_config_json(&rl)).unwrap();
+        bad["policy"]["critic"] = serde_json::json!([1.0]);
+        let e = parse_study_config(&bad.to_string(), ProgressMode::Off).unwrap_err().to_string();
+        assert!(e.contains("starting policy") && e.contains("critic"), "{e}");
+    }
+
     fn digits_study(strategy: Strategy, budget_s: f64) -> TuneConfig {
         TuneConfig {
             data: DataSource::parse("digits", None).unwrap(),
@@ -973,9 +1007,8 @@ mod tune {
         // the first decision comes after 20 × 32 rows, where a trial may stop at rung 0).
         let learnt =
             summary.trials.iter().filter(|t| !t.status.starts_with("failed") && t.samples >= 2 * 20 * 32).count();
-        // On top of the shipped prior's own episodes.
-        let prior = tuneforge_agent::policy::StudyPolicy::pretrained().episodes;
-        assert_eq!(file["episodes"].as_u64().unwrap(), prior + learnt as u64);
+        // The study started untrained: its episodes are its own trials'.
+        assert_eq!(file["episodes"].as_u64().unwrap(), learnt as u64);
         // A second study in the same directory is refused; resuming a finished one only re-tests it.
         let e = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("already holds a study"), "{e}");

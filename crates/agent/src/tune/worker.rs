@@ -372,9 +372,14 @@ pub fn work(
     let config = if stored.config == mine.config {
         config
     } else {
-        let mut c = parse_study_config(&stored.config, config.progress)?;
-        c.policy = config.policy.clone();
+        // The study's own configuration, its starting policy included, whatever this
+        // worker was given.
+        let c = parse_study_config(&stored.config, config.progress)?;
         refuse(c.strategy)?;
+        let json = |p: &Option<StudyPolicy>| serde_json::to_string(p).expect("policy serialises");
+        if config.policy.is_some() && json(&config.policy) != json(&c.policy) {
+            tracing::warn!(study = store.study_name(), "--policy ignored: the study keeps the policy it started from");
+        }
         tracing::info!(study = store.study_name(), "joined the study with its stored configuration");
         joined = c;
         &joined
@@ -386,7 +391,7 @@ pub fn work(
     let clock = Clock { offset: stored.elapsed_s, start: Instant::now() };
     let elapsed = || clock.elapsed();
     let target = format!("{} (study {})", store.target(), store.study_name());
-    let prior = config.policy.clone().unwrap_or_else(StudyPolicy::pretrained);
+    let prior = config.policy.clone().unwrap_or_else(StudyPolicy::untrained);
     prior.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {
         config,
