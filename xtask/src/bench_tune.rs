@@ -80,6 +80,10 @@ pub struct BenchTuneArgs {
     /// cpu, or cuda[:N] (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Check the flags, the --compare file, --doc and the output directories, print the
+    /// studies that would run, and exit without running them.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -147,6 +151,11 @@ pub struct RunResult {
     pub samples_per_s: f64,
     /// Mean over the study's trials of the summed reward.
     pub reward: f64,
+    /// Mean reward over the trials that ran to their end (`completed`): strategies that stop
+    /// trials early (`asha`, `rl`'s rungs) have a truncated reward in the others. `None`
+    /// when no trial completed, and in files written before it was measured.
+    #[serde(default)]
+    pub completed_reward: Option<f64>,
     /// Number of trials.
     pub trials: usize,
     /// Wall time of the study, seconds.
@@ -179,6 +188,9 @@ pub struct Aggregate {
     pub samples_per_s: Stat,
     /// See [`RunResult`].
     pub reward: Stat,
+    /// See [`RunResult`]; over the seeds that completed a trial, `None` if none did.
+    #[serde(default)]
+    pub completed_reward: Option<Stat>,
     /// See [`RunResult`].
     pub trials: Stat,
 }
@@ -221,25 +233,31 @@ enum Floor {
     FractionOfPrev(f64),
 }
 
-/// A column of the table; compared when it has a floor.
+/// A column of the table; compared when it has a floor and both files have it.
 struct Column {
     name: &'static str,
-    get: fn(&Aggregate) -> Stat,
+    get: fn(&Aggregate) -> Option<Stat>,
     decimals: usize,
     floor: Option<Floor>,
 }
 
-const COLUMNS: [Column; 5] = [
+const COLUMNS: [Column; 6] = [
     Column {
         name: "best val macro-F1",
-        get: |a| a.best_val_macro_f1,
+        get: |a| Some(a.best_val_macro_f1),
         decimals: 4,
         floor: Some(Floor::Absolute(0.005)),
     },
-    Column { name: "test macro-F1", get: |a| a.test_macro_f1, decimals: 4, floor: Some(Floor::Absolute(0.005)) },
-    Column { name: "samples/s", get: |a| a.samples_per_s, decimals: 0, floor: Some(Floor::FractionOfPrev(0.02)) },
-    Column { name: "reward", get: |a| a.reward, decimals: 4, floor: Some(Floor::Absolute(0.005)) },
-    Column { name: "trials", get: |a| a.trials, decimals: 1, floor: None },
+    Column { name: "test macro-F1", get: |a| Some(a.test_macro_f1), decimals: 4, floor: Some(Floor::Absolute(0.005)) },
+    Column { name: "samples/s", get: |a| Some(a.samples_per_s), decimals: 0, floor: Some(Floor::FractionOfPrev(0.02)) },
+    Column { name: "reward", get: |a| Some(a.reward), decimals: 4, floor: Some(Floor::Absolute(0.005)) },
+    Column {
+        name: "completed-trial reward",
+        get: |a| a.completed_reward,
+        decimals: 4,
+        floor: Some(Floor::Absolute(0.005)),
+    },
+    Column { name: "trials", get: |a| Some(a.trials), decimals: 1, floor: None },
 ];
 
 const RULE: &str = "a metric is flagged when now.mean < prev.mean − max(2·√(prev.sd²/prev.n + now.sd²/now.n), \
@@ -323,6 +341,19 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     }
 
     let device = crate::train::parse_device(&args.device)?;
+    if args.dry_run {
+        for (strategy, seed, out, config) in &studies {
+            println!("{strategy} seed {seed}: {:?} into {}", config.budget, out.display());
+        }
+        let compared = args.compare.as_ref().map_or(String::new(), |p| format!(", comparable with {}", p.display()));
+        println!(
+            "dry run: {} studies, {:.0} min in all; {dataset}, {model}, λ {lambda}, trials of {trial_steps} steps, \
+             decisions every {decision_steps}{compared}; nothing run",
+            studies.len(),
+            budget_s * studies.len() as f64 / 60.0
+        );
+        return Ok(());
+    }
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
     let total = studies.len();
@@ -440,6 +471,10 @@ fn run_result(strategy: &str, seed: u64, out: &Path, s: &TuneSummary) -> RunResu
         test_macro_f1: s.best.test_macro_f1,
         samples_per_s: per_trial(|t| t.samples_per_s),
         reward: per_trial(|t| t.reward),
+        completed_reward: {
+            let done: Vec<f64> = s.trials.iter().filter(|t| t.status == "completed").map(|t| t.reward).collect();
+            (!done.is_empty()).then(|| mean_sd(&done).mean)
+        },
         trials: s.trials.len(),
         wall_s: s.wall_s,
         out: out.to_path_buf(),
@@ -455,6 +490,10 @@ fn aggregate(strategy: &str, runs: &[RunResult]) -> Aggregate {
         test_macro_f1: stat(|r| r.test_macro_f1),
         samples_per_s: stat(|r| r.samples_per_s),
         reward: stat(|r| r.reward),
+        completed_reward: {
+            let done: Vec<f64> = runs.iter().filter_map(|r| r.completed_reward).collect();
+            (!done.is_empty()).then(|| mean_sd(&done))
+        },
         trials: stat(|r| r.trials as f64),
     }
 }
@@ -474,8 +513,7 @@ pub fn compare(prev: &Report, now: &Report) -> Vec<Regression> {
     for a in &now.aggregates {
         let Some(p) = prev.aggregates.iter().find(|p| p.strategy == a.strategy) else { continue };
         for c in &COLUMNS {
-            let Some(floor) = c.floor else { continue };
-            let (sp, sn) = ((c.get)(p), (c.get)(a));
+            let (Some(floor), Some(sp), Some(sn)) = (c.floor, (c.get)(p), (c.get)(a)) else { continue };
             let noise = 2.0 * (sp.sd.powi(2) / p.n as f64 + sn.sd.powi(2) / a.n as f64).sqrt();
             let floor = match floor {
                 Floor::Absolute(x) => x,
@@ -509,8 +547,10 @@ fn table(report: &Report) -> String {
     for a in rows {
         s += &format!("\n| {} |", a.strategy);
         for c in &COLUMNS {
-            let Stat { mean, sd } = (c.get)(a);
-            s += &format!(" {mean:.d$} ± {sd:.d$} |", d = c.decimals);
+            match (c.get)(a) {
+                Some(Stat { mean, sd }) => s += &format!(" {mean:.d$} ± {sd:.d$} |", d = c.decimals),
+                None => s += " – |",
+            }
         }
     }
     s
@@ -542,8 +582,9 @@ fn section(report: &Report, prev: Option<&Report>, json_path: &Path) -> String {
         "Each cell is the mean ± sample standard deviation over the seeds of a study's figure: its best \
          trial's validation macro-F1 and that trial's test macro-F1, and the mean over its trials of \
          training samples/s, of reward (per trial: the first interval's F1 gain over the untrained model, then \
-         per decision Δ val macro-F1 + λ·ln(throughput gain), λ = {}, and the final val macro-F1) and the \
-         number of trials. Rows by mean reward.\n",
+         per decision Δ val macro-F1 + λ·ln(throughput gain), λ = {:.3e}, and the final val macro-F1; then \
+         the same over the trials that ran to their end only, since a trial stopped early — by `asha` or \
+         `rl`'s rungs — has a truncated reward) and the number of trials. Rows by mean reward.\n",
         report.lambda
     );
     s += &table(report);
@@ -703,6 +744,7 @@ mod tests {
             test_macro_f1: s,
             samples_per_s: Stat { mean: sps, sd: 0.0 },
             reward: s,
+            completed_reward: Some(s),
             trials: Stat { mean: 10.0, sd: 0.0 },
         }
     }
@@ -789,13 +831,23 @@ mod tests {
         ]);
         let flags = compare(&prev, &now);
         let names: Vec<String> = flags.iter().map(|f| format!("{} {}", f.strategy, f.metric)).collect();
-        assert_eq!(names, ["rl best val macro-F1", "rl test macro-F1", "rl samples/s", "rl reward"]);
+        assert_eq!(
+            names,
+            ["rl best val macro-F1", "rl test macro-F1", "rl samples/s", "rl reward", "rl completed-trial reward"]
+        );
         assert!((flags[0].allowed_drop - 0.005).abs() < 1e-12);
         assert!((flags[2].allowed_drop - 20.0).abs() < 1e-9);
         assert!(flags[1].to_string().starts_with("rl test macro-F1: 0.9000 -> 0.8940"), "{}", flags[1]);
         // Just within the floor: not flagged.
         let now = report(vec![agg("rl", 3, 0.896, 0.0, 981.0)]);
         assert_eq!(compare(&prev, &now), Vec::new());
+        // A file written before the completed-trial reward was measured: that column is not
+        // compared, the others are.
+        let mut old = prev.clone();
+        old.aggregates.iter_mut().for_each(|a| a.completed_reward = None);
+        let now = report(vec![agg("rl", 3, 0.5, 0.0, 1000.0)]);
+        let names: Vec<String> = compare(&old, &now).iter().map(|f| f.metric.clone()).collect();
+        assert_eq!(names, ["best val macro-F1", "test macro-F1", "reward"]);
     }
 
     #[test]
@@ -820,11 +872,20 @@ mod tests {
     fn the_table_has_mean_and_sd_cells_sorted_by_reward() {
         let mut fixed = agg("fixed", 2, 0.5, 0.25, 1234.4);
         fixed.reward = Stat { mean: -0.01, sd: 0.0 };
+        fixed.completed_reward = None;
         let r = report(vec![fixed, agg("rl", 2, 0.91234, 0.01, 99.6)]);
         let t = table(&r);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "| strategy | best val macro-F1 | test macro-F1 | samples/s | reward | trials |");
-        assert_eq!(lines[2], "| rl | 0.9123 ± 0.0100 | 0.9123 ± 0.0100 | 100 ± 0 | 0.9123 ± 0.0100 | 10.0 ± 0.0 |");
-        assert!(lines[3].starts_with("| fixed | 0.5000 ± 0.2500 | 0.5000 ± 0.2500 | 1234 ± 0 | -0.0100 ± 0.0000 |"));
+        assert_eq!(
+            lines[0],
+            "| strategy | best val macro-F1 | test macro-F1 | samples/s | reward | completed-trial reward | trials |"
+        );
+        assert_eq!(
+            lines[2],
+            "| rl | 0.9123 ± 0.0100 | 0.9123 ± 0.0100 | 100 ± 0 | 0.9123 ± 0.0100 | 0.9123 ± 0.0100 | 10.0 ± 0.0 |"
+        );
+        assert!(
+            lines[3].starts_with("| fixed | 0.5000 ± 0.2500 | 0.5000 ± 0.2500 | 1234 ± 0 | -0.0100 ± 0.0000 | – |")
+        );
     }
 }

@@ -61,8 +61,19 @@ fn writes_runs_aggregates_and_the_doc_section_keeping_the_rest_of_the_doc() {
     assert_eq!(runs.len(), 4);
     for r in runs {
         let dir = tmp.path().join("runs").join(format!("{}-seed{}", r["strategy"].as_str().unwrap(), r["seed"]));
-        assert!(dir.join("summary.json").is_file(), "{}", dir.display());
         assert!(r["trials"].as_u64().unwrap() >= 1);
+        // The completed trials' mean reward, from the study's own summary.
+        let summary = read_json(&dir.join("summary.json"));
+        let done: Vec<f64> = summary["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"] == "completed")
+            .map(|t| t["reward"].as_f64().unwrap())
+            .collect();
+        assert!(!done.is_empty(), "{}", dir.display());
+        let mean = done.iter().sum::<f64>() / done.len() as f64;
+        assert!((r["completed_reward"].as_f64().unwrap() - mean).abs() < 1e-12, "{r}");
     }
     let aggregates = report["aggregates"].as_array().unwrap();
     assert_eq!(aggregates.len(), 2);
@@ -70,7 +81,7 @@ fn writes_runs_aggregates_and_the_doc_section_keeping_the_rest_of_the_doc() {
         let mine: Vec<&Value> = runs.iter().filter(|r| r["strategy"] == a["strategy"]).collect();
         assert_eq!(mine.len(), 2);
         assert_eq!(a["n"], 2);
-        for metric in ["best_val_macro_f1", "test_macro_f1", "samples_per_s", "reward", "trials"] {
+        for metric in ["best_val_macro_f1", "test_macro_f1", "samples_per_s", "reward", "completed_reward", "trials"] {
             let xs: Vec<f64> = mine.iter().map(|r| r[metric].as_f64().unwrap()).collect();
             let mean = (xs[0] + xs[1]) / 2.0;
             let sd = (xs[0] - xs[1]).abs() / 2f64.sqrt();
@@ -84,7 +95,12 @@ fn writes_runs_aggregates_and_the_doc_section_keeping_the_rest_of_the_doc() {
     assert!(doc.starts_with(&format!("{before}{BEGIN}\n## Tuning strategies (bench-tune)\n")), "{doc}");
     assert!(doc.ends_with(&format!("{END}{after}")), "{doc}");
     assert!(!doc.contains("stale table"), "{doc}");
-    assert!(doc.contains("| strategy | best val macro-F1 | test macro-F1 | samples/s | reward | trials |"), "{doc}");
+    assert!(
+        doc.contains(
+            "| strategy | best val macro-F1 | test macro-F1 | samples/s | reward | completed-trial reward | trials |"
+        ),
+        "{doc}"
+    );
     assert!(doc.contains("`cargo xtask bench-tune --dataset digits"), "{doc}");
     for strategy in ["fixed", "random"] {
         assert!(doc.contains(&format!("\n| {strategy} | ")), "{doc}");
@@ -130,4 +146,40 @@ fn compare_flags_a_regression_exits_non_zero_and_still_writes_everything() {
         assert!(all.contains(needle) && !all.contains("[1/"), "{all}");
     }
     assert!(!tmp.path().join("refused.json").exists());
+}
+
+/// The nightly job (.github/workflows/nightly-tune.yml) compares its run with the file
+/// docs/bench-results/BASELINE names, and bench-tune refuses, before running anything, a file
+/// measured under another setup (λ, budget, trial length, ...): a change of defaults without
+/// a new baseline would fail every nightly. This runs the nightly's command as written in
+/// the workflow, with `--dry-run`.
+#[test]
+fn the_nightly_baseline_was_measured_under_the_nightly_setup() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workflow = std::fs::read_to_string(repo.join(".github/workflows/nightly-tune.yml")).unwrap();
+    let line = workflow
+        .lines()
+        .find(|l| l.trim_start().starts_with("cargo xtask bench-tune") && l.contains("--compare"))
+        .expect("the workflow runs `cargo xtask bench-tune ... --compare`");
+    let (_, rest) = line.split_once("bench-tune").unwrap();
+    let (flags, _) = rest.split_once("--compare").unwrap();
+    let baseline = std::fs::read_to_string(repo.join("docs/bench-results/BASELINE")).unwrap();
+    let baseline = repo.join("docs/bench-results").join(baseline.lines().next().unwrap().trim());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("bench-tune")
+        .args(flags.split_whitespace())
+        .arg("--compare")
+        .arg(&baseline)
+        .arg("--out")
+        .arg(tmp.path().join("runs"))
+        .arg("--doc")
+        .arg(repo.join("docs/benchmarks.md"))
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("dry run: 18 studies") && text.contains("nothing run"), "{text}");
+    assert!(!tmp.path().join("runs").exists(), "a dry run writes nothing");
 }
