@@ -461,7 +461,7 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
     }
     println!(
         "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s, \
-         mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%); wrote {} \
+         mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%{}); wrote {} \
          (charts: cargo xtask report {})",
         summary.best.trial,
         summary.best.val_macro_f1,
@@ -472,6 +472,10 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
         summary.mean_reward,
         100.0 * summary.agent_overhead,
         100.0 * summary.store_seconds / summary.wall_s.max(1e-9),
+        summary
+            .worker_store_seconds
+            .map(|s| format!("; this worker's claims, lookups and merges {s:.1} s"))
+            .unwrap_or_default(),
         out.display(),
         out.display()
     );

@@ -277,6 +277,11 @@ pub struct TuneSummary {
     /// Seconds spent writing the study store during trials (decisions, evaluations,
     /// checkpoints), over all trials.
     pub store_seconds: f64,
+    /// PostgreSQL workers: seconds this worker spent in the study store besides its trials'
+    /// writes (`store_seconds`): claims, policy loads and merges, rung lookups, best-trial
+    /// checks and checkpoint deletions. Of this worker only, over its own wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_store_seconds: Option<f64>,
     /// Times this study was resumed.
     pub resumes: u64,
     /// The study store.
@@ -1040,6 +1045,7 @@ fn finalize(
         agent_seconds,
         agent_overhead: agent_seconds / wall_s.max(1e-9),
         store_seconds: trials.iter().map(|t| t.store_seconds).sum(),
+        worker_store_seconds: None,
         resumes: resumes.max(resumed_before),
         study_path: study_path(out),
         trials,

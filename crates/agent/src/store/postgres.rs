@@ -663,6 +663,23 @@ impl PostgresStore {
         )
     }
 
+    /// The trials whose id is `from` or more, by id: with [`StudyStore::trials`]' rows, but
+    /// only the newest, for a reader that keeps the older ones (a trial that has ended never
+    /// changes again, and ids are given out in commit order, so a reader that saw every trial
+    /// below the lowest one still running or paused misses none from there).
+    pub fn trials_from(&self, from: u64) -> Result<Vec<TrialRow>> {
+        self.tx(
+            || format!("reading trials from id {from}"),
+            |tx, study, _| {
+                let rows = tx.query(
+                    &format!("SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND id >= $2 ORDER BY id"),
+                    &[&study, &to_i64(from)?],
+                )?;
+                rows.iter().map(trial_from_row).collect()
+            },
+        )
+    }
+
     /// The best finished trial: highest validation macro-F1 among `completed` and `stopped`
     /// trials (NaN never), ties to the one that ended first — the one whose checkpoint the
     /// workers keep.
@@ -1400,6 +1417,31 @@ mod tests {
         b.finish_trial(&TrialRow { status: "completed".into(), ended_unix: Some(2.0), ..trial(0) }, None, 1.0).unwrap();
         assert_eq!(a.claim(false, &mut trial, None).unwrap(), Claim::Done);
         assert_eq!(b.decision_workers(0).unwrap(), vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn trials_from_reads_the_rows_from_an_id_on_as_trials_does() {
+        let Some(url) = url() else { return };
+        let name = unique("from");
+        let mut store = PostgresStore::open(&url, &name, options("f0")).unwrap();
+        store.create_or_join(&study(), None).unwrap();
+        // Four workers, four running trials (a worker's own running trial is its to take over).
+        let mut workers: Vec<PostgresStore> = (0..4)
+            .map(|w| {
+                let mut worker = PostgresStore::open(&url, &name, options(&format!("f{w}"))).unwrap();
+                assert!(matches!(worker.claim(true, &mut trial, None).unwrap(), Claim::New(id) if id == w));
+                worker
+            })
+            .collect();
+        let done = TrialRow { status: "stopped".into(), ended_unix: Some(2.0), ..trial(1) };
+        workers[1].finish_trial(&done, None, 0.0).unwrap();
+        let all = store.trials().unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(store.trials_from(0).unwrap(), all);
+        assert_eq!(store.trials_from(1).unwrap(), all[1..]);
+        assert_eq!(store.trials_from(1).unwrap()[0], done);
+        assert_eq!(store.trials_from(4).unwrap(), vec![]);
+        assert!(store.trials_from(u64::MAX).is_err(), "an id above i64::MAX is refused, not wrapped");
     }
 
     #[test]
