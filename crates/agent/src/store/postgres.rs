@@ -1568,15 +1568,24 @@ mod tests {
         assert_eq!(merged, expected);
     }
 
+    /// A new, empty database `{prefix}_{pid}` on the tests' server (dropped first if a
+    /// crashed run left it): an admin connection to drop it with, its name, its URL and a
+    /// direct connection's configuration.
+    fn fresh_database(url: &str, prefix: &str) -> (Client, String, String, Config) {
+        let db = format!("{prefix}_{}", std::process::id());
+        let mut admin = Config::from_str(url).unwrap().connect(NoTls).unwrap();
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        let mut config = Config::from_str(url).unwrap();
+        config.dbname(&db);
+        let other = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
+        (admin, db, other, config)
+    }
+
     #[test]
     fn a_version_1_database_is_migrated_to_find_the_best_trial_by_index() {
         let Some(url) = url() else { return };
-        let db = format!("tf_v1_{}", std::process::id());
-        let mut admin = Config::from_str(&url).unwrap().connect(NoTls).unwrap();
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-        let mut config = Config::from_str(&url).unwrap();
-        config.dbname(&db);
+        let (mut admin, db, other, config) = fresh_database(&url, "tf_v1");
         // A database as the first release left it (schema 1).
         let mut direct = config.connect(NoTls).unwrap();
         direct
@@ -1585,7 +1594,6 @@ mod tests {
                  {MIGRATION_1} INSERT INTO tuneforge_schema VALUES (1, 1);"
             ))
             .unwrap();
-        let other = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
         let mut store = PostgresStore::open(&other, "old", options("v1")).unwrap();
         let version: i64 = direct.query_one("SELECT version FROM tuneforge_schema", &[]).unwrap().get(0);
         assert_eq!(version, SCHEMA_VERSION);
@@ -1604,13 +1612,7 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused() {
         let Some(url) = url() else { return };
-        let db = format!("tf_newer_{}", std::process::id());
-        let mut admin = Config::from_str(&url).unwrap().connect(NoTls).unwrap();
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-        let mut config = Config::from_str(&url).unwrap();
-        config.dbname(&db);
-        let other = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
+        let (mut admin, db, other, config) = fresh_database(&url, "tf_newer");
         drop(PostgresStore::open(&other, "s", options("n")).unwrap());
         let mut direct = config.connect(NoTls).unwrap();
         direct.batch_execute("UPDATE tuneforge_schema SET version = 99").unwrap();
