@@ -332,6 +332,12 @@ fn describe(e: &postgres::Error) -> String {
 
 /// Whether the error is the connection's or the server's state, not the statement's: the
 /// transaction may succeed when tried again on a new connection.
+/// Whether `e` is the server refusing a prepared statement whose result type changed under it
+/// (a migration by a newer worker altered a column): prepared again, it runs.
+fn stale_statement(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| d.code().code() == "0A000" && d.message().contains("cached plan"))
+}
+
 fn transient(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -391,7 +397,8 @@ struct Conn {
     client: Option<Client>,
     /// The statements prepared on `client`, by their SQL: a store operation runs a dozen
     /// statements or fewer, the same ones each time, so each is parsed and planned once per
-    /// connection and then costs one round trip instead of two.
+    /// connection and then costs one round trip instead of two (prepared again if a schema
+    /// change by a newer worker alters a result type under them).
     statements: HashMap<String, Statement>,
 }
 
@@ -539,6 +546,7 @@ impl PostgresStore {
         let deadline = Instant::now() + self.options.retry_for;
         let mut delay = Duration::from_millis(100);
         let mut conn = self.conn.borrow_mut();
+        let mut prepared_again = false;
         loop {
             let attempt = (|| {
                 let (client, statements) = conn.client()?;
@@ -549,6 +557,11 @@ impl PostgresStore {
             })();
             match attempt {
                 Ok(value) => return Ok(value),
+                Err(Fail::Pg(e)) if stale_statement(&e) && !prepared_again => {
+                    tracing::info!(store = %self.target, what = %what(), "statements prepared again after a schema change");
+                    conn.statements.clear();
+                    prepared_again = true;
+                }
                 Err(Fail::Pg(e)) if transient(&e) && Instant::now() + delay < deadline => {
                     tracing::warn!(
                         store = %self.target,
@@ -1607,6 +1620,23 @@ mod tests {
         assert_eq!(store.best_trial().unwrap(), Some((0, 0.75)));
         drop((store, direct));
         admin.batch_execute(&format!("DROP DATABASE {db}")).unwrap();
+    }
+
+    #[test]
+    fn a_column_type_changed_under_prepared_statements_is_prepared_again() {
+        let Some(url) = url() else { return };
+        let (mut admin, db, other, config) = fresh_database(&url, "tf_retype");
+        let mut store = PostgresStore::open(&other, "s", options("r")).unwrap();
+        store.create_study(&study()).unwrap();
+        store.save_trial(&trial(0), 0.0).unwrap();
+        assert_eq!(store.trials().unwrap().len(), 1);
+        // What a later migration might do while this worker runs.
+        let mut direct = config.connect(NoTls).unwrap();
+        direct.batch_execute("ALTER TABLE trials ALTER COLUMN status TYPE varchar").unwrap();
+        let read = store.trials().map_err(|e| e.to_string());
+        drop((store, direct));
+        admin.batch_execute(&format!("DROP DATABASE {db}")).unwrap();
+        assert_eq!(read, Ok(vec![trial(0)]));
     }
 
     #[test]
