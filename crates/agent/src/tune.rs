@@ -183,6 +183,12 @@ struct Spec {
 }
 
 impl TuneConfig {
+    /// The policy a learning strategy starts from: [`TuneConfig::policy`], else
+    /// [`StudyPolicy::untrained`].
+    pub fn starting_policy(&self) -> StudyPolicy {
+        self.policy.clone().unwrap_or_else(StudyPolicy::untrained)
+    }
+
     fn spec(&self) -> Spec {
         Spec {
             data: self.data.clone(),
@@ -196,7 +202,7 @@ impl TuneConfig {
             checkpoint_every_s: self.checkpoint_every.as_secs_f64(),
             cosine: self.cosine,
             val_fraction: self.val_fraction,
-            policy: self.strategy.learns().then(|| self.policy.clone().unwrap_or_else(StudyPolicy::untrained)),
+            policy: self.strategy.learns().then(|| self.starting_policy()),
         }
     }
 
@@ -706,7 +712,7 @@ fn drive(
     let policy: StudyPolicy = match store.policy()? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::Config { what: "study store", why: format!("policy state: {e}") })?,
-        None => config.policy.clone().unwrap_or_else(StudyPolicy::untrained),
+        None => config.starting_policy(),
     };
     policy.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {

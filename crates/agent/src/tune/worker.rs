@@ -454,7 +454,7 @@ pub fn work(
     let clock = Clock { offset: stored.elapsed_s, start: Instant::now() };
     let elapsed = || clock.elapsed();
     let target = format!("{} (study {})", store.target(), store.study_name());
-    let prior = config.policy.clone().unwrap_or_else(StudyPolicy::untrained);
+    let prior = config.starting_policy();
     prior.validate().map_err(|why| Error::Config { what: "policy", why })?;
     let mut st = State {
         config,
