@@ -14,8 +14,8 @@
 //! Strategies: `fixed`, `random`, `asha`, `rl` and `rl-no-width`. Under `asha` a trial trains
 //! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
 //! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
-//! single-process `asha` does, reading every trial's rung results from the store in the
-//! claim's transaction; when nothing runs and nothing may start or be promoted, the paused
+//! single-process `asha` does, chosen in SQL in the claim's transaction from the study's rung
+//! results (the store keeps them as rows, ranked by an index); when nothing runs and nothing may start or be promoted, the paused
 //! trials left are closed as `stopped`. Under `rl` and `rl-no-width` a trial that reaches ⅑
 //! or ⅓ of its rows is judged there at once against the finished trials' results at that rung
 //! ([`rung_stops`]) and ends as `stopped` or goes on. The learning strategies share one policy:
@@ -46,7 +46,7 @@ use super::{
 use crate::data::{Prepared, prepare};
 use crate::policy::StudyPolicy;
 use crate::run::write_atomic;
-use crate::store::postgres::{Claim, Promote};
+use crate::store::postgres::{Claim, Promotion};
 use crate::store::{PostgresStore, StudyRow, StudyStore, TrialRow};
 use crate::trial::{Trial, TrialContext, TrialStart, unix_now};
 use crate::{Error, Result};
@@ -349,28 +349,6 @@ impl Worker<'_> {
     }
 }
 
-/// ASHA's promotions (η = 3), from every trial's row: the paused trials in the top ⅓ of the
-/// highest rung that has one whose last rung is that one, best first — what the single-process
-/// `asha` picks, in order of preference.
-fn promotable(rows: &[TrialRow], rungs_len: usize) -> Vec<u64> {
-    let reached: BTreeMap<u64, Vec<f64>> = rows
-        .iter()
-        .filter(|r| !r.status.starts_with("failed"))
-        .filter_map(|r| serde_json::from_str::<TrialRecord>(&r.record).ok().map(|rec| (r.id, rec.rungs)))
-        .collect();
-    let paused: std::collections::BTreeSet<u64> = rows.iter().filter(|r| r.status == "paused").map(|r| r.id).collect();
-    let mut out = Vec::new();
-    for k in (0..rungs_len.saturating_sub(1)).rev() {
-        let mut at: Vec<(u64, f64)> = reached.iter().filter_map(|(id, r)| r.get(k).map(|f| (*id, *f))).collect();
-        at.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top = at.len() / ETA;
-        out.extend(
-            at[..top].iter().filter(|(id, _)| paused.contains(id) && reached[id].len() == k + 1).map(|(id, _)| *id),
-        );
-    }
-    out
-}
-
 /// The row a new trial is claimed with (before its first interval is trained).
 fn pending_row(record: &TrialRecord, started_unix: f64) -> TrialRow {
     TrialRow {
@@ -487,10 +465,8 @@ pub fn work(
         let claim = {
             let st = &st;
             let mut new_row = |id| pending_row(&TrialRecord::unstarted(id, &st.sample_start(id), "running"), now);
-            let rungs_len = rungs(config.env.budget_steps).len();
-            let mut pick = |rows: &[TrialRow]| promotable(rows, rungs_len);
-            let promote: Option<&mut Promote<'_>> =
-                if config.strategy == Strategy::Asha && allow_new { Some(&mut pick) } else { None };
+            let promote = (config.strategy == Strategy::Asha && allow_new)
+                .then(|| Promotion { rungs: rungs(config.env.budget_steps).len(), eta: ETA });
             timed(&mut w.store_seconds, || w.store.claim(allow_new, &mut new_row, promote))?
         };
         let mut trial = match claim {
