@@ -377,6 +377,11 @@ impl RungCache {
     }
 }
 
+/// The most paused trials one claim gives a worker to close ([`Claim::Close`]): one claim, one
+/// write and one checkpoint prune per batch, where one per trial made the end of a digits
+/// `asha` study take 7 s past its budget.
+pub const CLOSE_BATCH: i64 = 64;
+
 /// What [`PostgresStore::claim`] gave the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -390,10 +395,12 @@ pub enum Claim {
     /// A paused trial (ASHA) promoted to its next rung, now owned by this worker and
     /// running: continue it from its checkpoint.
     Promote(TrialRow),
-    /// A paused trial left when nothing runs and no trial may start or be promoted, now
-    /// owned by this worker (still paused): end it as `stopped`, as the single-process ASHA
-    /// ends its paused trials when the budget is spent.
-    Close(TrialRow),
+    /// Paused trials left when nothing runs and no trial may start or be promoted, by id, at
+    /// most [`CLOSE_BATCH`], now owned by this worker (still paused; other workers' claims
+    /// skip them until their heartbeat is stale): end them as `stopped`
+    /// ([`finish_trials`](PostgresStore::finish_trials)), as the single-process ASHA ends its
+    /// paused trials when the budget is spent.
+    Close(Vec<TrialRow>),
     /// Nothing to claim now, but other workers' trials are still running: ask again later
     /// (one of them may die, or give a rung result that promotes a paused trial).
     Wait,
@@ -785,16 +792,17 @@ impl PostgresStore {
                 // by its whole token, one per kind, through the `trials_claim` index).
                 let tokens: Vec<String> =
                     ["new", "promote", "close", "takeover"].iter().map(|kind| format!("{token}{kind}")).collect();
-                if let Some(row) = tx.query_opt(
-                    &format!("SELECT {TRIAL_COLUMNS}, claim FROM trials WHERE study = $1 AND claim = ANY($2)"),
+                let replayed = tx.query(
+                    &format!("SELECT {TRIAL_COLUMNS}, claim FROM trials WHERE study = $1 AND claim = ANY($2) ORDER BY id"),
                     &[&study, &tokens],
-                )? {
+                )?;
+                if let Some(row) = replayed.first() {
                     let kind: String = row.get(13);
-                    let trial = trial_from_row(&row)?;
+                    let trial = trial_from_row(row)?;
                     return Ok(match kind.strip_prefix(token.as_str()).unwrap_or_default() {
                         "new" => Claim::New(trial.id),
                         "promote" => Claim::Promote(trial),
-                        "close" => Claim::Close(trial),
+                        "close" => Claim::Close(replayed.iter().map(trial_from_row).collect::<std::result::Result<_, _>>()?),
                         _ => Claim::TakeOver(trial),
                     });
                 }
@@ -848,17 +856,26 @@ impl PostgresStore {
                 if running > 0 {
                     return Ok(Claim::Wait);
                 }
-                let paused = tx.query_opt(
+                // Paused trials, but not those a live worker is closing.
+                let paused = tx.query(
                     &format!(
                         "SELECT {TRIAL_COLUMNS} FROM trials WHERE study = $1 AND status = 'paused' \
-                         ORDER BY id LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED"
+                         AND (claim IS NULL OR claim NOT LIKE '%:close' OR heartbeat < {SERVER_NOW} - $2) \
+                         ORDER BY id LIMIT $3 FOR NO KEY UPDATE SKIP LOCKED"
                     ),
-                    &[&study],
+                    &[&study, &timeout, &CLOSE_BATCH],
                 )?;
-                if let Some(row) = paused {
-                    let trial = trial_from_row(&row)?;
-                    mark(tx, id_of(&trial)?, "close", "paused", 0)?;
-                    return Ok(Claim::Close(trial));
+                if !paused.is_empty() {
+                    let trials = paused.iter().map(trial_from_row).collect::<std::result::Result<Vec<_>, _>>()?;
+                    let ids = trials.iter().map(id_of).collect::<std::result::Result<Vec<_>, _>>()?;
+                    tx.execute(
+                        &format!(
+                            "UPDATE trials SET worker = $3, claim = $4, heartbeat = {SERVER_NOW} \
+                             WHERE study = $1 AND id = ANY($2)"
+                        ),
+                        &[&study, &ids, &worker, &format!("{token}close")],
+                    )?;
+                    return Ok(Claim::Close(trials));
                 }
                 let paused: i64 = tx
                     .query_one("SELECT count(*) FROM trials WHERE study = $1 AND status = 'paused'", &[&study])?
@@ -923,6 +940,22 @@ impl PostgresStore {
             |tx, study, _| {
                 let row = tx.query_opt(BEST_TRIAL, &[&study])?;
                 Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, f64>(1))))
+            },
+        )
+    }
+
+    /// Records trials that ended (each as [`StudyStore::finish_trial`] without a policy) in
+    /// one transaction: all of them, or, when another worker owns one, none
+    /// ([`Error::TakenOver`]).
+    pub fn finish_trials(&mut self, trials: &[TrialRow], elapsed_s: f64) -> Result<()> {
+        self.tx(
+            || format!("finishing {} trials", trials.len()),
+            |tx, study, worker| {
+                set_elapsed_in(tx, study, elapsed_s)?;
+                for trial in trials {
+                    upsert_trial(tx, study, worker, trial)?;
+                }
+                Ok(())
             },
         )
     }
@@ -1901,6 +1934,50 @@ mod tests {
         let promoted = store.trials().unwrap().into_iter().filter(|r| r.id == want[0] || r.id == want[1]);
         assert!(promoted.into_iter().all(|r| r.status == "running"));
         assert_eq!(store.promotable(rule).unwrap(), want[2..].to_vec());
+    }
+
+    #[test]
+    fn paused_trials_are_closed_in_batches_that_live_workers_do_not_share() {
+        let Some(url) = url() else { return };
+        let mut a = fresh(&url, "a");
+        let name = a.study_name().to_string();
+        let n = CLOSE_BATCH as u64 + 6;
+        for id in 0..n {
+            a.save_trial(&TrialRow { status: "paused".into(), ..trial(id) }, 0.0).unwrap();
+        }
+        let mut no_new = |_: u64| -> TrialRow { unreachable!("no new trial asked for") };
+        let ids = |c: &Claim| match c {
+            Claim::Close(rows) => rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            c => panic!("{c:?}"),
+        };
+        let stopped = |c: &Claim| match c {
+            Claim::Close(rows) => rows
+                .iter()
+                .map(|r| TrialRow { status: "stopped".into(), ended_unix: Some(9.0), ..r.clone() })
+                .collect::<Vec<_>>(),
+            c => panic!("{c:?}"),
+        };
+        let mut b = PostgresStore::open(&url, &name, options("b")).unwrap();
+        let mut c = PostgresStore::open(&url, &name, options("c")).unwrap();
+        let first = b.claim(false, &mut no_new, None).unwrap();
+        assert_eq!(ids(&first), (0..CLOSE_BATCH as u64).collect::<Vec<_>>());
+        let second = c.claim(false, &mut no_new, None).unwrap();
+        assert_eq!(ids(&second), (CLOSE_BATCH as u64..n).collect::<Vec<_>>());
+        // Every paused trial is being closed by a live worker.
+        assert_eq!(c.claim(false, &mut no_new, None).unwrap(), Claim::Wait);
+        c.finish_trials(&stopped(&second), 1.0).unwrap();
+        assert_eq!(c.claim(false, &mut no_new, None).unwrap(), Claim::Wait);
+        // `b` stops beating: a worker with a shorter timeout takes its batch over, whole.
+        let quick = PgOptions { heartbeat_timeout: Duration::ZERO, ..options("d") };
+        let mut d = PostgresStore::open(&url, &name, quick).unwrap();
+        let taken = d.claim(false, &mut no_new, None).unwrap();
+        assert_eq!(ids(&taken), ids(&first));
+        let late = b.finish_trials(&stopped(&first), 2.0).unwrap_err();
+        assert!(matches!(late, Error::TakenOver { .. }), "{late}");
+        assert!(a.trials().unwrap()[..CLOSE_BATCH as usize].iter().all(|r| r.status == "paused"), "none written");
+        d.finish_trials(&stopped(&taken), 2.0).unwrap();
+        assert_eq!(d.claim(false, &mut no_new, None).unwrap(), Claim::Done);
+        assert!(a.trials().unwrap().iter().all(|r| r.status == "stopped"));
     }
 
     #[test]

@@ -281,31 +281,33 @@ impl Worker<'_> {
         Ok(self.rung_results.at(k))
     }
 
-    /// Ends a paused trial as `stopped` from its row (its final validation macro-F1 added to
-    /// its reward), as the single-process ASHA ends the trials still paused at its end.
-    fn close(&mut self, st: &mut State<'_>, row: TrialRow) -> Result<()> {
-        let mut record: TrialRecord = serde_json::from_str(&row.record)
-            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
-        record.status = "stopped".into();
-        record.reward += record.val_macro_f1;
-        let keep = self.store.best_trial()?.is_none_or(|(_, best)| record.val_macro_f1 > best);
-        let id = row.id;
-        let row = TrialRow {
-            status: record.status.clone(),
-            record: serde_json::to_string(&record).expect("record serialises"),
-            reward: record.reward,
-            updated_unix: unix_now(),
-            ended_unix: Some(unix_now()),
-            ..row
-        };
-        let elapsed = (self.elapsed)();
-        self.store.finish_trial(&row, None, elapsed)?;
-        if keep {
-            self.store.prune_checkpoints()?;
-        } else {
-            self.store.delete_checkpoint(id)?;
+    /// Ends paused trials as `stopped` from their rows (each one's final validation macro-F1
+    /// added to its reward), as the single-process ASHA ends the trials still paused at its
+    /// end: in one transaction, then one deletion of the checkpoints no longer needed.
+    fn close(&mut self, st: &mut State<'_>, rows: Vec<TrialRow>) -> Result<()> {
+        let mut records = Vec::with_capacity(rows.len());
+        let mut ended = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut record: TrialRecord = serde_json::from_str(&row.record)
+                .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+            record.status = "stopped".into();
+            record.reward += record.val_macro_f1;
+            ended.push(TrialRow {
+                status: record.status.clone(),
+                record: serde_json::to_string(&record).expect("record serialises"),
+                reward: record.reward,
+                updated_unix: unix_now(),
+                ended_unix: Some(unix_now()),
+                ..row
+            });
+            records.push(record);
         }
-        st.push(record);
+        let elapsed = (self.elapsed)();
+        timed(&mut self.store_seconds, || self.store.finish_trials(&ended, elapsed))?;
+        timed(&mut self.store_seconds, || self.store.prune_checkpoints().map(drop))?;
+        for record in records {
+            st.push(record);
+        }
         Ok(())
     }
 
@@ -490,11 +492,11 @@ pub fn work(
                     }
                 }
             }
-            Claim::Close(row) => {
-                match w.close(&mut st, row) {
+            Claim::Close(rows) => {
+                match w.close(&mut st, rows) {
                     Ok(()) => {}
                     Err(e @ Error::TakenOver { .. }) => {
-                        tracing::warn!(error = %e, "dropped a paused trial another worker claimed");
+                        tracing::warn!(error = %e, "dropped paused trials another worker claimed");
                     }
                     Err(e) => return Err(e),
                 }
