@@ -762,10 +762,11 @@ impl PostgresStore {
 
     /// Claims work for this worker (see [`Claim`]), in one transaction, in this order: a
     /// running trial whose heartbeat is older than the timeout; with `promote`, the first
-    /// paused trial of [`promotable`](Self::promotable)'s list not locked by another claim; if `allow_new` and the trial budget allows, a new trial,
-    /// saved at once as `new_row(id)` (status `running`, owned by this worker); with nothing
-    /// running, a paused trial to close. A claim replayed after its commit's answer was lost
-    /// (a retry) returns the same trial.
+    /// paused trial of [`promotable`](Self::promotable)'s list not locked by another claim;
+    /// if `allow_new` and the trial budget allows, a new trial, saved at once as `new_row(id)`
+    /// (status `running`, owned by this worker); with nothing running, up to [`CLOSE_BATCH`]
+    /// paused trials to close. A claim replayed after its commit's answer was lost (a retry)
+    /// returns the same trials.
     pub fn claim(
         &mut self,
         allow_new: bool,
