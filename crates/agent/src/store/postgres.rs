@@ -606,6 +606,11 @@ pub struct PostgresStore {
     study: String,
     options: PgOptions,
     claims: u64,
+    /// Random, per store: with the worker's name and the claim count, a claim's token.
+    /// (The count alone started again at 0 with the process, so a worker started again under
+    /// its name found its previous process's first claim as a "replay" and was given that
+    /// trial — finished or not — as new.)
+    nonce: u64,
     rungs: RefCell<RungCache>,
 }
 
@@ -649,6 +654,7 @@ impl PostgresStore {
             study: study.to_string(),
             options,
             claims: 0,
+            nonce: rand::random(),
             rungs: RefCell::default(),
         })
     }
@@ -774,7 +780,8 @@ impl PostgresStore {
         promote: Option<Promotion>,
     ) -> Result<Claim> {
         self.claims += 1;
-        let token = format!("{}#{}:", self.options.worker, self.claims);
+        let token = format!("{}#{:016x}#{}:", self.options.worker, self.nonce, self.claims);
+        let mut attempts = 0;
         let timeout = self.options.heartbeat_timeout.as_secs_f64();
         self.tx(
             || "claiming a trial".into(),
@@ -789,23 +796,31 @@ impl PostgresStore {
                         &[&study, &id, &worker, &format!("{token}{kind}"), &status, &attempt],
                     )
                 };
-                // A replay of this claim whose commit went through: the same answer (looked up
-                // by its whole token, one per kind, through the `trials_claim` index).
-                let tokens: Vec<String> =
-                    ["new", "promote", "close", "takeover"].iter().map(|kind| format!("{token}{kind}")).collect();
-                let replayed = tx.query(
-                    &format!("SELECT {TRIAL_COLUMNS}, claim FROM trials WHERE study = $1 AND claim = ANY($2) ORDER BY id"),
-                    &[&study, &tokens],
-                )?;
-                if let Some(row) = replayed.first() {
-                    let kind: String = row.get(13);
-                    let trial = trial_from_row(row)?;
-                    return Ok(match kind.strip_prefix(token.as_str()).unwrap_or_default() {
-                        "new" => Claim::New(trial.id),
-                        "promote" => Claim::Promote(trial),
-                        "close" => Claim::Close(replayed.iter().map(trial_from_row).collect::<std::result::Result<_, _>>()?),
-                        _ => Claim::TakeOver(trial),
-                    });
+                // A retry may replay this claim after its commit went through: then the same
+                // answer (looked up by its whole token, one per kind, through the `trials_claim`
+                // index). The token is this store's own, so a first attempt cannot be one.
+                attempts += 1;
+                if attempts > 1 {
+                    let tokens: Vec<String> =
+                        ["new", "promote", "close", "takeover"].iter().map(|kind| format!("{token}{kind}")).collect();
+                    let replayed = tx.query(
+                        &format!(
+                            "SELECT {TRIAL_COLUMNS}, claim FROM trials WHERE study = $1 AND claim = ANY($2) ORDER BY id"
+                        ),
+                        &[&study, &tokens],
+                    )?;
+                    if let Some(row) = replayed.first() {
+                        let kind: String = row.get(13);
+                        let trial = trial_from_row(row)?;
+                        return Ok(match kind.strip_prefix(token.as_str()).unwrap_or_default() {
+                            "new" => Claim::New(trial.id),
+                            "promote" => Claim::Promote(trial),
+                            "close" => Claim::Close(
+                                replayed.iter().map(trial_from_row).collect::<std::result::Result<_, _>>()?,
+                            ),
+                            _ => Claim::TakeOver(trial),
+                        });
+                    }
                 }
                 let stale = tx.query_opt(
                     &format!(
@@ -1979,6 +1994,22 @@ mod tests {
         d.finish_trials(&stopped(&taken), 2.0).unwrap();
         assert_eq!(d.claim(false, &mut no_new, None).unwrap(), Claim::Done);
         assert!(a.trials().unwrap().iter().all(|r| r.status == "stopped"));
+    }
+
+    #[test]
+    fn a_worker_started_again_under_its_name_gets_new_trials() {
+        let Some(url) = url() else { return };
+        let mut first = fresh(&url, "same");
+        let name = first.study_name().to_string();
+        let mut new_row = |id| trial(id);
+        assert_eq!(first.claim(true, &mut new_row, None).unwrap(), Claim::New(0));
+        let done = TrialRow { status: "completed".into(), ended_unix: Some(2.0), ..trial(0) };
+        first.finish_trial(&done, None, 1.0).unwrap();
+        drop(first);
+        // The same name, a new process: its first claim is not a replay of the old one's.
+        let mut again = PostgresStore::open(&url, &name, options("same")).unwrap();
+        assert_eq!(again.claim(true, &mut new_row, None).unwrap(), Claim::New(1));
+        assert_eq!(again.trials().unwrap()[0].status, "completed");
     }
 
     #[test]
