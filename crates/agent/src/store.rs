@@ -349,6 +349,13 @@ pub trait StudyStore: Send {
     fn decisions(&self, trial: u64) -> Result<Vec<DecisionRow>>;
     /// Appends an evaluation row.
     fn add_evaluation(&mut self, evaluation: &EvaluationRow) -> Result<()>;
+    /// Appends a decision row and the evaluation made with it (of the same trial), in one
+    /// transaction where the store has them (both stores here: one commit per decision
+    /// instead of two). The default writes one, then the other.
+    fn add_decision_evaluated(&mut self, decision: &DecisionRow, evaluation: Option<&EvaluationRow>) -> Result<()> {
+        self.add_decision(decision)?;
+        evaluation.map_or(Ok(()), |e| self.add_evaluation(e))
+    }
     /// A trial's evaluations in (idx, rowid) order.
     fn evaluations(&self, trial: u64) -> Result<Vec<EvaluationRow>>;
     /// In one transaction: replaces the trial's checkpoint (one per trial is kept), upserts the
@@ -444,6 +451,35 @@ impl SqliteStore {
     fn read<T>(&self, what: impl Into<String>, f: impl FnOnce(&Connection) -> Result<T, Cause>) -> Result<T> {
         f(&self.conn).map_err(|source| Error::Store { path: self.path.clone(), what: what.into(), source })
     }
+}
+
+fn insert_decision(tx: &Transaction<'_>, d: &DecisionRow) -> Result<(), Cause> {
+    tx.prepare_cached(
+        "INSERT INTO decisions (trial, idx, step, observation, action, applied, reward, val_macro_f1, \
+                 samples_per_s, at_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        d.trial,
+        d.idx,
+        d.step,
+        d.observation,
+        d.action,
+        d.applied,
+        d.reward,
+        d.val_macro_f1,
+        d.samples_per_s,
+        d.at_unix,
+    ])?;
+    Ok(())
+}
+
+fn insert_evaluation(tx: &Transaction<'_>, e: &EvaluationRow) -> Result<(), Cause> {
+    tx.prepare_cached(
+        "INSERT INTO evaluations (trial, idx, step, split, macro_f1, accuracy, loss, at_unix) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![e.trial, e.idx, e.step, e.split, e.macro_f1, e.accuracy, e.loss, e.at_unix])?;
+    Ok(())
 }
 
 /// Per-connection settings, then the file's journal mode (which must be set outside a
@@ -613,24 +649,19 @@ impl StudyStore for SqliteStore {
     }
 
     fn add_decision(&mut self, d: &DecisionRow) -> Result<()> {
-        self.write(format!("adding decision {} of trial {}", d.idx, d.trial), |tx| {
-            tx.prepare_cached(
-                "INSERT INTO decisions (trial, idx, step, observation, action, applied, reward, val_macro_f1, \
-                 samples_per_s, at_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                d.trial,
-                d.idx,
-                d.step,
-                d.observation,
-                d.action,
-                d.applied,
-                d.reward,
-                d.val_macro_f1,
-                d.samples_per_s,
-                d.at_unix,
-            ])?;
-            Ok(())
+        self.write(format!("adding decision {} of trial {}", d.idx, d.trial), |tx| insert_decision(tx, d))
+    }
+
+    fn add_decision_evaluated(&mut self, d: &DecisionRow, e: Option<&EvaluationRow>) -> Result<()> {
+        self.write(format!("adding decision {} of trial {} and its evaluation", d.idx, d.trial), |tx| {
+            insert_decision(tx, d)?;
+            match e {
+                Some(e) if e.trial == d.trial => insert_evaluation(tx, e),
+                Some(e) => {
+                    Err(format!("an evaluation of trial {} with a decision of trial {}", e.trial, d.trial).into())
+                }
+                None => Ok(()),
+            }
         })
     }
 
@@ -662,12 +693,7 @@ impl StudyStore for SqliteStore {
 
     fn add_evaluation(&mut self, e: &EvaluationRow) -> Result<()> {
         self.write(format!("adding an evaluation of trial {} after decision {}", e.trial, e.idx), |tx| {
-            tx.prepare_cached(
-                "INSERT INTO evaluations (trial, idx, step, split, macro_f1, accuracy, loss, at_unix) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![e.trial, e.idx, e.step, e.split, e.macro_f1, e.accuracy, e.loss, e.at_unix])?;
-            Ok(())
+            insert_evaluation(tx, e)
         })
     }
 
@@ -950,6 +976,25 @@ mod tests {
         store.add_evaluation(&evaluation(1, 0, "val")).unwrap();
         assert_eq!(store.evaluations(0).unwrap(), vec![evals[1].clone(), evals[0].clone(), evals[2].clone()]);
         assert_eq!(store.evaluations(1).unwrap(), vec![evaluation(1, 0, "val")]);
+    }
+
+    #[test]
+    fn a_decision_and_its_evaluation_are_written_together_or_not_at_all() {
+        let (_dir, mut store) = fresh();
+        store.save_trial(&trial(0), 0.0).unwrap();
+        store.add_decision_evaluated(&decision(0, 0), Some(&evaluation(0, 1, "validation"))).unwrap();
+        store.add_decision_evaluated(&decision(0, 1), None).unwrap();
+        assert_eq!(store.decisions(0).unwrap(), vec![decision(0, 0), decision(0, 1)]);
+        assert_eq!(store.evaluations(0).unwrap(), vec![evaluation(0, 1, "validation")]);
+        // An evaluation that cannot be stored fails the pair: its decision is not kept either.
+        let unstorable = EvaluationRow { step: u64::MAX, ..evaluation(0, 3, "validation") };
+        let text = store_error_text(store.add_decision_evaluated(&decision(0, 2), Some(&unstorable)));
+        assert!(text.contains("decision 2 of trial 0 and its evaluation"), "{text}");
+        let text =
+            store_error_text(store.add_decision_evaluated(&decision(0, 2), Some(&evaluation(1, 3, "validation"))));
+        assert!(text.contains("an evaluation of trial 1 with a decision of trial 0"), "{text}");
+        assert_eq!(store.decisions(0).unwrap().len(), 2);
+        assert_eq!(store.evaluations(0).unwrap().len(), 1);
     }
 
     #[test]

@@ -288,9 +288,10 @@ impl TrialContext<'_> {
             at_unix: unix_now(),
         };
         let t_store = Instant::now();
-        self.store.add_decision(&row)?;
+        // The evaluation made with the decision counts it (idx: decisions before it).
+        let evaluation = self.evaluation(trial, trial.tally.rows + 1);
+        self.store.add_decision_evaluated(&row, evaluation.as_ref())?;
         trial.tally.rows += 1;
-        self.evaluation_row(trial)?;
         trial.tally.store_seconds += t_store.elapsed().as_secs_f64();
         let run = trial.env.run_mut();
         let (lr, batch_size) = (run.learning_rate(), run.batch_size() as u32);
@@ -311,20 +312,25 @@ impl TrialContext<'_> {
         Ok(t)
     }
 
+    /// The row of the trial's latest validation evaluation, made after `idx` decisions.
+    fn evaluation(&self, trial: &Trial, idx: u64) -> Option<EvaluationRow> {
+        trial.env.last_evaluation().map(|e| EvaluationRow {
+            trial: trial.id,
+            idx,
+            step: trial.env.run().step(),
+            split: "validation".into(),
+            macro_f1: e.report.macro_avg.f1,
+            accuracy: e.report.accuracy,
+            loss: e.loss,
+            at_unix: unix_now(),
+        })
+    }
+
     fn evaluation_row(&mut self, trial: &Trial) -> Result<()> {
-        if let Some(e) = trial.env.last_evaluation() {
-            self.store.add_evaluation(&EvaluationRow {
-                trial: trial.id,
-                idx: trial.tally.rows,
-                step: trial.env.run().step(),
-                split: "validation".into(),
-                macro_f1: e.report.macro_avg.f1,
-                accuracy: e.report.accuracy,
-                loss: e.loss,
-                at_unix: unix_now(),
-            })?;
+        match self.evaluation(trial, trial.tally.rows) {
+            Some(e) => self.store.add_evaluation(&e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Saves the trial's checkpoint with its row in state `status` (one transaction).

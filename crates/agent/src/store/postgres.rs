@@ -1181,6 +1181,53 @@ fn upsert_trial(tx: &mut Tx<'_, '_>, study: &str, worker: &str, t: &TrialRow) ->
     Ok(())
 }
 
+fn insert_decision(tx: &mut Tx<'_, '_>, study: &str, worker: &str, d: &DecisionRow) -> std::result::Result<(), Fail> {
+    tx.execute(
+        "INSERT INTO decisions (study, trial, idx, step, observation, action, applied, reward, \
+             val_macro_f1, samples_per_s, at_unix, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12) ON CONFLICT (study, trial, idx) DO UPDATE SET step = excluded.step, \
+             observation = excluded.observation, action = excluded.action, applied = excluded.applied, \
+             reward = excluded.reward, val_macro_f1 = excluded.val_macro_f1, \
+             samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker",
+        &[
+            &study,
+            &to_i64(d.trial)?,
+            &to_i64(d.idx)?,
+            &to_i64(d.step)?,
+            &d.observation,
+            &d.action,
+            &d.applied,
+            &d.reward,
+            &d.val_macro_f1,
+            &d.samples_per_s,
+            &d.at_unix,
+            &worker,
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_evaluation(tx: &mut Tx<'_, '_>, study: &str, e: &EvaluationRow) -> std::result::Result<(), Fail> {
+    tx.execute(
+        "INSERT INTO evaluations (study, trial, idx, step, split, macro_f1, accuracy, loss, at_unix) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (study, trial, idx, split) DO UPDATE \
+             SET step = excluded.step, macro_f1 = excluded.macro_f1, accuracy = excluded.accuracy, \
+             loss = excluded.loss, at_unix = excluded.at_unix",
+        &[
+            &study,
+            &to_i64(e.trial)?,
+            &to_i64(e.idx)?,
+            &to_i64(e.step)?,
+            &e.split,
+            &e.macro_f1,
+            &e.accuracy,
+            &e.loss,
+            &e.at_unix,
+        ],
+    )?;
+    Ok(())
+}
+
 fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> std::result::Result<(), Fail> {
     tx.execute(
         "INSERT INTO policy (study, trial, state) VALUES ($1, $2, $3) ON CONFLICT (study) DO UPDATE \
@@ -1261,29 +1308,24 @@ impl StudyStore for PostgresStore {
             || format!("adding decision {} of trial {}", d.idx, d.trial),
             |tx, study, worker| {
                 fence(tx, study, worker, d.trial, false)?;
-                tx.execute(
-                    "INSERT INTO decisions (study, trial, idx, step, observation, action, applied, reward, \
-                     val_macro_f1, samples_per_s, at_unix, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12) ON CONFLICT (study, trial, idx) DO UPDATE SET step = excluded.step, \
-                     observation = excluded.observation, action = excluded.action, applied = excluded.applied, \
-                     reward = excluded.reward, val_macro_f1 = excluded.val_macro_f1, \
-                     samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker",
-                    &[
-                        &study,
-                        &to_i64(d.trial)?,
-                        &to_i64(d.idx)?,
-                        &to_i64(d.step)?,
-                        &d.observation,
-                        &d.action,
-                        &d.applied,
-                        &d.reward,
-                        &d.val_macro_f1,
-                        &d.samples_per_s,
-                        &d.at_unix,
-                        &worker,
-                    ],
-                )?;
-                Ok(())
+                insert_decision(tx, study, worker, d)
+            },
+        )
+    }
+
+    fn add_decision_evaluated(&mut self, d: &DecisionRow, e: Option<&EvaluationRow>) -> Result<()> {
+        self.tx(
+            || format!("adding decision {} of trial {} and its evaluation", d.idx, d.trial),
+            |tx, study, worker| {
+                fence(tx, study, worker, d.trial, false)?;
+                insert_decision(tx, study, worker, d)?;
+                match e {
+                    Some(e) if e.trial == d.trial => insert_evaluation(tx, study, e),
+                    Some(e) => Err(Fail::Other(
+                        format!("an evaluation of trial {} with a decision of trial {}", e.trial, d.trial).into(),
+                    )),
+                    None => Ok(()),
+                }
             },
         )
     }
@@ -1324,24 +1366,7 @@ impl StudyStore for PostgresStore {
                 // The test evaluation of the best (finished) trial is written by whichever
                 // worker reports the study; the rest only by the trial's owner.
                 fence(tx, study, worker, e.trial, e.split == "test")?;
-                tx.execute(
-                    "INSERT INTO evaluations (study, trial, idx, step, split, macro_f1, accuracy, loss, at_unix) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (study, trial, idx, split) DO UPDATE \
-                     SET step = excluded.step, macro_f1 = excluded.macro_f1, accuracy = excluded.accuracy, \
-                     loss = excluded.loss, at_unix = excluded.at_unix",
-                    &[
-                        &study,
-                        &to_i64(e.trial)?,
-                        &to_i64(e.idx)?,
-                        &to_i64(e.step)?,
-                        &e.split,
-                        &e.macro_f1,
-                        &e.accuracy,
-                        &e.loss,
-                        &e.at_unix,
-                    ],
-                )?;
-                Ok(())
+                insert_evaluation(tx, study, e)
             },
         )
     }
@@ -1640,6 +1665,11 @@ mod tests {
         }
         assert_eq!(store.evaluations(3).unwrap(), vec![evals[1].clone(), evals[0].clone(), evals[2].clone()]);
         assert!(store.add_decision(&decision(9, 0)).is_err(), "a decision of an unknown trial");
+        // A decision and its evaluation: together, or neither (the evaluation of another trial).
+        store.add_decision_evaluated(&decision(1, 0), Some(&evaluation(1, 1, "validation"))).unwrap();
+        assert!(store.add_decision_evaluated(&decision(1, 1), Some(&evaluation(3, 2, "validation"))).is_err());
+        assert_eq!(store.decisions(1).unwrap(), vec![decision(1, 0)]);
+        assert_eq!(store.evaluations(1).unwrap(), vec![evaluation(1, 1, "validation")]);
 
         store.save_checkpoint(&trial(3), &checkpoint(3, 200, 1), 3.0).unwrap();
         store.save_checkpoint(&trial(3), &checkpoint(3, 300, 2), 3.0).unwrap();
