@@ -394,3 +394,34 @@ fn bad_urls_and_strategies_give_clear_errors() {
     let (ok, err) = run(&["study", "list", "--storage", &url]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_worker_run_again_under_its_name_leaves_the_finished_study_as_it_was() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("again");
+    let n = 3;
+    let snapshot = |db: &mut postgres::Client| -> Vec<(i64, String, String, i64, i64)> {
+        db.query(
+            "SELECT id, status, record, decisions, (SELECT count(*) FROM decisions d WHERE d.study = t.study \
+             AND d.trial = t.id) FROM trials t WHERE study = $1 ORDER BY id",
+            &[&study],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    };
+    let mut first = worker(&url, &study, "w", dir.path(), n, "30");
+    wait_ok(&mut first, dir.path(), "w", Duration::from_secs(300));
+    let mut db = client(&url);
+    let before = snapshot(&mut db);
+    assert_eq!(before.len() as u64, n);
+    // The same command again (say, to get the outputs once more): the study is done, and
+    // its first trial must not be claimed again as new (it was, and was overwritten).
+    let mut again = worker(&url, &study, "w", dir.path(), n, "30");
+    wait_ok(&mut again, dir.path(), "w", Duration::from_secs(300));
+    assert_eq!(snapshot(&mut db), before);
+    assert_eq!(summary(&dir.path().join("w"))["trials"].as_array().unwrap().len() as u64, n);
+}
