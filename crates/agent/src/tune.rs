@@ -819,6 +819,24 @@ pub fn rung_stops(earlier: &[f64], f1: f64) -> bool {
     earlier.len() >= RUNG_WARMUP && better * ETA >= earlier.len()
 }
 
+/// A paused trial ended as `stopped` (its final validation macro-F1 added to its reward), as
+/// ASHA ends the trials still paused when its budget is spent: its record and its row.
+fn stop_paused(row: TrialRow) -> Result<(TrialRecord, TrialRow)> {
+    let mut record: TrialRecord = serde_json::from_str(&row.record)
+        .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+    record.status = "stopped".into();
+    record.reward += record.val_macro_f1;
+    let row = TrialRow {
+        status: record.status.clone(),
+        record: serde_json::to_string(&record).expect("record serialises"),
+        reward: record.reward,
+        updated_unix: unix_now(),
+        ended_unix: Some(unix_now()),
+        ..row
+    };
+    Ok((record, row))
+}
+
 /// Asynchronous successive halving, η = 3 (see the module docs).
 fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
     let targets = rungs(ctx.env.budget_steps);
@@ -894,23 +912,12 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
     }
     // Trials still paused when the budget is spent end as stopped, from their rows.
     for (id, row) in paused {
-        let mut record: TrialRecord = serde_json::from_str(&row.record)
-            .map_err(|e| Error::Config { what: "study store", why: format!("trial {id}: record: {e}") })?;
-        record.status = "stopped".into();
-        record.reward += record.val_macro_f1;
+        let (record, row) = stop_paused(row)?;
         if st.beats_best(record.val_macro_f1) {
             st.set_best(ctx, record.val_macro_f1, id)?;
         } else {
             ctx.store.delete_checkpoint(id)?;
         }
-        let row = TrialRow {
-            status: record.status.clone(),
-            record: serde_json::to_string(&record).expect("record serialises"),
-            reward: record.reward,
-            updated_unix: unix_now(),
-            ended_unix: Some(unix_now()),
-            ..row
-        };
         ctx.store.finish_trial(&row, None, (ctx.elapsed)())?;
         st.push(record);
     }

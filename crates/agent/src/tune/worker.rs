@@ -41,7 +41,7 @@ use tuneforge_optim::ScheduleConfig;
 
 use super::{
     Clock, ETA, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config,
-    rung_stops, rungs,
+    rung_stops, rungs, stop_paused,
 };
 use crate::data::{Prepared, prepare};
 use crate::policy::StudyPolicy;
@@ -288,18 +288,8 @@ impl Worker<'_> {
         let mut records = Vec::with_capacity(rows.len());
         let mut ended = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut record: TrialRecord = serde_json::from_str(&row.record)
-                .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
-            record.status = "stopped".into();
-            record.reward += record.val_macro_f1;
-            ended.push(TrialRow {
-                status: record.status.clone(),
-                record: serde_json::to_string(&record).expect("record serialises"),
-                reward: record.reward,
-                updated_unix: unix_now(),
-                ended_unix: Some(unix_now()),
-                ..row
-            });
+            let (record, row) = stop_paused(row)?;
+            ended.push(row);
             records.push(record);
         }
         let elapsed = (self.elapsed)();
