@@ -620,6 +620,10 @@ pub struct PostgresStore {
     /// trial — finished or not — as new.)
     nonce: u64,
     rungs: RefCell<RungCache>,
+    /// Tests: the next this many commits' answers are "lost" (the transaction, committed,
+    /// runs again as after a dropped connection).
+    #[cfg(test)]
+    lost_answers: std::cell::Cell<u32>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -664,6 +668,8 @@ impl PostgresStore {
             claims: 0,
             nonce: rand::random(),
             rungs: RefCell::default(),
+            #[cfg(test)]
+            lost_answers: std::cell::Cell::new(0),
         })
     }
 
@@ -715,6 +721,11 @@ impl PostgresStore {
                 tx.commit()?;
                 Ok(value)
             })();
+            #[cfg(test)]
+            if attempt.is_ok() && self.lost_answers.get() > 0 {
+                self.lost_answers.set(self.lost_answers.get() - 1);
+                continue;
+            }
             match attempt {
                 Ok(value) => return Ok(value),
                 Err(Fail::Pg(e)) if stale_statement(&e) && !prepared_again => {
@@ -2045,6 +2056,29 @@ mod tests {
         d.finish_trials(&stopped(&taken), 2.0).unwrap();
         assert_eq!(d.claim(false, &mut no_new, None).unwrap(), Claim::Done);
         assert!(a.trials().unwrap().iter().all(|r| r.status == "stopped"));
+    }
+
+    #[test]
+    fn a_claim_run_again_after_its_commit_gives_the_same_answer() {
+        let Some(url) = url() else { return };
+        let mut a = fresh(&url, "a");
+        let name = a.study_name().to_string();
+        let mut new_row = |id| trial(id);
+        // The commit of the claim of trial 0 goes through, its answer is lost, it runs again.
+        a.lost_answers.set(1);
+        assert_eq!(a.claim(true, &mut new_row, None).unwrap(), Claim::New(0));
+        assert_eq!(a.trials().unwrap().len(), 1, "the replay took no second trial");
+        // (Paused, or `a`'s next claim would take its own running trial back.)
+        a.save_trial(&TrialRow { status: "paused".into(), ..trial(0) }, 0.0).unwrap();
+        assert_eq!(a.claim(true, &mut new_row, None).unwrap(), Claim::New(1));
+        a.save_trial(&TrialRow { status: "paused".into(), ..trial(1) }, 0.0).unwrap();
+        // A batch to close, replayed: the same batch (not "wait": it is being closed).
+        let mut b = PostgresStore::open(&url, &name, options("b")).unwrap();
+        b.lost_answers.set(1);
+        match b.claim(false, &mut new_row, None).unwrap() {
+            Claim::Close(rows) => assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![0, 1]),
+            c => panic!("{c:?}"),
+        }
     }
 
     #[test]
