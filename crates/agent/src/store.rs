@@ -453,6 +453,20 @@ impl SqliteStore {
     }
 }
 
+/// The evaluation [`StudyStore::add_decision_evaluated`] writes with decision `d`: one of
+/// another trial is refused (both stores).
+pub(crate) fn evaluation_of<'a>(
+    d: &DecisionRow,
+    e: Option<&'a EvaluationRow>,
+) -> std::result::Result<Option<&'a EvaluationRow>, String> {
+    match e {
+        Some(e) if e.trial != d.trial => {
+            Err(format!("an evaluation of trial {} with a decision of trial {}", e.trial, d.trial))
+        }
+        e => Ok(e),
+    }
+}
+
 fn insert_decision(tx: &Transaction<'_>, d: &DecisionRow) -> Result<(), Cause> {
     tx.prepare_cached(
         "INSERT INTO decisions (trial, idx, step, observation, action, applied, reward, val_macro_f1, \
@@ -655,11 +669,8 @@ impl StudyStore for SqliteStore {
     fn add_decision_evaluated(&mut self, d: &DecisionRow, e: Option<&EvaluationRow>) -> Result<()> {
         self.write(format!("adding decision {} of trial {} and its evaluation", d.idx, d.trial), |tx| {
             insert_decision(tx, d)?;
-            match e {
-                Some(e) if e.trial == d.trial => insert_evaluation(tx, e),
-                Some(e) => {
-                    Err(format!("an evaluation of trial {} with a decision of trial {}", e.trial, d.trial).into())
-                }
+            match evaluation_of(d, e)? {
+                Some(e) => insert_evaluation(tx, e),
                 None => Ok(()),
             }
         })

@@ -29,7 +29,7 @@
 //! | `evaluations` | `seq` | insertion order (SQLite's `rowid`); key (study, trial, idx, split) |
 //! | `checkpoints` | `worker` | the worker that wrote it; `model`, `optimizer` are `bytea` |
 //! | `policy` | `updates` | number of trial updates merged into the stored state |
-//! | `rungs` | (its own table) | `asha` studies' rung results, one row per trial and rung, kept equal to the records' `rungs` by a trigger; `txid`: the transaction that last changed the row ([`RungCache`]) |
+//! | `rungs` | (its own table) | `asha` studies' rung results, one row per trial and rung, kept equal to the records' `rungs` by a trigger; `txid`: the transaction that last changed the row (what a worker reads since its last claim) |
 //!
 //! The program creates the schema and migrates it: at every connection, under a
 //! transaction-scoped advisory lock (so that workers starting together migrate once), the
@@ -1339,11 +1339,8 @@ impl StudyStore for PostgresStore {
             |tx, study, worker| {
                 fence(tx, study, worker, d.trial, false)?;
                 insert_decision(tx, study, worker, d)?;
-                match e {
-                    Some(e) if e.trial == d.trial => insert_evaluation(tx, study, e),
-                    Some(e) => Err(Fail::Other(
-                        format!("an evaluation of trial {} with a decision of trial {}", e.trial, d.trial).into(),
-                    )),
+                match super::evaluation_of(d, e)? {
+                    Some(e) => insert_evaluation(tx, study, e),
                     None => Ok(()),
                 }
             },

@@ -14,9 +14,10 @@
 //! Strategies: `fixed`, `random`, `asha`, `rl` and `rl-no-width`. Under `asha` a trial trains
 //! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
 //! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
-//! single-process `asha` does, chosen in SQL in the claim's transaction from the study's rung
-//! results (the store keeps them as rows, ranked by an index); when nothing runs and nothing may start or be promoted, the paused
-//! trials left are closed as `stopped`. Under `rl` and `rl-no-width` a trial that reaches ⅑
+//! single-process `asha` does ([`PostgresStore::promotable`]: ranked in memory from the
+//! study's rung results, of which each claim reads only those changed since the last); when
+//! nothing runs and nothing may start or be promoted, the paused trials left are closed as
+//! `stopped`, up to [`CLOSE_BATCH`](crate::store::postgres::CLOSE_BATCH) to a claim. Under `rl` and `rl-no-width` a trial that reaches ⅑
 //! or ⅓ of its rows is judged there at once against the finished trials' results at that rung
 //! ([`rung_stops`]) and ends as `stopped` or goes on. The learning strategies share one policy:
 //! each finished trial's actor–critic updates (one per decision, replayed in order) are
