@@ -5,6 +5,10 @@
 //! of many workers sharing it), `study` (list, show, export studies), `bench-step` (training/inference
 //! throughput), `bench-tune` (the nightly comparison of tuning strategies over seeds).
 
+// Doc comments on the clap types are also the `--help` text, written for a terminal
+// (`cpu|cuda[:N]`, `DIR/<strategy>-seed<k>`); rustdoc would read them as links and HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
@@ -83,7 +87,7 @@ pub struct TextArgs {
 }
 
 impl TextArgs {
-    /// `data` with these options applied ([`DataSource::with_text`]).
+    /// `data` with these options applied ([`DataSource::with_text`](tuneforge_agent::data::DataSource::with_text)).
     pub fn apply(&self, data: tuneforge_agent::data::DataSource) -> anyhow::Result<tuneforge_agent::data::DataSource> {
         Ok(data.with_text(self.text_field.as_deref(), self.keep_headers)?)
     }

@@ -13,7 +13,7 @@
 //!   and preprocessing fitted on the training rows only: a table pipeline for CSV data, a
 //!   text pipeline and vocabulary for text (`jsonl:PATH`, or a CSV text column), whose
 //!   token ids feed the text models (`text-bag`, `text-cnn`).
-//! - [`env`] — [`env::Env`], the run as an environment (observation, factored bounded actions,
+//! - [`env`](mod@env) — [`env::Env`], the run as an environment (observation, factored bounded actions,
 //!   reward Δ validation macro-F1 + λ·ln(throughput gain)).
 //! - [`policy`] — [`policy::ActorCritic`] (one-step actor–critic with factored heads, the `rl` strategies' policy), [`policy::Reinforce`] (REINFORCE with a baseline, the earlier one) and [`policy::Fixed`].
 //! - [`store`] — the [`store::StudyStore`] trait, its SQLite implementation, and

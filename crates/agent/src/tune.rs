@@ -1,4 +1,4 @@
-//! A tuning study: trials of one [`Env`] under one strategy and one wall-clock budget,
+//! A tuning study: trials of one [`Env`](crate::env::Env) under one strategy and one wall-clock budget,
 //! recorded in a [`SqliteStore`] so that a study killed at any moment (`kill -9` included)
 //! continues with [`resume`]; the best model is tested once at the end.
 //!

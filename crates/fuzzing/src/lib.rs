@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`idx`] | `tuneforge_loader::idx::parse_header`, `IdxArray`, `IdxDataset` | header re-encodes to the same bytes; dims × 1 + offset = length; rows read back as the bytes |
 //! | [`idx_gz`] | `IdxArray::open` on a `.gz` file | the data is the input inflated; recompressed, it reads back the same |
-//! | [`csv`] | `tuneforge_loader::read_csv_from` | columns as long as the table, missing counts, codes in range; a canonical rewrite reads back to the same rewrite |
+//! | [`csv`](fn@csv) | `tuneforge_loader::read_csv_from` | columns as long as the table, missing counts, codes in range; a canonical rewrite reads back to the same rewrite |
 //! | [`event_log`] | `tuneforge_monitor::parse_log` | each event re-serialises to JSON that parses to the same JSON; a torn tail is the last line |
 //! | [`model_spec`] | `ModelSpec` (serde JSON) | round trip; shape arithmetic; small specs build and give `[batch, classes]` |
 //! | [`model_checkpoint`] | `Model::from_safetensors` | saved again, loads to the same spec and tensors |
