@@ -566,9 +566,17 @@ impl Conn {
     }
 }
 
-/// A transaction whose statements are prepared once per connection ([`Conn::statements`]).
+/// Where a store operation's statements run: in one transaction, or on the connection itself,
+/// each statement its own transaction (an operation of one statement: no `BEGIN` and
+/// `COMMIT`, two round trips fewer).
+enum On<'t, 'c> {
+    Tx(&'t mut Transaction<'c>),
+    Client(&'t mut Client),
+}
+
+/// A store operation's statements, prepared once per connection ([`Conn::statements`]).
 struct Tx<'t, 'c> {
-    tx: &'t mut Transaction<'c>,
+    on: On<'t, 'c>,
     statements: &'t mut HashMap<String, Statement>,
 }
 
@@ -577,19 +585,28 @@ impl Tx<'_, '_> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.tx.prepare(sql)?;
+        let statement = match &mut self.on {
+            On::Tx(tx) => tx.prepare(sql)?,
+            On::Client(client) => client.prepare(sql)?,
+        };
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
 
     fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> std::result::Result<u64, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.execute(&statement, params)
+        match &mut self.on {
+            On::Tx(tx) => tx.execute(&statement, params),
+            On::Client(client) => client.execute(&statement, params),
+        }
     }
 
     fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> std::result::Result<Vec<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query(&statement, params)
+        match &mut self.on {
+            On::Tx(tx) => tx.query(&statement, params),
+            On::Client(client) => client.query(&statement, params),
+        }
     }
 
     fn query_opt(
@@ -598,12 +615,18 @@ impl Tx<'_, '_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Option<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query_opt(&statement, params)
+        match &mut self.on {
+            On::Tx(tx) => tx.query_opt(&statement, params),
+            On::Client(client) => client.query_opt(&statement, params),
+        }
     }
 
     fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> std::result::Result<Row, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query_one(&statement, params)
+        match &mut self.on {
+            On::Tx(tx) => tx.query_one(&statement, params),
+            On::Client(client) => client.query_one(&statement, params),
+        }
     }
 }
 
@@ -707,6 +730,27 @@ impl PostgresStore {
     fn tx<T>(
         &self,
         what: impl Fn() -> String,
+        f: impl FnMut(&mut Tx<'_, '_>, &str, &str) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        self.run(what, true, f)
+    }
+
+    /// As [`tx`](Self::tx) for an operation of one statement (or of reads that need not
+    /// see one snapshot): run on the connection, the statement its own transaction, without
+    /// the round trips of `BEGIN` and `COMMIT` (at about 50 statements per `rl` trial, half
+    /// of them those two, this is most of what a worker waits for).
+    fn once<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnMut(&mut Tx<'_, '_>, &str, &str) -> std::result::Result<T, Fail>,
+    ) -> Result<T> {
+        self.run(what, false, f)
+    }
+
+    fn run<T>(
+        &self,
+        what: impl Fn() -> String,
+        atomic: bool,
         mut f: impl FnMut(&mut Tx<'_, '_>, &str, &str) -> std::result::Result<T, Fail>,
     ) -> Result<T> {
         let deadline = Instant::now() + self.options.retry_for;
@@ -716,8 +760,11 @@ impl PostgresStore {
         loop {
             let attempt = (|| {
                 let (client, statements) = conn.client()?;
+                if !atomic {
+                    return f(&mut Tx { on: On::Client(client), statements }, &self.study, &self.options.worker);
+                }
                 let mut tx = client.transaction()?;
-                let value = f(&mut Tx { tx: &mut tx, statements }, &self.study, &self.options.worker)?;
+                let value = f(&mut Tx { on: On::Tx(&mut tx), statements }, &self.study, &self.options.worker)?;
                 tx.commit()?;
                 Ok(value)
             })();
@@ -878,11 +925,7 @@ impl PostgresStore {
                 {
                     let id: i64 = row.get(0);
                     let trial = new_row(id as u64);
-                    upsert_trial(tx, study, worker, &trial)?;
-                    tx.execute(
-                        "UPDATE trials SET claim = $3 WHERE study = $1 AND id = $2",
-                        &[&study, &id, &format!("{token}new")],
-                    )?;
+                    upsert_trial(tx, study, worker, &trial, Some(&format!("{token}new")), None)?;
                     return Ok(Claim::New(id as u64));
                 }
                 let running: i64 = tx
@@ -925,7 +968,7 @@ impl PostgresStore {
     /// changes again, and ids are given out in commit order, so a reader that saw every trial
     /// below the lowest one still running or paused misses none from there).
     pub fn trials_from(&self, from: u64) -> Result<Vec<TrialRow>> {
-        self.tx(
+        self.once(
             || format!("reading trials from id {from}"),
             |tx, study, _| {
                 let rows = tx.query(
@@ -970,7 +1013,7 @@ impl PostgresStore {
     /// trials (NaN never), ties to the one that ended first — the one whose checkpoint the
     /// workers keep.
     pub fn best_trial(&self) -> Result<Option<(u64, f64)>> {
-        self.tx(
+        self.once(
             || "finding the best trial".into(),
             |tx, study, _| {
                 let row = tx.query_opt(BEST_TRIAL, &[&study])?;
@@ -988,7 +1031,7 @@ impl PostgresStore {
             |tx, study, worker| {
                 set_elapsed_in(tx, study, elapsed_s)?;
                 for trial in trials {
-                    upsert_trial(tx, study, worker, trial)?;
+                    upsert_trial(tx, study, worker, trial, None, None)?;
                 }
                 Ok(())
             },
@@ -998,14 +1041,16 @@ impl PostgresStore {
     /// Deletes the checkpoints of finished trials other than the best (see
     /// [`best_trial`](Self::best_trial)); returns how many.
     pub fn prune_checkpoints(&mut self) -> Result<u64> {
-        self.tx(
+        self.once(
             || "deleting the checkpoints of finished trials".into(),
             |tx, study, _| {
-                let best: Option<i64> = tx.query_opt(BEST_TRIAL, &[&study])?.map(|r| r.get(0));
                 Ok(tx.execute(
-                    "DELETE FROM checkpoints c USING trials t WHERE c.study = $1 AND t.study = c.study \
-                     AND t.id = c.trial AND t.status NOT IN ('running', 'paused') AND c.trial <> $2",
-                    &[&study, &best.unwrap_or(-1)],
+                    &format!(
+                        "DELETE FROM checkpoints c USING trials t WHERE c.study = $1 AND t.study = c.study \
+                         AND t.id = c.trial AND t.status NOT IN ('running', 'paused') \
+                         AND c.trial <> COALESCE((SELECT id FROM ({BEST_TRIAL}) AS best), -1)"
+                    ),
+                    &[&study],
                 )?)
             },
         )
@@ -1013,7 +1058,7 @@ impl PostgresStore {
 
     /// Every study in the database, by name.
     pub fn list_studies(&self) -> Result<Vec<StudyListing>> {
-        self.tx(
+        self.once(
             || "listing studies".into(),
             |tx, _, _| {
                 let rows = tx.query(
@@ -1045,7 +1090,7 @@ impl PostgresStore {
     /// The workers that wrote a trial's decisions, in decision order (one entry per
     /// decision).
     pub fn decision_workers(&self, trial: u64) -> Result<Vec<String>> {
-        self.tx(
+        self.once(
             || format!("reading who decided in trial {trial}"),
             |tx, study, _| {
                 let rows = tx.query(
@@ -1137,26 +1182,48 @@ fn trial_from_row(row: &Row) -> std::result::Result<TrialRow, Fail> {
 /// statement (an `UPDATE` locks the row as `SELECT ... FOR NO KEY UPDATE` does; it was that
 /// select and a second update, a fifth of a worker's statements). A trial with no row passes
 /// (its first save creates it).
+/// Takes the row lock of this worker's trial `trial` (and beats its heartbeat): a trial
+/// another worker owns — unless `open_only` and it has ended — is [`Fail::Lost`]; a trial
+/// without a row may be written.
 fn fence(tx: &mut Tx<'_, '_>, study: &str, worker: &str, trial: u64, open_only: bool) -> std::result::Result<(), Fail> {
     let id = to_i64(trial)?;
-    let Some(row) = tx.query_opt(
+    let row = tx.query_opt(
         &format!(
             "UPDATE trials SET heartbeat = CASE WHEN worker = $3 THEN {SERVER_NOW} ELSE heartbeat END \
              WHERE study = $1 AND id = $2 RETURNING worker, status"
         ),
         &[&study, &id, &worker],
-    )?
-    else {
+    )?;
+    judge(row.as_ref(), worker, trial, open_only)
+}
+
+/// [`fence`]'s verdict on the trial's `(worker, status)` row.
+fn judge(row: Option<&Row>, worker: &str, trial: u64, open_only: bool) -> std::result::Result<(), Fail> {
+    let Some(row) = row else {
         return Ok(());
     };
-    let owner: String = row.get(0);
-    let status: String = row.get(1);
+    let owner: String = row.try_get(0)?;
+    let status: String = row.try_get(1)?;
     if owner != worker && (!open_only || status == "running" || status == "paused") {
         return Err(Fail::Lost { trial, owner });
     }
     Ok(())
 }
 
+/// The head of a statement that is [`fence`] and the writes it guards in one ($1 study,
+/// $2 trial, $3 worker): CTE `fence` takes the lock and gives the row for [`judge`], and the
+/// writes select from `allowed`, which has a row only if they may be made. The statement
+/// ends with `SELECT worker, status FROM fence`.
+fn fenced(open_only: bool) -> String {
+    let open = if open_only { " AND status IN ('running', 'paused')" } else { "" };
+    format!(
+        "WITH fence AS (UPDATE trials SET heartbeat = CASE WHEN worker = $3 THEN {SERVER_NOW} ELSE heartbeat END \
+         WHERE study = $1 AND id = $2 RETURNING worker, status), \
+         allowed AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM fence WHERE worker <> $3{open}))"
+    )
+}
+
+/// Raises the study's elapsed time to `elapsed_s` (the study row's lock, held to the commit).
 fn set_elapsed_in(tx: &mut Tx<'_, '_>, study: &str, elapsed_s: f64) -> std::result::Result<(), Fail> {
     let changed =
         tx.execute("UPDATE studies SET elapsed_s = GREATEST(elapsed_s, $2) WHERE name = $1", &[&study, &elapsed_s])?;
@@ -1166,86 +1233,147 @@ fn set_elapsed_in(tx: &mut Tx<'_, '_>, study: &str, elapsed_s: f64) -> std::resu
     Ok(())
 }
 
-fn upsert_trial(tx: &mut Tx<'_, '_>, study: &str, worker: &str, t: &TrialRow) -> std::result::Result<(), Fail> {
-    fence(tx, study, worker, t.id, false)?;
-    tx.execute(
+/// Inserts or updates trial `t`'s row in one statement, unless another worker owns it
+/// ([`Fail::Lost`], nothing written): with `claim` as its claim token (`None` keeps the
+/// row's) and, given `elapsed_s`, the study's elapsed time raised to it, as [`set_elapsed_in`]
+/// does.
+fn upsert_trial(
+    tx: &mut Tx<'_, '_>,
+    study: &str,
+    worker: &str,
+    t: &TrialRow,
+    claim: Option<&str>,
+    elapsed_s: Option<f64>,
+) -> std::result::Result<(), Fail> {
+    // Only a row written raises the study's elapsed time (the study row must exist: the
+    // trial's foreign key).
+    let elapsed = match elapsed_s {
+        Some(_) => {
+            ", elapsed AS (UPDATE studies SET elapsed_s = GREATEST(elapsed_s, $17) WHERE name = $1 \
+             AND EXISTS (SELECT 1 FROM written))"
+        }
+        None => "",
+    };
+    let (id, decisions, pid) = (to_i64(t.id)?, to_i64(t.decisions)?, i64::from(t.pid));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &study,
+        &id,
+        &t.status,
+        &t.config,
+        &t.record,
+        &t.val_macro_f1,
+        &t.samples_per_s,
+        &t.reward,
+        &decisions,
+        &t.resumed,
+        &t.started_unix,
+        &t.updated_unix,
+        &t.ended_unix,
+        &pid,
+        &worker,
+        &claim,
+    ];
+    if let Some(elapsed_s) = &elapsed_s {
+        params.push(elapsed_s);
+    }
+    // The update's WHERE refuses another worker's row (locked, so its owner is the latest).
+    let row = tx.query_one(
         &format!(
-            "INSERT INTO trials (study, id, status, config, record, val_macro_f1, samples_per_s, reward, decisions, \
-             resumed, started_unix, updated_unix, ended_unix, pid, worker, heartbeat) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, {SERVER_NOW}) \
+            "WITH written AS (INSERT INTO trials (study, id, status, config, record, val_macro_f1, \
+             samples_per_s, reward, decisions, resumed, started_unix, updated_unix, ended_unix, pid, worker, \
+             heartbeat, claim) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             {SERVER_NOW}, $16) \
              ON CONFLICT (study, id) DO UPDATE SET status = excluded.status, config = excluded.config, \
              record = excluded.record, val_macro_f1 = excluded.val_macro_f1, samples_per_s = excluded.samples_per_s, \
              reward = excluded.reward, decisions = excluded.decisions, resumed = excluded.resumed, \
              started_unix = excluded.started_unix, updated_unix = excluded.updated_unix, \
-             ended_unix = excluded.ended_unix, pid = excluded.pid, worker = excluded.worker, \
-             heartbeat = excluded.heartbeat"
+             ended_unix = excluded.ended_unix, pid = excluded.pid, heartbeat = excluded.heartbeat, \
+             claim = COALESCE(excluded.claim, trials.claim) WHERE trials.worker = excluded.worker RETURNING 1)\
+             {elapsed} SELECT count(*) FROM written"
         ),
-        &[
-            &study,
-            &to_i64(t.id)?,
-            &t.status,
-            &t.config,
-            &t.record,
-            &t.val_macro_f1,
-            &t.samples_per_s,
-            &t.reward,
-            &to_i64(t.decisions)?,
-            &t.resumed,
-            &t.started_unix,
-            &t.updated_unix,
-            &t.ended_unix,
-            &i64::from(t.pid),
-            &worker,
-        ],
+        &params,
     )?;
+    if row.try_get::<_, i64>(0)? == 0 {
+        let owner = tx
+            .query_opt("SELECT worker FROM trials WHERE study = $1 AND id = $2", &[&study, &id])?
+            .map_or_else(|| "(none)".to_owned(), |r| r.get(0));
+        return Err(Fail::Lost { trial: t.id, owner });
+    }
     Ok(())
 }
 
-fn insert_decision(tx: &mut Tx<'_, '_>, study: &str, worker: &str, d: &DecisionRow) -> std::result::Result<(), Fail> {
-    tx.execute(
-        "INSERT INTO decisions (study, trial, idx, step, observation, action, applied, reward, \
-             val_macro_f1, samples_per_s, at_unix, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12) ON CONFLICT (study, trial, idx) DO UPDATE SET step = excluded.step, \
-             observation = excluded.observation, action = excluded.action, applied = excluded.applied, \
-             reward = excluded.reward, val_macro_f1 = excluded.val_macro_f1, \
-             samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker",
-        &[
-            &study,
-            &to_i64(d.trial)?,
-            &to_i64(d.idx)?,
-            &to_i64(d.step)?,
-            &d.observation,
-            &d.action,
-            &d.applied,
-            &d.reward,
-            &d.val_macro_f1,
-            &d.samples_per_s,
-            &d.at_unix,
-            &worker,
-        ],
-    )?;
-    Ok(())
-}
-
-fn insert_evaluation(tx: &mut Tx<'_, '_>, study: &str, e: &EvaluationRow) -> std::result::Result<(), Fail> {
-    tx.execute(
+/// `INSERT INTO evaluations` of the evaluation in parameters `$p` to `$p+6`, selecting
+/// from [`fenced`]'s `allowed`.
+fn evaluation_insert(p: usize) -> String {
+    let [idx, step, split, f1, accuracy, loss, at] = std::array::from_fn(|k| p + k);
+    format!(
         "INSERT INTO evaluations (study, trial, idx, step, split, macro_f1, accuracy, loss, at_unix) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (study, trial, idx, split) DO UPDATE \
-             SET step = excluded.step, macro_f1 = excluded.macro_f1, accuracy = excluded.accuracy, \
-             loss = excluded.loss, at_unix = excluded.at_unix",
-        &[
-            &study,
-            &to_i64(e.trial)?,
-            &to_i64(e.idx)?,
-            &to_i64(e.step)?,
-            &e.split,
-            &e.macro_f1,
-            &e.accuracy,
-            &e.loss,
-            &e.at_unix,
-        ],
+         SELECT $1, $2, ${idx}::bigint, ${step}::bigint, ${split}::text, ${f1}::float8, ${accuracy}::float8, \
+         ${loss}::float8, ${at}::float8 FROM allowed ON CONFLICT (study, trial, idx, split) DO UPDATE \
+         SET step = excluded.step, macro_f1 = excluded.macro_f1, accuracy = excluded.accuracy, \
+         loss = excluded.loss, at_unix = excluded.at_unix"
+    )
+}
+
+/// Writes decision `d` and the evaluation made with it (if any) in one fenced statement.
+fn write_decision(
+    tx: &mut Tx<'_, '_>,
+    study: &str,
+    worker: &str,
+    d: &DecisionRow,
+    e: Option<&EvaluationRow>,
+) -> std::result::Result<(), Fail> {
+    let (trial, idx, step) = (to_i64(d.trial)?, to_i64(d.idx)?, to_i64(d.step)?);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &study,
+        &trial,
+        &worker,
+        &idx,
+        &step,
+        &d.observation,
+        &d.action,
+        &d.applied,
+        &d.reward,
+        &d.val_macro_f1,
+        &d.samples_per_s,
+        &d.at_unix,
+    ];
+    let mut sql = format!(
+        "{}, decision AS (INSERT INTO decisions (study, trial, idx, step, observation, action, applied, reward, \
+         val_macro_f1, samples_per_s, at_unix, worker) SELECT $1, $2, $4::bigint, $5::bigint, $6::text, $7::text, \
+         $8::text, $9::float8, $10::float8, $11::float8, $12::float8, $3 FROM allowed \
+         ON CONFLICT (study, trial, idx) DO UPDATE SET step = excluded.step, \
+         observation = excluded.observation, action = excluded.action, applied = excluded.applied, \
+         reward = excluded.reward, val_macro_f1 = excluded.val_macro_f1, \
+         samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker)",
+        fenced(false)
+    );
+    let (e_idx, e_step);
+    if let Some(e) = e {
+        (e_idx, e_step) = (to_i64(e.idx)?, to_i64(e.step)?);
+        params.extend([&e_idx as &(dyn ToSql + Sync), &e_step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix]);
+        sql += &format!(", evaluation AS ({})", evaluation_insert(13));
+    }
+    sql += " SELECT worker, status FROM fence";
+    let row = tx.query_opt(&sql, &params)?;
+    judge(row.as_ref(), worker, d.trial, false)
+}
+
+/// Writes evaluation `e` in one fenced statement (`open_only`: as [`fence`]).
+fn write_evaluation(
+    tx: &mut Tx<'_, '_>,
+    study: &str,
+    worker: &str,
+    e: &EvaluationRow,
+    open_only: bool,
+) -> std::result::Result<(), Fail> {
+    let (trial, idx, step) = (to_i64(e.trial)?, to_i64(e.idx)?, to_i64(e.step)?);
+    let sql = format!("{}, evaluation AS ({}) SELECT worker, status FROM fence", fenced(open_only), evaluation_insert(4));
+    let row = tx.query_opt(
+        &sql,
+        &[&study, &trial, &worker, &idx, &step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix],
     )?;
-    Ok(())
+    judge(row.as_ref(), worker, e.trial, open_only)
 }
 
 fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> std::result::Result<(), Fail> {
@@ -1259,7 +1387,7 @@ fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> st
 
 impl StudyStore for PostgresStore {
     fn study(&self) -> Result<Option<StudyRow>> {
-        self.tx(
+        self.once(
             || "reading the study".into(),
             |tx, study, _| {
                 let row = tx.query_opt(
@@ -1303,17 +1431,14 @@ impl StudyStore for PostgresStore {
     }
 
     fn save_trial(&mut self, trial: &TrialRow, elapsed_s: f64) -> Result<()> {
-        self.tx(
+        self.once(
             || format!("saving trial {}", trial.id),
-            |tx, study, worker| {
-                set_elapsed_in(tx, study, elapsed_s)?;
-                upsert_trial(tx, study, worker, trial)
-            },
+            |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s)),
         )
     }
 
     fn trials(&self) -> Result<Vec<TrialRow>> {
-        self.tx(
+        self.once(
             || "reading trials".into(),
             |tx, study, _| {
                 let rows =
@@ -1324,31 +1449,21 @@ impl StudyStore for PostgresStore {
     }
 
     fn add_decision(&mut self, d: &DecisionRow) -> Result<()> {
-        self.tx(
+        self.once(
             || format!("adding decision {} of trial {}", d.idx, d.trial),
-            |tx, study, worker| {
-                fence(tx, study, worker, d.trial, false)?;
-                insert_decision(tx, study, worker, d)
-            },
+            |tx, study, worker| write_decision(tx, study, worker, d, None),
         )
     }
 
     fn add_decision_evaluated(&mut self, d: &DecisionRow, e: Option<&EvaluationRow>) -> Result<()> {
-        self.tx(
+        self.once(
             || format!("adding decision {} of trial {} and its evaluation", d.idx, d.trial),
-            |tx, study, worker| {
-                fence(tx, study, worker, d.trial, false)?;
-                insert_decision(tx, study, worker, d)?;
-                match super::evaluation_of(d, e)? {
-                    Some(e) => insert_evaluation(tx, study, e),
-                    None => Ok(()),
-                }
-            },
+            |tx, study, worker| write_decision(tx, study, worker, d, super::evaluation_of(d, e)?),
         )
     }
 
     fn decisions(&self, trial: u64) -> Result<Vec<DecisionRow>> {
-        self.tx(
+        self.once(
             || format!("reading decisions of trial {trial}"),
             |tx, study, _| {
                 let rows = tx.query(
@@ -1379,17 +1494,14 @@ impl StudyStore for PostgresStore {
     fn add_evaluation(&mut self, e: &EvaluationRow) -> Result<()> {
         self.tx(
             || format!("adding an evaluation of trial {} after decision {}", e.trial, e.idx),
-            |tx, study, worker| {
-                // The test evaluation of the best (finished) trial is written by whichever
-                // worker reports the study; the rest only by the trial's owner.
-                fence(tx, study, worker, e.trial, e.split == "test")?;
-                insert_evaluation(tx, study, e)
-            },
+            // The test evaluation of the best (finished) trial is written by whichever worker
+            // reports the study; the rest only by the trial's owner.
+            |tx, study, worker| write_evaluation(tx, study, worker, e, e.split == "test"),
         )
     }
 
     fn evaluations(&self, trial: u64) -> Result<Vec<EvaluationRow>> {
-        self.tx(
+        self.once(
             || format!("reading evaluations of trial {trial}"),
             |tx, study, _| {
                 let rows = tx.query(
@@ -1422,8 +1534,7 @@ impl StudyStore for PostgresStore {
                 if c.trial != trial.id {
                     return Err(format!("the checkpoint names trial {}, the trial row is {}", c.trial, trial.id).into());
                 }
-                set_elapsed_in(tx, study, elapsed_s)?;
-                upsert_trial(tx, study, worker, trial)?;
+                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
                 tx.execute(
                     "INSERT INTO checkpoints (study, trial, step, decisions, state, model, optimizer, created_unix, \
                      worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (study, trial) DO UPDATE SET \
@@ -1448,7 +1559,7 @@ impl StudyStore for PostgresStore {
     }
 
     fn checkpoint(&self, trial: u64) -> Result<Option<CheckpointRow>> {
-        self.tx(
+        self.once(
             || format!("reading the checkpoint of trial {trial}"),
             |tx, study, _| {
                 let row = tx.query_opt(
@@ -1473,12 +1584,18 @@ impl StudyStore for PostgresStore {
     }
 
     fn delete_checkpoint(&mut self, trial: u64) -> Result<()> {
-        self.tx(
+        self.once(
             || format!("deleting the checkpoint of trial {trial}"),
             |tx, study, worker| {
-                fence(tx, study, worker, trial, true)?;
-                tx.execute("DELETE FROM checkpoints WHERE study = $1 AND trial = $2", &[&study, &to_i64(trial)?])?;
-                Ok(())
+                let row = tx.query_opt(
+                    &format!(
+                        "{}, deleted AS (DELETE FROM checkpoints WHERE study = $1 AND trial = $2 \
+                         AND EXISTS (SELECT 1 FROM allowed)) SELECT worker, status FROM fence",
+                        fenced(true)
+                    ),
+                    &[&study, &to_i64(trial)?, &worker],
+                )?;
+                judge(row.as_ref(), worker, trial, true)
             },
         )
     }
@@ -1503,15 +1620,15 @@ impl StudyStore for PostgresStore {
     }
 
     fn finish_trial(&mut self, trial: &TrialRow, policy: Option<&str>, elapsed_s: f64) -> Result<()> {
+        let what = || format!("finishing trial {}", trial.id);
+        let Some(state) = policy else {
+            return self.once(what, |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s)));
+        };
         self.tx(
-            || format!("finishing trial {}", trial.id),
+            what,
             |tx, study, worker| {
-                set_elapsed_in(tx, study, elapsed_s)?;
-                upsert_trial(tx, study, worker, trial)?;
-                if let Some(state) = policy {
-                    store_policy(tx, study, trial.id, state)?;
-                }
-                Ok(())
+                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
+                store_policy(tx, study, trial.id, state)
             },
         )
     }
@@ -1528,7 +1645,7 @@ impl StudyStore for PostgresStore {
                 // The study row's lock, taken first (by the update of elapsed_s) and held to the
                 // commit, serialises merges, also while no policy row exists.
                 set_elapsed_in(tx, study, elapsed_s)?;
-                upsert_trial(tx, study, worker, trial)?;
+                upsert_trial(tx, study, worker, trial, None, None)?;
                 let latest: Option<String> =
                     tx.query_opt("SELECT state FROM policy WHERE study = $1", &[&study])?.map(|r| r.get(0));
                 let state = merge(latest.as_deref()).map_err(|why| Fail::Other(format!("policy: {why}").into()))?;
@@ -1539,7 +1656,7 @@ impl StudyStore for PostgresStore {
     }
 
     fn policy(&self) -> Result<Option<String>> {
-        self.tx(
+        self.once(
             || "reading the policy state".into(),
             |tx, study, _| Ok(tx.query_opt("SELECT state FROM policy WHERE study = $1", &[&study])?.map(|r| r.get(0))),
         )
@@ -1748,6 +1865,67 @@ mod tests {
         b.finish_trial(&TrialRow { status: "completed".into(), ended_unix: Some(2.0), ..trial(0) }, None, 1.0).unwrap();
         assert_eq!(a.claim(false, &mut trial, None).unwrap(), Claim::Done);
         assert_eq!(b.decision_workers(0).unwrap(), vec!["a".to_string(), "b".to_string()]);
+    }
+
+    /// Each write another worker's trial refuses is one statement (no transaction to roll
+    /// back): the refusal must leave every row as it was, and the owner's heartbeat unbeaten.
+    #[test]
+    fn a_refused_write_leaves_the_owners_rows_as_they_were() {
+        let Some(url) = url() else { return };
+        let name = unique("refused");
+        let mut a = PostgresStore::open(&url, &name, options("a")).unwrap();
+        a.create_study(&study()).unwrap();
+        let mut b = PostgresStore::open(&url, &name, options("b")).unwrap();
+        assert_eq!(a.claim(true, &mut trial, None).unwrap(), Claim::New(0));
+        a.add_decision_evaluated(&decision(0, 0), Some(&evaluation(0, 0, "val"))).unwrap();
+        a.save_checkpoint(&trial(0), &checkpoint(0, 100, 1), 1.0).unwrap();
+        let mut direct = Client::connect(&url, NoTls).unwrap();
+        let snapshot = |direct: &mut Client| -> Vec<String> {
+            let row = direct
+                .query_one(
+                    "SELECT (SELECT row_to_json(t)::text FROM trials t WHERE study = $1 AND id = 0), \
+                     (SELECT json_agg(d ORDER BY idx)::text FROM decisions d WHERE study = $1), \
+                     (SELECT json_agg(e ORDER BY idx, split)::text FROM evaluations e WHERE study = $1), \
+                     (SELECT json_agg(json_build_array(trial, step, md5(model), md5(optimizer), worker))::text \
+                      FROM checkpoints WHERE study = $1), \
+                     (SELECT elapsed_s::text FROM studies WHERE name = $1)",
+                    &[&name],
+                )
+                .unwrap();
+            (0..5).map(|k| row.get::<_, Option<String>>(k).unwrap_or_default()).collect()
+        };
+        let before = snapshot(&mut direct);
+        let ended = TrialRow { status: "completed".into(), ended_unix: Some(5.0), ..trial(0) };
+        type Write<'a> = Box<dyn Fn(&mut PostgresStore) -> Result<()> + 'a>;
+        let refused: Vec<(&str, Write<'_>)> = vec![
+            ("add_decision", Box::new(|b| b.add_decision(&decision(0, 1)))),
+            (
+                "add_decision_evaluated",
+                Box::new(|b| b.add_decision_evaluated(&decision(0, 1), Some(&evaluation(0, 1, "val")))),
+            ),
+            ("add_evaluation", Box::new(|b| b.add_evaluation(&evaluation(0, 1, "val")))),
+            ("add_evaluation (test, trial running)", Box::new(|b| b.add_evaluation(&evaluation(0, 1, "test")))),
+            ("delete_checkpoint (trial running)", Box::new(|b| b.delete_checkpoint(0))),
+            ("save_trial", Box::new(|b| b.save_trial(&ended, 9.0))),
+            ("save_checkpoint", Box::new(|b| b.save_checkpoint(&trial(0), &checkpoint(0, 200, 2), 9.0))),
+            ("finish_trial", Box::new(|b| b.finish_trial(&ended, None, 9.0))),
+            ("finish_trial with a policy", Box::new(|b| b.finish_trial(&ended, Some("{}"), 9.0))),
+            ("finish_trials", Box::new(|b| b.finish_trials(std::slice::from_ref(&ended), 9.0))),
+        ];
+        for (what, write) in &refused {
+            let err = write(&mut b).expect_err(what);
+            assert!(matches!(&err, Error::TakenOver { trial: 0, owner, .. } if owner == "a"), "{what}: {err}");
+            assert_eq!(snapshot(&mut direct), before, "{what} wrote");
+        }
+        // Once the trial has ended, any worker may add its test evaluation and drop its
+        // checkpoint (the best trial's report), but still not write the rest.
+        a.finish_trial(&ended, None, 2.0).unwrap();
+        b.add_evaluation(&evaluation(0, 1, "test")).unwrap();
+        assert_eq!(a.evaluations(0).unwrap(), vec![evaluation(0, 0, "val"), evaluation(0, 1, "test")]);
+        b.delete_checkpoint(0).unwrap();
+        assert_eq!(a.checkpoint(0).unwrap(), None);
+        assert!(matches!(b.add_decision(&decision(0, 1)).unwrap_err(), Error::TakenOver { trial: 0, .. }));
+        assert_eq!(a.decisions(0).unwrap(), vec![decision(0, 0)]);
     }
 
     #[test]
