@@ -390,6 +390,14 @@ impl RungCache {
 /// `asha` study take 7 s past its budget.
 pub const CLOSE_BATCH: i64 = 64;
 
+/// The new trial ids at which the worker given them runs `ANALYZE` on the study tables.
+/// A connection's statements are planned once, and a plan made while the tables were empty
+/// (a fresh database) can pick, for a trial's row by id, an index on `study` alone — a scan
+/// of the study's every trial at each write (3,755 rows a write 25 s into a fresh study) —
+/// until autovacuum's first `ANALYZE`, which may be a minute away. `ANALYZE` invalidates
+/// every connection's plans of those tables; on a large table it samples 30,000 rows.
+const ANALYZE_AT: [u64; 2] = [100, 2000];
+
 /// What [`PostgresStore::claim`] gave the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -849,7 +857,7 @@ impl PostgresStore {
         let token = format!("{}#{:016x}#{}:", self.options.worker, self.nonce, self.claims);
         let mut attempts = 0;
         let timeout = self.options.heartbeat_timeout.as_secs_f64();
-        self.tx(
+        let claim = self.tx(
             || "claiming a trial".into(),
             |tx, study, worker| {
                 let id_of = |trial: &TrialRow| to_i64(trial.id);
@@ -960,7 +968,20 @@ impl PostgresStore {
                     .get(0);
                 Ok(if paused > 0 { Claim::Wait } else { Claim::Done })
             },
-        )
+        )?;
+        if let Claim::New(id) = claim
+            && ANALYZE_AT.contains(&id)
+        {
+            // After the claim's commit (not holding the study's trial counter), and not fatal.
+            let analyzed = self.once(
+                || "analyzing the study tables".into(),
+                |tx, _, _| Ok(tx.execute("ANALYZE trials, decisions, evaluations, rungs", &[])?),
+            );
+            if let Err(e) = analyzed {
+                tracing::warn!(error = %e, "could not ANALYZE the study tables; plans may stay slow until autovacuum does");
+            }
+        }
+        Ok(claim)
     }
 
     /// The trials whose id is `from` or more, by id: with [`StudyStore::trials`]' rows, but
@@ -1351,7 +1372,15 @@ fn write_decision(
     let (e_idx, e_step);
     if let Some(e) = e {
         (e_idx, e_step) = (to_i64(e.idx)?, to_i64(e.step)?);
-        params.extend([&e_idx as &(dyn ToSql + Sync), &e_step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix]);
+        params.extend([
+            &e_idx as &(dyn ToSql + Sync),
+            &e_step,
+            &e.split,
+            &e.macro_f1,
+            &e.accuracy,
+            &e.loss,
+            &e.at_unix,
+        ]);
         sql += &format!(", evaluation AS ({})", evaluation_insert(13));
     }
     sql += " SELECT worker, status FROM fence";
@@ -1368,7 +1397,8 @@ fn write_evaluation(
     open_only: bool,
 ) -> std::result::Result<(), Fail> {
     let (trial, idx, step) = (to_i64(e.trial)?, to_i64(e.idx)?, to_i64(e.step)?);
-    let sql = format!("{}, evaluation AS ({}) SELECT worker, status FROM fence", fenced(open_only), evaluation_insert(4));
+    let sql =
+        format!("{}, evaluation AS ({}) SELECT worker, status FROM fence", fenced(open_only), evaluation_insert(4));
     let row = tx.query_opt(
         &sql,
         &[&study, &trial, &worker, &idx, &step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix],
@@ -1624,13 +1654,10 @@ impl StudyStore for PostgresStore {
         let Some(state) = policy else {
             return self.once(what, |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s)));
         };
-        self.tx(
-            what,
-            |tx, study, worker| {
-                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
-                store_policy(tx, study, trial.id, state)
-            },
-        )
+        self.tx(what, |tx, study, worker| {
+            upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
+            store_policy(tx, study, trial.id, state)
+        })
     }
 
     fn finish_trial_merging(
@@ -2034,6 +2061,30 @@ mod tests {
         config.dbname(&db);
         let other = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
         (admin, db, other, config)
+    }
+
+    /// A fresh database's tables are analyzed by the worker that claims trial 100 (see
+    /// [`ANALYZE_AT`]), not only when autovacuum comes round (turned off here, so that only
+    /// the store can have done it).
+    #[test]
+    fn the_study_tables_are_analyzed_at_the_hundredth_trial() {
+        let Some(url) = url() else { return };
+        let (_admin, _db, other, mut config) = fresh_database(&url, "tf_analyze");
+        let mut store = PostgresStore::open(&other, "s", options("w")).unwrap();
+        store.create_study(&study()).unwrap();
+        let mut direct = config.connect(NoTls).unwrap();
+        direct.batch_execute("ALTER TABLE trials SET (autovacuum_enabled = false)").unwrap();
+        let reltuples = |direct: &mut Client| -> f32 {
+            direct.query_one("SELECT reltuples FROM pg_class WHERE relname = 'trials'", &[]).unwrap().get(0)
+        };
+        for id in 0..100 {
+            assert_eq!(store.claim(true, &mut trial, None).unwrap(), Claim::New(id));
+            let ended = TrialRow { status: "completed".into(), ended_unix: Some(1.0), ..trial(id) };
+            store.finish_trial(&ended, None, 1.0).unwrap();
+        }
+        assert_eq!(reltuples(&mut direct), -1.0, "analyzed before trial 100");
+        assert_eq!(store.claim(true, &mut trial, None).unwrap(), Claim::New(100));
+        assert_eq!(reltuples(&mut direct), 101.0);
     }
 
     #[test]
