@@ -2069,7 +2069,7 @@ mod tests {
     #[test]
     fn the_study_tables_are_analyzed_at_the_hundredth_trial() {
         let Some(url) = url() else { return };
-        let (_admin, _db, other, mut config) = fresh_database(&url, "tf_analyze");
+        let (_admin, _db, other, config) = fresh_database(&url, "tf_analyze");
         let mut store = PostgresStore::open(&other, "s", options("w")).unwrap();
         store.create_study(&study()).unwrap();
         let mut direct = config.connect(NoTls).unwrap();
