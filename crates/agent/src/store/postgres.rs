@@ -1198,28 +1198,35 @@ fn trial_from_row(row: &Row) -> std::result::Result<TrialRow, Fail> {
     })
 }
 
-/// Locks the trial row and checks that this worker owns it (any worker may write a trial
-/// that is not running or paused when `open_only`), refreshing its heartbeat if so — one
-/// statement (an `UPDATE` locks the row as `SELECT ... FOR NO KEY UPDATE` does; it was that
-/// select and a second update, a fifth of a worker's statements). A trial with no row passes
-/// (its first save creates it).
-/// Takes the row lock of this worker's trial `trial` (and beats its heartbeat): a trial
-/// another worker owns — unless `open_only` and it has ended — is [`Fail::Lost`]; a trial
-/// without a row may be written.
-fn fence(tx: &mut Tx<'_, '_>, study: &str, worker: &str, trial: u64, open_only: bool) -> std::result::Result<(), Fail> {
+/// Runs `writes` (CTEs, comma-separated, each selecting `FROM allowed` or testing `EXISTS
+/// (SELECT 1 FROM allowed)`) under the owner check of trial `trial`, in one statement: CTE
+/// `fence` locks the trial's row and refreshes its heartbeat if this worker owns it (an
+/// `UPDATE` locks as `SELECT ... FOR NO KEY UPDATE` does), and `allowed` has a row only if
+/// the writes may be made — the trial has no row yet (its first save creates it), this
+/// worker owns it, or `open_only` and it has ended. Otherwise nothing is written and the
+/// result is [`Fail::Lost`]. Parameters: $1 study, $2 trial, $3 worker, then `extra`.
+fn fenced_write(
+    tx: &mut Tx<'_, '_>,
+    study: &str,
+    worker: &str,
+    trial: u64,
+    open_only: bool,
+    writes: &str,
+    extra: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<(), Fail> {
     let id = to_i64(trial)?;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&study, &id, &worker];
+    params.extend_from_slice(extra);
+    let open = if open_only { " AND status IN ('running', 'paused')" } else { "" };
     let row = tx.query_opt(
         &format!(
-            "UPDATE trials SET heartbeat = CASE WHEN worker = $3 THEN {SERVER_NOW} ELSE heartbeat END \
-             WHERE study = $1 AND id = $2 RETURNING worker, status"
+            "WITH fence AS (UPDATE trials SET heartbeat = CASE WHEN worker = $3 THEN {SERVER_NOW} ELSE heartbeat END \
+             WHERE study = $1 AND id = $2 RETURNING worker, status), \
+             allowed AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM fence WHERE worker <> $3{open})), \
+             {writes} SELECT worker, status FROM fence"
         ),
-        &[&study, &id, &worker],
+        &params,
     )?;
-    judge(row.as_ref(), worker, trial, open_only)
-}
-
-/// [`fence`]'s verdict on the trial's `(worker, status)` row.
-fn judge(row: Option<&Row>, worker: &str, trial: u64, open_only: bool) -> std::result::Result<(), Fail> {
     let Some(row) = row else {
         return Ok(());
     };
@@ -1229,19 +1236,6 @@ fn judge(row: Option<&Row>, worker: &str, trial: u64, open_only: bool) -> std::r
         return Err(Fail::Lost { trial, owner });
     }
     Ok(())
-}
-
-/// The head of a statement that is [`fence`] and the writes it guards in one ($1 study,
-/// $2 trial, $3 worker): CTE `fence` takes the lock and gives the row for [`judge`], and the
-/// writes select from `allowed`, which has a row only if they may be made. The statement
-/// ends with `SELECT worker, status FROM fence`.
-fn fenced(open_only: bool) -> String {
-    let open = if open_only { " AND status IN ('running', 'paused')" } else { "" };
-    format!(
-        "WITH fence AS (UPDATE trials SET heartbeat = CASE WHEN worker = $3 THEN {SERVER_NOW} ELSE heartbeat END \
-         WHERE study = $1 AND id = $2 RETURNING worker, status), \
-         allowed AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM fence WHERE worker <> $3{open}))"
-    )
 }
 
 /// Raises the study's elapsed time to `elapsed_s` (the study row's lock, held to the commit).
@@ -1324,7 +1318,7 @@ fn upsert_trial(
 }
 
 /// `INSERT INTO evaluations` of the evaluation in parameters `$p` to `$p+6`, selecting
-/// from [`fenced`]'s `allowed`.
+/// from [`fenced_write`]'s `allowed`.
 fn evaluation_insert(p: usize) -> String {
     let [idx, step, split, f1, accuracy, loss, at] = std::array::from_fn(|k| p + k);
     format!(
@@ -1344,11 +1338,8 @@ fn write_decision(
     d: &DecisionRow,
     e: Option<&EvaluationRow>,
 ) -> std::result::Result<(), Fail> {
-    let (trial, idx, step) = (to_i64(d.trial)?, to_i64(d.idx)?, to_i64(d.step)?);
+    let (idx, step) = (to_i64(d.idx)?, to_i64(d.step)?);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &study,
-        &trial,
-        &worker,
         &idx,
         &step,
         &d.observation,
@@ -1359,16 +1350,14 @@ fn write_decision(
         &d.samples_per_s,
         &d.at_unix,
     ];
-    let mut sql = format!(
-        "{}, decision AS (INSERT INTO decisions (study, trial, idx, step, observation, action, applied, reward, \
-         val_macro_f1, samples_per_s, at_unix, worker) SELECT $1, $2, $4::bigint, $5::bigint, $6::text, $7::text, \
-         $8::text, $9::float8, $10::float8, $11::float8, $12::float8, $3 FROM allowed \
+    let mut writes = "decision AS (INSERT INTO decisions (study, trial, idx, step, observation, action, applied, \
+         reward, val_macro_f1, samples_per_s, at_unix, worker) SELECT $1, $2, $4::bigint, $5::bigint, $6::text, \
+         $7::text, $8::text, $9::float8, $10::float8, $11::float8, $12::float8, $3 FROM allowed \
          ON CONFLICT (study, trial, idx) DO UPDATE SET step = excluded.step, \
          observation = excluded.observation, action = excluded.action, applied = excluded.applied, \
          reward = excluded.reward, val_macro_f1 = excluded.val_macro_f1, \
-         samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker)",
-        fenced(false)
-    );
+         samples_per_s = excluded.samples_per_s, at_unix = excluded.at_unix, worker = excluded.worker)"
+        .to_owned();
     let (e_idx, e_step);
     if let Some(e) = e {
         (e_idx, e_step) = (to_i64(e.idx)?, to_i64(e.step)?);
@@ -1381,14 +1370,12 @@ fn write_decision(
             &e.loss,
             &e.at_unix,
         ]);
-        sql += &format!(", evaluation AS ({})", evaluation_insert(13));
+        writes += &format!(", evaluation AS ({})", evaluation_insert(13));
     }
-    sql += " SELECT worker, status FROM fence";
-    let row = tx.query_opt(&sql, &params)?;
-    judge(row.as_ref(), worker, d.trial, false)
+    fenced_write(tx, study, worker, d.trial, false, &writes, &params)
 }
 
-/// Writes evaluation `e` in one fenced statement (`open_only`: as [`fence`]).
+/// Writes evaluation `e` in one fenced statement (`open_only`: as in [`fenced_write`]).
 fn write_evaluation(
     tx: &mut Tx<'_, '_>,
     study: &str,
@@ -1396,14 +1383,16 @@ fn write_evaluation(
     e: &EvaluationRow,
     open_only: bool,
 ) -> std::result::Result<(), Fail> {
-    let (trial, idx, step) = (to_i64(e.trial)?, to_i64(e.idx)?, to_i64(e.step)?);
-    let sql =
-        format!("{}, evaluation AS ({}) SELECT worker, status FROM fence", fenced(open_only), evaluation_insert(4));
-    let row = tx.query_opt(
-        &sql,
-        &[&study, &trial, &worker, &idx, &step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix],
-    )?;
-    judge(row.as_ref(), worker, e.trial, open_only)
+    let (idx, step) = (to_i64(e.idx)?, to_i64(e.step)?);
+    fenced_write(
+        tx,
+        study,
+        worker,
+        e.trial,
+        open_only,
+        &format!("evaluation AS ({})", evaluation_insert(4)),
+        &[&idx, &step, &e.split, &e.macro_f1, &e.accuracy, &e.loss, &e.at_unix],
+    )
 }
 
 fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> std::result::Result<(), Fail> {
@@ -1617,34 +1606,22 @@ impl StudyStore for PostgresStore {
         self.once(
             || format!("deleting the checkpoint of trial {trial}"),
             |tx, study, worker| {
-                let row = tx.query_opt(
-                    &format!(
-                        "{}, deleted AS (DELETE FROM checkpoints WHERE study = $1 AND trial = $2 \
-                         AND EXISTS (SELECT 1 FROM allowed)) SELECT worker, status FROM fence",
-                        fenced(true)
-                    ),
-                    &[&study, &to_i64(trial)?, &worker],
-                )?;
-                judge(row.as_ref(), worker, trial, true)
+                let writes = "deleted AS (DELETE FROM checkpoints WHERE study = $1 AND trial = $2 \
+                              AND EXISTS (SELECT 1 FROM allowed))";
+                fenced_write(tx, study, worker, trial, true, writes, &[])
             },
         )
     }
 
     fn rewind(&mut self, trial: u64, from_idx: u64) -> Result<()> {
-        self.tx(
+        self.once(
             || format!("rewinding trial {trial} to decision {from_idx}"),
             |tx, study, worker| {
-                fence(tx, study, worker, trial, false)?;
-                let (id, from) = (to_i64(trial)?, to_i64(from_idx)?);
-                tx.execute(
-                    "DELETE FROM decisions WHERE study = $1 AND trial = $2 AND idx >= $3",
-                    &[&study, &id, &from],
-                )?;
-                tx.execute(
-                    "DELETE FROM evaluations WHERE study = $1 AND trial = $2 AND idx > $3",
-                    &[&study, &id, &from],
-                )?;
-                Ok(())
+                let writes = "decisions_after AS (DELETE FROM decisions WHERE study = $1 AND trial = $2 \
+                              AND idx >= $4 AND EXISTS (SELECT 1 FROM allowed)), \
+                              evaluations_after AS (DELETE FROM evaluations WHERE study = $1 AND trial = $2 \
+                              AND idx > $4 AND EXISTS (SELECT 1 FROM allowed))";
+                fenced_write(tx, study, worker, trial, false, writes, &[&to_i64(from_idx)?])
             },
         )
     }
@@ -1933,6 +1910,7 @@ mod tests {
             ("add_evaluation", Box::new(|b| b.add_evaluation(&evaluation(0, 1, "val")))),
             ("add_evaluation (test, trial running)", Box::new(|b| b.add_evaluation(&evaluation(0, 1, "test")))),
             ("delete_checkpoint (trial running)", Box::new(|b| b.delete_checkpoint(0))),
+            ("rewind", Box::new(|b| b.rewind(0, 0))),
             ("save_trial", Box::new(|b| b.save_trial(&ended, 9.0))),
             ("save_checkpoint", Box::new(|b| b.save_checkpoint(&trial(0), &checkpoint(0, 200, 2), 9.0))),
             ("finish_trial", Box::new(|b| b.finish_trial(&ended, None, 9.0))),
@@ -1952,6 +1930,7 @@ mod tests {
         b.delete_checkpoint(0).unwrap();
         assert_eq!(a.checkpoint(0).unwrap(), None);
         assert!(matches!(b.add_decision(&decision(0, 1)).unwrap_err(), Error::TakenOver { trial: 0, .. }));
+        assert!(matches!(b.rewind(0, 0).unwrap_err(), Error::TakenOver { trial: 0, .. }));
         assert_eq!(a.decisions(0).unwrap(), vec![decision(0, 0)]);
     }
 
