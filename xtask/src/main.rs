@@ -18,6 +18,7 @@ mod bench;
 mod bench_tune;
 mod datasets;
 mod gpu;
+mod predict;
 mod report;
 mod study;
 mod train;
@@ -39,9 +40,12 @@ enum Command {
     /// Train one model once, without tuning, and write summary.json, predictions.csv,
     /// the model and the optimiser state to --out.
     Train(train::TrainArgs),
-    /// Tune a network while it trains (strategies fixed, random, rl, rl-no-width) within a
-    /// wall-clock budget; writes summary.json, the best model and its test predictions.
+    /// Tune a network while it trains (strategies rl, rl-no-width, fixed, random, asha, pbt)
+    /// within a wall-clock budget; writes summary.json, the best model and its test predictions.
     Tune(tune::TuneArgs),
+    /// Apply a model that train or tune wrote (its folder) to new rows — a CSV file, texts,
+    /// images or a known dataset — and write each row's predicted class (and probabilities).
+    Predict(predict::PredictArgs),
     /// Training and inference samples/s of one model at one batch size on Fashion-MNIST
     /// (one JSON line, comparable with ../shared/bench/torch_throughput.py).
     BenchStep(bench::BenchStepArgs),
@@ -131,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         Command::Datasets(args) => datasets::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Tune(args) => tune::run(&args),
+        Command::Predict(args) => predict::run(&args),
         Command::BenchStep(args) => bench::run(&args),
         Command::GpuCheck(args) => gpu::check(&args),
         Command::GpuBundle(args) => gpu::bundle(&args),

@@ -115,7 +115,7 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
         let (words, kind) = if i % 2 == 0 { (&good, "good") } else { (&bad, "bad") };
         rows.push_str(&format!("{i},\"the {} apple, number {i}\",{kind}\n", words[i % 4]));
     }
-    std::fs::write(&csv, rows).unwrap();
+    std::fs::write(&csv, &rows).unwrap();
     let dataset = format!("csv:{}", csv.display());
     let out_dir = tmp.path().join("study");
     let out = xtask(&[
@@ -144,6 +144,69 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
     assert!(summary["best"]["test_accuracy"].as_f64().unwrap() > 0.9, "{summary}");
     let prep = std::fs::read_to_string(out_dir.join("prep.json")).unwrap();
     assert!(prep.contains("\"mouldy\"") && prep.contains("\"email_body\""), "{prep}");
+
+    // `predict` on the study's test rows, written to a CSV of their own (the split is the
+    // loader's, recomputed here): the study's predictions.csv and test accuracy again.
+    let lines: Vec<&str> = rows.lines().collect();
+    let labels: Vec<u32> = (0..120).map(|i| u32::from(i % 2 == 0)).collect(); // bad = 0, good = 1
+    let (_, test_rows) = tuneforge_loader::stratified_split(&labels, 0.2, 0).unwrap();
+    let mut test = String::from(lines[0]);
+    for &r in &test_rows {
+        test.push('\n');
+        test.push_str(lines[r as usize + 1]);
+    }
+    let test_csv = tmp.path().join("test.csv");
+    std::fs::write(&test_csv, &test).unwrap();
+    let written = tmp.path().join("predicted.csv");
+    let model = out_dir.to_str().unwrap();
+    let out = xtask(&[
+        "predict",
+        "--model",
+        model,
+        "--dataset",
+        &format!("csv:{}", test_csv.display()),
+        "--out",
+        written.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let accuracy = summary["best"]["test_accuracy"].as_f64().unwrap();
+    assert!(stderr.contains(&format!("24 rows of csv:{} predicted", test_csv.display())), "{stderr}");
+    assert!(stderr.contains(&format!("accuracy {accuracy:.4}")), "{stderr}");
+    let study: Vec<String> = std::fs::read_to_string(out_dir.join("predictions.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let v: Vec<&str> = l.split(',').collect();
+            let name = |c: &str| ["bad", "good"][c.parse::<usize>().unwrap()];
+            format!("{},{}", name(v[1]), name(v[2]))
+        })
+        .collect();
+    let ours: Vec<String> = std::fs::read_to_string(&written)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_once(',').unwrap().1.to_string())
+        .collect();
+    assert_eq!(ours, study);
+
+    // New notes without the label column: their classes on standard output.
+    std::fs::write(tmp.path().join("new.csv"), "body,id\n\"a sweet apple\",1\n\"a mouldy apple\",2\n").unwrap();
+    let new = format!("csv:{}", tmp.path().join("new.csv").display());
+    let out = xtask(&["predict", "--model", model, "--dataset", &new, "--probabilities"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "index,predicted,p_bad,p_good");
+    assert!(lines[1].starts_with("0,good,") && lines[2].starts_with("1,bad,"), "{stdout}");
+    // A table input for a text model, and a folder without a model: errors, not panics.
+    let out = xtask(&["predict", "--model", model, "--dataset", "digits"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("reads texts"), "{stderr}");
+    let out = xtask(&["predict", "--model", tmp.path().to_str().unwrap(), "--dataset", &new]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("predictor.json: not found"), "{stderr}");
 }
 
 /// `gpu-check` on the CPU: the code the GPU run executes (fused-optimiser comparisons,

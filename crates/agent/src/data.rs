@@ -219,6 +219,7 @@ pub fn prepare(
                     },
                     text_field: text_field.clone(),
                     label_field: label.clone(),
+                    labels: tuneforge_loader::Labels::Required,
                 };
                 let config = if *keep_headers { TextPipelineConfig::plain() } else { TextPipelineConfig::email() };
                 let (tr, te, fitted) = prepare_text(path, &options, &config, seed)?;

@@ -50,6 +50,14 @@ pub enum Error {
         /// The loss value.
         loss: f32,
     },
+    /// Data or a saved model that does not fit (what, and where in the file).
+    #[error("{}: {why}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        why: String,
+    },
     /// Writing an output file.
     #[error("{path}: {source}")]
     Io {

@@ -21,6 +21,9 @@
 //!   trial claims, heartbeats, takeover of a dead worker's trial, merged policy updates).
 //!   The PostgreSQL client is the sync `postgres` crate, which runs `tokio-postgres` on a
 //!   current-thread runtime inside each connection; this crate creates none of its own.
+//! - [`predict`] — [`predict::Predictor`]: a model that `train` or `tune` wrote, with its
+//!   fitted preprocessing and classes (`predictor.json`), applied to new rows (`cargo xtask
+//!   predict`).
 //! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl` or
 //!   `rl-no-width` within a wall-clock budget, resumable after `kill -9`
 //!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`); [`tune::work`] is one worker of
@@ -83,6 +86,7 @@ pub mod data;
 pub mod env;
 mod error;
 pub mod policy;
+pub mod predict;
 pub mod run;
 pub mod store;
 pub mod trial;

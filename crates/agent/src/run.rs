@@ -735,8 +735,9 @@ fn evaluate(model: &Model, device: &Device, scale: &Scale, dataset: &dyn Dataset
 /// Trains `config` to the end, evaluates once on the test split and writes to `out`:
 /// `summary.json`, `predictions.csv` (`index,label,predicted` over the test split),
 /// `model.safetensors` (+ `model.safetensors.json`, the spec), `optimizer/` (optimiser and
-/// schedule state), `events.jsonl` (the monitor's event log) and, for CSV data, `prep.json`
-/// (the fitted preprocessing).
+/// schedule state), `events.jsonl` (the monitor's event log), `predictor.json` (what
+/// [`predict`](crate::predict) needs: input kind, classes, label column) and, for CSV and
+/// text data, `prep.json` (the fitted preprocessing).
 ///
 /// The run is monitored ([`Run::with_monitor`]) with `monitor`, whose defaults are filled
 /// in: `log` is `out/events.jsonl` (replaced if it exists; a path given is appended to),
@@ -821,7 +822,7 @@ fn train_monitored(
     if let Some(m) = run.monitor_mut() {
         m.checkpoint(last_step, Some(&model_path))?;
     }
-    run.write_pipeline(&out.join("prep.json"))?;
+    run.write_predictor(out)?;
     write_predictions(&out.join("predictions.csv"), &test)?;
     let monitored = run.finish_monitor(Outcome::Completed)?;
     let summary = Summary {
@@ -967,6 +968,13 @@ impl Run {
             return Err(Error::Config { what: "batch size", why: "it must be at least 1".into() });
         }
         Ok(())
+    }
+
+    /// Writes what [`Predictor::load`](crate::predict::Predictor::load) needs besides the
+    /// model to `dir`: `prep.json` (CSV and text data) and `predictor.json`.
+    pub fn write_predictor(&self, dir: &Path) -> Result<()> {
+        self.write_pipeline(&dir.join(crate::predict::PREP))?;
+        crate::predict::Manifest::of(&self.config.data, &self.data).write(dir)
     }
 
     /// Writes the preprocessing fitted on the training rows (CSV data: the table pipeline;

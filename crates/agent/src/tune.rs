@@ -305,7 +305,7 @@ pub fn study_path(dir: &Path) -> PathBuf {
 
 /// Runs a new study in `out` (refused if `out` already holds one: continue it with
 /// [`resume`]) and writes `study.sqlite`, `events.jsonl`, `summary.json`,
-/// `model.safetensors` (+ spec), `prep.json` (CSV data), `predictions.csv` and, for the
+/// `model.safetensors` (+ spec), `predictor.json`, `prep.json` (CSV and text data), `predictions.csv` and, for the
 /// learning strategies, `policy.json`. `on_trial` sees each finished trial.
 pub fn tune(
     config: &TuneConfig,
@@ -1037,7 +1037,7 @@ fn finalize(
     })?;
     let model_path = out.join("model.safetensors");
     run.model().save(&model_path)?;
-    run.write_pipeline(&out.join("prep.json"))?;
+    run.write_predictor(out)?;
     let predictions_path = out.join("predictions.csv");
     write_predictions(&predictions_path, &test)?;
     if st.config.strategy.learns() {

@@ -1349,3 +1349,188 @@ fn spamassassin_slice_trains_a_text_model_end_to_end() {
     assert!(DataSource::parse("digits", None).unwrap().with_text(Some("body"), false).is_err());
     assert!(DataSource::parse("digits", None).unwrap().with_text(None, true).is_err());
 }
+
+/// `Predictor`: a saved model with its preprocessing and classes, applied to files written
+/// here from the real datasets, must give the predictions the run gave in memory.
+mod predict {
+    use super::*;
+    use tuneforge_agent::predict::{Input, Predictor, predictions_csv};
+
+    /// `predictions.csv` of a run: (label, predicted) class indices per row.
+    fn run_predictions(dir: &Path) -> Vec<(u32, u32)> {
+        let csv = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let v: Vec<u32> = l.split(',').map(|x| x.parse().unwrap()).collect();
+                (v[1], v[2])
+            })
+            .collect()
+    }
+
+    /// Asserts `got == want` without printing thousands of values when they differ.
+    #[track_caller]
+    fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T]) {
+        assert_eq!(got.len(), want.len(), "lengths");
+        let diff: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i]).collect();
+        if let Some(&i) = diff.first() {
+            panic!("{} of {} differ; first at {i}: {:?} vs {:?}", diff.len(), got.len(), got[i], want[i]);
+        }
+    }
+
+    fn read(predictor: &Predictor, input: &str) -> tuneforge_agent::Result<tuneforge_agent::predict::Rows> {
+        predictor.read(&Input::parse(input)?, &shared_dirs(), &cache())
+    }
+
+    #[test]
+    fn a_digits_model_predicts_its_test_rows_from_a_csv_file_as_the_run_did() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        let summary = train(
+            config("digits", "mlp:64", 4),
+            MonitorConfig::default(),
+            &repo_dirs(),
+            &cache(),
+            &Device::Cpu,
+            &out,
+            &mut |_| {},
+        )
+        .unwrap();
+        let expected = run_predictions(&out);
+        // The test rows of digits.csv, as raw lines, in the split's order (the loader's
+        // split with the run's seed, recomputed here).
+        let path = repo_dirs().locate(tuneforge_loader::Known::Digits).unwrap().remove(0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let data = tuneforge_loader::read_csv(&path, &tuneforge_loader::CsvOptions::with_label("label")).unwrap();
+        let (_, test_rows) = tuneforge_loader::stratified_split(&data.labels, 0.2, 1).unwrap();
+        let mut file = String::from(lines[0]);
+        for &r in &test_rows {
+            file.push('\n');
+            file.push_str(lines[r as usize + 1]);
+        }
+        let test_csv = tmp.path().join("test.csv");
+        std::fs::write(&test_csv, &file).unwrap();
+
+        let predictor = Predictor::load(&out, &Device::Cpu).unwrap();
+        assert_eq!(predictor.classes(), (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+        let rows = read(&predictor, &format!("csv:{}", test_csv.display())).unwrap();
+        let got = predictor.predict(&rows).unwrap();
+        let labels = rows.labels.clone().unwrap();
+        let pairs: Vec<(u32, u32)> = labels.iter().copied().zip(got.predicted.iter().copied()).collect();
+        same(&pairs, &expected);
+        let mut cm = tuneforge_eval::ConfusionMatrix::new(10).unwrap();
+        cm.update(&labels, &got.predicted).unwrap();
+        assert!((cm.report().macro_avg.f1 - summary.test_macro_f1).abs() < 1e-12);
+        // Probabilities: one row per row, summing to 1, largest at the predicted class.
+        for (i, p) in got.probabilities.chunks(10).enumerate() {
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            let top = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            assert_eq!(top as u32, got.predicted[i]);
+        }
+
+        // Columns in another order, without the label: the same predictions, unlabelled.
+        let header: Vec<&str> = lines[0].split(',').collect();
+        let label_at = header.iter().position(|h| *h == "label").unwrap();
+        let reorder = |line: &str| {
+            let mut v: Vec<&str> =
+                line.split(',').enumerate().filter(|&(i, _)| i != label_at).map(|(_, x)| x).collect();
+            v.reverse();
+            v.join(",")
+        };
+        let shuffled = file.lines().map(reorder).collect::<Vec<_>>().join("\n");
+        let new_csv = tmp.path().join("new.csv");
+        std::fs::write(&new_csv, shuffled).unwrap();
+        let rows = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap();
+        assert!(rows.labels.is_none());
+        same(&predictor.predict(&rows).unwrap().predicted, &got.predicted);
+        let csv = predictions_csv(predictor.classes(), &rows, &got, true);
+        assert!(csv.starts_with("index,predicted,p_0,p_1,"), "{}", &csv[..40]);
+        assert_eq!(csv.lines().count(), rows.len() + 1);
+
+        // Bad input: a missing column, a label the model does not know, the wrong kind of
+        // input, a folder with no model.
+        let cut = |line: &str| line.split(',').skip(1).collect::<Vec<_>>().join(",");
+        std::fs::write(&new_csv, file.lines().map(cut).collect::<Vec<_>>().join("\n")).unwrap();
+        let e = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap_err().to_string();
+        assert!(e.contains(header[0]) && e.contains("new.csv"), "{e}");
+        let relabel: String =
+            file.replacen(&format!(",{}\n", lines[test_rows[1] as usize + 1].rsplit(',').next().unwrap()), ",11\n", 1);
+        std::fs::write(&new_csv, relabel).unwrap();
+        let e = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap_err().to_string();
+        assert!(e.contains("\"11\"") && e.contains("new.csv"), "{e}");
+        let e = read(&predictor, "jsonl:whatever.jsonl").unwrap_err().to_string();
+        assert!(e.contains("reads table rows"), "{e}");
+        let e = Predictor::load(tmp.path(), &Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("predictor.json") && e.contains("not found"), "{e}");
+    }
+
+    #[test]
+    fn a_spam_model_predicts_texts_with_and_without_labels_as_the_run_did() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, rows) = spam_slice(tmp.path());
+        let out = tmp.path().join("run");
+        let cfg = config(&format!("jsonl:{}", path.display()), "text-bag:16,16", 3);
+        train(cfg, MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, &out, &mut |_| {}).unwrap();
+        let expected = run_predictions(&out);
+        let labels: Vec<u32> = rows.iter().map(|&(_, s)| u32::from(s)).collect();
+        let (_, test_rows) = tuneforge_loader::stratified_split(&labels, 0.2, 1).unwrap();
+        let predictor = Predictor::load(&out, &Device::Cpu).unwrap();
+        assert_eq!(predictor.classes(), ["ham", "spam"]);
+        let write = |name: &str, labelled: bool| {
+            let lines: Vec<String> = test_rows
+                .iter()
+                .map(|&r| {
+                    let (t, s) = &rows[r as usize];
+                    match labelled {
+                        true => serde_json::json!({"label": if *s { "spam" } else { "ham" }, "text": t}),
+                        false => serde_json::json!({"text": t}),
+                    }
+                    .to_string()
+                })
+                .collect();
+            let p = tmp.path().join(name);
+            std::fs::write(&p, lines.join("\n")).unwrap();
+            format!("jsonl:{}", p.display())
+        };
+        let labelled = read(&predictor, &write("test.jsonl", true)).unwrap();
+        let got = predictor.predict(&labelled).unwrap();
+        let pairs: Vec<(u32, u32)> = labelled.labels.clone().unwrap().into_iter().zip(got.predicted.clone()).collect();
+        same(&pairs, &expected);
+        let unlabelled = read(&predictor, &write("new.jsonl", false)).unwrap();
+        assert!(unlabelled.labels.is_none());
+        same(&predictor.predict(&unlabelled).unwrap().predicted, &got.predicted);
+        same(&predictor.predict(&unlabelled).unwrap().probabilities, &got.probabilities);
+        let e = read(&predictor, "digits").unwrap_err().to_string();
+        assert!(e.contains("reads texts"), "{e}");
+    }
+
+    #[test]
+    fn a_fashion_mnist_model_predicts_the_test_split_and_its_idx_file_as_the_run_did() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config("fashion-mnist", "mlp:32", 1);
+        cfg.batch_size = 128;
+        let mut run = Run::new(cfg, &shared_dirs(), &cache(), &Device::Cpu).unwrap();
+        for _ in 0..50 {
+            run.train_step().unwrap();
+        }
+        run.model().save(&tmp.path().join("model.safetensors")).unwrap();
+        run.write_predictor(tmp.path()).unwrap();
+        let test = run.evaluate(&*run.data().test).unwrap();
+        assert!(test.report.accuracy > 0.6, "{}", test.report.accuracy);
+
+        let predictor = Predictor::load(tmp.path(), &Device::Cpu).unwrap();
+        assert_eq!(predictor.manifest().scale, [1.0 / 255.0, 0.0]);
+        let rows = read(&predictor, "fashion-mnist-test").unwrap();
+        let got = predictor.predict(&rows).unwrap();
+        same(rows.labels.as_deref().unwrap(), &test.labels);
+        same(&got.predicted, &test.predictions);
+        let images = shared_dirs().dirs()[0].join("fashion-mnist/t10k-images-idx3-ubyte.gz");
+        let rows = read(&predictor, &format!("idx:{}", images.display())).unwrap();
+        assert!(rows.labels.is_none());
+        same(&predictor.predict(&rows).unwrap().predicted, &test.predictions);
+        let labels = shared_dirs().dirs()[0].join("fashion-mnist/t10k-labels-idx1-ubyte.gz");
+        let e = read(&predictor, &format!("idx:{}", labels.display())).unwrap_err().to_string();
+        assert!(e.contains("t10k-labels"), "{e}");
+    }
+}

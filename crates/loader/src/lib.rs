@@ -53,4 +53,4 @@ pub use crate::memory::{InMemory, Subset, stratified_split};
 pub use crate::prefetch::Prefetcher;
 pub use crate::registry::{DataDirs, Known};
 pub use crate::sampler::{Draw, EpochSampler};
-pub use crate::text::{TextData, TextFormat, TextOptions, read_text, read_text_from};
+pub use crate::text::{Labels, TextData, TextFormat, TextOptions, read_text, read_text_from};

@@ -9,7 +9,7 @@
 //! value of the wrong type, invalid UTF-8 or a ragged CSV record is an [`Error`] naming the
 //! file, the 1-based line and the field. Labels are sorted the way [`read_csv`](crate::read_csv)
 //! sorts them (numbers numerically, text lexicographically), so label indices do not depend
-//! on row order.
+//! on row order. Data to predict may come unlabelled ([`Labels::IfPresent`]).
 
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
@@ -45,12 +45,30 @@ pub struct TextOptions {
     pub text_field: String,
     /// Name of the field holding the label.
     pub label_field: String,
+    /// Whether every row must have a label.
+    pub labels: Labels,
+}
+
+/// Whether a text dataset's rows must be labelled ([`TextOptions::labels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Labels {
+    /// Every row has a label (a training set).
+    #[default]
+    Required,
+    /// The header (CSV) or the first data row (JSON lines) decides: with the label field,
+    /// every row must have one; without it, no row may (new data to predict).
+    IfPresent,
 }
 
 impl Default for TextOptions {
-    /// JSON lines with fields `text` and `label`.
+    /// JSON lines with fields `text` and `label`, labels required.
     fn default() -> Self {
-        TextOptions { format: TextFormat::Jsonl, text_field: "text".into(), label_field: "label".into() }
+        TextOptions {
+            format: TextFormat::Jsonl,
+            text_field: "text".into(),
+            label_field: "label".into(),
+            labels: Labels::Required,
+        }
     }
 }
 
@@ -61,10 +79,12 @@ pub struct TextData {
     pub path: PathBuf,
     /// The documents.
     pub texts: Vec<String>,
-    /// Each document's label, an index into `label_names`.
+    /// Each document's label, an index into `label_names` (empty when unlabelled).
     pub labels: Vec<u32>,
     /// Sorted distinct labels (numerically when all are numbers, else lexicographically).
     pub label_names: Vec<String>,
+    /// Whether the rows have labels (always, under [`Labels::Required`]).
+    pub labelled: bool,
 }
 
 impl TextData {
@@ -122,7 +142,7 @@ pub fn read_text_from(path: &Path, reader: impl Read, options: &TextOptions) -> 
         TextFormat::Jsonl => read_jsonl(&source, &mut input, options),
         TextFormat::Csv => read_csv_text(&source, &mut input, options),
     };
-    let (texts, raw_labels) = match rows {
+    let (texts, raw_labels, labelled) = match rows {
         Ok(rows) => rows,
         // A corrupt deflate stream can inflate to garbage before its checksum fails: when
         // a row is bad, read on, and blame the compression if the stream is broken.
@@ -136,7 +156,7 @@ pub fn read_text_from(path: &Path, reader: impl Read, options: &TextOptions) -> 
         return Err(Error::Empty { path: path.to_path_buf(), what: "no data rows".into() });
     }
     let (labels, label_names) = encode_labels(&raw_labels);
-    Ok(TextData { path: path.to_path_buf(), texts, labels, label_names })
+    Ok(TextData { path: path.to_path_buf(), texts, labels, label_names, labelled })
 }
 
 /// Where the bytes come from, to turn read errors into the right [`Error`].
@@ -175,10 +195,16 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-type Rows = (Vec<String>, Vec<String>);
+/// The texts, their labels (empty when unlabelled) and whether they are labelled.
+type Rows = (Vec<String>, Vec<String>, bool);
 
 fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOptions) -> Result<Rows> {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
+    // Decided by the first data row under `Labels::IfPresent`.
+    let mut labelled = match options.labels {
+        Labels::Required => Some(true),
+        Labels::IfPresent => None,
+    };
     let mut buf = Vec::new();
     let mut line = 0u64;
     loop {
@@ -225,6 +251,21 @@ fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOption
             }
             None => return Err(source.field(line, &options.text_field, "missing")),
         };
+        let has_label = row.contains_key(&options.label_field);
+        match *labelled.get_or_insert(has_label) {
+            true => {}
+            false if !has_label => {
+                texts.push(text);
+                continue;
+            }
+            false => {
+                return Err(source.field(
+                    line,
+                    &options.label_field,
+                    "the first row has no label, this one has: label every row or none",
+                ));
+            }
+        }
         let label = match row.get(&options.label_field) {
             Some(serde_json::Value::String(l)) => l.clone(),
             Some(serde_json::Value::Bool(b)) => b.to_string(),
@@ -244,7 +285,7 @@ fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOption
         texts.push(text);
         labels.push(label);
     }
-    Ok((texts, labels))
+    Ok((texts, labels, labelled.unwrap_or(true)))
 }
 
 fn json_kind(v: &serde_json::Value) -> String {
@@ -294,7 +335,11 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
             available: header.clone(),
         })
     };
-    let (text_col, label_col) = (find(&options.text_field)?, find(&options.label_field)?);
+    let text_col = find(&options.text_field)?;
+    let label_col = match options.labels {
+        Labels::Required => Some(find(&options.label_field)?),
+        Labels::IfPresent => header.iter().position(|h| *h == options.label_field),
+    };
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     let mut record = csv::ByteRecord::new();
     loop {
@@ -323,13 +368,13 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
                 byte: e.valid_up_to() + 1,
             })
         };
-        let text = field(text_col)?;
+        texts.push(field(text_col)?);
+        let Some(label_col) = label_col else { continue };
         let label = field(label_col)?.trim().to_string();
         if label.is_empty() {
             return Err(source.field(line, &options.label_field, "empty label"));
         }
-        texts.push(text);
         labels.push(label);
     }
-    Ok((texts, labels))
+    Ok((texts, labels, label_col.is_some()))
 }

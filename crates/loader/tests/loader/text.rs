@@ -225,3 +225,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unlabelled_rows_are_read_when_labels_are_optional_and_a_mix_is_refused() {
+    let optional = TextOptions { labels: Labels::IfPresent, ..jsonl() };
+    // Labelled data reads as under `Required`.
+    let data = read_str(ROWS, &optional).unwrap();
+    check_rows(&data);
+    assert!(data.labelled);
+    // No label in the first data row: none expected, none read.
+    let data = read_str("\n{\"text\": \"a\"}\n{\"text\": \"b\", \"id\": 2}\n", &optional).unwrap();
+    assert_eq!(data.texts, ["a", "b"]);
+    assert!(!data.labelled && data.labels.is_empty() && data.label_names.is_empty());
+    // A label after unlabelled rows, or a missing one after labelled rows, names its line.
+    let e = err(b"{\"text\": \"a\"}\n\n{\"text\": \"b\", \"label\": \"x\"}\n", &optional);
+    assert!(matches!(&e, Error::TextField { line: 3, field, .. } if field == "label"), "{e}");
+    let e = err(b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\"}\n", &optional);
+    assert!(matches!(&e, Error::TextField { line: 2, field, why, .. } if field == "label" && why == "missing"), "{e}");
+    // Required labels stay required.
+    let e = err(b"{\"text\": \"a\"}\n", &jsonl());
+    assert!(matches!(&e, Error::TextField { line: 1, .. }), "{e}");
+
+    // CSV: the header decides.
+    let optional = TextOptions { labels: Labels::IfPresent, ..csv() };
+    let data = read_text_from(Path::new("new.csv"), &b"id,text\n1,hello\n2,\"a, b\"\n"[..], &optional).unwrap();
+    assert_eq!(data.texts, ["hello", "a, b"]);
+    assert!(!data.labelled && data.labels.is_empty());
+    let data = read_text_from(Path::new("new.csv"), &b"text,label\nhello,x\nbye,y\n"[..], &optional).unwrap();
+    assert_eq!((data.labels.as_slice(), data.labelled), (&[0u32, 1][..], true));
+    let e = read_text_from(Path::new("new.csv"), &b"id,text\n1,hello\n"[..], &csv()).unwrap_err();
+    assert!(matches!(&e, Error::NoSuchColumn { column, .. } if column == "label"), "{e}");
+}

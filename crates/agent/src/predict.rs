@@ -1,0 +1,536 @@
+//! Applying a model that [`train`](crate::run::train) or [`tune`](crate::tune::tune) wrote to
+//! new data (`cargo xtask predict`).
+//!
+//! Both write, beside `model.safetensors` (+ its spec) and, for CSV and text data, `prep.json`
+//! (the preprocessing fitted on the training rows), a [`Manifest`] in `predictor.json`: what
+//! kind of rows the model reads, the training data's label column (or field) and text field,
+//! the classes in the order of the model's outputs, and the pixel scaling. [`Predictor::load`]
+//! reads the three back; [`Predictor::read`] reads rows in the form the model was trained on
+//! (with their labels when the file has the label column or field) and applies the fitted
+//! preprocessing; [`Predictor::predict`] gives each row's class and class probabilities.
+//!
+//! - **Tables** (`csv:PATH`, `digits`, `biopsy`): the columns are found by name (order and
+//!   extra columns do not matter; a missing one is an error naming it) and read with the kinds
+//!   they had in training; missing values are imputed as in training, and a category never
+//!   seen in training encodes as all zeros.
+//! - **Text** (`jsonl:PATH`, or `csv:PATH` with the training's text column): cleaned and
+//!   encoded with the training vocabulary; a word it does not hold is the unknown id.
+//! - **Images** (`fashion-mnist-test`, `fashion-mnist`, or `idx:PATH`, an IDX image file
+//!   without labels): the pixels scaled as in training.
+//!
+//! A label that is not one of the model's classes is an error naming the row.
+//!
+//! ```
+//! use candle_core::Device;
+//! use tuneforge_agent::data::DataSource;
+//! use tuneforge_agent::predict::{Input, Predictor};
+//! use tuneforge_agent::run::{RunConfig, train};
+//! use tuneforge_loader::{DataDirs, GzCache};
+//! use tuneforge_monitor::MonitorConfig;
+//! use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
+//!
+//! # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+//! let dirs = DataDirs::new(vec![root.join("datasets")]);
+//! let (cache, out) = (GzCache::default_location(), tempfile::tempdir().unwrap());
+//! let config = RunConfig {
+//!     data: DataSource::parse("biopsy", None)?,
+//!     model: "mlp:16".into(),
+//!     epochs: 5,
+//!     batch_size: 32,
+//!     optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, ..Default::default() }),
+//!     schedule: ScheduleConfig::Constant,
+//!     seed: 0,
+//!     clip_norm: None,
+//!     val_fraction: 0.0,
+//!     snapshot_every: 100,
+//!     inject_nan_at: None,
+//! };
+//! train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out.path(), &mut |_| {})?;
+//!
+//! // Two new biopsies, columns in another order, no class column, one value missing.
+//! let new = out.path().join("new.csv");
+//! std::fs::write(&new, "V9,V8,V7,V6,V5,V4,V3,V2,V1\n1,1,3,1,2,1,1,1,5\n3,9,7,10,6,8,10,10,10\n").unwrap();
+//! let predictor = Predictor::load(out.path(), &Device::Cpu)?;
+//! let rows = predictor.read(&Input::parse(&format!("csv:{}", new.display()))?, &dirs, &cache)?;
+//! let predictions = predictor.predict(&rows)?;
+//! let names: Vec<&str> = predictions.predicted.iter().map(|&c| predictor.classes()[c as usize].as_str()).collect();
+//! assert_eq!(names, ["benign", "malignant"]);
+//! # Ok::<(), tuneforge_agent::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tuneforge_loader::{
+    CsvOptions, DataDirs, GzCache, IdxArray, Known, Labels, Scale, TextFormat, TextOptions, read_csv, read_text,
+};
+use tuneforge_model::{Model, argmax, on_pool};
+use tuneforge_prep::{ColumnKind, FittedPipeline, FittedTextPipeline};
+
+use crate::data::{DataSource, Prepared};
+use crate::run::write_atomic;
+use crate::{Error, Result};
+
+/// The manifest's file name, beside `model.safetensors`.
+pub const MANIFEST: &str = "predictor.json";
+/// The fitted preprocessing's file name (CSV and text data).
+pub const PREP: &str = "prep.json";
+/// The model's file name (its spec is `model.safetensors.json`).
+pub const MODEL: &str = "model.safetensors";
+
+/// The manifest format this version writes and reads.
+const FORMAT: u32 = 1;
+
+/// Rows per forward pass.
+const CHUNK: usize = 1000;
+
+/// What a saved model needs to be applied to new rows (`predictor.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The manifest format (1).
+    pub format: u32,
+    /// What rows the model reads.
+    pub input: InputKind,
+    /// The classes, in the order of the model's outputs (the training data's sorted labels).
+    pub classes: Vec<String>,
+    /// The training data's label column (tables, CSV text) or field (JSON lines); `None`
+    /// for images.
+    pub label: Option<String>,
+    /// The text column or field (text data).
+    pub text_field: Option<String>,
+    /// Applied to the features after reading, before the model: `x · mul + add` (images:
+    /// 1/255).
+    pub scale: [f32; 2],
+    /// The training data, as the run named it.
+    pub trained_on: String,
+}
+
+/// The rows a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Table rows through a fitted table pipeline (`prep.json`).
+    Table,
+    /// Texts through a fitted text pipeline and vocabulary (`prep.json`).
+    Text,
+    /// Images (IDX), scaled.
+    Image,
+}
+
+impl Manifest {
+    /// The manifest of a model trained on `data` from `source`.
+    pub fn of(source: &DataSource, data: &Prepared) -> Manifest {
+        let (input, label, text_field) = match source {
+            DataSource::Text { text_field, label, .. } => {
+                (InputKind::Text, Some(label.clone()), Some(text_field.clone()))
+            }
+            DataSource::Csv { label, .. } => (InputKind::Table, Some(label.clone()), None),
+            DataSource::Known(name) => {
+                let label = Known::from_name(name).and_then(Known::csv_options).and_then(|o| o.label);
+                let input = if label.is_some() { InputKind::Table } else { InputKind::Image };
+                (input, label, None)
+            }
+        };
+        Manifest {
+            format: FORMAT,
+            input,
+            classes: data.train.label_names().to_vec(),
+            label,
+            text_field,
+            scale: [data.scale.mul, data.scale.add],
+            trained_on: source.to_string(),
+        }
+    }
+
+    /// Writes the manifest as `dir/predictor.json` (write-then-rename).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("a manifest serialises");
+        write_atomic(&dir.join(MANIFEST), json.as_bytes())
+    }
+}
+
+/// Where rows to predict come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A CSV file: table rows, or texts in the training's text column.
+    Csv(PathBuf),
+    /// JSON lines (gzip or plain) of texts.
+    Jsonl(PathBuf),
+    /// An IDX image file (raw or gz), unlabelled.
+    Idx(PathBuf),
+    /// A dataset known by name (`digits`, `biopsy`, `fashion-mnist-test`, ...), all its rows.
+    Known(Known),
+}
+
+impl Input {
+    /// Parses `csv:PATH`, `jsonl:PATH`, `idx:PATH` or a known dataset's name.
+    pub fn parse(text: &str) -> Result<Input> {
+        if let Some(p) = text.strip_prefix("csv:") {
+            return Ok(Input::Csv(p.into()));
+        }
+        if let Some(p) = text.strip_prefix("jsonl:") {
+            return Ok(Input::Jsonl(p.into()));
+        }
+        if let Some(p) = text.strip_prefix("idx:") {
+            return Ok(Input::Idx(p.into()));
+        }
+        Known::from_name(text).map(Input::Known).ok_or_else(|| Error::Config {
+            what: "input",
+            why: format!(
+                "unknown input {text:?}; use csv:PATH, jsonl:PATH, idx:PATH, digits, biopsy, fashion-mnist-test or fashion-mnist"
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Csv(p) => write!(f, "csv:{}", p.display()),
+            Input::Jsonl(p) => write!(f, "jsonl:{}", p.display()),
+            Input::Idx(p) => write!(f, "idx:{}", p.display()),
+            Input::Known(k) => f.write_str(k.name()),
+        }
+    }
+}
+
+/// Rows read and preprocessed for a model ([`Predictor::read`]).
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// Each row's index among the data rows of the input (0-based, in file order).
+    pub index: Vec<usize>,
+    /// The model's inputs, row-major, scaled.
+    pub features: Vec<f32>,
+    /// Each row's class (an index into [`Predictor::classes`]) when the input is labelled.
+    pub labels: Option<Vec<u32>>,
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+/// A model's predictions for [`Rows`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// Each row's most probable class (an index into [`Predictor::classes`]).
+    pub predicted: Vec<u32>,
+    /// Each row's class probabilities (softmax of the outputs), row-major, one per class.
+    pub probabilities: Vec<f32>,
+}
+
+/// A saved model with its preprocessing, ready to predict.
+#[derive(Debug)]
+pub struct Predictor {
+    dir: PathBuf,
+    manifest: Manifest,
+    model: Model,
+    device: Device,
+    table: Option<FittedPipeline>,
+    text: Option<FittedTextPipeline>,
+}
+
+impl Predictor {
+    /// Loads `dir/predictor.json`, `dir/model.safetensors` (+ spec) and, for tables and
+    /// text, `dir/prep.json` — the output folder of `train` or `tune`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Predictor> {
+        let path = dir.join(MANIFEST);
+        let json = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => Error::Input {
+                path: path.clone(),
+                why: format!(
+                    "not found: {} holds no model written by `train` or `tune` (or one written before \
+                     predictor.json was; train or tune it again)",
+                    dir.display()
+                ),
+            },
+            _ => Error::Io { path: path.clone(), source },
+        })?;
+        let manifest: Manifest =
+            serde_json::from_str(&json).map_err(|e| Error::Input { path: path.clone(), why: e.to_string() })?;
+        if manifest.format != FORMAT {
+            return Err(Error::Input {
+                path,
+                why: format!("format {} (this version reads {FORMAT})", manifest.format),
+            });
+        }
+        let model = Model::load(&dir.join(MODEL), device)?;
+        let classes = model.spec().classes();
+        if classes != manifest.classes.len() {
+            return Err(Error::Input {
+                path,
+                why: format!("{} classes listed, the model has {classes} outputs", manifest.classes.len()),
+            });
+        }
+        let prep = || {
+            let path = dir.join(PREP);
+            let json = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            Ok::<_, Error>((path, json))
+        };
+        let (mut table, mut text) = (None, None);
+        match manifest.input {
+            InputKind::Table => {
+                let (path, json) = prep()?;
+                let p = FittedPipeline::from_json(&json)
+                    .map_err(|e| Error::Input { path: path.clone(), why: e.to_string() })?;
+                let width = p.output_columns().len();
+                if [width] != model.spec().input.as_slice() {
+                    return Err(Error::Input {
+                        path,
+                        why: format!("{width} columns out, the model reads {:?}", model.spec().input),
+                    });
+                }
+                table = Some(p);
+            }
+            InputKind::Text => {
+                let (path, json) = prep()?;
+                let t = FittedTextPipeline::from_json(&json)
+                    .map_err(|e| Error::Input { path: path.clone(), why: e.to_string() })?;
+                if [t.max_len()] != model.spec().input.as_slice() {
+                    return Err(Error::Input {
+                        path,
+                        why: format!("texts of {} ids, the model reads {:?}", t.max_len(), model.spec().input),
+                    });
+                }
+                text = Some(t);
+            }
+            InputKind::Image => {}
+        }
+        Ok(Predictor { dir: dir.to_path_buf(), manifest, model, device: device.clone(), table, text })
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `predictor.json` says.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The classes, in the order of the model's outputs.
+    pub fn classes(&self) -> &[String] {
+        &self.manifest.classes
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Reads `input` (known datasets from `dirs`; `.gz` files inflated into `cache`) and
+    /// preprocesses it for the model.
+    pub fn read(&self, input: &Input, dirs: &DataDirs, cache: &GzCache) -> Result<Rows> {
+        let mut rows = match (self.manifest.input, input) {
+            (InputKind::Table, Input::Csv(path)) => self.read_table(path, CsvOptions::default())?,
+            (InputKind::Table, Input::Known(k)) if k.csv_options().is_some() => {
+                let path = dirs.locate(*k)?.remove(0);
+                self.read_table(&path, k.csv_options().unwrap_or_default())?
+            }
+            (InputKind::Text, Input::Csv(path)) => self.read_text(path, TextFormat::Csv)?,
+            (InputKind::Text, Input::Jsonl(path)) => self.read_text(path, TextFormat::Jsonl)?,
+            (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
+                let data = dirs.open(*k, cache)?;
+                let path = PathBuf::from(k.name());
+                let labels = (0..data.len()).map(|r| data.label(r)).collect::<Vec<_>>();
+                let labels = self.classes_of(&path, data.label_names(), &labels)?;
+                let mut features = vec![0f32; data.len() * data.feature_len()];
+                data.read_rows(0, data.len(), &mut features)?;
+                self.check_shape(&path, data.feature_shape())?;
+                Rows { index: (0..data.len()).collect(), features, labels: Some(labels) }
+            }
+            (InputKind::Image, Input::Idx(path)) => {
+                let images = IdxArray::open(path, tuneforge_loader::idx::IMAGES_MAGIC, Some(cache))?;
+                let dims = images.dims().to_vec();
+                self.check_shape(path, &dims[1..])?;
+                let features = images.data().iter().map(|&b| f32::from(b)).collect();
+                Rows { index: (0..dims[0]).collect(), features, labels: None }
+            }
+            (kind, input) => {
+                let wants = match kind {
+                    InputKind::Table => "table rows (csv:PATH, digits or biopsy)",
+                    InputKind::Text => "texts (jsonl:PATH, or csv:PATH with its text column)",
+                    InputKind::Image => "images (fashion-mnist-test, fashion-mnist or idx:PATH)",
+                };
+                return Err(Error::Config {
+                    what: "input",
+                    why: format!("{input}: the model in {} reads {wants}", self.dir.display()),
+                });
+            }
+        };
+        let scale = Scale { mul: self.manifest.scale[0], add: self.manifest.scale[1] };
+        scale.apply(&mut rows.features);
+        Ok(rows)
+    }
+
+    fn check_shape(&self, path: &Path, shape: &[usize]) -> Result<()> {
+        let input = &self.model.spec().input;
+        if shape.iter().product::<usize>() != input.iter().product::<usize>() {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                why: format!("samples of shape {shape:?}; the model reads {input:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `labels` (indices into `names`, the input's own sorted labels) as indices into the
+    /// model's classes; a label the model does not know is an error naming its row.
+    fn classes_of(&self, path: &Path, names: &[String], labels: &[u32]) -> Result<Vec<u32>> {
+        let classes = &self.manifest.classes;
+        let map: Vec<Option<u32>> =
+            names.iter().map(|n| classes.iter().position(|c| c == n).map(|c| c as u32)).collect();
+        labels
+            .iter()
+            .enumerate()
+            .map(|(row, &l)| {
+                map[l as usize].ok_or_else(|| Error::Input {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "data row {} (0-based): label {:?} is not one of the model's classes {:?}",
+                        row, names[l as usize], classes
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    fn read_table(&self, path: &Path, mut options: CsvOptions) -> Result<Rows> {
+        let pipeline = self.table.as_ref().expect("a table model has a table pipeline");
+        let header = csv_header(path, options.delimiter)?;
+        let inputs = pipeline.inputs();
+        let label = self.manifest.label.clone().filter(|l| header.contains(l));
+        // Only the training's columns are read, with the kinds they had.
+        options.drop = header
+            .iter()
+            .enumerate()
+            .filter(|&(i, h)| {
+                !(i == 0 && h.is_empty()) && Some(h) != label.as_ref() && !inputs.iter().any(|c| &c.name == h)
+            })
+            .map(|(_, h)| h.clone())
+            .collect();
+        let present = |kind: ColumnKind| {
+            inputs.iter().filter(|c| c.kind == kind && header.contains(&c.name)).map(|c| c.name.clone()).collect()
+        };
+        options.numeric = present(ColumnKind::Numeric);
+        options.categorical = present(ColumnKind::Categorical);
+        options.label = label;
+        let data = read_csv(path, &options)?;
+        let (m, _) = pipeline
+            .transform(&data.table)
+            .map_err(|e| Error::Input { path: path.to_path_buf(), why: format!("preprocessing: {e}") })?;
+        let labels = match data.label_column {
+            Some(_) => {
+                let all = self.classes_of(path, &data.label_names, &data.labels)?;
+                Some(m.rows.iter().map(|&r| all[r]).collect())
+            }
+            None => None,
+        };
+        Ok(Rows { features: m.values.iter().map(|&v| v as f32).collect(), index: m.rows, labels })
+    }
+
+    fn read_text(&self, path: &Path, format: TextFormat) -> Result<Rows> {
+        let pipeline = self.text.as_ref().expect("a text model has a text pipeline");
+        let options = TextOptions {
+            format,
+            text_field: self.manifest.text_field.clone().unwrap_or_else(|| "text".into()),
+            label_field: self.manifest.label.clone().unwrap_or_else(|| "label".into()),
+            labels: Labels::IfPresent,
+        };
+        let data = read_text(path, &options)?;
+        let labels = match data.labelled {
+            true => Some(self.classes_of(path, &data.label_names, &data.labels)?),
+            false => None,
+        };
+        Ok(Rows { index: (0..data.len()).collect(), features: pipeline.encode_all(&data.texts), labels })
+    }
+
+    /// The class and class probabilities of every row.
+    pub fn predict(&self, rows: &Rows) -> Result<Predictions> {
+        let n = rows.len();
+        let width: usize = self.model.spec().input.iter().product();
+        if rows.features.len() != n * width {
+            return Err(Error::Config {
+                what: "rows",
+                why: format!("{} values for {n} rows of {width}", rows.features.len()),
+            });
+        }
+        let classes = self.classes().len();
+        let (mut predicted, mut probabilities) = (Vec::with_capacity(n), Vec::with_capacity(n * classes));
+        on_pool(self.model.hands_over(CHUNK.min(n.max(1))), || -> Result<()> {
+            for start in (0..n).step_by(CHUNK) {
+                let end = (start + CHUNK).min(n);
+                let mut shape = vec![end - start];
+                shape.extend_from_slice(&self.model.spec().input);
+                let x = Tensor::from_slice(&rows.features[start * width..end * width], shape, &self.device)?;
+                let logits = self.model.forward(&x)?;
+                predicted.extend(argmax(&logits)?);
+                for row in logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()? {
+                    softmax_into(&row, &mut probabilities);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Predictions { predicted, probabilities })
+    }
+}
+
+/// Appends the softmax of `logits`.
+fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let start = out.len();
+    out.extend(logits.iter().map(|&z| (z - max).exp()));
+    let sum: f32 = out[start..].iter().sum();
+    for p in &mut out[start..] {
+        *p /= sum;
+    }
+}
+
+/// The trimmed names of the header row of the CSV file at `path`.
+fn csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).from_reader(file);
+    let header = rdr.headers().map_err(|e| Error::Input { path: path.to_path_buf(), why: format!("header: {e}") })?;
+    Ok(header.iter().map(|h| h.trim().to_string()).collect())
+}
+
+/// The rows and predictions as CSV: `index`, `label` (when labelled), `predicted` (class
+/// names), then with `probabilities` one `p_<class>` column per class.
+pub fn predictions_csv(classes: &[String], rows: &Rows, predictions: &Predictions, probabilities: bool) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["index".to_string()];
+    if rows.labels.is_some() {
+        header.push("label".into());
+    }
+    header.push("predicted".into());
+    if probabilities {
+        header.extend(classes.iter().map(|c| format!("p_{c}")));
+    }
+    let k = classes.len();
+    let mut record = Vec::with_capacity(header.len());
+    let write = |w: &mut csv::Writer<Vec<u8>>, record: &[String]| w.write_record(record).expect("CSV into memory");
+    write(&mut w, &header);
+    for (i, (&index, &p)) in rows.index.iter().zip(&predictions.predicted).enumerate() {
+        record.clear();
+        record.push(index.to_string());
+        if let Some(labels) = &rows.labels {
+            record.push(classes[labels[i] as usize].clone());
+        }
+        record.push(classes[p as usize].clone());
+        if probabilities {
+            record.extend(predictions.probabilities[i * k..(i + 1) * k].iter().map(|p| format!("{p:.6}")));
+        }
+        write(&mut w, &record);
+    }
+    String::from_utf8(w.into_inner().expect("CSV into memory")).expect("CSV of UTF-8 strings")
+}

@@ -1,0 +1,75 @@
+//! `cargo xtask predict`: a trained or tuned model applied to new rows.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tuneforge_agent::predict::{Input, Predictor, predictions_csv};
+use tuneforge_eval::ConfusionMatrix;
+use tuneforge_loader::{DataDirs, GzCache};
+
+use crate::DataArgs;
+use crate::train::parse_device;
+
+/// Predict the class of every row of an input with a model that `train` or `tune` wrote.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The folder `train` or `tune` wrote (--out): model.safetensors, predictor.json and, for
+    /// CSV and text data, prep.json.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The rows: csv:PATH (table rows, or texts in the training's text column), jsonl:PATH
+    /// (texts), idx:PATH (an IDX image file), or a dataset by name (digits, biopsy,
+    /// fashion-mnist-test). With the training's label column or field the rows are labelled,
+    /// and accuracy and macro-F1 are printed.
+    #[arg(long)]
+    pub dataset: String,
+    /// Where to write the predictions CSV (index[,label],predicted[,p_CLASS...]); default:
+    /// standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Add one column per class with its probability (softmax of the model's outputs).
+    #[arg(long)]
+    pub probabilities: bool,
+    /// cpu, or cuda[:N] (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
+    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let predictor = Predictor::load(&args.model, &device)?;
+    let input = Input::parse(&args.dataset)?;
+    let rows = predictor.read(&input, &dirs, &cache)?;
+    let predictions = predictor.predict(&rows)?;
+    let csv = predictions_csv(predictor.classes(), &rows, &predictions, args.probabilities);
+    match &args.out {
+        Some(path) => tuneforge_agent::run::write_atomic(path, csv.as_bytes())?,
+        // A reader that stops early (`| head`) is not an error.
+        None => match std::io::stdout().lock().write_all(csv.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r.context("writing to standard output")?,
+        },
+    }
+    let mut line = format!(
+        "{} rows of {input} predicted with {} (trained on {})",
+        rows.len(),
+        args.model.display(),
+        predictor.manifest().trained_on
+    );
+    if let Some(labels) = &rows.labels {
+        let mut cm = ConfusionMatrix::new(predictor.classes().len())?;
+        cm.update(labels, &predictions.predicted)?;
+        let report = cm.report();
+        line += &format!(": accuracy {:.4}, macro-F1 {:.4}", report.accuracy, report.macro_avg.f1);
+    }
+    if let Some(path) = &args.out {
+        line += &format!("; wrote {}", path.display());
+    }
+    eprintln!("{line}");
+    Ok(())
+}
