@@ -462,7 +462,7 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
     println!(
         "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s, \
          mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%{}); wrote {} \
-         (charts: cargo xtask report {})",
+         (charts: cargo xtask report {}; the model on new rows: cargo xtask predict --model {} --dataset ...)",
         summary.best.trial,
         summary.best.val_macro_f1,
         summary.best.test_macro_f1,
@@ -476,6 +476,7 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
             .worker_store_seconds
             .map(|s| format!("; this worker's claims, lookups and merges {s:.1} s"))
             .unwrap_or_default(),
+        out.display(),
         out.display(),
         out.display()
     );
