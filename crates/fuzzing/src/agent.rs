@@ -1,14 +1,19 @@
 //! Targets of the agent: the policy state, the predictions file, the study configuration
-//! kept in `study.sqlite` and the `--budget` flag.
+//! kept in `study.sqlite`, the `--budget` flag and a CSV file given to a saved model.
 
 use std::path::Path;
 use std::time::Duration;
 
+use candle_core::Device;
 use rand::SeedableRng;
+use tuneforge_agent::data::default_pipeline;
 use tuneforge_agent::env::{Action, Observation};
 use tuneforge_agent::policy::{Policy, StudyPolicy};
+use tuneforge_agent::predict::{Input, InputKind, Manifest, Predictor};
 use tuneforge_agent::run::{parse_predictions, predictions_csv};
 use tuneforge_agent::tune::{parse_budget, parse_study_config, study_config_json};
+use tuneforge_loader::{CsvOptions, DataDirs, GzCache, read_csv_from};
+use tuneforge_model::ModelSpec;
 use tuneforge_monitor::ProgressMode;
 
 use crate::{Verdict, same};
@@ -112,4 +117,76 @@ pub fn budget(data: &[u8]) -> Verdict {
         "invariant broken: {text:?} → {budget:?}, but {seconds:?} → {again:?}"
     );
     Verdict::Accepted
+}
+
+/// A CSV file given to a saved table model (`Predictor::read` → `predict`, what `cargo
+/// xtask predict --dataset csv:PATH` does) — a small model with numeric columns `a` and `b`
+/// and a categorical `c`, label column `y` (classes `no`, `yes`), fitted once per process.
+/// Accepted when read and preprocessed. Checks: one prediction per row kept, row indices
+/// increasing, labels (when the file has `y`) among the classes, probabilities finite and
+/// summing to 1 per row, each row's class the most probable one.
+pub fn predict_csv(data: &[u8]) -> Verdict {
+    let predictor = table_predictor();
+    let path = crate::scratch::write("predict.csv", data);
+    let Ok(rows) = predictor.read(&Input::Csv(path), &DataDirs::new(Vec::new()), &GzCache::new(std::env::temp_dir()))
+    else {
+        return Verdict::Rejected;
+    };
+    let p = predictor.predict(&rows).unwrap_or_else(|e| panic!("invariant broken: rows read do not predict: {e}"));
+    same("one prediction per row", &p.predicted.len(), &rows.len());
+    assert!(
+        rows.index.windows(2).all(|w| w[0] < w[1]),
+        "invariant broken: row indices not increasing: {:?}",
+        rows.index
+    );
+    if let Some(labels) = &rows.labels {
+        same("one label per row", &labels.len(), &rows.len());
+        assert!(labels.iter().all(|&l| l < 2), "invariant broken: a label out of range: {labels:?}");
+    }
+    for (i, probs) in p.probabilities.chunks(2).enumerate() {
+        let sum: f32 = probs.iter().sum();
+        assert!(
+            probs.iter().all(|x| x.is_finite() && *x >= 0.0) && (sum - 1.0).abs() < 1e-5,
+            "invariant broken: probabilities {probs:?} of row {i}"
+        );
+        let top = u32::from(probs[1] > probs[0]);
+        assert!(
+            probs[0] == probs[1] || top == p.predicted[i],
+            "invariant broken: row {i} predicted {} with {probs:?}",
+            p.predicted[i]
+        );
+    }
+    Verdict::Accepted
+}
+
+/// The model [`predict_csv`] applies, built and saved once per process.
+fn table_predictor() -> &'static Predictor {
+    static PREDICTOR: std::sync::OnceLock<(tempfile::TempDir, Predictor)> = std::sync::OnceLock::new();
+    &PREDICTOR
+        .get_or_init(|| {
+            let train = "a,b,c,y\n1,0.5,red,no\n2,,blue,yes\n3,1.5,red,no\nNA,2.5,green,yes\n5,3,blue,no\n";
+            let options = CsvOptions { label: Some("y".into()), ..CsvOptions::default() };
+            let table =
+                read_csv_from(Path::new("train.csv"), train.as_bytes(), &options).expect("the training table reads");
+            let (pipeline, _) = default_pipeline().fit(&table.table).expect("the pipeline fits");
+            let dir = tempfile::Builder::new().prefix("tuneforge-fuzz-model-").tempdir().expect("a temp dir");
+            let spec = ModelSpec::mlp(pipeline.output_columns().len(), &[4], 2);
+            let model = spec.init_seeded(&Device::Cpu, 7).expect("the model builds");
+            model.save(&dir.path().join("model.safetensors")).expect("the model saves");
+            std::fs::write(dir.path().join("prep.json"), pipeline.to_json().expect("the pipeline serialises"))
+                .expect("prep.json writes");
+            let manifest = Manifest {
+                format: 1,
+                input: InputKind::Table,
+                classes: vec!["no".into(), "yes".into()],
+                label: Some("y".into()),
+                text_field: None,
+                scale: [1.0, 0.0],
+                trained_on: "fuzz".into(),
+            };
+            manifest.write(dir.path()).expect("predictor.json writes");
+            let predictor = Predictor::load(dir.path(), &Device::Cpu).expect("the predictor loads");
+            (dir, predictor)
+        })
+        .1
 }

@@ -12,6 +12,7 @@
 //! | [`idx`] | `tuneforge_loader::idx::parse_header`, `IdxArray`, `IdxDataset` | header re-encodes to the same bytes; dims × 1 + offset = length; rows read back as the bytes |
 //! | [`idx_gz`] | `IdxArray::open` on a `.gz` file | the data is the input inflated; recompressed, it reads back the same |
 //! | [`csv`](fn@csv) | `tuneforge_loader::read_csv_from` | columns as long as the table, missing counts, codes in range; a canonical rewrite reads back to the same rewrite |
+//! | [`text`] | `tuneforge_loader::read_text_from` (JSON lines, CSV; labels required or optional) | optional labels read labelled data the same; labels in range and distinct; JSON lines round trip |
 //! | [`event_log`] | `tuneforge_monitor::parse_log` | each event re-serialises to JSON that parses to the same JSON; a torn tail is the last line |
 //! | [`model_spec`] | `ModelSpec` (serde JSON) | round trip; shape arithmetic; small specs build and give `[batch, classes]` |
 //! | [`model_checkpoint`] | `Model::from_safetensors` | saved again, loads to the same spec and tensors |
@@ -21,6 +22,7 @@
 //! | [`predictions`] | `tuneforge_agent::run::parse_predictions` | written again, parses to the same rows |
 //! | [`study_config`] | `tuneforge_agent::tune::parse_study_config` | stored again, reads back to the same JSON |
 //! | [`budget`] | `tuneforge_agent::tune::parse_budget` (`--budget`) | positive; written as seconds, parses back |
+//! | [`predict_csv`] | `Predictor::read` + `predict` on a CSV file (a fixed table model) | one prediction per kept row; labels in range; probabilities sum to 1; class = most probable |
 //!
 //! The cargo-fuzz crate in `fuzz/` (nightly, libFuzzer) has one target per function; the
 //! seed corpora (`fuzz/corpus/<target>/`) and the minimised inputs of every crash found
@@ -45,8 +47,8 @@ mod optim;
 mod prep;
 mod scratch;
 
-pub use crate::agent::{budget, policy, predictions, study_config};
-pub use crate::loader::{csv, idx, idx_gz};
+pub use crate::agent::{budget, policy, predict_csv, predictions, study_config};
+pub use crate::loader::{csv, idx, idx_gz, text};
 pub use crate::model::{model_checkpoint, model_spec};
 pub use crate::monitor::event_log;
 pub use crate::optim::optim_checkpoint;
@@ -66,10 +68,11 @@ pub enum Verdict {
 pub type Target = (&'static str, fn(&[u8]) -> Verdict);
 
 /// Every target, by name.
-pub const TARGETS: [Target; 12] = [
+pub const TARGETS: [Target; 14] = [
     ("idx", idx),
     ("idx_gz", idx_gz),
     ("csv", csv),
+    ("text", text),
     ("event_log", event_log),
     ("model_spec", model_spec),
     ("model_checkpoint", model_checkpoint),
@@ -79,6 +82,7 @@ pub const TARGETS: [Target; 12] = [
     ("predictions", predictions),
     ("study_config", study_config),
     ("budget", budget),
+    ("predict_csv", predict_csv),
 ];
 
 /// Panics, naming the invariant, when `a != b`: the fuzzer's crash signal.

@@ -223,3 +223,74 @@ fn canonical(data: &CsvData) -> Vec<u8> {
     }
     w.into_inner().expect("writing CSV into memory")
 }
+
+/// Labelled or unlabelled texts (`tuneforge_loader::read_text_from`), as JSON lines and as
+/// CSV (fields `text` and `label`). Read
+/// with labels required and with [`Labels::IfPresent`](tuneforge_loader::Labels) (what
+/// `predict` uses): whatever the first accepts, the second must read the same, labelled.
+/// An accepted read has one label in range per text (none when unlabelled), sorted distinct
+/// label names, and written again as JSON lines reads back to the same texts and labels.
+pub fn text(data: &[u8]) -> Verdict {
+    use tuneforge_loader::{Labels, TextFormat, TextOptions, read_text_from};
+    let mut verdict = Verdict::Rejected;
+    for format in [TextFormat::Jsonl, TextFormat::Csv] {
+        let read = |labels| {
+            let options = TextOptions { format, labels, ..TextOptions::default() };
+            read_text_from(Path::new("fuzz.txt"), data, &options)
+        };
+        let required = read(Labels::Required);
+        let optional = read(Labels::IfPresent);
+        if let Ok(required) = &required {
+            let Ok(optional) = &optional else {
+                panic!("invariant broken: labelled data refused when labels are optional: {optional:?}");
+            };
+            same("required → labelled", &required.labelled, &true);
+            same(
+                "optional reads labelled data the same",
+                &(&optional.texts, &optional.labels),
+                &(&required.texts, &required.labels),
+            );
+        }
+        let Ok(read) = optional else { continue };
+        verdict = Verdict::Accepted;
+        if read.labelled {
+            same("one label per text", &read.labels.len(), &read.texts.len());
+            assert!(
+                read.labels.iter().all(|&l| (l as usize) < read.label_names.len()),
+                "invariant broken: label out of range"
+            );
+            let mut names = read.label_names.clone();
+            names.dedup();
+            same("label names distinct", &names.len(), &read.label_names.len());
+        } else {
+            assert!(
+                read.labels.is_empty() && read.label_names.is_empty(),
+                "invariant broken: labels of unlabelled data"
+            );
+        }
+        let lines: Vec<String> = read
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                match read.labelled {
+                    true => serde_json::json!({"text": t, "label": read.label_names[read.labels[i] as usize]}),
+                    false => serde_json::json!({"text": t}),
+                }
+                .to_string()
+            })
+            .collect();
+        let again = read_text_from(
+            Path::new("again.jsonl"),
+            lines.join("\n").as_bytes(),
+            &TextOptions { labels: Labels::IfPresent, ..TextOptions::default() },
+        )
+        .unwrap_or_else(|e| panic!("invariant broken: texts written again as JSON lines do not read: {e}"));
+        same(
+            "JSON lines round trip",
+            &(&again.texts, &again.labels, again.labelled),
+            &(&read.texts, &read.labels, read.labelled),
+        );
+    }
+    verdict
+}

@@ -189,3 +189,23 @@ fn every_target_is_listed_once() {
     names.dedup();
     assert_eq!(names.len(), TARGETS.len());
 }
+
+#[test]
+fn text_accepts_labelled_and_unlabelled_rows_and_refuses_a_mix() {
+    assert_eq!(text(b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": 2}\n"), Accepted);
+    assert_eq!(text(b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n"), Accepted);
+    assert_eq!(text(b"id,text\n1,\"a, b\"\n"), Accepted);
+    assert_eq!(text(b"{\"text\": \"a\"}\n{\"text\": \"b\", \"label\": \"x\"}\n"), Rejected);
+    assert_eq!(text(b"\xff\xfe"), Rejected);
+}
+
+#[test]
+fn predict_csv_accepts_rows_with_or_without_labels_and_refuses_a_missing_column() {
+    assert_eq!(predict_csv(b"a,b,c,y\n1,0.5,red,no\n2,,blue,yes\n"), Accepted);
+    // Columns in another order, an unseen category, an extra column, missing values.
+    assert_eq!(predict_csv(b"extra,c,b,a\nz,purple,1,2\n,,NA,\n"), Accepted);
+    assert_eq!(predict_csv(b"a,c\n1,red\n"), Rejected);
+    assert_eq!(predict_csv(b"a,b,c,y\n1,2,red,maybe\n"), Rejected);
+    // A value of the wrong kind in a numeric column.
+    assert_eq!(predict_csv(b"a,b,c\nx,2,red\n"), Rejected);
+}
