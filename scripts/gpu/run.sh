@@ -8,7 +8,8 @@
 #      1024 with `xtask bench-step` and with ../shared/bench/torch_throughput.py on the same
 #      card, interleaved, REPS times (default 1), plus the fused optimiser switched off for
 #      the A/B of its share;
-#   4. runs a 2-minute `xtask tune` on Fashion-MNIST on the GPU.
+#   4. runs a 2-minute `xtask tune` on Fashion-MNIST on the GPU, then `xtask predict` with its
+#      model on the test split on the GPU and on the CPU.
 # Results go to $OUT (the device tool's output folder; /tmp/tuneforge-gpu-out otherwise). Every stage has a
 # timeout, and a failing stage does not stop the later ones. About 6 minutes on an H100.
 set -uo pipefail
@@ -84,6 +85,16 @@ stage "tune: 2 minutes on Fashion-MNIST"
 timeout 240 "$X" tune --dataset fashion-mnist --device cuda --budget 120s --progress plain --out "$W/tune" 2>&1 \
   | tail -40 || fail "tune"
 cp "$W/tune/summary.json" "$OUT/tune-summary.json" 2>/dev/null || fail "tune wrote no summary.json"
+
+stage "predict: the tuned model on the test split, on the GPU and on the CPU"
+# The GPU-trained model loads on both devices: each prints its accuracy (to compare with the
+# study's test_accuracy above), and the two must predict the same classes.
+timeout 60 "$X" predict --model "$W/tune" --dataset fashion-mnist-test --device cuda --out "$W/pred-cuda.csv" || fail "predict cuda"
+timeout 60 "$X" predict --model "$W/tune" --dataset fashion-mnist-test --device cpu --out "$W/pred-cpu.csv" || fail "predict cpu"
+if [ -f "$W/pred-cuda.csv" ] && [ -f "$W/pred-cpu.csv" ]; then
+  echo "predict: $(cmp -l "$W/pred-cuda.csv" "$W/pred-cpu.csv" 2>/dev/null | wc -l) bytes differ between cuda and cpu," \
+       "$(paste -d'|' "$W/pred-cuda.csv" "$W/pred-cpu.csv" | awk -F'|' '$1 != $2' | wc -l) rows"
+fi
 
 stage "done (status $status)"
 exit $status

@@ -126,6 +126,12 @@ fn check(dir: &Path) -> Found {
     {
         torn(format!("predictions.csv: {e}"));
     }
+    let manifest = dir.join("predictor.json");
+    if manifest.exists()
+        && let Err(e) = serde_json::from_slice::<tuneforge_agent::predict::Manifest>(&std::fs::read(&manifest).unwrap())
+    {
+        torn(format!("predictor.json: {e}"));
+    }
     let policy = dir.join("policy.json");
     if policy.exists() {
         match serde_json::from_slice::<tuneforge_agent::policy::StudyPolicy>(&std::fs::read(&policy).unwrap()) {
@@ -222,6 +228,10 @@ fn fifty_random_kills_leave_nothing_torn_and_every_study_resumes() {
         let ids: Vec<u64> = summary.trials.iter().map(|t| t.id).collect();
         assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "{}: every trial once", dir.display());
         assert!(summary.trials.iter().all(|t| t.status != "running" && t.status != "paused"));
+        // The finished folder is a model `predict` can load.
+        if let Err(e) = tuneforge_agent::predict::Predictor::load(dir, &Device::Cpu) {
+            panic!("{}: the study's model does not load for predict: {e}", dir.display());
+        }
     }
     eprintln!(
         "kill test: {kills} kills, {resumes} resumes, {finished_runs} runs ended before their kill, {} studies, \

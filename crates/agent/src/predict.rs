@@ -18,7 +18,9 @@
 //! - **Images** (`fashion-mnist-test`, `fashion-mnist`, or `idx:PATH`, an IDX image file
 //!   without labels): the pixels scaled as in training.
 //!
-//! A label that is not one of the model's classes is an error naming the row.
+//! A label that is not one of the model's classes is an error naming the row, and so is a row
+//! whose values are so far outside the training data that a feature or the model's outputs
+//! leave f32's range (no class can be told; none is made up).
 //!
 //! ```
 //! use candle_core::Device;
@@ -436,7 +438,21 @@ impl Predictor {
             }
             None => None,
         };
-        Ok(Rows { features: m.values.iter().map(|&v| v as f32).collect(), index: m.rows, labels })
+        // A value far outside the training range can scale beyond f32 (the model's type).
+        let width = m.columns.len();
+        let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
+        if let Some(at) = features.iter().position(|v| !v.is_finite()) {
+            let (row, col) = (m.rows[at / width], &m.columns[at % width]);
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                why: format!(
+                    "data row {row} (0-based): column {col} is {} after preprocessing, beyond what the model takes \
+                     (f32); the value is far outside the training data",
+                    m.values[at]
+                ),
+            });
+        }
+        Ok(Rows { features, index: m.rows, labels })
     }
 
     fn read_text(&self, path: &Path, format: TextFormat) -> Result<Rows> {
@@ -475,7 +491,19 @@ impl Predictor {
                 let x = Tensor::from_slice(&rows.features[start * width..end * width], shape, &self.device)?;
                 let logits = self.model.forward(&x)?;
                 predicted.extend(argmax(&logits)?);
-                for row in logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()? {
+                for (i, row) in logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?.into_iter().enumerate() {
+                    // Inputs far outside the training data can overflow the model's outputs:
+                    // no class can be told, so no prediction is made up.
+                    if row.iter().any(|z| !z.is_finite()) {
+                        return Err(Error::Config {
+                            what: "rows",
+                            why: format!(
+                                "data row {} (0-based): the model's outputs are not finite ({row:?}); its \
+                                 inputs are far outside what it was trained on",
+                                rows.index[start + i]
+                            ),
+                        });
+                    }
                     softmax_into(&row, &mut probabilities);
                 }
             }

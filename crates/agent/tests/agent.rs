@@ -1459,6 +1459,14 @@ mod predict {
         std::fs::write(&new_csv, relabel).unwrap();
         let e = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap_err().to_string();
         assert!(e.contains("\"11\"") && e.contains("new.csv"), "{e}");
+        // A value far beyond the training range: refused, naming the row and the column.
+        let mut far: Vec<String> = file.lines().map(str::to_string).collect();
+        let mut values: Vec<&str> = far[3].split(',').collect();
+        values[10] = "1e300"; // pixel_10, not constant in training
+        far[3] = values.join(",");
+        std::fs::write(&new_csv, far.join("\n")).unwrap();
+        let e = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap_err().to_string();
+        assert!(e.contains("data row 2 (0-based): column pixel_10 is"), "{e}");
         let e = read(&predictor, "jsonl:whatever.jsonl").unwrap_err().to_string();
         assert!(e.contains("reads table rows"), "{e}");
         let e = Predictor::load(tmp.path(), &Device::Cpu).unwrap_err().to_string();

@@ -208,4 +208,8 @@ fn predict_csv_accepts_rows_with_or_without_labels_and_refuses_a_missing_column(
     assert_eq!(predict_csv(b"a,b,c,y\n1,2,red,maybe\n"), Rejected);
     // A value of the wrong kind in a numeric column.
     assert_eq!(predict_csv(b"a,b,c\nx,2,red\n"), Rejected);
+    // Values that leave f32 after scaling, or overflow the outputs: refused, not NaN.
+    assert_eq!(predict_csv(b"a,b,c,y\n,-1e308,red,no\n"), Rejected);
+    assert_eq!(predict_csv(b"a,b,c\n3e38,3e38,red\n"), Rejected);
+    assert_eq!(predict_csv(b"a,b,c\n-3e38,-3e38,red\n"), Rejected);
 }
