@@ -344,11 +344,11 @@ impl Predictor {
             (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
                 let data = dirs.open(*k, cache)?;
                 let path = PathBuf::from(k.name());
+                self.check_shape(&path, data.feature_shape())?;
                 let labels = (0..data.len()).map(|r| data.label(r)).collect::<Vec<_>>();
                 let labels = self.classes_of(&path, data.label_names(), &labels)?;
                 let mut features = vec![0f32; data.len() * data.feature_len()];
                 data.read_rows(0, data.len(), &mut features)?;
-                self.check_shape(&path, data.feature_shape())?;
                 Rows { index: (0..data.len()).collect(), features, labels: Some(labels) }
             }
             (InputKind::Image, Input::Idx(path)) => {
