@@ -651,6 +651,12 @@ pub struct PostgresStore {
     /// trial — finished or not — as new.)
     nonce: u64,
     rungs: RefCell<RungCache>,
+    /// The policy's update count after this store's last merge ([`StudyStore::finish_trial_merging`];
+    /// `None` when it merged nothing, e.g. a retry whose update was in already).
+    merged_updates: Option<i64>,
+    /// The policy's update count as the last claim of a new trial saw it (`None`: no policy
+    /// row, or the last claim was of another kind).
+    claimed_updates: Option<i64>,
     /// Tests: the next this many commits' answers are "lost" (the transaction, committed,
     /// runs again as after a dropped connection).
     #[cfg(test)]
@@ -699,6 +705,8 @@ impl PostgresStore {
             claims: 0,
             nonce: rand::random(),
             rungs: RefCell::default(),
+            merged_updates: None,
+            claimed_updates: None,
             #[cfg(test)]
             lost_answers: std::cell::Cell::new(0),
         })
@@ -857,9 +865,11 @@ impl PostgresStore {
         let token = format!("{}#{:016x}#{}:", self.options.worker, self.nonce, self.claims);
         let mut attempts = 0;
         let timeout = self.options.heartbeat_timeout.as_secs_f64();
+        let mut policy_updates = None;
         let claim = self.tx(
             || "claiming a trial".into(),
             |tx, study, worker| {
+                policy_updates = None;
                 let id_of = |trial: &TrialRow| to_i64(trial.id);
                 let mark = |tx: &mut Tx<'_, '_>, id: i64, kind: &str, status: &str, attempt: i32| {
                     tx.execute(
@@ -927,13 +937,15 @@ impl PostgresStore {
                 if allow_new
                     && let Some(row) = tx.query_opt(
                         "UPDATE studies SET next_trial = next_trial + 1 WHERE name = $1 \
-                         AND (max_trials IS NULL OR next_trial < max_trials) RETURNING next_trial - 1",
+                         AND (max_trials IS NULL OR next_trial < max_trials) RETURNING next_trial - 1, \
+                         (SELECT updates FROM policy WHERE study = $1)",
                         &[&study],
                     )?
                 {
                     let id: i64 = row.get(0);
+                    policy_updates = row.try_get(1)?;
                     let trial = new_row(id as u64);
-                    upsert_trial(tx, study, worker, &trial, Some(&format!("{token}new")), None)?;
+                    upsert_trial(tx, study, worker, &trial, Some(&format!("{token}new")), None, false)?;
                     return Ok(Claim::New(id as u64));
                 }
                 let running: i64 = tx
@@ -969,6 +981,7 @@ impl PostgresStore {
                 Ok(if paused > 0 { Claim::Wait } else { Claim::Done })
             },
         )?;
+        self.claimed_updates = policy_updates;
         if let Claim::New(id) = claim
             && ANALYZE_AT.contains(&id)
         {
@@ -982,6 +995,16 @@ impl PostgresStore {
             }
         }
         Ok(claim)
+    }
+
+    /// Whether the policy this store merged last is still the latest as of the last claim:
+    /// that claim was of a new trial, and the policy's update count it saw is the one this
+    /// store's own last merge left. A worker then need not read the policy again. (The claim's
+    /// count can lag a merge that commits while the claim waits for the study row; the
+    /// policy is then one update behind, as it is for any trial another worker's merge
+    /// overtakes.)
+    pub fn merged_policy_is_latest(&self) -> bool {
+        self.merged_updates.is_some() && self.claimed_updates == self.merged_updates
     }
 
     /// The trials whose id is `from` or more, by id: with [`StudyStore::trials`]' rows, but
@@ -1052,7 +1075,7 @@ impl PostgresStore {
             |tx, study, worker| {
                 set_elapsed_in(tx, study, elapsed_s)?;
                 for trial in trials {
-                    upsert_trial(tx, study, worker, trial, None, None)?;
+                    upsert_trial(tx, study, worker, trial, None, None, false)?;
                 }
                 Ok(())
             },
@@ -1248,10 +1271,22 @@ fn set_elapsed_in(tx: &mut Tx<'_, '_>, study: &str, elapsed_s: f64) -> std::resu
     Ok(())
 }
 
+/// What [`upsert_trial`]'s statement read besides writing, for a policy merge.
+struct MergeRead {
+    /// The study's policy state as the statement saw it.
+    policy: Option<String>,
+    /// The row held this status and end time (not null: the trial had ended) already: the
+    /// statement is a retry of a transaction whose commit went through (its answer lost), so
+    /// the trial's policy update is in the stored state already.
+    recorded: bool,
+}
+
 /// Inserts or updates trial `t`'s row in one statement, unless another worker owns it
 /// ([`Fail::Lost`], nothing written): with `claim` as its claim token (`None` keeps the
 /// row's) and, given `elapsed_s`, the study's elapsed time raised to it, as [`set_elapsed_in`]
-/// does.
+/// does. With `merge`, the same statement also reads what a policy merge needs
+/// ([`MergeRead`]; run it after the study row's lock is taken, so that it sees the latest
+/// policy).
 fn upsert_trial(
     tx: &mut Tx<'_, '_>,
     study: &str,
@@ -1259,7 +1294,8 @@ fn upsert_trial(
     t: &TrialRow,
     claim: Option<&str>,
     elapsed_s: Option<f64>,
-) -> std::result::Result<(), Fail> {
+    merge: bool,
+) -> std::result::Result<MergeRead, Fail> {
     // Only a row written raises the study's elapsed time (the study row must exist: the
     // trial's foreign key).
     let elapsed = match elapsed_s {
@@ -1291,10 +1327,19 @@ fn upsert_trial(
     if let Some(elapsed_s) = &elapsed_s {
         params.push(elapsed_s);
     }
+    // Every part of the statement sees the rows as they were before it: `prior` is the row
+    // before this write.
+    let (prior, read) = match merge {
+        true => (
+            "prior AS (SELECT status = $3 AND ended_unix = $13 AS same FROM trials WHERE study = $1 AND id = $2), ",
+            ", (SELECT state FROM policy WHERE study = $1), coalesce((SELECT same FROM prior), false)",
+        ),
+        false => ("", ""),
+    };
     // The update's WHERE refuses another worker's row (locked, so its owner is the latest).
     let row = tx.query_one(
         &format!(
-            "WITH written AS (INSERT INTO trials (study, id, status, config, record, val_macro_f1, \
+            "WITH {prior}written AS (INSERT INTO trials (study, id, status, config, record, val_macro_f1, \
              samples_per_s, reward, decisions, resumed, started_unix, updated_unix, ended_unix, pid, worker, \
              heartbeat, claim) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
              {SERVER_NOW}, $16) \
@@ -1304,7 +1349,7 @@ fn upsert_trial(
              started_unix = excluded.started_unix, updated_unix = excluded.updated_unix, \
              ended_unix = excluded.ended_unix, pid = excluded.pid, heartbeat = excluded.heartbeat, \
              claim = COALESCE(excluded.claim, trials.claim) WHERE trials.worker = excluded.worker RETURNING 1)\
-             {elapsed} SELECT count(*) FROM written"
+             {elapsed} SELECT count(*){read} FROM written"
         ),
         &params,
     )?;
@@ -1314,7 +1359,10 @@ fn upsert_trial(
             .map_or_else(|| "(none)".to_owned(), |r| r.get(0));
         return Err(Fail::Lost { trial: t.id, owner });
     }
-    Ok(())
+    Ok(match merge {
+        true => MergeRead { policy: row.try_get(1)?, recorded: row.try_get(2)? },
+        false => MergeRead { policy: None, recorded: false },
+    })
 }
 
 /// `INSERT INTO evaluations` of the evaluation in parameters `$p` to `$p+6`, selecting
@@ -1395,13 +1443,14 @@ fn write_evaluation(
     )
 }
 
-fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> std::result::Result<(), Fail> {
-    tx.execute(
+/// Stores `state` as the study's policy; returns its update count (`policy.updates`).
+fn store_policy(tx: &mut Tx<'_, '_>, study: &str, trial: u64, state: &str) -> std::result::Result<i64, Fail> {
+    let row = tx.query_one(
         "INSERT INTO policy (study, trial, state) VALUES ($1, $2, $3) ON CONFLICT (study) DO UPDATE \
-         SET trial = excluded.trial, state = excluded.state, updates = policy.updates + 1",
+         SET trial = excluded.trial, state = excluded.state, updates = policy.updates + 1 RETURNING updates",
         &[&study, &to_i64(trial)?, &state],
     )?;
-    Ok(())
+    Ok(row.try_get(0)?)
 }
 
 impl StudyStore for PostgresStore {
@@ -1452,7 +1501,7 @@ impl StudyStore for PostgresStore {
     fn save_trial(&mut self, trial: &TrialRow, elapsed_s: f64) -> Result<()> {
         self.once(
             || format!("saving trial {}", trial.id),
-            |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s)),
+            |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s), false).map(drop),
         )
     }
 
@@ -1553,7 +1602,7 @@ impl StudyStore for PostgresStore {
                 if c.trial != trial.id {
                     return Err(format!("the checkpoint names trial {}, the trial row is {}", c.trial, trial.id).into());
                 }
-                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
+                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s), false)?;
                 tx.execute(
                     "INSERT INTO checkpoints (study, trial, step, decisions, state, model, optimizer, created_unix, \
                      worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (study, trial) DO UPDATE SET \
@@ -1629,11 +1678,13 @@ impl StudyStore for PostgresStore {
     fn finish_trial(&mut self, trial: &TrialRow, policy: Option<&str>, elapsed_s: f64) -> Result<()> {
         let what = || format!("finishing trial {}", trial.id);
         let Some(state) = policy else {
-            return self.once(what, |tx, study, worker| upsert_trial(tx, study, worker, trial, None, Some(elapsed_s)));
+            return self.once(what, |tx, study, worker| {
+                upsert_trial(tx, study, worker, trial, None, Some(elapsed_s), false).map(drop)
+            });
         };
         self.tx(what, |tx, study, worker| {
-            upsert_trial(tx, study, worker, trial, None, Some(elapsed_s))?;
-            store_policy(tx, study, trial.id, state)
+            upsert_trial(tx, study, worker, trial, None, Some(elapsed_s), false)?;
+            store_policy(tx, study, trial.id, state).map(drop)
         })
     }
 
@@ -1643,20 +1694,24 @@ impl StudyStore for PostgresStore {
         merge: &mut dyn FnMut(Option<&str>) -> std::result::Result<String, String>,
         elapsed_s: f64,
     ) -> Result<()> {
-        self.tx(
+        self.merged_updates = self.tx(
             || format!("finishing trial {} (merging its policy update)", trial.id),
             |tx, study, worker| {
                 // The study row's lock, taken first (by the update of elapsed_s) and held to the
-                // commit, serialises merges, also while no policy row exists.
+                // commit, serialises merges, also while no policy row exists; the upsert's
+                // statement, run after it, reads the latest policy.
                 set_elapsed_in(tx, study, elapsed_s)?;
-                upsert_trial(tx, study, worker, trial, None, None)?;
-                let latest: Option<String> =
-                    tx.query_opt("SELECT state FROM policy WHERE study = $1", &[&study])?.map(|r| r.get(0));
-                let state = merge(latest.as_deref()).map_err(|why| Fail::Other(format!("policy: {why}").into()))?;
-                store_policy(tx, study, trial.id, &state)?;
-                Ok(())
+                let read = upsert_trial(tx, study, worker, trial, None, None, true)?;
+                if read.recorded {
+                    // A retry after a lost commit answer: the update is in; not twice.
+                    return Ok(None);
+                }
+                let state =
+                    merge(read.policy.as_deref()).map_err(|why| Fail::Other(format!("policy: {why}").into()))?;
+                Ok(Some(store_policy(tx, study, trial.id, &state)?))
             },
-        )
+        )?;
+        Ok(())
     }
 
     fn policy(&self) -> Result<Option<String>> {
@@ -2026,6 +2081,45 @@ mod tests {
         let mut expected: Vec<u64> = (0..3).flat_map(|w| (0..10).map(move |i| w * 100 + i)).collect();
         expected.sort_unstable();
         assert_eq!(merged, expected);
+    }
+
+    #[test]
+    fn a_merge_run_again_after_its_commit_applies_its_update_once() {
+        let Some(url) = url() else { return };
+        let mut a = fresh(&url, "a");
+        let append = |id: u64| {
+            move |latest: Option<&str>| {
+                let mut v: Vec<u64> = latest.map_or(Ok(Vec::new()), serde_json::from_str).unwrap();
+                v.push(id);
+                Ok(serde_json::to_string(&v).unwrap())
+            }
+        };
+        let ended = |id| TrialRow { status: "completed".into(), ended_unix: Some(1_790_000_009.25), ..trial(id) };
+        for id in 10..13 {
+            a.save_trial(&trial(id), 0.0).unwrap();
+        }
+        a.finish_trial_merging(&ended(10), &mut append(10), 0.0).unwrap();
+        assert_eq!(a.merged_updates, Some(1));
+        // The commit of trial 11's merge goes through, its answer is lost, it runs again: the
+        // replay finds the trial recorded and merges nothing more.
+        a.lost_answers.set(1);
+        a.finish_trial_merging(&ended(11), &mut append(11), 0.0).unwrap();
+        assert_eq!(a.policy().unwrap().as_deref(), Some("[10,11]"));
+        assert_eq!(a.merged_updates, None, "the replay merged nothing");
+        a.finish_trial_merging(&ended(12), &mut append(12), 0.0).unwrap();
+        assert_eq!(a.policy().unwrap().as_deref(), Some("[10,11,12]"));
+        assert_eq!(a.merged_updates, Some(3));
+        // A claim of a new trial sees the count this store's merge left: its policy is the latest.
+        let mut new_row = |id| trial(id);
+        assert_eq!(a.claim(true, &mut new_row, None).unwrap(), Claim::New(0));
+        assert!(a.merged_policy_is_latest());
+        a.save_trial(&ended(0), 0.0).unwrap();
+        // Another worker's merge moves the count: no longer the latest at the next claim.
+        let mut b = PostgresStore::open(&url, a.study_name(), options("b")).unwrap();
+        b.save_trial(&trial(17), 0.0).unwrap();
+        b.finish_trial_merging(&ended(17), &mut append(17), 0.0).unwrap();
+        assert_eq!(a.claim(true, &mut new_row, None).unwrap(), Claim::New(1));
+        assert!(!a.merged_policy_is_latest());
     }
 
     /// A new, empty database `{prefix}_{pid}` on the tests' server (dropped first if a

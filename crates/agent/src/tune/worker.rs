@@ -177,7 +177,9 @@ impl Worker<'_> {
     fn handle(&mut self, st: &mut State<'_>, trial: &mut Trial) -> Result<()> {
         // rl and rl-no-width also stop a trial at a rung where it is not in the top third.
         let rl = st.config.strategy.learns();
-        if rl {
+        // The policy this worker merged last is in `st.policy`; read it again only when
+        // another worker may have merged since.
+        if rl && !self.store.merged_policy_is_latest() {
             st.policy = self.latest_policy()?;
         }
         let asha = st.config.strategy == Strategy::Asha;
