@@ -297,6 +297,22 @@ fn prepare_csv(path: &std::path::Path, opts: &CsvOptions, seed: u64) -> Result<C
         let (m, _) = pipeline.transform(table)?;
         let labels: Vec<u32> = m.rows.iter().map(|&r| data.labels[rows[r]]).collect();
         let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
+        // A value so far from the others that it leaves f32 (the network's type) after
+        // scaling would make every loss NaN: named here instead.
+        if let Some(at) = features.iter().position(|v| !v.is_finite()) {
+            let width = m.columns.len();
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                why: format!(
+                    "data row {} (0-based): column {} is {:e} after preprocessing, beyond what the network takes \
+                     (f32); a value far from the column's others (in this row or in the training rows: an outlier, \
+                     a unit error) does this",
+                    rows[m.rows[at / width]],
+                    m.columns[at % width],
+                    m.values[at]
+                ),
+            });
+        }
         Ok(InMemory::new(features, labels, vec![m.columns.len()], names.clone())?)
     };
     let train = to_dataset(&train_table, &train_rows)?;

@@ -446,7 +446,7 @@ impl Predictor {
             return Err(Error::Input {
                 path: path.to_path_buf(),
                 why: format!(
-                    "data row {row} (0-based): column {col} is {} after preprocessing, beyond what the model takes \
+                    "data row {row} (0-based): column {col} is {:e} after preprocessing, beyond what the model takes \
                      (f32); the value is far outside the training data",
                     m.values[at]
                 ),

@@ -109,6 +109,25 @@ fn biopsy_csv_just_works_with_its_missing_values() {
 }
 
 #[test]
+fn a_csv_value_beyond_f32_after_scaling_is_named_not_trained_into_nan() {
+    // biopsy.csv with 1e308 in V2 of its 5th data row.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = repo_dirs().locate(tuneforge_loader::Known::Biopsy).unwrap().remove(0);
+    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_string).collect();
+    let mut fields: Vec<String> = lines[5].split(',').map(str::to_string).collect();
+    assert_eq!(lines[0].split(',').nth(3), Some("\"V2\""));
+    fields[3] = "1e308".into();
+    lines[5] = fields.join(",");
+    let huge = tmp.path().join("huge.csv");
+    std::fs::write(&huge, lines.join("\n")).unwrap();
+    let mut cfg = config("digits", "mlp:16", 1);
+    cfg.data = DataSource::parse(&format!("csv:{}", huge.display()), Some("class")).unwrap();
+    let e = Run::new(cfg, &repo_dirs(), &cache(), &Device::Cpu).unwrap_err().to_string();
+    // Scaled with a mean and a deviation that 1e308 dominates, every row's V2 leaves f32.
+    assert!(e.contains("huge.csv: data row") && e.contains("column V2 is -1.7"), "{e}");
+}
+
+#[test]
 fn the_run_keeps_training_through_width_batch_and_lr_changes() {
     let mut cfg = config("digits", "mlp:32,32", 1);
     cfg.optimizer = OptimizerConfig::Sgd(SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() });
