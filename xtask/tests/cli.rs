@@ -173,16 +173,9 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
     let accuracy = summary["best"]["test_accuracy"].as_f64().unwrap();
     assert!(stderr.contains(&format!("24 rows of csv:{} predicted", test_csv.display())), "{stderr}");
     assert!(stderr.contains(&format!("accuracy {accuracy:.4}")), "{stderr}");
-    let study: Vec<String> = std::fs::read_to_string(out_dir.join("predictions.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let v: Vec<&str> = l.split(',').collect();
-            let name = |c: &str| ["bad", "good"][c.parse::<usize>().unwrap()];
-            format!("{},{}", name(v[1]), name(v[2]))
-        })
-        .collect();
+    let (labels, predicted) = tuneforge_agent::run::read_predictions(&out_dir.join("predictions.csv")).unwrap();
+    let name = |c: u32| ["bad", "good"][c as usize];
+    let study: Vec<String> = labels.iter().zip(&predicted).map(|(&l, &p)| format!("{},{}", name(l), name(p))).collect();
     let ours: Vec<String> = std::fs::read_to_string(&written)
         .unwrap()
         .lines()

@@ -28,7 +28,8 @@ use tuneforge_loader::{
     stratified_split,
 };
 use tuneforge_prep::{
-    Columns, FittedPipeline, FittedTextPipeline, Impute, PipelineConfig, Scaling, Step, TextPipelineConfig, Unknown,
+    Columns, FittedPipeline, FittedTextPipeline, Impute, Matrix, PipelineConfig, Scaling, Step, TextPipelineConfig,
+    Unknown,
 };
 
 use crate::{Error, Result};
@@ -281,6 +282,29 @@ fn prepare_text(
     Ok((Arc::new(train), Arc::new(test), fitted))
 }
 
+/// The preprocessed table `m` as `f32`, the network's type. A value so far from the others
+/// that it leaves f32 after scaling (it would make every loss or output NaN) is an error
+/// naming `path`, the value's data row (`data_row` of its row in the table transformed) and
+/// its column.
+pub(crate) fn f32_features(path: &std::path::Path, m: &Matrix, data_row: impl Fn(usize) -> usize) -> Result<Vec<f32>> {
+    let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
+    if let Some(at) = features.iter().position(|v| !v.is_finite()) {
+        let width = m.columns.len();
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            why: format!(
+                "data row {} (0-based): column {} is {:e} after preprocessing, beyond what the network takes (f32); \
+                 a value far from the column's training values (in this row or in the training rows: an outlier, \
+                 a unit error) does this",
+                data_row(m.rows[at / width]),
+                m.columns[at % width],
+                m.values[at]
+            ),
+        });
+    }
+    Ok(features)
+}
+
 type CsvSplits = (Arc<dyn Dataset>, Arc<dyn Dataset>, FittedPipeline, Vec<usize>);
 
 fn prepare_csv(path: &std::path::Path, opts: &CsvOptions, seed: u64) -> Result<CsvSplits> {
@@ -296,23 +320,7 @@ fn prepare_csv(path: &std::path::Path, opts: &CsvOptions, seed: u64) -> Result<C
     let to_dataset = |table: &Table, rows: &[usize]| -> Result<InMemory> {
         let (m, _) = pipeline.transform(table)?;
         let labels: Vec<u32> = m.rows.iter().map(|&r| data.labels[rows[r]]).collect();
-        let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
-        // A value so far from the others that it leaves f32 (the network's type) after
-        // scaling would make every loss NaN: named here instead.
-        if let Some(at) = features.iter().position(|v| !v.is_finite()) {
-            let width = m.columns.len();
-            return Err(Error::Input {
-                path: path.to_path_buf(),
-                why: format!(
-                    "data row {} (0-based): column {} is {:e} after preprocessing, beyond what the network takes \
-                     (f32); a value far from the column's others (in this row or in the training rows: an outlier, \
-                     a unit error) does this",
-                    rows[m.rows[at / width]],
-                    m.columns[at % width],
-                    m.values[at]
-                ),
-            });
-        }
+        let features = f32_features(path, &m, |r| rows[r])?;
         Ok(InMemory::new(features, labels, vec![m.columns.len()], names.clone())?)
     };
     let train = to_dataset(&train_table, &train_rows)?;

@@ -438,20 +438,7 @@ impl Predictor {
             }
             None => None,
         };
-        // A value far outside the training range can scale beyond f32 (the model's type).
-        let width = m.columns.len();
-        let features: Vec<f32> = m.values.iter().map(|&v| v as f32).collect();
-        if let Some(at) = features.iter().position(|v| !v.is_finite()) {
-            let (row, col) = (m.rows[at / width], &m.columns[at % width]);
-            return Err(Error::Input {
-                path: path.to_path_buf(),
-                why: format!(
-                    "data row {row} (0-based): column {col} is {:e} after preprocessing, beyond what the model takes \
-                     (f32); the value is far outside the training data",
-                    m.values[at]
-                ),
-            });
-        }
+        let features = crate::data::f32_features(path, &m, |r| r)?;
         Ok(Rows { features, index: m.rows, labels })
     }
 

@@ -1377,14 +1377,8 @@ mod predict {
 
     /// `predictions.csv` of a run: (label, predicted) class indices per row.
     fn run_predictions(dir: &Path) -> Vec<(u32, u32)> {
-        let csv = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
-        csv.lines()
-            .skip(1)
-            .map(|l| {
-                let v: Vec<u32> = l.split(',').map(|x| x.parse().unwrap()).collect();
-                (v[1], v[2])
-            })
-            .collect()
+        let (labels, predicted) = tuneforge_agent::run::read_predictions(&dir.join("predictions.csv")).unwrap();
+        labels.into_iter().zip(predicted).collect()
     }
 
     /// Asserts `got == want` without printing thousands of values when they differ.
