@@ -288,3 +288,69 @@ fn a_cuda_device_on_the_cpu_build_is_a_clear_error() {
     let out = xtask(&["train", "--device", "cudax"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected cpu or cuda[:N]"));
 }
+
+/// `report --watch` started before the study exists waits for it, rewrites a self-reloading
+/// page while the study runs and ends by itself with a final page that no longer reloads:
+/// once when the study finishes, once when its process is killed.
+#[test]
+fn report_watch_follows_a_running_study_to_its_end_or_its_kill() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let data = repo.join("datasets");
+    let refresh = "<meta http-equiv=\"refresh\" content=\"1\">";
+    for (dir, budget, kill) in [(tmp.path().join("finishes"), "6s", false), (tmp.path().join("killed"), "120s", true)] {
+        let dir_s = dir.to_str().unwrap();
+        let mut watch = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["report", dir_s, "--watch", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut tune = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["tune", "--budget", budget, "--out", dir_s, "--progress", "off", "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut seen_running = false;
+        for line in std::io::BufReader::new(watch.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line.contains("1 running); again in 1 s") && !seen_running {
+                // The page written while the study runs reloads itself and names the process.
+                seen_running = true;
+                let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+                assert!(html.contains(refresh), "{dir_s}: a running study's page does not reload");
+                assert!(html.contains(&format!("running in process {}", tune.id())), "{dir_s}");
+                if kill {
+                    // Not waited for until the watch ends: a zombie meanwhile, which must
+                    // not read as running.
+                    tune.kill().unwrap();
+                }
+            }
+            lines.push(line);
+        }
+        assert!(watch.wait().unwrap().success(), "{lines:#?}");
+        tune.wait().unwrap();
+        assert!(lines[0].starts_with(&format!("waiting for a study in {dir_s}")), "{lines:#?}");
+        assert!(seen_running, "{lines:#?}");
+        let last = lines.last().unwrap();
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        assert!(!html.contains("http-equiv"), "{dir_s}: the final page still reloads");
+        if kill {
+            assert!(last.ends_with(&format!("`cargo xtask tune --resume {dir_s}` continues it)")), "{last}");
+            assert!(html.contains("not running: killed or stopped"), "{dir_s}");
+            assert!(!dir.join("summary.json").exists());
+        } else {
+            assert!(last.ends_with(": finished"), "{last}");
+            assert!(!html.contains("id=\"incomplete\""), "{dir_s}");
+            // The final page's trial count is the study's.
+            let summary: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+            let trials = summary["trials"].as_array().unwrap().len();
+            assert!(last.contains(&format!(" {trials} trials,")), "{last} vs {trials} trials");
+        }
+    }
+}

@@ -491,6 +491,33 @@ impl StudyLock {
     }
 }
 
+/// The process running the study in `dir` now — a `tune`, `--resume` or PostgreSQL worker
+/// holding its `study.lock` — or `None` when no live process does (the study finished, was
+/// killed, or was never started here). Reads the pid the lock's holder wrote and asks the
+/// system whether that process is alive (not a zombie), without touching the lock itself, so a starting
+/// `--resume` is never refused because someone looked. A pid reused by an unrelated process
+/// after a kill reads as running.
+pub fn study_process(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("study.lock")).ok()?.trim().parse().ok()?;
+    #[cfg(unix)]
+    {
+        let pid_t = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let exists =
+            unsafe { libc::kill(pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // A killed process its parent has not waited for yet (a zombie) still exists.
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+            .is_some_and(|state| matches!(state, 'Z' | 'X'));
+        (exists && !zombie).then_some(pid)
+    }
+    #[cfg(not(unix))]
+    {
+        Some(pid)
+    }
+}
+
 /// Wall time of the study: what earlier processes used plus this one's.
 struct Clock {
     offset: f64,

@@ -873,6 +873,45 @@ mod tune {
         assert_eq!(parse_budget("0.000000001s").unwrap(), Duration::from_nanos(1));
     }
 
+    /// `study_process` tells a study some live process runs from one whose process is gone,
+    /// and never takes the lock (a study it looked at can still be resumed at once).
+    #[test]
+    fn study_process_names_a_live_holder_and_not_a_dead_one() {
+        use tuneforge_agent::tune::study_process;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(study_process(dir), None, "no study.lock");
+        // A study this process runs: tune writes its pid into the lock while it holds it.
+        let cfg = digits_study(Strategy::Fixed, 1.0);
+        let seen = std::cell::Cell::new(None);
+        tune(&cfg, &repo_dirs(), &cache(), &Device::Cpu, dir, &mut |_| seen.set(Some(study_process(dir)))).unwrap();
+        assert_eq!(seen.get(), Some(Some(std::process::id())), "while its trials run");
+        // Finished, the lock file still names this process (alive): what matters to a
+        // watcher is that the holder is gone once it exits; a child that exited shows that.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(dir.join("study.lock"), dead.to_string()).unwrap();
+        assert_eq!(study_process(dir), None, "pid {dead} has exited");
+        // Killed and not yet waited for by its parent (a zombie): gone too.
+        let mut zombie = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        std::fs::write(dir.join("study.lock"), zombie.id().to_string()).unwrap();
+        assert_eq!(study_process(dir), Some(zombie.id()), "sleeping");
+        zombie.kill().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while study_process(dir).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(study_process(dir), None, "pid {} is a zombie", zombie.id());
+        zombie.wait().unwrap();
+        std::fs::write(dir.join("study.lock"), "not a pid").unwrap();
+        assert_eq!(study_process(dir), None);
+        std::fs::write(dir.join("study.lock"), std::process::id().to_string()).unwrap();
+        assert_eq!(study_process(dir), Some(std::process::id()));
+        // Looking did not take the lock: reading the config takes it (and refuses a held one).
+        tuneforge_agent::tune::study_config(dir, ProgressMode::Off).unwrap();
+    }
+
     #[test]
     fn a_stored_study_config_that_would_panic_later_is_refused() {
         use tuneforge_agent::tune::{parse_study_config, study_config_json};

@@ -87,6 +87,10 @@ pub struct Study {
     pub best: Option<BestModel>,
     /// What could not be read fully (a torn last line of the event log, a missing file).
     pub notes: Vec<String>,
+    /// The live process running the study when it was read (see
+    /// [`study_process`](tuneforge_agent::tune::study_process)); `None` once it finished or
+    /// was killed.
+    pub process: Option<u32>,
 }
 
 /// One trial: its store rows and its per-step trace from the event log.
@@ -146,6 +150,9 @@ pub struct BestModel {
 impl Study {
     /// Reads the study in `dir` (which holds `study.sqlite`).
     pub fn load(dir: &Path) -> Result<Study> {
+        // Before the reading: a study that ends while it is read is then reported as running
+        // once more, never as killed.
+        let process = tuneforge_agent::tune::study_process(dir);
         let store = SqliteStore::open_existing(&study_path(dir))?;
         let row = store.study()?.ok_or_else(|| Error::NotAStudy {
             path: dir.to_path_buf(),
@@ -188,7 +195,7 @@ impl Study {
             }
             None => None,
         };
-        Ok(Study { dir: dir.to_path_buf(), row, config, trials, summary, best, notes })
+        Ok(Study { dir: dir.to_path_buf(), row, config, trials, summary, best, notes, process })
     }
 
     /// The folder's name (`rl-seed0` in a bench-tune folder).
@@ -199,6 +206,11 @@ impl Study {
     /// `false` while `summary.json` is missing: the study is running, or was killed.
     pub fn complete(&self) -> bool {
         self.summary.is_some()
+    }
+
+    /// `true` while a live process runs it.
+    pub fn running(&self) -> bool {
+        self.process.is_some()
     }
 
     /// Trials that are not finished (`running` or `paused`).

@@ -46,8 +46,15 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// `refresh` when some study of `source` is running (unfinished, its process alive).
+fn refreshing(source: &Source, refresh: Option<u32>) -> Option<u32> {
+    refresh.filter(|_| source.studies().iter().any(|s| !s.complete() && s.running()))
+}
+
 /// The whole page.
-pub(crate) fn page(source: &Source, generated: &str) -> Result<String> {
+/// `refresh`: seconds after which a browser reloads the page, while a study runs (the
+/// `--watch` of `cargo xtask report` rewrites it meanwhile).
+pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Result<String> {
     let (title, dir) = match source {
         Source::Study(s) => (format!("{} study {}", s.row.strategy, s.name()), s.dir.display().to_string()),
         Source::Bench(b) => (format!("bench-tune, {} studies", b.studies.len()), b.dir.display().to_string()),
@@ -56,27 +63,40 @@ pub(crate) fn page(source: &Source, generated: &str) -> Result<String> {
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{r}\
          <title>tuneforge report: {t}</title><style>{STYLE}</style></head><body>\n\
          <h1>tuneforge report: {t}</h1>\n<p class=\"note\">Folder <code>{d}</code>; written {g} by tuneforge {v}.</p>\n",
         t = escape(&title),
         d = escape(&dir),
         g = escape(generated),
         v = env!("CARGO_PKG_VERSION"),
+        r = refreshing(source, refresh)
+            .map_or(String::new(), |s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">")),
     );
     let studies = source.studies();
     let incomplete: Vec<&Study> = studies.iter().copied().filter(|s| !s.complete()).collect();
     if !incomplete.is_empty() {
         let names: Vec<String> = incomplete
             .iter()
-            .map(|s| format!("{} ({} of {} trials unfinished)", s.name(), s.unfinished(), s.trials.len()))
+            .map(|s| {
+                let state = match s.process {
+                    Some(pid) => format!("running in process {pid}"),
+                    None => "not running: killed or stopped".into(),
+                };
+                format!("{} ({state}; {} of {} trials unfinished)", s.name(), s.unfinished(), s.trials.len())
+            })
             .collect();
+        let reload = match refreshing(source, refresh) {
+            Some(s) => format!(" This page reloads every {s} s while a study runs."),
+            None => String::new(),
+        };
         let _ = writeln!(
             h,
             "<p class=\"incomplete\" id=\"incomplete\"><b>Incomplete:</b> no <code>summary.json</code> for {} \
-             — still running, or killed (continue with <code>cargo xtask tune --resume DIR</code>). \
-             This report shows what the study store and the event log hold now.</p>",
-            escape(&names.join(", "))
+             (continue a stopped study with <code>cargo xtask tune --resume DIR</code>). \
+             This report shows what the study store and the event log held when it was written.{}</p>",
+            escape(&names.join(", ")),
+            reload
         );
     }
     for s in &studies {

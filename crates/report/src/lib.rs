@@ -6,7 +6,10 @@
 //! such studies) and writes `report.html` into it: inline CSS and SVG charts drawn by
 //! plotters, no script, nothing fetched when it is viewed, so it can be attached to a pull
 //! request. It reads a study that is still running or was killed too (from the study store
-//! and the event log; a torn last line of the log is skipped) and says that it is incomplete.
+//! and the event log; a torn last line of the log is skipped) and says that it is incomplete:
+//! running (in which process) or not (killed or stopped). [`write_report_refreshing`] makes
+//! the page of a running study reload itself, for a report rewritten while the study goes on
+//! (`cargo xtask report DIR --watch SECS`).
 //!
 //! The charts: best validation macro-F1 so far against wall time (one line per study);
 //! validation macro-F1 against training samples/s for every trial, with the Pareto front;
@@ -78,19 +81,37 @@ pub struct Written {
     pub studies: usize,
     /// Of which without `summary.json` (running or killed).
     pub incomplete: usize,
+    /// Of which a live process runs now.
+    pub running: usize,
+    /// Trials of all its studies.
+    pub trials: usize,
+    /// The best validation macro-F1 any of its studies reached so far.
+    pub best: Option<f64>,
 }
 
 /// The report of `source` as one HTML document; `generated` is the time shown in it.
 pub fn render(source: &Source, generated: SystemTime) -> Result<String> {
-    html::page(source, &humantime::format_rfc3339_seconds(generated).to_string())
+    render_refreshing(source, generated, None)
+}
+
+/// [`render`], and while a study of `source` runs, a page that a browser reloads every
+/// `refresh` seconds (for a report rewritten as the study goes, as `cargo xtask report
+/// --watch` does). Without a running study the page is [`render`]'s.
+pub fn render_refreshing(source: &Source, generated: SystemTime, refresh: Option<u32>) -> Result<String> {
+    html::page(source, &humantime::format_rfc3339_seconds(generated).to_string(), refresh)
 }
 
 /// Reads the study (or bench-tune) folder `dir` and writes `dir/report.html` through a
 /// synced temporary file and a rename (the agent's `write_atomic`), so a report being
 /// viewed is never half-written.
 pub fn write_report(dir: &Path) -> Result<Written> {
+    write_report_refreshing(dir, None)
+}
+
+/// [`write_report`] with [`render_refreshing`]'s page.
+pub fn write_report_refreshing(dir: &Path, refresh: Option<u32>) -> Result<Written> {
     let source = Source::load(dir)?;
-    let page = render(&source, SystemTime::now())?;
+    let page = render_refreshing(&source, SystemTime::now(), refresh)?;
     let path = dir.join("report.html");
     tuneforge_agent::run::write_atomic(&path, page.as_bytes())?;
     let studies = source.studies();
@@ -100,5 +121,8 @@ pub fn write_report(dir: &Path) -> Result<Written> {
         charts: page.matches("<figure class=\"chart\"").count(),
         studies: studies.len(),
         incomplete: studies.iter().filter(|s| !s.complete()).count(),
+        running: studies.iter().filter(|s| !s.complete() && s.running()).count(),
+        best: studies.iter().flat_map(|s| s.best_so_far().last().map(|&(_, f1)| f1)).max_by(f64::total_cmp),
+        trials: studies.iter().map(|s| s.trials.len()).sum(),
     })
 }

@@ -211,6 +211,8 @@ fn a_killed_study_is_reported_as_incomplete() {
     let dir = tmp.path().join("killed");
     copy_dir(&bench_dir().join("rl-seed3"), &dir);
     std::fs::remove_file(dir.join("summary.json")).unwrap();
+    // The copied lock names this test process (the study ran in it); a killed one's is gone.
+    std::fs::remove_file(dir.join("study.lock")).unwrap();
     let mut log = std::fs::OpenOptions::new().append(true).open(dir.join("events.jsonl")).unwrap();
     std::io::Write::write_all(&mut log, br#"{"event":"step","step":17,"epo"#).unwrap();
     drop(log);
@@ -224,6 +226,21 @@ fn a_killed_study_is_reported_as_incomplete() {
     let study = load_study(&dir);
     assert_eq!(study.trials.len(), Sql::open(&dir).count("SELECT count(*) FROM trials"));
     assert!(study.trials.iter().all(|t| t.trace.points.len() as u64 == t.record.steps));
+    // Its process is gone: not running, and a watched page would not reload.
+    assert!(html.contains("not running: killed or stopped"));
+    let watched = tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap();
+    assert_eq!(watched.running, 0);
+    assert!(!std::fs::read_to_string(&watched.path).unwrap().contains("http-equiv"));
+    // The same folder as a live process's (this one's pid in its lock): running, reloading.
+    std::fs::write(dir.join("study.lock"), std::process::id().to_string()).unwrap();
+    let watched = tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap();
+    assert_eq!((watched.incomplete, watched.running), (1, 1));
+    let html = std::fs::read_to_string(&watched.path).unwrap();
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"7\">"));
+    assert!(html.contains(&format!("running in process {}", std::process::id())));
+    assert!(html.contains("reloads every 7 s"));
+    // Without --watch the page does not reload, running or not.
+    assert!(!std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap().contains("http-equiv"));
 }
 
 #[test]
