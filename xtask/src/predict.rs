@@ -31,6 +31,10 @@ pub struct PredictArgs {
     /// Add one column per class with its probability (softmax of the model's outputs).
     #[arg(long)]
     pub probabilities: bool,
+    /// With labelled rows, also print the per-class precision, recall, F1 and support
+    /// (scikit-learn's classification_report layout) and the confusion matrix.
+    #[arg(long)]
+    pub report: bool,
     /// cpu, or cuda[:N] (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -61,15 +65,55 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         args.model.display(),
         predictor.manifest().trained_on
     );
+    let mut details = String::new();
     if let Some(labels) = &rows.labels {
         let mut cm = ConfusionMatrix::new(predictor.classes().len())?;
         cm.update(labels, &predictions.predicted)?;
         let report = cm.report();
         line += &format!(": accuracy {:.4}, macro-F1 {:.4}", report.accuracy, report.macro_avg.f1);
+        if args.report {
+            details = format!(
+                "\n{}\n{}",
+                report.to_text_with_names(predictor.classes(), 4)?,
+                confusion_text(&cm, predictor.classes())
+            );
+        }
+    } else if args.report {
+        details = match predictor.manifest().label.as_deref() {
+            Some(label) => format!("no report: the rows have no labels (no {label:?} column or field)\n"),
+            None => "no report: the rows have no labels\n".into(),
+        };
     }
     if let Some(path) = &args.out {
         line += &format!("; wrote {}", path.display());
     }
     eprintln!("{line}");
+    eprint!("{details}");
     Ok(())
+}
+
+/// The confusion matrix as text: one row per true class (named), one column per predicted
+/// class (numbered as the rows are).
+fn confusion_text(cm: &ConfusionMatrix, classes: &[String]) -> String {
+    use std::fmt::Write as _;
+    let k = classes.len();
+    let name_w = classes.iter().map(|c| c.chars().count() + 4).max().unwrap_or(0).max("true \\ predicted".len());
+    let col_w =
+        (0..k).flat_map(|t| cm.row(t as u32).unwrap_or(&[]).iter().map(|n| n.to_string().len())).max().unwrap_or(1);
+    let col_w = col_w.max(k.to_string().len() + 1).max(3);
+    let mut out = format!("{:<name_w$}", "true \\ predicted");
+    for c in 0..k {
+        let _ = write!(out, " {:>col_w$}", format!("{c}"));
+    }
+    out.push('\n');
+    for (t, name) in classes.iter().enumerate() {
+        // Classes named by their number are not named twice.
+        let label = if *name == t.to_string() { format!("{t:>2}") } else { format!("{t:>2} {name}") };
+        let _ = write!(out, "{label:<name_w$}");
+        for n in cm.row(t as u32).unwrap_or(&[]) {
+            let _ = write!(out, " {n:>col_w$}");
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -167,6 +167,7 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
         &format!("csv:{}", test_csv.display()),
         "--out",
         written.to_str().unwrap(),
+        "--report",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -183,13 +184,32 @@ fn tune_on_a_csv_text_column_writes_the_study_and_the_vocabulary() {
         .map(|l| l.split_once(',').unwrap().1.to_string())
         .collect();
     assert_eq!(ours, study);
+    // --report: per class, the support and recall counted from the study's predictions, and
+    // the confusion matrix's rows.
+    for (c, class) in ["bad", "good"].into_iter().enumerate() {
+        let support = labels.iter().filter(|&&l| l == c as u32).count();
+        let hits = labels.iter().zip(&predicted).filter(|&(&l, &p)| l == c as u32 && p == l).count();
+        let row =
+            stderr.lines().find(|l| l.split_whitespace().next() == Some(class)).unwrap_or_else(|| panic!("{stderr}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[4], support.to_string(), "{row}");
+        assert_eq!(cells[2], format!("{:.4}", hits as f64 / support as f64), "{row}");
+        let wrong = support - hits;
+        let confusion = format!("{c:>2} {class}");
+        let row = stderr.lines().find(|l| l.starts_with(&confusion)).unwrap_or_else(|| panic!("{stderr}"));
+        let counts: Vec<&str> = row[confusion.len()..].split_whitespace().collect();
+        let expect = if c == 0 { [hits, wrong] } else { [wrong, hits] };
+        assert_eq!(counts, expect.map(|n| n.to_string()), "{row}");
+    }
 
     // New notes without the label column: their classes on standard output.
     std::fs::write(tmp.path().join("new.csv"), "body,id\n\"a sweet apple\",1\n\"a mouldy apple\",2\n").unwrap();
     let new = format!("csv:{}", tmp.path().join("new.csv").display());
-    let out = xtask(&["predict", "--model", model, "--dataset", &new, "--probabilities"]);
+    let out = xtask(&["predict", "--model", model, "--dataset", &new, "--probabilities", "--report"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no report: the rows have no labels (no \"kind\" column or field)"), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "index,predicted,p_bad,p_good");
     assert!(lines[1].starts_with("0,good,") && lines[2].starts_with("1,bad,"), "{stdout}");
