@@ -83,7 +83,7 @@ pub use crate::event::{
 #[cfg(feature = "cuda")]
 pub use crate::gpu::GpuProbe;
 pub use crate::gpu::{GpuInfo, GpuMemory};
-pub use crate::log::{EventLog, LogContents, TornTail, parse_log, read_log};
+pub use crate::log::{EventLog, Follow, LogContents, LogFollower, TornTail, parse_log, read_log};
 pub use crate::monitor::{Monitor, MonitorConfig, MonitorState, RunSummary, StepOutcome};
 pub use crate::otel::{OtlpConfig, Telemetry};
 pub use crate::progress::{Progress, ProgressMode};

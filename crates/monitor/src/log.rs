@@ -155,3 +155,106 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents> {
     }
     Ok(out)
 }
+
+/// Reads an event log as it grows, a call at a time: each [`read_new`](Self::read_new)
+/// parses only the lines appended since the last call, so following a long run costs what
+/// reading its log once costs. The lines it returns, over all calls, are those [`read_log`]
+/// would return at that moment, with the same rules: an unfinished last line (being written,
+/// or torn by a crash) is kept for the next call and reported by [`pending`](Self::pending),
+/// as read_log's [`torn_tail`](LogContents::torn_tail); so is a last line that does not
+/// parse, until a line follows it (then it is [`Error::CorruptLine`], as in read_log). A file that became shorter than what was read
+/// (replaced) starts the reading over: [`Follow::restarted`].
+#[derive(Debug)]
+pub struct LogFollower {
+    path: PathBuf,
+    /// Bytes consumed: up to and including the `\n` of the last line returned.
+    offset: u64,
+    /// Lines consumed.
+    lines: u64,
+    /// What follows `offset`, as last read: an unfinished or unparsable last line.
+    pending: Option<TornTail>,
+}
+
+/// What one [`LogFollower::read_new`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Follow {
+    /// The events of the lines appended since the last call, in file order.
+    pub events: Vec<Event>,
+    /// The file was shorter than what had been read: `events` are the whole file's again.
+    pub restarted: bool,
+}
+
+impl LogFollower {
+    /// A follower of `path` that has read nothing yet (the file need not exist yet).
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        LogFollower { path: path.as_ref().to_path_buf(), offset: 0, lines: 0, pending: None }
+    }
+
+    /// The events of the lines completed since the last call. A missing file has none.
+    pub fn read_new(&mut self) -> Result<Follow> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Follow::default()),
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+        let restarted = len < self.offset;
+        if restarted {
+            (self.offset, self.lines) = (0, 0);
+        }
+        let mut bytes = Vec::with_capacity((len - self.offset) as usize);
+        file.seek(SeekFrom::Start(self.offset)).map_err(|e| Error::io(&self.path, e))?;
+        file.take(len - self.offset).read_to_end(&mut bytes).map_err(|e| Error::io(&self.path, e))?;
+        let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+        let mut out = Follow { events: Vec::new(), restarted };
+        let mut start = 0;
+        self.pending = None;
+        while start < bytes.len() {
+            let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') else {
+                // No `\n` yet. A tail that is a whole event (only its `\n` missing) counts, as
+                // read_log counts it: no shorter prefix of a line is a JSON object, and the
+                // `\n` that ends it later reads as a blank rest of the line. Anything else is
+                // kept for later.
+                let rest = &bytes[start..];
+                if !blank(rest) {
+                    match serde_json::from_slice::<Event>(rest) {
+                        Ok(event) => {
+                            out.events.push(event);
+                            self.offset += rest.len() as u64;
+                        }
+                        Err(_) => self.pending = Some(TornTail { line: self.lines + 1, bytes: rest.len() }),
+                    }
+                }
+                break;
+            };
+            let line = &bytes[start..start + nl];
+            let number = self.lines + 1;
+            if !blank(line) {
+                match serde_json::from_slice::<Event>(line) {
+                    Ok(event) => out.events.push(event),
+                    // The last line with content: torn, as read_log has it, unless more follows.
+                    Err(_) if blank(&bytes[start + nl + 1..]) => {
+                        self.pending = Some(TornTail { line: number, bytes: line.len() });
+                        break;
+                    }
+                    Err(source) => return Err(Error::CorruptLine { path: self.path.clone(), line: number, source }),
+                }
+            }
+            start += nl + 1;
+            self.offset += nl as u64 + 1;
+            self.lines += 1;
+        }
+        Ok(out)
+    }
+
+    /// The last line as last read when it is not an event yet: unfinished (no `\n`), or
+    /// not parsable.
+    pub fn pending(&self) -> Option<&TornTail> {
+        self.pending.as_ref()
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

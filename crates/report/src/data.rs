@@ -213,6 +213,23 @@ impl Study {
         self.process.is_some()
     }
 
+    /// The best trial's validation macro-F1: summary.json's once the study finished, else
+    /// the best final one of its ended trials (what the study would return now; failed
+    /// trials count as the study counts them, not at all). `None` before a trial ended.
+    pub fn best_val_f1(&self) -> Option<f64> {
+        if let Some(summary) = &self.summary {
+            return Some(summary.best.val_macro_f1);
+        }
+        self.trials
+            .iter()
+            .filter(|t| {
+                !matches!(t.row.status.as_str(), "running" | "paused") && !t.record.status.starts_with("failed")
+            })
+            .map(|t| t.record.val_macro_f1)
+            .filter(|f| f.is_finite())
+            .max_by(f64::total_cmp)
+    }
+
     /// Trials that are not finished (`running` or `paused`).
     pub fn unfinished(&self) -> usize {
         self.trials.iter().filter(|t| matches!(t.row.status.as_str(), "running" | "paused")).count()
@@ -328,13 +345,7 @@ impl Bench {
             .map(|((_, strategy), studies)| (strategy, studies))
             .map(|(strategy, studies)| {
                 let finished: Vec<&TuneSummary> = studies.iter().filter_map(|s| s.summary.as_ref()).collect();
-                let best_val: Vec<f64> = studies
-                    .iter()
-                    .filter_map(|s| match &s.summary {
-                        Some(sum) => Some(sum.best.val_macro_f1),
-                        None => s.best_so_far().last().map(|&(_, f)| f),
-                    })
-                    .collect();
+                let best_val: Vec<f64> = studies.iter().filter_map(|s| s.best_val_f1()).collect();
                 let trials: Vec<f64> = studies.iter().map(|s| s.trials.len() as f64).collect();
                 StrategyRow {
                     strategy,

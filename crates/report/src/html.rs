@@ -237,7 +237,8 @@ fn figure(h: &mut String, kind: &str, svg: &str, caption: &str) {
 }
 
 fn overview(h: &mut String, s: &Study) {
-    let best_val = s.best_so_far().last().map_or("–".into(), |&(_, f)| format!("{f:.4}"));
+    let best_val = s.best_val_f1().map_or("–".into(), |f| format!("{f:.4}"));
+    let any_eval = s.best_so_far().last().map_or("–".into(), |&(_, f)| format!("{f:.4}"));
     let (test, wall) = match &s.summary {
         Some(sum) => (
             format!("{:.4} (accuracy {:.4})", sum.best.test_macro_f1, sum.best.test_accuracy),
@@ -251,7 +252,8 @@ fn overview(h: &mut String, s: &Study) {
          <tr><th class=\"l\">strategy</th><td class=\"l\">{}</td></tr><tr><th class=\"l\">seed</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">budget</th><td class=\"l\">{:.0} s</td></tr><tr><th class=\"l\">wall time</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">trials</th><td class=\"l\">{} ({} unfinished)</td></tr>\
-         <tr><th class=\"l\">best validation macro-F1</th><td class=\"l\">{}</td></tr>\
+         <tr><th class=\"l\">validation macro-F1 of the best model</th><td class=\"l\">{}</td></tr>\
+         <tr><th class=\"l\">best validation macro-F1 at any evaluation (mid-trial too)</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">test macro-F1 of the best model</th><td class=\"l\">{}</td></tr></table>",
         escape(&s.row.dataset),
         escape(&s.row.strategy),
@@ -261,6 +263,7 @@ fn overview(h: &mut String, s: &Study) {
         s.trials.len(),
         s.unfinished(),
         best_val,
+        any_eval,
         test
     );
 }

@@ -85,7 +85,7 @@ pub struct Written {
     pub running: usize,
     /// Trials of all its studies.
     pub trials: usize,
-    /// The best validation macro-F1 any of its studies reached so far.
+    /// The best of its studies' [`Study::best_val_f1`](data::Study::best_val_f1).
     pub best: Option<f64>,
 }
 
@@ -122,7 +122,7 @@ pub fn write_report_refreshing(dir: &Path, refresh: Option<u32>) -> Result<Writt
         studies: studies.len(),
         incomplete: studies.iter().filter(|s| !s.complete()).count(),
         running: studies.iter().filter(|s| !s.complete() && s.running()).count(),
-        best: studies.iter().flat_map(|s| s.best_so_far().last().map(|&(_, f1)| f1)).max_by(f64::total_cmp),
+        best: studies.iter().flat_map(|s| s.best_val_f1()).max_by(f64::total_cmp),
         trials: studies.iter().map(|s| s.trials.len()).sum(),
     })
 }

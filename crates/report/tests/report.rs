@@ -131,6 +131,10 @@ fn chart_data_agrees_with_the_store() {
         assert!(times.iter().any(|x| (x.max(0.0) - t).abs() < 1e-9), "{t} is no evaluation's time");
     }
     assert_eq!(best.first().unwrap().0, times[0].max(0.0), "the first evaluation starts the line");
+    // The best model's validation F1 is the summary's (a mid-trial evaluation can be higher).
+    let summary = study.summary.as_ref().unwrap();
+    assert_eq!(study.best_val_f1(), Some(summary.best.val_macro_f1));
+    assert!(summary.best.val_macro_f1 <= max_val);
 
     // Scatter: one point per trial with both figures, equal to the trial rows.
     let points = study.front_points();
@@ -226,6 +230,12 @@ fn a_killed_study_is_reported_as_incomplete() {
     let study = load_study(&dir);
     assert_eq!(study.trials.len(), Sql::open(&dir).count("SELECT count(*) FROM trials"));
     assert!(study.trials.iter().all(|t| t.trace.points.len() as u64 == t.record.steps));
+    // The best model it would return now: the best ended trial's final validation F1.
+    let ended = Sql::open(&dir).f64s(
+        "SELECT max(val_macro_f1) FROM trials WHERE status NOT IN ('running', 'paused') AND status NOT LIKE 'failed%'",
+    )[0];
+    assert_eq!(study.best_val_f1(), Some(ended));
+    assert!(html.contains(&format!("of the best model</th><td class=\"l\">{ended:.4}<")), "overview");
     // Its process is gone: not running, and a watched page would not reload.
     assert!(html.contains("not running: killed or stopped"));
     let watched = tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap();

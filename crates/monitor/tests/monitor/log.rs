@@ -240,3 +240,60 @@ fn interleaved_monitors_mark_each_switch() {
     let resumes: Vec<(&str, u64)> = resumes.iter().map(|(r, s)| (r.as_str(), *s)).collect();
     assert_eq!(resumes, [("a", 0), ("b", 0), ("a", 2), ("b", 3), ("a", 2), ("b", 3)]);
 }
+
+/// A log read while it grows, cut anywhere: after every piece the follower has returned, over
+/// all its calls, exactly the events `parse_log` finds in the bytes so far, and its pending
+/// line is `parse_log`'s torn tail.
+#[test]
+fn a_follower_reads_a_growing_log_as_read_log_reads_each_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let mut bytes = Vec::new();
+    for e in every_kind_of_event().iter().chain(&every_kind_of_event()) {
+        serde_json::to_writer(&mut bytes, e).unwrap();
+        bytes.extend_from_slice(b"\n");
+    }
+    bytes.extend_from_slice(b"\n \n"); // blank lines count as lines, and are skipped
+    for stride in [1, 7, 61, 400] {
+        let _ = std::fs::remove_file(&path);
+        let mut follower = LogFollower::new(&path);
+        assert_eq!(follower.read_new().unwrap(), Follow::default(), "no file yet");
+        let mut seen = Vec::new();
+        let mut cut = 0;
+        std::fs::write(&path, b"").unwrap();
+        while cut < bytes.len() {
+            let next = (cut + stride).min(bytes.len());
+            std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&bytes[cut..next]).unwrap();
+            cut = next;
+            let follow = follower.read_new().unwrap();
+            assert!(!follow.restarted);
+            seen.extend(follow.events);
+            let whole = parse_log(&path, &bytes[..cut]).unwrap();
+            same(&seen, &whole.events);
+            assert_eq!(follower.pending(), whole.torn_tail.as_ref(), "stride {stride}, cut {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_follower_names_a_corrupt_line_once_one_follows_it_and_restarts_on_a_shorter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let events = every_kind_of_event();
+    let line = |e: &Event| serde_json::to_string(e).unwrap() + "\n";
+    std::fs::write(&path, line(&events[0]) + &line(&events[1]) + "{\"event\":\"step\",\"step\":\n").unwrap();
+    let mut follower = LogFollower::new(&path);
+    // Last, it may be a torn write: pending, as read_log's torn tail.
+    same(&follower.read_new().unwrap().events, &events[..2]);
+    let bad = "{\"event\":\"step\",\"step\":".len();
+    assert_eq!(follower.pending(), Some(&TornTail { line: 3, bytes: bad }));
+    // A line after it: damage in the middle, with its line number.
+    std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(line(&events[2]).as_bytes()).unwrap();
+    assert!(matches!(follower.read_new(), Err(Error::CorruptLine { line: 3, .. })));
+    // The file replaced by a shorter one: read again from its start.
+    std::fs::write(&path, line(&events[4])).unwrap();
+    let follow = follower.read_new().unwrap();
+    assert!(follow.restarted);
+    same(&follow.events, &events[4..5]);
+    assert_eq!(follower.pending(), None);
+}
