@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tuneforge_report::{Error, Written};
+use tuneforge_report::{Error, Watcher, Written};
 
 /// `cargo xtask report` arguments.
 #[derive(Debug, clap::Args)]
@@ -33,6 +33,10 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 fn write(args: &ReportArgs, refresh: Option<u32>) -> anyhow::Result<Written> {
     tuneforge_report::write_report_refreshing(&args.dir, refresh)
         .with_context(|| format!("cannot write the report of {}", args.dir.display()))
+}
+
+fn write_again(args: &ReportArgs, watcher: &mut Watcher, refresh: u32) -> anyhow::Result<Written> {
+    watcher.write(Some(refresh)).with_context(|| format!("cannot write the report of {}", args.dir.display()))
 }
 
 /// One line on what a report holds.
@@ -67,8 +71,10 @@ fn watch(args: &ReportArgs, every: u32) -> anyhow::Result<()> {
     let pause = Duration::from_secs(u64::from(every));
     let (mut idle_looks, mut failures, mut waiting_said) = (0, 0, false);
     let mut wrote_once = false;
+    // Each rewrite parses only the events logged since the last one.
+    let mut watcher = Watcher::new(&args.dir);
     loop {
-        match write(args, Some(every)) {
+        match write_again(args, &mut watcher, every) {
             Ok(written) => {
                 wrote_once = true;
                 failures = 0;

@@ -13,7 +13,7 @@ use tuneforge_agent::store::{DecisionRow, EvaluationRow, SqliteStore, StudyRow, 
 use tuneforge_agent::trial::TrialRecord;
 use tuneforge_agent::tune::{TuneSummary, study_path};
 use tuneforge_eval::{ClassificationReport, ConfusionMatrix};
-use tuneforge_monitor::Event;
+use tuneforge_monitor::{Event, LogFollower, TornTail};
 
 use crate::error::{Error, Result};
 
@@ -30,12 +30,27 @@ impl Source {
     /// Reads `dir`: a study if it holds `study.sqlite`, a bench-tune folder if its
     /// sub-folders do; anything else is [`Error::NotAStudy`].
     pub fn load(dir: &Path) -> Result<Source> {
+        Source::read(dir, None)
+    }
+
+    /// [`load`](Self::load) for a folder read again and again while its studies run:
+    /// `following` keeps each study's event log position and traces between calls, so only
+    /// the events appended since the last call are parsed.
+    pub fn reload(dir: &Path, following: &mut Following) -> Result<Source> {
+        Source::read(dir, Some(following))
+    }
+
+    fn read(dir: &Path, mut following: Option<&mut Following>) -> Result<Source> {
+        let mut study = |d: &Path| match following.as_deref_mut() {
+            Some(f) => Study::read(d, Some(f.logs.entry(d.to_path_buf()).or_insert_with(|| TraceFollower::new(d)))),
+            None => Study::read(d, None),
+        };
         let not_a_study = |why: String| Error::NotAStudy { path: dir.to_path_buf(), why };
         if !dir.is_dir() {
             return Err(not_a_study("no such folder".into()));
         }
         if study_path(dir).is_file() {
-            return Ok(Source::Study(Box::new(Study::load(dir)?)));
+            return Ok(Source::Study(Box::new(study(dir)?)));
         }
         let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         let subdirs: Vec<PathBuf> =
@@ -46,7 +61,7 @@ impl Source {
                     .into(),
             ));
         }
-        let mut studies = subdirs.iter().map(|d| Study::load(d)).collect::<Result<Vec<_>>>()?;
+        let mut studies = subdirs.iter().map(|d| study(d)).collect::<Result<Vec<_>>>()?;
         studies.sort_by(|a, b| (strategy_rank(&a.row.strategy), &a.dir).cmp(&(strategy_rank(&b.row.strategy), &b.dir)));
         Ok(Source::Bench(Bench { dir: dir.to_path_buf(), studies }))
     }
@@ -58,6 +73,12 @@ impl Source {
             Source::Bench(b) => b.studies.iter().collect(),
         }
     }
+}
+
+/// The event logs of a folder's studies, followed across [`Source::reload`]s.
+#[derive(Debug, Default)]
+pub struct Following {
+    logs: BTreeMap<PathBuf, TraceFollower>,
 }
 
 /// A bench-tune folder.
@@ -150,6 +171,12 @@ pub struct BestModel {
 impl Study {
     /// Reads the study in `dir` (which holds `study.sqlite`).
     pub fn load(dir: &Path) -> Result<Study> {
+        Study::read(dir, None)
+    }
+
+    /// [`load`](Self::load), with the traces from `follower` when given (only the events
+    /// appended since its last read are parsed).
+    fn read(dir: &Path, follower: Option<&mut TraceFollower>) -> Result<Study> {
         // Before the reading: a study that ends while it is read is then reported as running
         // once more, never as killed.
         let process = tuneforge_agent::tune::study_process(dir);
@@ -161,7 +188,10 @@ impl Study {
         let config = serde_json::from_str(&row.config)
             .map_err(|e| Error::Malformed { path: study_path(dir), why: format!("study.config: {e}") })?;
         let mut notes = Vec::new();
-        let mut traces = read_traces(&dir.join("events.jsonl"), &mut notes)?;
+        let mut traces = match follower {
+            Some(f) => f.update(&mut notes)?,
+            None => read_traces(&dir.join("events.jsonl"), &mut notes)?,
+        };
         let mut trials = Vec::new();
         for trial in store.trials()? {
             let record: TrialRecord = serde_json::from_str(&trial.record).map_err(|e| Error::Malformed {
@@ -367,32 +397,25 @@ pub(crate) fn strategy_rank(name: &str) -> usize {
     name.parse::<Strategy>().ok().and_then(|s| Strategy::ALL.iter().position(|&a| a == s)).unwrap_or(usize::MAX)
 }
 
-/// The per-trial traces of the event log, by trial id. Runs are named `trial-<id>`; a
-/// `run_start` or `run_resume` says whose the following events are. A step at or before one
-/// already seen for its trial means the trial was continued from an earlier checkpoint
-/// (after a kill): what followed that checkpoint is dropped, as the study dropped it.
-fn read_traces(path: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
-    let mut traces: BTreeMap<u64, Trace> = BTreeMap::new();
-    if !path.is_file() {
-        notes.push("events.jsonl is missing: no per-step traces".into());
-        return Ok(traces);
-    }
-    let log = tuneforge_monitor::read_log(path)?;
-    if let Some(torn) = &log.torn_tail {
-        notes.push(format!(
-            "events.jsonl ends in a torn line (line {}, {} bytes; the study was killed while writing it): ignored",
-            torn.line, torn.bytes
-        ));
-    }
-    let trial_of = |run: &str| run.strip_prefix("trial-").and_then(|id| id.parse::<u64>().ok());
-    let mut current: Option<u64> = None;
-    for event in log.events {
+/// Per-trial traces built from a study's events in file order: `run_start`/`run_resume`
+/// name the trial the following events belong to; a step at or before the trace's last one
+/// (a resume from a checkpoint, a rollback) replaces what came after it.
+#[derive(Debug, Default, Clone)]
+pub struct TraceBuilder {
+    current: Option<u64>,
+    traces: BTreeMap<u64, Trace>,
+}
+
+impl TraceBuilder {
+    /// Adds one event.
+    pub fn apply(&mut self, event: Event) {
+        let trial_of = |run: &str| run.strip_prefix("trial-").and_then(|id| id.parse::<u64>().ok());
         match event {
-            Event::RunStart(e) => current = trial_of(&e.run),
-            Event::RunResume(e) => current = trial_of(&e.run),
+            Event::RunStart(e) => self.current = trial_of(&e.run),
+            Event::RunResume(e) => self.current = trial_of(&e.run),
             Event::Step(e) => {
-                let Some(id) = current else { continue };
-                let trace = traces.entry(id).or_default();
+                let Some(id) = self.current else { return };
+                let trace = self.traces.entry(id).or_default();
                 if trace.points.last().is_some_and(|p| p.step >= e.step) {
                     trace.points.retain(|p| p.step < e.step);
                     trace.anomalies.retain(|a| a.0 < e.step);
@@ -407,19 +430,82 @@ fn read_traces(path: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Tra
                 });
             }
             Event::Anomaly(e) => {
-                if let Some(id) = current {
-                    traces.entry(id).or_default().anomalies.push((e.step, e.kind.as_str().to_string()));
+                if let Some(id) = self.current {
+                    self.traces.entry(id).or_default().anomalies.push((e.step, e.kind.as_str().to_string()));
                 }
             }
             Event::Rollback(e) => {
-                if let Some(id) = current {
-                    traces.entry(id).or_default().rollbacks.push(e.step);
+                if let Some(id) = self.current {
+                    self.traces.entry(id).or_default().rollbacks.push(e.step);
                 }
             }
             _ => {}
         }
     }
-    Ok(traces)
+
+    /// The traces so far, by trial id.
+    pub fn traces(&self) -> &BTreeMap<u64, Trace> {
+        &self.traces
+    }
+}
+
+/// A study's event log followed as it grows ([`LogFollower`]), with the traces of what it
+/// has read: a report rewritten while the study runs parses each line once.
+#[derive(Debug)]
+struct TraceFollower {
+    log: LogFollower,
+    built: TraceBuilder,
+}
+
+impl TraceFollower {
+    /// A follower of `dir/events.jsonl` that has read nothing yet.
+    fn new(dir: &Path) -> TraceFollower {
+        TraceFollower { log: LogFollower::new(dir.join("events.jsonl")), built: TraceBuilder::default() }
+    }
+
+    /// Reads what was appended since the last call and returns the traces; notes say what
+    /// is missing or unfinished, as for a study read at once.
+    fn update(&mut self, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
+        if !self.log.path().is_file() {
+            notes.push("events.jsonl is missing: no per-step traces".into());
+            return Ok(BTreeMap::new());
+        }
+        let follow = self.log.read_new()?;
+        if follow.restarted {
+            self.built = TraceBuilder::default();
+        }
+        for event in follow.events {
+            self.built.apply(event);
+        }
+        if let Some(torn) = self.log.pending() {
+            notes.push(torn_note(torn));
+        }
+        Ok(self.built.traces.clone())
+    }
+}
+
+fn torn_note(torn: &TornTail) -> String {
+    format!(
+        "events.jsonl ends in a torn line (line {}, {} bytes; the study was killed while writing it, \
+         or is writing it now): ignored",
+        torn.line, torn.bytes
+    )
+}
+
+fn read_traces(path: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
+    if !path.is_file() {
+        notes.push("events.jsonl is missing: no per-step traces".into());
+        return Ok(BTreeMap::new());
+    }
+    let log = tuneforge_monitor::read_log(path)?;
+    if let Some(torn) = &log.torn_tail {
+        notes.push(torn_note(torn));
+    }
+    let mut built = TraceBuilder::default();
+    for event in log.events {
+        built.apply(event);
+    }
+    Ok(built.traces)
 }
 
 /// The classification report and confusion matrix of the test predictions.

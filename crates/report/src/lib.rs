@@ -110,8 +110,33 @@ pub fn write_report(dir: &Path) -> Result<Written> {
 
 /// [`write_report`] with [`render_refreshing`]'s page.
 pub fn write_report_refreshing(dir: &Path, refresh: Option<u32>) -> Result<Written> {
-    let source = Source::load(dir)?;
-    let page = render_refreshing(&source, SystemTime::now(), refresh)?;
+    write_source(dir, &Source::load(dir)?, refresh)
+}
+
+/// Writes the report of one folder again and again while its studies run (`cargo xtask
+/// report --watch`): each [`write`](Self::write) reads the study store anew and only the
+/// events appended to each event log since the last write.
+#[derive(Debug)]
+pub struct Watcher {
+    dir: PathBuf,
+    following: data::Following,
+}
+
+impl Watcher {
+    /// A watcher of the study (or bench-tune) folder `dir`; nothing is read yet.
+    pub fn new(dir: &Path) -> Watcher {
+        Watcher { dir: dir.to_path_buf(), following: data::Following::default() }
+    }
+
+    /// [`write_report_refreshing`] of the folder as it is now.
+    pub fn write(&mut self, refresh: Option<u32>) -> Result<Written> {
+        let source = Source::reload(&self.dir, &mut self.following)?;
+        write_source(&self.dir, &source, refresh)
+    }
+}
+
+fn write_source(dir: &Path, source: &Source, refresh: Option<u32>) -> Result<Written> {
+    let page = render_refreshing(source, SystemTime::now(), refresh)?;
     let path = dir.join("report.html");
     tuneforge_agent::run::write_atomic(&path, page.as_bytes())?;
     let studies = source.studies();

@@ -401,3 +401,37 @@ fn the_report_renders_in_headless_chromium() {
     assert!(variance > 100.0, "blank page? luma variance {variance}");
     assert!(dark > 0.005, "almost nothing drawn: {:.3}% dark pixels", dark * 100.0);
 }
+
+/// A study read again and again as its event log grows (`Source::reload`, what `report
+/// --watch` does) has, after every piece, the traces and notes of the study read at once.
+#[test]
+fn a_study_reloaded_as_its_log_grows_equals_one_read_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("growing");
+    copy_dir(&bench_dir().join("pbt-seed3"), &dir);
+    let log = std::fs::read(dir.join("events.jsonl")).unwrap();
+    assert!(log.len() > 10_000, "{} bytes", log.len());
+    let mut following = tuneforge_report::data::Following::default();
+    // Cuts mid-line and at line ends; the last piece completes the file.
+    let cuts = [log.len() / 7, log.len() / 3 + 1, log.len() / 2, log.len() - 3, log.len()];
+    for cut in cuts {
+        std::fs::write(dir.join("events.jsonl"), &log[..cut]).unwrap();
+        let once = Source::load(&dir).unwrap();
+        let again = Source::reload(&dir, &mut following).unwrap();
+        let (once, again) = (&once.studies()[0], &again.studies()[0]);
+        assert_eq!(once.notes, again.notes, "cut {cut}");
+        assert_eq!(once.trials.len(), again.trials.len());
+        for (a, b) in once.trials.iter().zip(&again.trials) {
+            assert!(a.trace == b.trace, "cut {cut}: trial {} differs", a.row.id);
+        }
+        let points: usize = again.trials.iter().map(|t| t.trace.points.len()).sum();
+        assert!(points > 0 || cut < log.len() / 5, "cut {cut}: no points");
+    }
+    // A file replaced by a shorter one is read again from its start.
+    std::fs::write(dir.join("events.jsonl"), &log[..log.len() / 3]).unwrap();
+    let once = Source::load(&dir).unwrap();
+    let again = Source::reload(&dir, &mut following).unwrap();
+    for (a, b) in once.studies()[0].trials.iter().zip(&again.studies()[0].trials) {
+        assert!(a.trace == b.trace, "after the restart: trial {} differs", a.row.id);
+    }
+}
