@@ -21,6 +21,12 @@ use crate::run::{Run, RunCheckpoint, RunConfig, RunCursor};
 use crate::store::{CheckpointRow, DecisionRow, EvaluationRow, StudyStore, TrialRow};
 use crate::{Error, Result};
 
+/// A trial's `events.jsonl` holds a `step` event every this many steps (and at each
+/// evaluation, decision, checkpoint, rollback, anomaly and the trial's ends: see
+/// [`MonitorConfig::log_steps_every`]). Every step would be ~300 bytes each: 175 MB for the
+/// README's 60-s digits study, whose small model takes thousands of steps a second.
+pub const LOG_STEPS_EVERY: u64 = 10;
+
 /// How a trial starts: what the strategy chose before any action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +205,7 @@ impl TrialContext<'_> {
             // The budget is in rows (see `EnvConfig::unit_batch`): the steps it takes at the
             // starting batch size (`Env` resets it at each interval after a batch change).
             total_steps: Some(self.steps_at(self.env.budget_steps, start.batch_size)),
+            log_steps_every: LOG_STEPS_EVERY,
             attributes: [
                 ("trial".to_string(), id.to_string()),
                 ("model".to_string(), start.model.clone()),

@@ -12,7 +12,7 @@ use crate::detect::{Anomaly, DetectorConfig, DetectorState, Detectors};
 use crate::error::{Error, Result};
 use crate::event::{
     Checkpoint, Decision, EpochEnd, Evaluation, Event, Figures, Outcome, Rollback, RunEnd, RunResume, RunStart,
-    StepFacts,
+    StepFacts, StepRecord,
 };
 use crate::log::EventLog;
 use crate::otel::Telemetry;
@@ -34,6 +34,14 @@ pub struct MonitorConfig {
     /// Write a `summary` event (latency quantiles, loss slope, RSS) every this many steps,
     /// ≥ 1. Default 100.
     pub summary_every: u64,
+    /// Log a `step` event for steps whose number is a multiple of this, ≥ 1, and always for
+    /// the step before any other event (an evaluation, a decision, a checkpoint, a rollback,
+    /// an epoch's end, the run's end: the log has the point where each happened), for a step
+    /// a detector fired on, and for the first step of the run and after a resume. Default 1:
+    /// every step. Telemetry, the progress view, the detectors and the rolling figures see
+    /// every step whatever this is; it only thins the log of fast runs (thousands of steps a
+    /// second write hundreds of MB a minute otherwise).
+    pub log_steps_every: u64,
     /// Progress view. Default [`ProgressMode::Off`] (a library stays quiet unless asked).
     pub progress: ProgressMode,
     /// Steps the run will take, for the progress bar.
@@ -53,6 +61,7 @@ impl Default for MonitorConfig {
             attributes: BTreeMap::new(),
             log: None,
             summary_every: 100,
+            log_steps_every: 1,
             progress: ProgressMode::Off,
             total_steps: None,
             recorder: RecorderConfig::default(),
@@ -121,6 +130,11 @@ pub struct Monitor {
     widths: Vec<u32>,
     anomalies: u64,
     rollbacks: u64,
+    /// The last step when it was not logged (see [`MonitorConfig::log_steps_every`]): written
+    /// before the next event of another kind.
+    unlogged_step: Option<StepRecord>,
+    /// Whether a step was logged since the monitor started.
+    logged_a_step: bool,
     /// Tells this monitor's events from those of other monitors of the process (see `write`).
     id: u64,
 }
@@ -143,6 +157,9 @@ impl Monitor {
     pub fn new(config: MonitorConfig, mut telemetry: Telemetry) -> Result<Self> {
         if config.summary_every == 0 {
             return Err(Error::InvalidConfig { field: "summary_every", value: "0".into(), reason: "must be >= 1" });
+        }
+        if config.log_steps_every == 0 {
+            return Err(Error::InvalidConfig { field: "log_steps_every", value: "0".into(), reason: "must be >= 1" });
         }
         let recorder = Recorder::new(config.recorder.clone())?;
         let detectors = Detectors::new(config.detectors.clone())?;
@@ -170,6 +187,8 @@ impl Monitor {
             widths: Vec::new(),
             anomalies: 0,
             rollbacks: 0,
+            unlogged_step: None,
+            logged_a_step: false,
             id: NEXT_MONITOR.fetch_add(1, Ordering::Relaxed),
         };
         monitor.write(&Event::RunStart(start))?;
@@ -207,7 +226,15 @@ impl Monitor {
         self.telemetry.step(&record);
         self.progress.step(&record);
         let step = record.step;
-        self.write(&Event::Step(record))?;
+        let log_it =
+            !self.logged_a_step || step.is_multiple_of(self.config.log_steps_every) || !outcome.anomalies.is_empty();
+        if log_it {
+            self.unlogged_step = None;
+            self.logged_a_step = true;
+            self.append(&Event::Step(record))?;
+        } else {
+            self.unlogged_step = Some(record);
+        }
         for a in &outcome.anomalies {
             self.anomalies += 1;
             tracing::warn!(step = a.step, kind = a.kind.as_str(), value = a.value, threshold = a.threshold, "anomaly");
@@ -384,9 +411,17 @@ impl Monitor {
         self.write(&Event::Summary(figures))
     }
 
+    /// Appends `event` after the last step if that was not logged yet.
+    fn write(&mut self, event: &Event) -> Result<()> {
+        if let Some(step) = self.unlogged_step.take() {
+            self.append(&Event::Step(step))?;
+        }
+        self.append(event)
+    }
+
     /// Appends `event`, first with a [`RunResume`] when another monitor of this process wrote
     /// to a log since this one last did (runs that share one file stay attributable).
-    fn write(&mut self, event: &Event) -> Result<()> {
+    fn append(&mut self, event: &Event) -> Result<()> {
         let Some(log) = &mut self.log else { return Ok(()) };
         let previous = LAST_WRITER.swap(self.id, Ordering::Relaxed);
         if previous != self.id && log.events_written() > 0 {

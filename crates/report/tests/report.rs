@@ -109,6 +109,26 @@ impl Sql {
     }
 }
 
+/// A trial's trace from a log thinned to every `LOG_STEPS_EVERY`-th step: its first and last
+/// steps, every multiple in between, the last step before each of its decisions, nothing twice, out
+/// of order or beyond the trial.
+fn thinned_trace_covers(t: &tuneforge_report::data::TrialData) {
+    use tuneforge_agent::trial::LOG_STEPS_EVERY;
+    let id = t.row.id;
+    let steps: Vec<u64> = t.trace.points.iter().map(|p| p.step).collect();
+    assert_eq!(steps.first(), Some(&0), "trial {id}: {steps:?}");
+    assert_eq!(steps.last(), Some(&(t.record.steps - 1)), "trial {id}: {steps:?}");
+    assert!(steps.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= LOG_STEPS_EVERY), "trial {id}: {steps:?}");
+    for m in (0..t.record.steps).step_by(LOG_STEPS_EVERY as usize) {
+        assert!(steps.binary_search(&m).is_ok(), "trial {id}: step {m} missing from {steps:?}");
+    }
+    // A decision row counts the steps taken before it: its last step is one less.
+    for d in &t.decisions {
+        assert!(steps.binary_search(&(d.step - 1)).is_ok(), "trial {id}: decision after {} not in {steps:?}", d.step);
+    }
+    assert!(steps.len() as u64 <= t.record.steps);
+}
+
 #[test]
 fn chart_data_agrees_with_the_store() {
     let dir = bench_dir().join("rl-seed3");
@@ -149,12 +169,11 @@ fn chart_data_agrees_with_the_store() {
         assert_eq!(row, [*f1]);
     }
 
-    // Traces: one point per step the trial took, ending on its final batch size and widths,
-    // and after each decision the batch size the store says it applied.
+    // Traces: the trial's steps as the thinned log keeps them, ending on its final batch
+    // size and widths.
     for t in &study.trials {
         let steps = &t.trace.points;
-        assert_eq!(steps.len() as u64, t.record.steps, "trial {}", t.row.id);
-        assert!(steps.windows(2).all(|w| w[0].step + 1 == w[1].step), "trial {}: steps not consecutive", t.row.id);
+        thinned_trace_covers(t);
         let last = steps.last().unwrap();
         assert_eq!(last.batch_size as usize, t.record.final_hparams.batch_size, "trial {}", t.row.id);
         let widths: Vec<usize> = last.widths.iter().map(|&w| w as usize).collect();
@@ -181,9 +200,7 @@ fn pbt_members_get_their_own_steps() {
     let study = load_study(&dir);
     assert!(study.trials.len() >= 2);
     for t in &study.trials {
-        let steps = &t.trace.points;
-        assert_eq!(steps.len() as u64, t.record.steps, "trial {}", t.row.id);
-        assert!(steps.windows(2).all(|w| w[0].step + 1 == w[1].step), "trial {}: steps interleaved", t.row.id);
+        thinned_trace_covers(t);
         // (The final batch size may differ from the last step's: an exploit after a member's
         // last interval sets hyper-parameters it never trained with.)
     }
@@ -229,7 +246,7 @@ fn a_killed_study_is_reported_as_incomplete() {
     assert!(!html.contains("data-chart=\"confusion\""), "no best model without summary.json");
     let study = load_study(&dir);
     assert_eq!(study.trials.len(), Sql::open(&dir).count("SELECT count(*) FROM trials"));
-    assert!(study.trials.iter().all(|t| t.trace.points.len() as u64 == t.record.steps));
+    study.trials.iter().for_each(thinned_trace_covers);
     // The best model it would return now: the best ended trial's final validation F1.
     let ended = Sql::open(&dir).f64s(
         "SELECT max(val_macro_f1) FROM trials WHERE status NOT IN ('running', 'paused') AND status NOT LIKE 'failed%'",

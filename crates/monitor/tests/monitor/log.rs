@@ -297,3 +297,66 @@ fn a_follower_names_a_corrupt_line_once_one_follows_it_and_restarts_on_a_shorter
     same(&follow.events, &events[4..5]);
     assert_eq!(follower.pending(), None);
 }
+
+/// `log_steps_every` thins the log's step events and keeps the ones that matter: the first,
+/// the multiples, a step a detector fired on and the step before any other event.
+#[test]
+fn a_thinned_log_keeps_the_multiples_and_every_step_an_event_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("thin.jsonl");
+    let config = MonitorConfig { log: Some(path.clone()), log_steps_every: 10, ..Default::default() };
+    let mut monitor = Monitor::new(config, Telemetry::disabled()).unwrap();
+    let mut steps = 0;
+    for step in 3..=95u64 {
+        let facts = StepFacts {
+            step,
+            epoch: u32::from(step >= 60),
+            loss: if step == 73 { f64::NAN } else { 1.0 / step as f64 },
+            samples: 32,
+            seconds: 0.001,
+            grad_norm: Some(1.0),
+            lr: 1e-3,
+            batch_size: 32,
+            widths: vec![16],
+            device_seconds: None,
+        };
+        monitor.step(facts).unwrap();
+        steps += 1;
+        match step {
+            37 => monitor
+                .evaluation(Evaluation { step, epoch: 0, accuracy: 0.5, macro_f1: 0.5, loss: None, seconds: 0.1 })
+                .unwrap(),
+            55 => monitor
+                .decision(Decision {
+                    step,
+                    action: "lr*2".into(),
+                    lr: 2e-3,
+                    batch_size: 32,
+                    widths: vec![16],
+                    reward: None,
+                })
+                .unwrap(),
+            88 => monitor.checkpoint(step, None).unwrap(),
+            _ => {}
+        }
+    }
+    assert_eq!(steps, 93);
+    let summary = monitor.finish(Outcome::Completed).unwrap();
+    let log = read_log(&path).unwrap();
+    let logged: Vec<u64> =
+        log.events.iter().filter_map(|e| if let Event::Step(s) = e { Some(s.step) } else { None }).collect();
+    // 3: the first; 37, 55, 88: an evaluation, a decision, a checkpoint follow; 59: the epoch
+    // ends (step 60 opens epoch 1); 73: NaN loss; 95: the run ends.
+    let expected = [3, 10, 20, 30, 37, 40, 50, 55, 59, 60, 70, 73, 80, 88, 90, 95];
+    assert_eq!(logged, expected);
+    assert_eq!(summary.events_logged, log.events.len() as u64);
+    // Every other step still counted: the run's figures cover all 93.
+    assert_eq!(summary.figures.steps, 93);
+    // Each logged step is the one the monitor saw (its own loss), not a neighbour's.
+    for e in &log.events {
+        if let Event::Step(s) = e {
+            assert!(s.step == 73 && s.loss.is_nan() || s.loss == 1.0 / s.step as f64, "{s:?}");
+        }
+    }
+    assert!(Monitor::new(MonitorConfig { log_steps_every: 0, ..Default::default() }, Telemetry::disabled()).is_err());
+}
