@@ -158,11 +158,15 @@ pub fn parse_log(path: &Path, bytes: &[u8]) -> Result<LogContents> {
 
 /// Reads an event log as it grows, a call at a time: each [`read_new`](Self::read_new)
 /// parses only the lines appended since the last call, so following a long run costs what
-/// reading its log once costs. The lines it returns, over all calls, are those [`read_log`]
-/// would return at that moment, with the same rules: an unfinished last line (being written,
-/// or torn by a crash) is kept for the next call and reported by [`pending`](Self::pending),
-/// as read_log's [`torn_tail`](LogContents::torn_tail); so is a last line that does not
-/// parse, until a line follows it (then it is [`Error::CorruptLine`], as in read_log). A file that became shorter than what was read
+/// reading its log once costs. The events it returns, over all calls, are those [`read_log`]
+/// returns at that moment, with one difference: a last line without its `\n` is not an
+/// event yet, even when it parses (read_log counts one that parses; the line may go on —
+/// a JSON object followed by more bytes is no event — and [`EventLog::open`] cuts such a
+/// tail before appending). It is kept for the next call and reported by
+/// [`pending`](Self::pending), as read_log reports an unparsable one in
+/// [`torn_tail`](LogContents::torn_tail); so is a last line that does not parse, until a line
+/// follows it (then it is [`Error::CorruptLine`], as in read_log). The writer ends every
+/// line with its `\n` in the same `write`, so only a crash leaves a line without one. A file that became shorter than what was read
 /// (replaced) starts the reading over: [`Follow::restarted`].
 #[derive(Debug)]
 pub struct LogFollower {
@@ -211,19 +215,10 @@ impl LogFollower {
         self.pending = None;
         while start < bytes.len() {
             let Some(nl) = bytes[start..].iter().position(|&b| b == b'\n') else {
-                // No `\n` yet. A tail that is a whole event (only its `\n` missing) counts, as
-                // read_log counts it: no shorter prefix of a line is a JSON object, and the
-                // `\n` that ends it later reads as a blank rest of the line. Anything else is
-                // kept for later.
+                // No `\n` yet: kept for later, even when it parses (see the type's doc).
                 let rest = &bytes[start..];
                 if !blank(rest) {
-                    match serde_json::from_slice::<Event>(rest) {
-                        Ok(event) => {
-                            out.events.push(event);
-                            self.offset += rest.len() as u64;
-                        }
-                        Err(_) => self.pending = Some(TornTail { line: self.lines + 1, bytes: rest.len() }),
-                    }
+                    self.pending = Some(TornTail { line: self.lines + 1, bytes: rest.len() });
                 }
                 break;
             };
