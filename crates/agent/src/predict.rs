@@ -409,7 +409,7 @@ impl Predictor {
 
     fn read_table(&self, path: &Path, mut options: CsvOptions) -> Result<Rows> {
         let pipeline = self.table.as_ref().expect("a table model has a table pipeline");
-        let header = csv_header(path, options.delimiter)?;
+        let header = tuneforge_loader::read_csv_header(path, options.delimiter)?;
         let inputs = pipeline.inputs();
         let label = self.manifest.label.clone().filter(|l| header.contains(l));
         // Only the training's columns are read, with the kinds they had.
@@ -509,14 +509,6 @@ fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
     for p in &mut out[start..] {
         *p /= sum;
     }
-}
-
-/// The trimmed names of the header row of the CSV file at `path`.
-fn csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>> {
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).from_reader(file);
-    let header = rdr.headers().map_err(|e| Error::Input { path: path.to_path_buf(), why: format!("header: {e}") })?;
-    Ok(header.iter().map(|h| h.trim().to_string()).collect())
 }
 
 /// The rows and predictions as CSV: `index`, `label` (when labelled), `predicted` (class

@@ -175,6 +175,35 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<CsvData> {
     read_csv_from(path, std::io::BufReader::new(file), options)
 }
 
+/// The column names of a CSV file's header row, trimmed, as [`read_csv`] reads them (to
+/// choose [`CsvOptions`] for a file before reading it); the rows are not read.
+pub fn read_csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    header_of(path, &mut rdr)
+}
+
+fn header_of<R: std::io::Read>(path: &Path, rdr: &mut csv::Reader<R>) -> Result<Vec<String>> {
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|source| Error::Csv {
+            path: path.to_path_buf(),
+            line: source.position().map(|p| p.line()).unwrap_or(0),
+            source,
+        })?
+        .iter()
+        .map(|s| s.trim().to_string())
+        .collect();
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(Error::Empty { path: path.to_path_buf(), what: "no header row".into() });
+    }
+    Ok(header)
+}
+
 /// Reads CSV text from any reader; `path` is only used in messages.
 pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptions) -> Result<CsvData> {
     let csv_err = |source: csv::Error| {
@@ -183,10 +212,7 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptio
     };
     let mut rdr =
         csv::ReaderBuilder::new().delimiter(options.delimiter).has_headers(true).flexible(true).from_reader(reader);
-    let header: Vec<String> = rdr.headers().map_err(csv_err)?.iter().map(|s| s.trim().to_string()).collect();
-    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(Error::Empty { path: path.to_path_buf(), what: "no header row".into() });
-    }
+    let header = header_of(path, &mut rdr)?;
     let find = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| Error::NoSuchColumn {
             path: path.to_path_buf(),

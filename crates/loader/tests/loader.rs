@@ -104,6 +104,15 @@ fn digits_and_biopsy_csv_load_with_the_right_shapes() {
     assert_eq!(biopsy.labels.iter().filter(|&&l| l == 1).count(), 241);
     let row_names = biopsy.table.row_names.as_ref().unwrap();
     assert_eq!((row_names[0].as_str(), row_names[698].as_str()), ("1", "699"));
+    // The header alone: the row-name column (empty name), the ID column the options drop,
+    // the features, the label column.
+    let header = tuneforge_loader::read_csv_header(&repo_datasets().join("biopsy.csv"), b',').unwrap();
+    assert_eq!(&header[..2], ["", "ID"]);
+    assert_eq!(&header[2..11], names);
+    assert_eq!(header[11..], ["class"]);
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let e = tuneforge_loader::read_csv_header(empty.path(), b',').unwrap_err().to_string();
+    assert!(e.contains("no header row"), "{e}");
     let v6 = biopsy.table.column("V6").unwrap();
     let ColumnValues::Numeric(values) = &v6.values else { panic!("V6 should be numeric") };
     assert_eq!(values.iter().filter(|v| v.is_nan()).count(), 16);
