@@ -319,14 +319,19 @@ fn report_watch_follows_a_running_study_to_its_end_or_its_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let data = repo.join("datasets");
-    let refresh = "<meta http-equiv=\"refresh\" content=\"1\">";
-    for (dir, budget, kill) in [(tmp.path().join("finishes"), "6s", false), (tmp.path().join("killed"), "120s", true)] {
+    let refresh = "<meta http-equiv=\"refresh\" content=\"2\">";
+    for (dir, budget, kill) in [(tmp.path().join("finishes"), "8s", false), (tmp.path().join("killed"), "120s", true)] {
         let dir_s = dir.to_str().unwrap();
         let mut watch = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["report", dir_s, "--watch", "1"])
+            .args(["report", dir_s, "--watch", "2"])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        // The study starts once the watch has said it waits for one (a loaded machine may
+        // start the watch late).
+        let mut watched = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+        let mut lines = vec![watched.next().unwrap().unwrap()];
+        assert!(lines[0].starts_with(&format!("waiting for a study in {dir_s}")), "{lines:#?}");
         let mut tune = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["tune", "--budget", budget, "--out", dir_s, "--progress", "off", "--data-dir"])
             .arg(&data)
@@ -334,11 +339,10 @@ fn report_watch_follows_a_running_study_to_its_end_or_its_kill() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = Vec::new();
         let mut seen_running = false;
-        for line in std::io::BufReader::new(watch.stdout.take().unwrap()).lines() {
+        for line in watched {
             let line = line.unwrap();
-            if line.contains("1 running); again in 1 s") && !seen_running {
+            if line.contains("1 running); again in 2 s") && !seen_running {
                 // The page written while the study runs reloads itself and names the process.
                 seen_running = true;
                 let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
@@ -354,7 +358,6 @@ fn report_watch_follows_a_running_study_to_its_end_or_its_kill() {
         }
         assert!(watch.wait().unwrap().success(), "{lines:#?}");
         tune.wait().unwrap();
-        assert!(lines[0].starts_with(&format!("waiting for a study in {dir_s}")), "{lines:#?}");
         assert!(seen_running, "{lines:#?}");
         let last = lines.last().unwrap();
         let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
