@@ -361,11 +361,13 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let config = config(args)?;
             let out = out_dir(args);
             eprintln!(
-                "tuning {} ({}) with {} for {:?}; writing to {} (continue it with --resume {})",
+                "tuning {} ({}) with {} for {:?}; writing to {} (continue it with --resume {}; \
+                 follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
                 config.model,
                 config.strategy,
                 config.budget,
+                out.display(),
                 out.display(),
                 out.display()
             );
