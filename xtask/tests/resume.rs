@@ -45,7 +45,9 @@ fn a_study_killed_mid_trial_resumes_from_its_checkpoints_and_loses_nothing() {
     loop {
         assert!(t.elapsed() < Duration::from_secs(120), "the study never reached a third trial's checkpoint");
         std::thread::sleep(Duration::from_millis(20));
-        let Ok(store) = SqliteStore::open(&dir.join("study.sqlite")) else { continue };
+        // Never `open`: between `tune` creating the folder and its store, that would create
+        // the store, and `tune` would refuse a study that "was created meanwhile".
+        let Ok(store) = SqliteStore::open_existing(&dir.join("study.sqlite")) else { continue };
         let Ok(trials) = store.trials() else { continue };
         if trials.iter().filter(|r| r.status == "completed").count() < 2 {
             continue;
@@ -150,7 +152,9 @@ fn a_study_killed_in_its_first_trial_resumes_from_the_policy_it_started_with() {
     loop {
         assert!(t.elapsed() < Duration::from_secs(60), "trial 0 never reached a checkpoint");
         std::thread::sleep(Duration::from_millis(10));
-        let Ok(store) = SqliteStore::open(&dir.join("study.sqlite")) else { continue };
+        // Never `open`: between `tune` creating the folder and its store, that would create
+        // the store, and `tune` would refuse a study that "was created meanwhile".
+        let Ok(store) = SqliteStore::open_existing(&dir.join("study.sqlite")) else { continue };
         let Ok(trials) = store.trials() else { continue };
         assert!(trials.iter().all(|r| r.status == "running"), "a trial ended before the kill: {trials:?}");
         if let Some(r) = trials.first()
