@@ -23,20 +23,15 @@ pub struct ReportArgs {
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let Some(every) = args.watch else {
-        let written = write(args, None)?;
+        let written = tuneforge_report::write_report(&args.dir).with_context(|| cannot(args))?;
         println!("wrote {}", describe(&written));
         return Ok(());
     };
     watch(args, every)
 }
 
-fn write(args: &ReportArgs, refresh: Option<u32>) -> anyhow::Result<Written> {
-    tuneforge_report::write_report_refreshing(&args.dir, refresh)
-        .with_context(|| format!("cannot write the report of {}", args.dir.display()))
-}
-
-fn write_again(args: &ReportArgs, watcher: &mut Watcher, refresh: u32) -> anyhow::Result<Written> {
-    watcher.write(Some(refresh)).with_context(|| format!("cannot write the report of {}", args.dir.display()))
+fn cannot(args: &ReportArgs) -> String {
+    format!("cannot write the report of {}", args.dir.display())
 }
 
 /// One line on what a report holds.
@@ -74,7 +69,7 @@ fn watch(args: &ReportArgs, every: u32) -> anyhow::Result<()> {
     // Each rewrite parses only the events logged since the last one.
     let mut watcher = Watcher::new(&args.dir);
     loop {
-        match write_again(args, &mut watcher, every) {
+        match watcher.write(Some(every)).with_context(|| cannot(args)) {
             Ok(written) => {
                 wrote_once = true;
                 failures = 0;

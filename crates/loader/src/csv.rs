@@ -187,17 +187,15 @@ pub fn read_csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>> {
     header_of(path, &mut rdr)
 }
 
+/// A CSV reader's error as [`Error::Csv`], with its line.
+fn csv_error(path: &Path, source: csv::Error) -> Error {
+    let line = source.position().map(|p| p.line()).unwrap_or(0);
+    Error::Csv { path: path.to_path_buf(), line, source }
+}
+
 fn header_of<R: std::io::Read>(path: &Path, rdr: &mut csv::Reader<R>) -> Result<Vec<String>> {
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|source| Error::Csv {
-            path: path.to_path_buf(),
-            line: source.position().map(|p| p.line()).unwrap_or(0),
-            source,
-        })?
-        .iter()
-        .map(|s| s.trim().to_string())
-        .collect();
+    let header: Vec<String> =
+        rdr.headers().map_err(|e| csv_error(path, e))?.iter().map(|s| s.trim().to_string()).collect();
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
         return Err(Error::Empty { path: path.to_path_buf(), what: "no header row".into() });
     }
@@ -206,10 +204,6 @@ fn header_of<R: std::io::Read>(path: &Path, rdr: &mut csv::Reader<R>) -> Result<
 
 /// Reads CSV text from any reader; `path` is only used in messages.
 pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptions) -> Result<CsvData> {
-    let csv_err = |source: csv::Error| {
-        let line = source.position().map(|p| p.line()).unwrap_or(0);
-        Error::Csv { path: path.to_path_buf(), line, source }
-    };
     let mut rdr =
         csv::ReaderBuilder::new().delimiter(options.delimiter).has_headers(true).flexible(true).from_reader(reader);
     let header = header_of(path, &mut rdr)?;
@@ -263,7 +257,7 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptio
         match rdr.read_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(csv_err(e)),
+            Err(e) => return Err(csv_error(path, e)),
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         if record.len() != header.len() {

@@ -238,9 +238,9 @@ impl Study {
         self.summary.is_some()
     }
 
-    /// `true` while a live process runs it.
+    /// `true` while it is unfinished and a live process runs it.
     pub fn running(&self) -> bool {
-        self.process.is_some()
+        !self.complete() && self.process.is_some()
     }
 
     /// The best trial's validation macro-F1: summary.json's once the study finished, else
@@ -401,14 +401,14 @@ pub(crate) fn strategy_rank(name: &str) -> usize {
 /// name the trial the following events belong to; a step at or before the trace's last one
 /// (a resume from a checkpoint, a rollback) replaces what came after it.
 #[derive(Debug, Default, Clone)]
-pub struct TraceBuilder {
+struct TraceBuilder {
     current: Option<u64>,
     traces: BTreeMap<u64, Trace>,
 }
 
 impl TraceBuilder {
     /// Adds one event.
-    pub fn apply(&mut self, event: Event) {
+    fn apply(&mut self, event: Event) {
         let trial_of = |run: &str| run.strip_prefix("trial-").and_then(|id| id.parse::<u64>().ok());
         match event {
             Event::RunStart(e) => self.current = trial_of(&e.run),
@@ -441,11 +441,6 @@ impl TraceBuilder {
             }
             _ => {}
         }
-    }
-
-    /// The traces so far, by trial id.
-    pub fn traces(&self) -> &BTreeMap<u64, Trace> {
-        &self.traces
     }
 }
 

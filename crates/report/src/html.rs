@@ -48,7 +48,7 @@ pub(crate) fn escape(text: &str) -> String {
 
 /// `refresh` when some study of `source` is running (unfinished, its process alive).
 fn refreshing(source: &Source, refresh: Option<u32>) -> Option<u32> {
-    refresh.filter(|_| source.studies().iter().any(|s| !s.complete() && s.running()))
+    refresh.filter(|_| source.studies().iter().any(|s| s.running()))
 }
 
 /// The whole page.
@@ -59,6 +59,7 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
         Source::Study(s) => (format!("{} study {}", s.row.strategy, s.name()), s.dir.display().to_string()),
         Source::Bench(b) => (format!("bench-tune, {} studies", b.studies.len()), b.dir.display().to_string()),
     };
+    let refresh = refreshing(source, refresh);
     let mut h = String::new();
     let _ = write!(
         h,
@@ -70,8 +71,7 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
         d = escape(&dir),
         g = escape(generated),
         v = env!("CARGO_PKG_VERSION"),
-        r = refreshing(source, refresh)
-            .map_or(String::new(), |s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">")),
+        r = refresh.map_or(String::new(), |s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">")),
     );
     let studies = source.studies();
     let incomplete: Vec<&Study> = studies.iter().copied().filter(|s| !s.complete()).collect();
@@ -86,7 +86,7 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
                 format!("{} ({state}; {} of {} trials unfinished)", s.name(), s.unfinished(), s.trials.len())
             })
             .collect();
-        let reload = match refreshing(source, refresh) {
+        let reload = match refresh {
             Some(s) => format!(" This page reloads every {s} s while a study runs."),
             None => String::new(),
         };

@@ -146,7 +146,7 @@ fn write_source(dir: &Path, source: &Source, refresh: Option<u32>) -> Result<Wri
         charts: page.matches("<figure class=\"chart\"").count(),
         studies: studies.len(),
         incomplete: studies.iter().filter(|s| !s.complete()).count(),
-        running: studies.iter().filter(|s| !s.complete() && s.running()).count(),
+        running: studies.iter().filter(|s| s.running()).count(),
         best: studies.iter().flat_map(|s| s.best_val_f1()).max_by(f64::total_cmp),
         trials: studies.iter().map(|s| s.trials.len()).sum(),
     })
