@@ -2,7 +2,7 @@
 //! wall-clock budget, the best model tested once.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tuneforge_agent::data::DataSource;
@@ -98,6 +98,11 @@ pub struct TuneArgs {
     /// second).
     #[arg(long)]
     pub progress: Option<String>,
+    /// What is printed as trials end: all (a line per trial), best (a line for each trial
+    /// that beats the best so far and each failed one, and every 10 s how many ended) or none
+    /// (default: all for images and text, best for tables, whose trials end ~100 a second).
+    #[arg(long, value_name = "auto|all|best|none")]
+    pub trial_lines: Option<String>,
     /// Where the study is kept: sqlite://DIR/study.sqlite (the default, DIR being --out: one
     /// process per study) or postgres://USER[:PASSWORD]@HOST:PORT/DB (many workers, on many
     /// machines, sharing the study named by --study; see docs/scaling-out.md).
@@ -301,9 +306,115 @@ fn out_dir(args: &TuneArgs) -> PathBuf {
         .expect("some directory is free")
 }
 
-fn print_trial(t: &TrialRecord) {
-    eprintln!(
-        "trial {:>3} {:<9}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decisions, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}{}",
+/// What `tune` prints as trials end (`--trial-lines`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialLines {
+    /// A line per trial.
+    All,
+    /// A line per new best or failed trial, and a count every [`TrialPrinter::STATUS_EVERY`].
+    Best,
+    /// Nothing.
+    None,
+}
+
+impl TrialLines {
+    /// `--trial-lines`; `slow` says whether the dataset's trials are long (images, text).
+    pub fn parse(flag: Option<&str>, slow: bool) -> anyhow::Result<TrialLines> {
+        Ok(match flag {
+            None | Some("auto") if slow => TrialLines::All,
+            None | Some("auto") => TrialLines::Best,
+            Some("all") => TrialLines::All,
+            Some("best") => TrialLines::Best,
+            Some("none") => TrialLines::None,
+            Some(other) => bail!("--trial-lines {other}: expected auto, all, best or none"),
+        })
+    }
+}
+
+/// Prints the trials a study ends, on stderr, as [`TrialLines`] says.
+#[derive(Debug)]
+pub struct TrialPrinter {
+    mode: TrialLines,
+    /// The best validation macro-F1 of an ended, not failed trial so far, and its trial.
+    best: Option<(f64, u64)>,
+    /// Trials ended in this process, and since the last count.
+    ended: u64,
+    since: u64,
+    started: Instant,
+    last_count: Instant,
+}
+
+impl TrialPrinter {
+    /// Time between two counts in [`TrialLines::Best`].
+    pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+    /// A printer whose best so far is `best` (a resumed study's: see [`best_recorded`]).
+    pub fn new(mode: TrialLines, best: Option<(f64, u64)>) -> TrialPrinter {
+        let now = Instant::now();
+        TrialPrinter { mode, best, ended: 0, since: 0, started: now, last_count: now }
+    }
+
+    /// Notes the ended trial `t` and returns what to print for it (lines without their
+    /// `\n`; the count comes due at `now`).
+    pub fn lines(&mut self, t: &TrialRecord, now: Instant) -> Vec<String> {
+        let failed = t.status.starts_with("failed");
+        let new_best = !failed && self.best.is_none_or(|(b, _)| t.val_macro_f1 > b);
+        if new_best {
+            self.best = Some((t.val_macro_f1, t.id));
+        }
+        self.ended += 1;
+        self.since += 1;
+        let mut out = Vec::new();
+        if self.mode == TrialLines::All || (self.mode == TrialLines::Best && (new_best || failed)) {
+            out.push(trial_line(t, new_best));
+        }
+        let since_count = now.saturating_duration_since(self.last_count);
+        if self.mode == TrialLines::Best && since_count >= Self::STATUS_EVERY {
+            out.push(format!(
+                "[{:.0} s] {} trials ended ({} in the last {:.0} s){}",
+                now.saturating_duration_since(self.started).as_secs_f64(),
+                self.ended,
+                self.since,
+                since_count.as_secs_f64(),
+                self.best
+                    .map(|(f1, id)| format!("; best so far: trial {id}, val macro-F1 {f1:.4}"))
+                    .unwrap_or_default()
+            ));
+            self.since = 0;
+            self.last_count = now;
+        }
+        out
+    }
+
+    /// Prints [`TrialPrinter::lines`] for `t` now.
+    pub fn print(&mut self, t: &TrialRecord) {
+        for line in self.lines(t, Instant::now()) {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The best validation macro-F1 among the ended, not failed trials of the study in `dir`,
+/// and its trial: where a resumed study's [`TrialPrinter`] starts. `None` when there is none
+/// or the store cannot be read (then `resume` says why).
+pub fn best_recorded(dir: &Path) -> Option<(f64, u64)> {
+    use tuneforge_agent::store::StudyStore;
+    let store = tuneforge_agent::store::SqliteStore::open_existing(&study_path(dir)).ok()?;
+    store
+        .trials()
+        .ok()?
+        .into_iter()
+        .filter(|r| !matches!(r.status.as_str(), "running" | "paused") && !r.status.starts_with("failed"))
+        .filter_map(|r| Some((r.val_macro_f1?, r.id)))
+        .fold(
+            None,
+            |best: Option<(f64, u64)>, (f1, id)| if best.is_none_or(|(b, _)| f1 > b) { Some((f1, id)) } else { best },
+        )
+}
+
+fn trial_line(t: &TrialRecord, new_best: bool) -> String {
+    format!(
+        "trial {:>3} {:<9}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decisions, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}{}{}",
         t.id,
         t.status.split(':').next().unwrap_or(""),
         t.val_macro_f1,
@@ -313,8 +424,9 @@ fn print_trial(t: &TrialRecord) {
         t.final_hparams.lr,
         t.final_hparams.batch_size,
         t.final_hparams.widths,
-        if t.resumed { " (resumed)" } else { "" }
-    );
+        if t.resumed { " (resumed)" } else { "" },
+        if new_best { " (best so far)" } else { "" }
+    )
 }
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
@@ -353,12 +465,15 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 config.budget,
                 config.seed
             );
-            let summary = resume(dir, &dirs, &cache, &device, progress(args, slow)?, &mut print_trial)
+            let mut printer =
+                TrialPrinter::new(TrialLines::parse(args.trial_lines.as_deref(), slow)?, best_recorded(dir));
+            let summary = resume(dir, &dirs, &cache, &device, progress(args, slow)?, &mut |t| printer.print(t))
                 .map_err(|e| stopped(e, dir))?;
             (summary, dir.clone())
         }
         None => {
             let config = config(args)?;
+            let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
             eprintln!(
                 "tuning {} ({}) with {} for {:?}; writing to {} (continue it with --resume {}; \
@@ -371,7 +486,8 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 out.display(),
                 out.display()
             );
-            (tune(&config, &dirs, &cache, &device, &out, &mut print_trial).map_err(|e| stopped(e, &out))?, out)
+            let mut printer = TrialPrinter::new(lines, None);
+            (tune(&config, &dirs, &cache, &device, &out, &mut |t| printer.print(t)).map_err(|e| stopped(e, &out))?, out)
         }
     };
     print_leaderboard(&summary, &out);
@@ -387,6 +503,7 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
         bail!("--resume is for a SQLite study folder; a PostgreSQL study is continued by starting workers on it again");
     }
     let config = config(args)?;
+    let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
     let mut options = PgOptions {
         heartbeat_timeout: seconds("--heartbeat-timeout", args.heartbeat_timeout)?,
         retry_for: seconds("--retry-for", args.retry_for)?,
@@ -418,7 +535,8 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
         out.display()
     );
     let worker_options = WorkerOptions { max_trials: args.max_trials, ..WorkerOptions::default() };
-    let summary = work(&config, &mut store, &worker_options, &dirs, &cache, &device, &out, &mut print_trial)?;
+    let mut printer = TrialPrinter::new(lines, None);
+    let summary = work(&config, &mut store, &worker_options, &dirs, &cache, &device, &out, &mut |t| printer.print(t))?;
     print_leaderboard(&summary, &out);
     Ok(())
 }
@@ -482,4 +600,74 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
         out.display(),
         out.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, status: &str, f1: f64) -> TrialRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "status": status, "val_macro_f1": f1, "samples_per_s": 1000.0, "decisions": 2,
+            "reward": 0.5, "resumed": false,
+            "start": {"model": "mlp:64", "lr": 0.003, "batch_size": 32, "seed": id},
+            "final_hparams": {"lr": 0.003, "batch_size": 32, "widths": [64]},
+            "steps": 300, "agent_seconds": 0.0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn best_prints_new_bests_and_failures_and_a_count_every_ten_seconds() {
+        let mut p = TrialPrinter::new(TrialLines::Best, Some((0.90, 3)));
+        let t0 = p.started;
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Below the resumed study's best: nothing; above it: a line marked best.
+        assert!(p.lines(&record(4, "completed", 0.85), at(1)).is_empty());
+        let l = p.lines(&record(5, "stopped", 0.95), at(2));
+        assert_eq!(l.len(), 1);
+        assert!(
+            l[0].starts_with("trial   5 stopped  : val macro-F1 0.9500") && l[0].ends_with("(best so far)"),
+            "{l:?}"
+        );
+        // A tie is not a new best; a failed trial is always shown, never as best.
+        assert!(p.lines(&record(6, "completed", 0.95), at(3)).is_empty());
+        let l = p.lines(&record(7, "failed: NaN loss", 0.99), at(4));
+        assert!(l.len() == 1 && l[0].starts_with("trial   7 failed   :") && !l[0].contains("best"), "{l:?}");
+        // The count comes with the first trial ending 10 s after the last one (or the start).
+        let l = p.lines(&record(8, "completed", 0.10), at(12));
+        assert_eq!(
+            l,
+            ["[12 s] 5 trials ended (5 in the last 12 s); best so far: trial 5, val macro-F1 0.9500"]
+        );
+        assert!(p.lines(&record(9, "completed", 0.10), at(21)).is_empty());
+        let l = p.lines(&record(10, "completed", 0.10), at(22));
+        assert_eq!(
+            l,
+            ["[22 s] 7 trials ended (2 in the last 10 s); best so far: trial 5, val macro-F1 0.9500"]
+        );
+    }
+
+    #[test]
+    fn all_prints_every_trial_and_none_nothing() {
+        let mut all = TrialPrinter::new(TrialLines::All, None);
+        let mut none = TrialPrinter::new(TrialLines::None, None);
+        let t0 = all.started + Duration::from_secs(30);
+        for (id, f1) in [(0, 0.5), (1, 0.4), (2, 0.6)] {
+            let l = all.lines(&record(id, "completed", f1), t0);
+            assert_eq!(l.len(), 1, "{l:?}");
+            assert_eq!(l[0].ends_with("(best so far)"), id != 1, "{l:?}");
+            assert!(none.lines(&record(id, "completed", f1), t0).is_empty());
+        }
+    }
+
+    #[test]
+    fn trial_lines_defaults_by_dataset_and_refuses_others() {
+        assert_eq!(TrialLines::parse(None, true).unwrap(), TrialLines::All);
+        assert_eq!(TrialLines::parse(None, false).unwrap(), TrialLines::Best);
+        assert_eq!(TrialLines::parse(Some("auto"), false).unwrap(), TrialLines::Best);
+        assert_eq!(TrialLines::parse(Some("none"), true).unwrap(), TrialLines::None);
+        let e = TrialLines::parse(Some("some"), true).unwrap_err().to_string();
+        assert_eq!(e, "--trial-lines some: expected auto, all, best or none");
+    }
 }

@@ -103,6 +103,54 @@ fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
     }
 }
 
+/// On a table, `tune` prints a line per new best (each better than the last; the last one
+/// the study's best) and every 10 s how many trials ended; `--trial-lines all` a line per
+/// trial.
+#[test]
+fn tune_prints_each_new_best_and_a_count_or_every_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    for (budget, lines) in [("12s", None), ("2s", Some("all"))] {
+        let dir = tmp.path().join(budget);
+        let mut args = vec!["tune", "--budget", budget, "--out", dir.to_str().unwrap(), "--data-dir"];
+        args.push(data.to_str().unwrap());
+        if let Some(l) = lines {
+            args.extend(["--trial-lines", l]);
+        }
+        let out = xtask(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        let trials = summary["trials"].as_array().unwrap();
+        let shown: Vec<&str> = stderr.lines().filter(|l| l.starts_with("trial ")).collect();
+        let id = |l: &str| l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap();
+        let bests: Vec<&str> = shown.iter().copied().filter(|l| l.ends_with("(best so far)")).collect();
+        assert_eq!(id(bests.last().unwrap()), summary["best"]["trial"].as_u64().unwrap(), "{stderr}");
+        // Each better than the last (as recorded: the lines round to 4 digits).
+        let f1 = |l: &str| {
+            let t = trials.iter().find(|t| t["id"].as_u64() == Some(id(l))).unwrap();
+            t["val_macro_f1"].as_f64().unwrap()
+        };
+        assert!(bests.windows(2).all(|w| f1(w[0]) < f1(w[1])), "{bests:#?}");
+        if lines.is_some() {
+            assert_eq!(shown.len(), trials.len(), "{stderr}");
+            continue;
+        }
+        let failed = trials.iter().filter(|t| t["status"].as_str().unwrap().starts_with("failed")).count();
+        assert_eq!(shown.len(), bests.len() + failed, "{stderr}");
+        assert!(shown.len() < trials.len(), "{} trials, all shown", trials.len());
+        // One count at least (12 s of trials lasting well under a second): the trials ended
+        // by then, at most all of them.
+        let counts: Vec<u64> = stderr
+            .lines()
+            .filter(|l| l.starts_with('[') && l.contains(" trials ended ("))
+            .map(|l| l.split(" s] ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(!counts.is_empty() && counts.iter().all(|&c| c > 0 && c as usize <= trials.len()), "{stderr}");
+    }
+}
+
 /// A CSV with a text column through `tune` with the text defaults: a study, a summary and
 /// the fitted text pipeline.
 #[test]
