@@ -1,18 +1,38 @@
 //! `cargo xtask report DIR [--watch SECS]`: the HTML report of a study or bench-tune folder,
-//! once or kept up to date while the study runs.
+//! once or kept up to date while the study runs; `cargo xtask report --storage postgres://...
+//! --study NAME --worker-dir DIR...`: the report of a study kept in PostgreSQL.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+use tuneforge_agent::store::StudyStore;
+use tuneforge_report::data::{Kept, Study};
 use tuneforge_report::{Error, Watcher, Written};
+
+use crate::tune::{Storage, parse_storage};
 
 /// `cargo xtask report` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// A `cargo xtask tune --out` or `bench-tune --out` folder; report.html is written into it.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// A `cargo xtask tune --out` or `bench-tune --out` folder; report.html is written into
+    /// it. With `--storage postgres://...`: the folder to write report.html into (default
+    /// runs/NAME, NAME being --study).
+    #[arg(value_name = "DIR", required_unless_present = "storage")]
+    pub dir: Option<PathBuf>,
+    /// Draw a study kept in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DB, with
+    /// --study) instead of a folder: its trials, decisions and evaluations from the
+    /// database, per-step traces and the best model from its workers' folders
+    /// (--worker-dir). sqlite://DIR/study.sqlite is the same as DIR.
+    #[arg(long, value_name = "URL", conflicts_with = "watch")]
+    pub storage: Option<String>,
+    /// The study's name in the database (with --storage postgres://...).
+    #[arg(long, value_name = "NAME", requires = "storage")]
+    pub study: Option<String>,
+    /// A worker's --out folder (its events.jsonl and, once it ended, summary.json and
+    /// predictions.csv); repeat for each worker whose steps should be drawn.
+    #[arg(long = "worker-dir", value_name = "DIR", requires = "storage")]
+    pub worker_dirs: Vec<PathBuf>,
     /// Rewrite report.html every SECS seconds while a study in DIR runs (the page then
     /// reloads itself in the browser at the same pace); ends by itself once no process runs
     /// a study there any more, after writing the final report. Waits for DIR to hold a study
@@ -22,16 +42,55 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let dir = match args.storage.as_deref().map(parse_storage).transpose()? {
+        Some(Storage::Postgres(url)) => return kept_study(args, &url),
+        Some(Storage::Sqlite(dir)) => {
+            if args.dir.as_ref().is_some_and(|d| d != &dir) {
+                bail!("DIR and --storage name different study folders");
+            }
+            if args.study.is_some() || !args.worker_dirs.is_empty() {
+                bail!(
+                    "--study and --worker-dir are for a study kept in PostgreSQL; a SQLite study folder holds one study and its events"
+                );
+            }
+            dir
+        }
+        None => args.dir.clone().context("DIR is needed")?,
+    };
     let Some(every) = args.watch else {
-        let written = tuneforge_report::write_report(&args.dir).with_context(|| cannot(args))?;
+        let written = tuneforge_report::write_report(&dir).with_context(|| cannot(&dir))?;
         println!("wrote {}", describe(&written));
         return Ok(());
     };
-    watch(args, every)
+    watch(&dir, every)
 }
 
-fn cannot(args: &ReportArgs) -> String {
-    format!("cannot write the report of {}", args.dir.display())
+/// The report of a study kept in PostgreSQL.
+fn kept_study(args: &ReportArgs, url: &str) -> anyhow::Result<()> {
+    let Some(name) = &args.study else {
+        bail!("--storage postgres://... needs --study NAME (a database holds many studies)");
+    };
+    let place = crate::study::Where { storage: url.to_string(), study: Some(name.clone()) };
+    let store = crate::study::open_pg(&place)?;
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+    for folder in &args.worker_dirs {
+        if !folder.is_dir() {
+            bail!("--worker-dir {}: no such folder", folder.display());
+        }
+    }
+    let kept = Kept { study: name.clone(), target: store.target().to_string(), folders: args.worker_dirs.clone() };
+    let what = || format!("cannot write the report of study {name} in {}", store.target());
+    if store.study()?.is_none() {
+        bail!("no study named {name:?} in {}", store.target());
+    }
+    let study = Study::from_store(&dir, kept, &*store).with_context(what)?;
+    let written = tuneforge_report::write_study_report(&dir, study).with_context(what)?;
+    println!("wrote {}", describe(&written));
+    Ok(())
+}
+
+fn cannot(dir: &Path) -> String {
+    format!("cannot write the report of {}", dir.display())
 }
 
 /// One line on what a report holds.
@@ -50,6 +109,9 @@ fn describe(written: &Written) -> String {
     }
     match (written.incomplete, written.running) {
         (0, _) => {}
+        (n, _) if n == written.kept => {
+            line += ", incomplete: no worker's summary.json covers every trial; workers may still run"
+        }
         (n, 0) => line += &format!(", {n} incomplete and not running: killed or stopped"),
         (n, r) if n == r => line += &format!(", {r} running"),
         (n, r) => line += &format!(", {r} running, {} incomplete and not running", n - r),
@@ -62,25 +124,25 @@ fn describe(written: &Written) -> String {
 /// nothing running. A folder with no study yet is waited for; another failed write is
 /// retried (a study being created can be unreadable for a moment), five in a row end the
 /// watch.
-fn watch(args: &ReportArgs, every: u32) -> anyhow::Result<()> {
+fn watch(dir: &Path, every: u32) -> anyhow::Result<()> {
     let pause = Duration::from_secs(u64::from(every));
     let (mut idle_looks, mut failures, mut waiting_said) = (0, 0, false);
     let mut wrote_once = false;
     // Each rewrite parses only the events logged since the last one.
-    let mut watcher = Watcher::new(&args.dir);
+    let mut watcher = Watcher::new(dir);
     loop {
-        match watcher.write(Some(every)).with_context(|| cannot(args)) {
+        match watcher.write(Some(every)).with_context(|| cannot(dir)) {
             Ok(written) => {
                 wrote_once = true;
                 failures = 0;
-                let bench = !tuneforge_agent::tune::study_path(&args.dir).is_file();
+                let bench = !tuneforge_agent::tune::study_path(dir).is_file();
                 idle_looks = if written.running == 0 { idle_looks + 1 } else { 0 };
                 if idle_looks >= if bench { 2 } else { 1 } {
                     let how = match written.incomplete {
                         0 => "finished".to_string(),
                         _ => format!(
                             "no longer running (killed or stopped; `cargo xtask tune --resume {}` continues it)",
-                            args.dir.display()
+                            dir.display()
                         ),
                     };
                     println!("wrote {}: {how}", describe(&written));
@@ -90,7 +152,7 @@ fn watch(args: &ReportArgs, every: u32) -> anyhow::Result<()> {
             }
             Err(e) if !wrote_once && is_not_a_study(&e) => {
                 if !waiting_said {
-                    println!("waiting for a study in {} ({}); Ctrl-C to stop", args.dir.display(), e.root_cause());
+                    println!("waiting for a study in {} ({}); Ctrl-C to stop", dir.display(), e.root_cause());
                     waiting_said = true;
                 }
             }

@@ -137,6 +137,14 @@ fn open(place: &Where, need_study: bool) -> anyhow::Result<Opened> {
     }
 }
 
+/// The PostgreSQL store of `place` (whose storage is a postgres:// URL), opened to read.
+pub fn open_pg(place: &Where) -> anyhow::Result<Box<PostgresStore>> {
+    match open(place, true)? {
+        Opened::Postgres(_, store) => Ok(store),
+        Opened::Sqlite(..) => bail!("--storage {}: not a PostgreSQL URL", place_name(place)),
+    }
+}
+
 /// The study `place` names, exported.
 pub fn export(place: &Where) -> anyhow::Result<Export> {
     let opened = open(place, true)?;

@@ -636,16 +636,10 @@ mod tests {
         assert!(l.len() == 1 && l[0].starts_with("trial   7 failed   :") && !l[0].contains("best"), "{l:?}");
         // The count comes with the first trial ending 10 s after the last one (or the start).
         let l = p.lines(&record(8, "completed", 0.10), at(12));
-        assert_eq!(
-            l,
-            ["[12 s] 5 trials ended (5 in the last 12 s); best so far: trial 5, val macro-F1 0.9500"]
-        );
+        assert_eq!(l, ["[12 s] 5 trials ended (5 in the last 12 s); best so far: trial 5, val macro-F1 0.9500"]);
         assert!(p.lines(&record(9, "completed", 0.10), at(21)).is_empty());
         let l = p.lines(&record(10, "completed", 0.10), at(22));
-        assert_eq!(
-            l,
-            ["[22 s] 7 trials ended (2 in the last 10 s); best so far: trial 5, val macro-F1 0.9500"]
-        );
+        assert_eq!(l, ["[22 s] 7 trials ended (2 in the last 10 s); best so far: trial 5, val macro-F1 0.9500"]);
     }
 
     #[test]

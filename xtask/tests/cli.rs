@@ -103,6 +103,31 @@ fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
     }
 }
 
+/// `report` says what is wrong with its arguments before it reads anything.
+#[test]
+fn report_refuses_what_it_cannot_draw() {
+    for (args, needle) in [
+        (&["report"][..], "<DIR>"),
+        (&["report", "x", "--study", "s"][..], "--storage"),
+        (&["report", "--storage", "postgres://u@127.0.0.1:1/db"][..], "needs --study NAME"),
+        (&["report", "--storage", "postgres://u@127.0.0.1:1/db", "--study", "s", "--watch", "5"][..], "--watch"),
+        (
+            &["report", "a", "--storage", "sqlite://b/study.sqlite"][..],
+            "DIR and --storage name different study folders",
+        ),
+        (
+            &["report", "--storage", "sqlite://b/study.sqlite", "--worker-dir", "w"][..],
+            "for a study kept in PostgreSQL",
+        ),
+        (&["report", "--storage", "postgres://u@127.0.0.1:1/db", "--study", "s"][..], "127.0.0.1:1"),
+    ] {
+        let out = xtask(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// On a table, `tune` prints a line per new best (each better than the last; the last one
 /// the study's best) and every 10 s how many trials ended; `--trial-lines all` a line per
 /// trial.

@@ -220,11 +220,84 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
         assert_eq!(s["best"]["val_macro_f1"], exported["best"]["val_macro_f1"], "{name}");
         assert_eq!(s["trials"].as_array().unwrap().len() as u64, n, "{name}");
     }
+    report_of_the_study(&url, &study, dir.path(), victim, &exported);
     eprintln!(
         "figures: {n} trials ({TRIAL_STEPS} steps each); 3 workers, one SIGKILLed: {:.1} s; 1 worker: {:.1} s",
         wall.as_secs_f64(),
         solo_wall.as_secs_f64()
     );
+}
+
+/// `cargo xtask report --storage URL --study NAME --worker-dir ...` of the three-worker study:
+/// every trial and the study's best, complete (the surviving workers' summaries cover every
+/// trial); the killed worker's trial drawn from both workers' logs, joined where the taker
+/// resumed it: every 10th step once, in order, up to its last.
+fn report_of_the_study(url: &str, study: &str, dir: &Path, victim: i64, exported: &serde_json::Value) {
+    use tuneforge_agent::store::PostgresStore;
+    use tuneforge_agent::store::postgres::PgOptions;
+    use tuneforge_report::data::{Kept, Study};
+    let out_dir = dir.join("report");
+    let folders: Vec<std::path::PathBuf> = ["w0", "w1", "w2"].iter().map(|w| dir.join(w)).collect();
+    let mut cmd = xtask();
+    cmd.args(["report", out_dir.to_str().unwrap(), "--storage", url, "--study", study]);
+    for f in &folders {
+        cmd.arg("--worker-dir").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("report: {stdout}");
+    let n = exported["trials"].as_array().unwrap().len();
+    let best = exported["best"]["val_macro_f1"].as_f64().unwrap();
+    assert!(stdout.contains(&format!("1 study, {n} trials, best val macro-F1 {best:.4})")), "{stdout}");
+    let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("Study <code>{study}</code> in <code>")) && !html.contains("Incomplete"),
+        "{stdout}"
+    );
+
+    let store =
+        PostgresStore::open(url, study, PgOptions { worker: "report-test".into(), ..PgOptions::default() }).unwrap();
+    let kept = Kept { study: study.into(), target: store.target().into(), folders };
+    // The database named as `target` names it: without a password.
+    assert!(html.contains(&format!("in <code>{}</code>", store.target())), "{}", store.target());
+    let s = Study::from_store(&out_dir, kept, &store).unwrap();
+    assert_eq!(s.trials.len(), n);
+    assert_eq!(s.best.as_ref().map(|b| b.trial as i64), exported["best"]["trial"].as_i64());
+    for t in &s.trials {
+        let steps: Vec<u64> = t.trace.points.iter().map(|p| p.step).collect();
+        let id = t.row.id;
+        assert_eq!(steps.first(), Some(&0), "trial {id}: {steps:?}");
+        assert_eq!(steps.last(), Some(&(t.record.steps - 1)), "trial {id}: {steps:?}");
+        assert!(steps.windows(2).all(|w| w[0] < w[1] && w[1] - w[0] <= 10), "trial {id}: {steps:?}");
+    }
+    // The victim's trace has steps from both logs: w0's before the kill, the taker's after.
+    let in_log = |w: &str| -> bool {
+        let log = std::fs::read_to_string(dir.join(w).join("events.jsonl")).unwrap();
+        log.contains(&format!("\"run\":\"trial-{victim}\""))
+    };
+    assert!(in_log("w0") && (in_log("w1") || in_log("w2")), "trial {victim} in w0's log and a taker's");
+    // With the killed worker's folder only (no summary.json): incomplete, said so.
+    let out = xtask()
+        .args(["report", dir.join("partial").to_str().unwrap(), "--storage", url, "--study", study, "--worker-dir"])
+        .arg(dir.join("w0"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("incomplete: no worker's summary.json covers every trial"), "{stdout}");
+    let html = std::fs::read_to_string(dir.join("partial/report.html")).unwrap();
+    assert!(html.contains("<b>Incomplete:</b> no worker's <code>summary.json</code> covers every trial of"));
+    // Without worker folders: the trials, no traces, a note saying why.
+    let bare = Study::from_store(
+        &out_dir,
+        Kept { study: study.into(), target: store.target().into(), folders: vec![] },
+        &store,
+    )
+    .unwrap();
+    assert_eq!(bare.trials.len(), n);
+    assert!(bare.trials.iter().all(|t| t.trace.points.is_empty()) && bare.best.is_none());
+    assert!(bare.notes.iter().any(|n| n.contains("no worker folders given")), "{:?}", bare.notes);
 }
 
 #[test]

@@ -112,6 +112,20 @@ pub struct Study {
     /// [`study_process`](tuneforge_agent::tune::study_process)); `None` once it finished or
     /// was killed.
     pub process: Option<u32>,
+    /// Where the study is kept when not in its folder's `study.sqlite` (see
+    /// [`Study::from_store`]).
+    pub kept: Option<Kept>,
+}
+
+/// A study kept in a database, and the folders its steps were read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The study's name in the database.
+    pub study: String,
+    /// The database, without password (`postgres://USER@HOST:PORT/DB`).
+    pub target: String,
+    /// Its workers' `--out` folders.
+    pub folders: Vec<PathBuf>,
 }
 
 /// One trial: its store rows and its per-step trace from the event log.
@@ -181,21 +195,85 @@ impl Study {
         // once more, never as killed.
         let process = tuneforge_agent::tune::study_process(dir);
         let store = SqliteStore::open_existing(&study_path(dir))?;
-        let row = store.study()?.ok_or_else(|| Error::NotAStudy {
-            path: dir.to_path_buf(),
-            why: "study.sqlite holds no study yet (created, then stopped before its first write?)".into(),
-        })?;
-        let config = serde_json::from_str(&row.config)
-            .map_err(|e| Error::Malformed { path: study_path(dir), why: format!("study.config: {e}") })?;
         let mut notes = Vec::new();
-        let mut traces = match follower {
+        let traces = match follower {
             Some(f) => f.update(&mut notes)?,
             None => read_traces(&dir.join("events.jsonl"), &mut notes)?,
         };
+        let summary = read_summary(dir)?;
+        let mut study =
+            Study::assemble(dir, &store, &study_path(dir), traces, summary.map(|s| (s, dir.to_path_buf())))?;
+        study.notes.splice(0..0, notes);
+        study.process = process;
+        Ok(study)
+    }
+
+    /// A study kept in a store of its own (a PostgreSQL database: `store`, where `kept`
+    /// says), with the per-step traces of the `events.jsonl` in each of `kept.folders` (its
+    /// workers' `--out` folders: a trial one worker took over from another is joined at the
+    /// step its checkpoint had reached) and the best model of the `summary.json` there that
+    /// covers every trial of the store (the last worker to end writes one). `dir` is where
+    /// its report goes. Never [`running`](Self::running): the store does not say whether
+    /// workers still run.
+    pub fn from_store(dir: &Path, kept: Kept, store: &dyn StudyStore) -> Result<Study> {
+        let mut notes = Vec::new();
+        let mut pieces = Vec::new();
+        let mut summaries = Vec::new();
+        let folders = &kept.folders;
+        for folder in folders {
+            let mut folder_notes = Vec::new();
+            pieces.push(read_traces(&folder.join("events.jsonl"), &mut folder_notes)?);
+            notes.extend(folder_notes.into_iter().map(|n| format!("{}: {n}", folder.display())));
+            if let Some(summary) = read_summary(folder)? {
+                summaries.push((summary, folder.clone()));
+            }
+        }
+        if folders.is_empty() {
+            notes.push("no worker folders given (--worker-dir): no per-step traces, no best model".into());
+        }
+        let trials = store.trials()?.len();
+        // The summary of the worker that ended last holds every trial; one written while
+        // other workers went on holds fewer.
+        summaries.sort_by_key(|(s, _)| std::cmp::Reverse(s.trials.len()));
+        let summary = summaries.into_iter().next().filter(|(s, folder)| {
+            let whole = s.trials.len() == trials;
+            if !whole {
+                notes.push(format!(
+                    "{}: summary.json covers {} of the study's {trials} trials (written while other workers went on): \
+                     not used; no best model yet",
+                    folder.display(),
+                    s.trials.len()
+                ));
+            }
+            whole
+        });
+        let what = PathBuf::from(format!("study {} in {}", kept.study, kept.target));
+        let mut study = Study::assemble(dir, store, &what, merge_traces(pieces), summary)?;
+        study.notes.splice(0..0, notes);
+        study.kept = Some(kept);
+        Ok(study)
+    }
+
+    /// The study of `store` (`what` names it in errors) with `traces` and `summary` (and the
+    /// folder holding it and `predictions.csv`).
+    fn assemble(
+        dir: &Path,
+        store: &dyn StudyStore,
+        what: &Path,
+        mut traces: BTreeMap<u64, Trace>,
+        summary: Option<(TuneSummary, PathBuf)>,
+    ) -> Result<Study> {
+        let row = store.study()?.ok_or_else(|| Error::NotAStudy {
+            path: what.to_path_buf(),
+            why: "the store holds no study yet (created, then stopped before its first write?)".into(),
+        })?;
+        let config = serde_json::from_str(&row.config)
+            .map_err(|e| Error::Malformed { path: what.to_path_buf(), why: format!("study.config: {e}") })?;
+        let mut notes = Vec::new();
         let mut trials = Vec::new();
         for trial in store.trials()? {
             let record: TrialRecord = serde_json::from_str(&trial.record).map_err(|e| Error::Malformed {
-                path: study_path(dir),
+                path: what.to_path_buf(),
                 why: format!("trials.record of trial {}: {e}", trial.id),
             })?;
             let decisions = store.decisions(trial.id)?;
@@ -203,18 +281,9 @@ impl Study {
             let trace = traces.remove(&trial.id).unwrap_or_default();
             trials.push(TrialData { row: trial, record, decisions, evaluations, trace });
         }
-        let summary_path = dir.join("summary.json");
-        let summary: Option<TuneSummary> = match std::fs::read(&summary_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
-                path: summary_path.clone(),
-                why: format!("line {}, column {}: {e}", e.line(), e.column()),
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(Error::Io { path: summary_path, source }),
-        };
         let best = match &summary {
-            Some(s) => {
-                let path = dir.join("predictions.csv");
+            Some((s, folder)) => {
+                let path = folder.join("predictions.csv");
                 if path.is_file() {
                     let (labels, predicted) = tuneforge_agent::run::read_predictions(&path)?;
                     Some(best_model(&path, s.best.trial, s.best.val_macro_f1, &labels, &predicted)?)
@@ -225,11 +294,15 @@ impl Study {
             }
             None => None,
         };
-        Ok(Study { dir: dir.to_path_buf(), row, config, trials, summary, best, notes, process })
+        let summary = summary.map(|(s, _)| s);
+        Ok(Study { dir: dir.to_path_buf(), row, config, trials, summary, best, notes, process: None, kept: None })
     }
 
     /// The folder's name (`rl-seed0` in a bench-tune folder).
     pub fn name(&self) -> String {
+        if let Some(kept) = &self.kept {
+            return kept.study.clone();
+        }
         self.dir.file_name().map_or_else(|| self.dir.display().to_string(), |n| n.to_string_lossy().into_owned())
     }
 
@@ -487,6 +560,51 @@ fn torn_note(torn: &TornTail) -> String {
     )
 }
 
+/// `dir/summary.json`, `None` when there is none.
+fn read_summary(dir: &Path) -> Result<Option<TuneSummary>> {
+    let path = dir.join("summary.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+            path: path.clone(),
+            why: format!("line {}, column {}: {e}", e.line(), e.column()),
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// The traces of one study from several event logs (its workers'): a trial found in more
+/// than one is joined in the order its pieces start (a worker taking a trial over resumes
+/// it from a checkpoint at or after where the first started), each piece replacing what
+/// the ones before it held from its first step on, as a resume within one log does.
+fn merge_traces(pieces: Vec<BTreeMap<u64, Trace>>) -> BTreeMap<u64, Trace> {
+    let mut by_trial: BTreeMap<u64, Vec<Trace>> = BTreeMap::new();
+    for piece in pieces {
+        for (id, trace) in piece {
+            by_trial.entry(id).or_default().push(trace);
+        }
+    }
+    by_trial
+        .into_iter()
+        .map(|(id, mut traces)| {
+            let span = |t: &Trace| (t.points.first().map(|p| p.step), t.points.last().map(|p| p.step));
+            traces.sort_by_key(span);
+            let mut merged = Trace::default();
+            for t in traces {
+                if let Some(from) = t.points.first().map(|p| p.step) {
+                    merged.points.retain(|p| p.step < from);
+                    merged.anomalies.retain(|a| a.0 < from);
+                    merged.rollbacks.retain(|&r| r < from);
+                }
+                merged.points.extend(t.points);
+                merged.anomalies.extend(t.anomalies);
+                merged.rollbacks.extend(t.rollbacks);
+            }
+            (id, merged)
+        })
+        .collect()
+}
+
 fn read_traces(path: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
     if !path.is_file() {
         notes.push("events.jsonl is missing: no per-step traces".into());
@@ -543,6 +661,32 @@ mod tests {
             let expected = front_by_brute_force(&points);
             let coords = |idx: &[usize]| idx.iter().map(|&i| points[i]).collect::<Vec<_>>();
             assert_eq!(coords(&front), coords(&expected), "n = {n}");
+        }
+    }
+
+    fn trace(steps: std::ops::RangeInclusive<u64>, loss: f64, anomalies: &[u64]) -> Trace {
+        Trace {
+            points: steps.map(|step| TracePoint { step, loss, lr: 0.1, batch_size: 32, widths: vec![64] }).collect(),
+            anomalies: anomalies.iter().map(|&s| (s, "nan_loss".to_string())).collect(),
+            rollbacks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_trial_taken_over_is_joined_where_the_taker_resumed_in_any_folder_order() {
+        // Trial 1: worker A to step 50 (an anomaly at 45), then B from its checkpoint at 30.
+        // Trial 2 in A only, trial 3 in B only.
+        let a = BTreeMap::from([(1, trace(0..=50, 1.0, &[20, 45])), (2, trace(0..=9, 1.0, &[]))]);
+        let b = BTreeMap::from([(1, trace(30..=80, 2.0, &[70])), (3, trace(0..=5, 2.0, &[]))]);
+        for pieces in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
+            let merged = merge_traces(pieces);
+            assert_eq!(merged.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+            let t = &merged[&1];
+            assert_eq!(t.points.iter().map(|p| p.step).collect::<Vec<_>>(), (0..=80).collect::<Vec<_>>());
+            assert!(t.points.iter().all(|p| p.loss == if p.step < 30 { 1.0 } else { 2.0 }));
+            assert_eq!(t.anomalies.iter().map(|a| a.0).collect::<Vec<_>>(), [20, 70]);
+            assert_eq!(merged[&2], a[&2]);
+            assert_eq!(merged[&3], b[&3]);
         }
     }
 

@@ -51,13 +51,34 @@ fn refreshing(source: &Source, refresh: Option<u32>) -> Option<u32> {
     refresh.filter(|_| source.studies().iter().any(|s| s.running()))
 }
 
+/// Where the study's data came from (HTML).
+fn place_of(s: &Study) -> String {
+    let code = |p: &std::path::Path| format!("<code>{}</code>", escape(&p.display().to_string()));
+    match &s.kept {
+        None => format!("Folder {}", code(&s.dir)),
+        Some(kept) => format!(
+            "Study <code>{}</code> in <code>{}</code>; steps from {}",
+            escape(&kept.study),
+            escape(&kept.target),
+            if kept.folders.is_empty() {
+                "no worker folder".to_string()
+            } else {
+                kept.folders.iter().map(|f| code(f)).collect::<Vec<_>>().join(", ")
+            }
+        ),
+    }
+}
+
 /// The whole page.
 /// `refresh`: seconds after which a browser reloads the page, while a study runs (the
 /// `--watch` of `cargo xtask report` rewrites it meanwhile).
 pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Result<String> {
-    let (title, dir) = match source {
-        Source::Study(s) => (format!("{} study {}", s.row.strategy, s.name()), s.dir.display().to_string()),
-        Source::Bench(b) => (format!("bench-tune, {} studies", b.studies.len()), b.dir.display().to_string()),
+    let (title, place) = match source {
+        Source::Study(s) => (format!("{} study {}", s.row.strategy, s.name()), place_of(s)),
+        Source::Bench(b) => (
+            format!("bench-tune, {} studies", b.studies.len()),
+            format!("Folder <code>{}</code>", escape(&b.dir.display().to_string())),
+        ),
     };
     let refresh = refreshing(source, refresh);
     let mut h = String::new();
@@ -66,9 +87,9 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{r}\
          <title>tuneforge report: {t}</title><style>{STYLE}</style></head><body>\n\
-         <h1>tuneforge report: {t}</h1>\n<p class=\"note\">Folder <code>{d}</code>; written {g} by tuneforge {v}.</p>\n",
+         <h1>tuneforge report: {t}</h1>\n<p class=\"note\">{d}; written {g} by tuneforge {v}.</p>\n",
         t = escape(&title),
-        d = escape(&dir),
+        d = place,
         g = escape(generated),
         v = env!("CARGO_PKG_VERSION"),
         r = refresh.map_or(String::new(), |s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">")),
@@ -79,9 +100,13 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
         let names: Vec<String> = incomplete
             .iter()
             .map(|s| {
-                let state = match s.process {
-                    Some(pid) => format!("running in process {pid}"),
-                    None => "not running: killed or stopped".into(),
+                let state = match (&s.kept, s.process) {
+                    (Some(kept), _) => format!(
+                        "kept in {}: its workers may still run; start workers on it to continue it",
+                        kept.target
+                    ),
+                    (None, Some(pid)) => format!("running in process {pid}"),
+                    (None, None) => "not running: killed or stopped".into(),
                 };
                 format!("{} ({state}; {} of {} trials unfinished)", s.name(), s.unfinished(), s.trials.len())
             })
@@ -90,10 +115,17 @@ pub(crate) fn page(source: &Source, generated: &str, refresh: Option<u32>) -> Re
             Some(s) => format!(" This page reloads every {s} s while a study runs."),
             None => String::new(),
         };
+        let (missing, continued) = if incomplete.iter().all(|s| s.kept.is_some()) {
+            ("no worker's <code>summary.json</code> covers every trial of", "")
+        } else {
+            (
+                "no <code>summary.json</code> for",
+                " (continue a stopped study with <code>cargo xtask tune --resume DIR</code>)",
+            )
+        };
         let _ = writeln!(
             h,
-            "<p class=\"incomplete\" id=\"incomplete\"><b>Incomplete:</b> no <code>summary.json</code> for {} \
-             (continue a stopped study with <code>cargo xtask tune --resume DIR</code>). \
+            "<p class=\"incomplete\" id=\"incomplete\"><b>Incomplete:</b> {missing} {}{continued}. \
              This report shows what the study store and the event log held when it was written.{}</p>",
             escape(&names.join(", ")),
             reload

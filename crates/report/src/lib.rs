@@ -9,7 +9,9 @@
 //! and the event log; a torn last line of the log is skipped) and says that it is incomplete:
 //! running (in which process) or not (killed or stopped). [`write_report_refreshing`] makes
 //! the page of a running study reload itself, for a report rewritten while the study goes on
-//! (`cargo xtask report DIR --watch SECS`).
+//! (`cargo xtask report DIR --watch SECS`). A study kept in PostgreSQL, whose workers each
+//! have a folder of their own, is read with [`data::Study::from_store`] and written with
+//! [`write_study_report`].
 //!
 //! The charts: best validation macro-F1 so far against wall time (one line per study);
 //! validation macro-F1 against training samples/s for every trial, with the Pareto front;
@@ -83,6 +85,9 @@ pub struct Written {
     pub incomplete: usize,
     /// Of which a live process runs now.
     pub running: usize,
+    /// Of the incomplete ones, those kept in a database ([`Study::from_store`](data::Study::from_store)): whether
+    /// workers run them is not known.
+    pub kept: usize,
     /// Trials of all its studies.
     pub trials: usize,
     /// The best of its studies' [`Study::best_val_f1`](data::Study::best_val_f1).
@@ -111,6 +116,14 @@ pub fn write_report(dir: &Path) -> Result<Written> {
 /// [`write_report`] with [`render_refreshing`]'s page.
 pub fn write_report_refreshing(dir: &Path, refresh: Option<u32>) -> Result<Written> {
     write_source(dir, &Source::load(dir)?, refresh)
+}
+
+/// Writes the report of `study` (e.g. one kept in PostgreSQL, read with
+/// [`Study::from_store`](data::Study::from_store)) to `dir/report.html`, creating `dir`, as
+/// [`write_report`] does.
+pub fn write_study_report(dir: &Path, study: data::Study) -> Result<Written> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    write_source(dir, &Source::Study(Box::new(study)), None)
 }
 
 /// Writes the report of one folder again and again while its studies run (`cargo xtask
@@ -147,6 +160,7 @@ fn write_source(dir: &Path, source: &Source, refresh: Option<u32>) -> Result<Wri
         studies: studies.len(),
         incomplete: studies.iter().filter(|s| !s.complete()).count(),
         running: studies.iter().filter(|s| s.running()).count(),
+        kept: studies.iter().filter(|s| !s.complete() && s.kept.is_some()).count(),
         best: studies.iter().flat_map(|s| s.best_val_f1()).max_by(f64::total_cmp),
         trials: studies.iter().map(|s| s.trials.len()).sum(),
     })
