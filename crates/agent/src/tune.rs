@@ -493,12 +493,19 @@ impl StudyLock {
 
 /// The process running the study in `dir` now — a `tune`, `--resume` or PostgreSQL worker
 /// holding its `study.lock` — or `None` when no live process does (the study finished, was
-/// killed, or was never started here). Reads the pid the lock's holder wrote and asks the
-/// system whether that process is alive (not a zombie), without touching the lock itself, so a starting
-/// `--resume` is never refused because someone looked. A pid reused by an unrelated process
-/// after a kill reads as running.
+/// killed, or was never started here). Reads the pid the lock's holder wrote, without touching
+/// the lock itself, so a starting `--resume` is never refused because someone looked. On
+/// Linux the kernel's table of locks (`/proc/locks`) says whether a process holds the lock on
+/// that file, which is exact; elsewhere, or when that table cannot be read, whether the
+/// process is alive (not a zombie): a pid reused by an unrelated process after a kill then
+/// reads as running.
 pub fn study_process(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join("study.lock")).ok()?.trim().parse().ok()?;
+    let path = dir.join("study.lock");
+    let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+    #[cfg(target_os = "linux")]
+    if let Some(held) = flock_held(&path, pid) {
+        return held.then_some(pid);
+    }
     #[cfg(unix)]
     {
         let pid_t = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
@@ -516,6 +523,31 @@ pub fn study_process(dir: &Path) -> Option<u32> {
     {
         Some(pid)
     }
+}
+
+/// Whether `/proc/locks` lists a granted `flock` on the file at `path` (its inode, and its
+/// device or the holder `pid`: a file on an overlay can show the device of the layer below);
+/// `None` when the table or the file cannot be read.
+#[cfg(target_os = "linux")]
+fn flock_held(path: &Path, pid: u32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let device = format!("{:02x}:{:02x}", libc::major(meta.dev()), libc::minor(meta.dev()));
+    Some(locks_list(&locks, &device, meta.ino(), pid))
+}
+
+/// [`flock_held`] on the text of `/proc/locks`: lines such as
+/// `1: FLOCK  ADVISORY  WRITE 4242 fe:00:10011578 0 EOF` (a waiter's has `->` after the
+/// number and is not a holder).
+#[cfg(any(target_os = "linux", test))]
+fn locks_list(table: &str, device: &str, inode: u64, pid: u32) -> bool {
+    table.lines().any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, kind, _, _, holder, place, ..] = f[..] else { return false };
+        let Some((dev, ino)) = place.rsplit_once(':') else { return false };
+        kind == "FLOCK" && ino.parse() == Ok(inode) && (dev == device || holder.parse() == Ok(pid))
+    })
 }
 
 /// Wall time of the study: what earlier processes used plus this one's.
@@ -1107,4 +1139,27 @@ fn best_run(ctx: &TrialContext<'_>, start: &TrialStart, ck: &RunCheckpoint, orig
     let mut run = Run::with_data(ctx.run_config(start), ctx.data.clone(), ctx.device)?;
     run.restore(ck, Path::new(origin))?;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_held_when_the_table_lists_a_flock_on_its_inode() {
+        // As Linux 6.x prints it; the second flock waits (`->`) and holds nothing.
+        let table = "1: POSIX  ADVISORY  WRITE 77 fe:00:500 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4242 fe:00:10011578 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 99 fe:00:600 0 EOF\n";
+        assert!(locks_list(table, "fe:00", 10011578, 4242));
+        // The device differs (an overlay) but the holder is the pid in the file.
+        assert!(locks_list(table, "00:2f", 10011578, 4242));
+        assert!(!locks_list(table, "00:2f", 10011578, 4243));
+        // Another inode, a POSIX lock, a waiter: not held.
+        assert!(!locks_list(table, "fe:00", 10011579, 4242));
+        assert!(!locks_list(table, "fe:00", 500, 77));
+        assert!(!locks_list(table, "fe:00", 600, 99));
+        assert!(!locks_list("", "fe:00", 10011578, 4242));
+        assert!(!locks_list("garbage\n1:\n", "fe:00", 10011578, 4242));
+    }
 }

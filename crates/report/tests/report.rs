@@ -258,8 +258,14 @@ fn a_killed_study_is_reported_as_incomplete() {
     let watched = tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap();
     assert_eq!(watched.running, 0);
     assert!(!std::fs::read_to_string(&watched.path).unwrap().contains("http-equiv"));
-    // The same folder as a live process's (this one's pid in its lock): running, reloading.
+    // This process's pid in the lock but no lock held (as a pid reused after a kill): not
+    // running either.
     std::fs::write(dir.join("study.lock"), std::process::id().to_string()).unwrap();
+    assert_eq!(tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap().running, 0);
+    // The same folder as a live process's (this one's pid in its lock, which it holds):
+    // running, reloading.
+    let holder = std::fs::OpenOptions::new().write(true).open(dir.join("study.lock")).unwrap();
+    holder.lock().unwrap();
     let watched = tuneforge_report::write_report_refreshing(&dir, Some(7)).unwrap();
     assert_eq!((watched.incomplete, watched.running), (1, 1));
     let html = std::fs::read_to_string(&watched.path).unwrap();
@@ -268,6 +274,7 @@ fn a_killed_study_is_reported_as_incomplete() {
     assert!(html.contains("reloads every 7 s"));
     // Without --watch the page does not reload, running or not.
     assert!(!std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap().contains("http-equiv"));
+    drop(holder);
 }
 
 #[test]
