@@ -204,149 +204,250 @@ fn header_of<R: std::io::Read>(path: &Path, rdr: &mut csv::Reader<R>) -> Result<
 
 /// Reads CSV text from any reader; `path` is only used in messages.
 pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptions) -> Result<CsvData> {
-    let mut rdr =
-        csv::ReaderBuilder::new().delimiter(options.delimiter).has_headers(true).flexible(true).from_reader(reader);
-    let header = header_of(path, &mut rdr)?;
-    let find = |name: &str| -> Result<usize> {
-        header.iter().position(|h| h == name).ok_or_else(|| Error::NoSuchColumn {
-            path: path.to_path_buf(),
-            column: name.to_string(),
-            available: header.clone(),
-        })
-    };
-    let row_name_col = header[0].is_empty().then_some(0);
-    let label_col = options.label.as_deref().map(find).transpose()?;
-    let mut skip = vec![false; header.len()];
-    for name in &options.drop {
-        skip[find(name)?] = true;
-    }
-    for name in options.categorical.iter().chain(&options.numeric) {
-        find(name)?;
-    }
-    if let Some(i) = row_name_col {
-        skip[i] = true;
-    }
-    if let Some(i) = label_col {
-        skip[i] = true;
-    }
-
-    // Raw strings per kept column; kinds decided on the first non-missing value.
-    let is_missing = |s: &str| options.missing.iter().any(|m| m == s);
-    let feature_idx: Vec<usize> = (0..header.len()).filter(|&i| !skip[i]).collect();
-    let mut kinds: Vec<Option<Kind>> = feature_idx
-        .iter()
-        .map(|&i| {
-            if options.categorical.contains(&header[i]) {
-                Some(Kind::Categorical)
-            } else if options.numeric.contains(&header[i]) {
-                Some(Kind::Numeric)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut numeric: Vec<Vec<f64>> = vec![Vec::new(); feature_idx.len()];
-    let mut text: Vec<Vec<Option<String>>> = vec![Vec::new(); feature_idx.len()];
-    let mut missing = vec![0usize; feature_idx.len()];
-    let mut row_names = Vec::new();
-    let mut raw_labels: Vec<String> = Vec::new();
-    let mut n_rows = 0usize;
-
-    let mut record = csv::StringRecord::new();
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => return Err(csv_error(path, e)),
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() != header.len() {
-            // A completely blank line is not a row.
-            if record.len() == 1 && record[0].trim().is_empty() {
-                continue;
-            }
-            return Err(Error::CsvRagged {
-                path: path.to_path_buf(),
-                line,
-                found: record.len(),
-                expected: header.len(),
-            });
-        }
-        if let Some(i) = row_name_col {
-            row_names.push(record[i].to_string());
-        }
-        if let Some(i) = label_col {
-            let v = record[i].trim();
-            if is_missing(v) {
-                return Err(Error::MissingLabel {
-                    path: path.to_path_buf(),
-                    line,
-                    column: header[i].clone(),
-                    value: v.to_string(),
-                });
-            }
-            raw_labels.push(v.to_string());
-        }
-        for (k, &i) in feature_idx.iter().enumerate() {
-            let v = record[i].trim();
-            let miss = is_missing(v);
-            if miss {
-                missing[k] += 1;
-            }
-            if kinds[k].is_none() && !miss {
-                kinds[k] = Some(if parse_number(v).is_some() { Kind::Numeric } else { Kind::Categorical });
-                // Rows read before the kind was known were all missing.
-                if matches!(kinds[k], Some(Kind::Numeric)) {
-                    numeric[k] = vec![f64::NAN; n_rows];
-                }
-            }
-            match kinds[k] {
-                Some(Kind::Numeric) => {
-                    let x = if miss {
-                        f64::NAN
-                    } else {
-                        parse_number(v).ok_or_else(|| Error::CsvNumber {
-                            path: path.to_path_buf(),
-                            line,
-                            column: header[i].clone(),
-                            field: i + 1,
-                            value: v.to_string(),
-                        })?
-                    };
-                    numeric[k].push(x);
-                }
-                Some(Kind::Categorical) | None => text[k].push((!miss).then(|| v.to_string())),
-            }
-        }
-        n_rows += 1;
-    }
-    if n_rows == 0 {
+    let mut rdr = reader_of(reader, options);
+    let mut plan = Plan::new(path, &mut rdr, options)?;
+    let data = plan.read(&mut rdr, usize::MAX)?;
+    if data.table.n_rows == 0 {
         return Err(Error::Empty { path: path.to_path_buf(), what: "a header but no data rows".into() });
     }
+    Ok(data)
+}
 
-    let columns = feature_idx
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let values = match kinds[k] {
-                Some(Kind::Numeric) => ColumnValues::Numeric(std::mem::take(&mut numeric[k])),
-                // A column that is entirely missing stays numeric (all NaN): it is the
-                // preprocessing step's job to report it.
-                None => ColumnValues::Numeric(vec![f64::NAN; n_rows]),
-                Some(Kind::Categorical) => encode(std::mem::take(&mut text[k])),
-            };
-            Column { name: header[i].clone(), values, missing: missing[k] }
+/// Opens `path` to read its rows `rows` at a time ([`CsvChunks`]), e.g. to predict on a file
+/// larger than memory. The header is read (and the options checked against it) now.
+pub fn read_csv_chunks(path: &Path, options: &CsvOptions, rows: usize) -> Result<CsvChunks> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut rdr = reader_of(std::io::BufReader::new(file), options);
+    let plan = Plan::new(path, &mut rdr, options)?;
+    Ok(CsvChunks { rdr, plan, rows: rows.max(1), started: false, done: false })
+}
+
+/// A CSV file read a chunk of rows at a time ([`read_csv_chunks`]): each item is a
+/// [`CsvData`] of the next rows (at most the chunk size), as [`read_csv`] would read those
+/// rows alone, with three differences: errors name the line in the whole file; a column's
+/// kind, once its first non-missing value decided it, holds for the chunks after (columns
+/// named in [`CsvOptions::numeric`] or [`CsvOptions::categorical`] are fixed from the start);
+/// categorical levels and label names are those of the chunk. A file with a header and no
+/// rows gives one [`Error::Empty`]; after an error nothing more is read.
+pub struct CsvChunks {
+    rdr: csv::Reader<std::io::BufReader<std::fs::File>>,
+    plan: Plan,
+    rows: usize,
+    started: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for CsvChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvChunks").field("path", &self.plan.path).field("rows", &self.rows).finish()
+    }
+}
+
+impl CsvChunks {
+    /// The header's column names, trimmed.
+    pub fn header(&self) -> &[String] {
+        &self.plan.header
+    }
+}
+
+impl Iterator for CsvChunks {
+    type Item = Result<CsvData>;
+
+    fn next(&mut self) -> Option<Result<CsvData>> {
+        if self.done {
+            return None;
+        }
+        let chunk = self.plan.read(&mut self.rdr, self.rows);
+        let first = !std::mem::replace(&mut self.started, true);
+        match chunk {
+            Ok(data) if data.table.n_rows == 0 => {
+                self.done = true;
+                first.then(|| {
+                    Err(Error::Empty { path: self.plan.path.clone(), what: "a header but no data rows".into() })
+                })
+            }
+            Ok(data) => Some(Ok(data)),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn reader_of<R: std::io::Read>(reader: R, options: &CsvOptions) -> csv::Reader<R> {
+    csv::ReaderBuilder::new().delimiter(options.delimiter).has_headers(true).flexible(true).from_reader(reader)
+}
+
+/// What to read of each record, decided from the header and the options; the columns'
+/// kinds, once decided, carry over from one [`Plan::read`] to the next.
+struct Plan {
+    path: PathBuf,
+    options: CsvOptions,
+    header: Vec<String>,
+    row_name_col: Option<usize>,
+    label_col: Option<usize>,
+    feature_idx: Vec<usize>,
+    kinds: Vec<Option<Kind>>,
+}
+
+impl Plan {
+    fn new<R: std::io::Read>(path: &Path, rdr: &mut csv::Reader<R>, options: &CsvOptions) -> Result<Plan> {
+        let header = header_of(path, rdr)?;
+        let find = |name: &str| -> Result<usize> {
+            header.iter().position(|h| h == name).ok_or_else(|| Error::NoSuchColumn {
+                path: path.to_path_buf(),
+                column: name.to_string(),
+                available: header.clone(),
+            })
+        };
+        let row_name_col = header[0].is_empty().then_some(0);
+        let label_col = options.label.as_deref().map(find).transpose()?;
+        let mut skip = vec![false; header.len()];
+        for name in &options.drop {
+            skip[find(name)?] = true;
+        }
+        for name in options.categorical.iter().chain(&options.numeric) {
+            find(name)?;
+        }
+        if let Some(i) = row_name_col {
+            skip[i] = true;
+        }
+        if let Some(i) = label_col {
+            skip[i] = true;
+        }
+        // Kinds decided on the first non-missing value, unless the options say.
+        let feature_idx: Vec<usize> = (0..header.len()).filter(|&i| !skip[i]).collect();
+        let kinds = feature_idx
+            .iter()
+            .map(|&i| {
+                if options.categorical.contains(&header[i]) {
+                    Some(Kind::Categorical)
+                } else if options.numeric.contains(&header[i]) {
+                    Some(Kind::Numeric)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        Ok(Plan {
+            path: path.to_path_buf(),
+            options: options.clone(),
+            header,
+            row_name_col,
+            label_col,
+            feature_idx,
+            kinds,
         })
-        .collect();
+    }
 
-    let (labels, label_names) = if label_col.is_some() { encode_labels(&raw_labels) } else { (Vec::new(), Vec::new()) };
-    Ok(CsvData {
-        path: path.to_path_buf(),
-        table: Table { columns, row_names: row_name_col.map(|_| row_names), n_rows },
-        label_column: options.label.clone(),
-        labels,
-        label_names,
-    })
+    /// Reads up to `limit` more records (fewer at the end of the file; none after it).
+    fn read<R: std::io::Read>(&mut self, rdr: &mut csv::Reader<R>, limit: usize) -> Result<CsvData> {
+        let Plan { path, options, header, row_name_col, label_col, feature_idx, kinds } = self;
+        let (path, header, row_name_col, label_col) = (&**path, &*header, *row_name_col, *label_col);
+        // Raw strings per kept column.
+        let is_missing = |s: &str| options.missing.iter().any(|m| m == s);
+        let mut numeric: Vec<Vec<f64>> = vec![Vec::new(); feature_idx.len()];
+        let mut text: Vec<Vec<Option<String>>> = vec![Vec::new(); feature_idx.len()];
+        let mut missing = vec![0usize; feature_idx.len()];
+        let mut row_names = Vec::new();
+        let mut raw_labels: Vec<String> = Vec::new();
+        let mut n_rows = 0usize;
+
+        let mut record = csv::StringRecord::new();
+        while n_rows < limit {
+            match rdr.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(csv_error(path, e)),
+            }
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            if record.len() != header.len() {
+                // A completely blank line is not a row.
+                if record.len() == 1 && record[0].trim().is_empty() {
+                    continue;
+                }
+                return Err(Error::CsvRagged {
+                    path: path.to_path_buf(),
+                    line,
+                    found: record.len(),
+                    expected: header.len(),
+                });
+            }
+            if let Some(i) = row_name_col {
+                row_names.push(record[i].to_string());
+            }
+            if let Some(i) = label_col {
+                let v = record[i].trim();
+                if is_missing(v) {
+                    return Err(Error::MissingLabel {
+                        path: path.to_path_buf(),
+                        line,
+                        column: header[i].clone(),
+                        value: v.to_string(),
+                    });
+                }
+                raw_labels.push(v.to_string());
+            }
+            for (k, &i) in feature_idx.iter().enumerate() {
+                let v = record[i].trim();
+                let miss = is_missing(v);
+                if miss {
+                    missing[k] += 1;
+                }
+                if kinds[k].is_none() && !miss {
+                    kinds[k] = Some(if parse_number(v).is_some() { Kind::Numeric } else { Kind::Categorical });
+                    // Rows read before the kind was known were all missing.
+                    if matches!(kinds[k], Some(Kind::Numeric)) {
+                        numeric[k] = vec![f64::NAN; n_rows];
+                    }
+                }
+                match kinds[k] {
+                    Some(Kind::Numeric) => {
+                        let x = if miss {
+                            f64::NAN
+                        } else {
+                            parse_number(v).ok_or_else(|| Error::CsvNumber {
+                                path: path.to_path_buf(),
+                                line,
+                                column: header[i].clone(),
+                                field: i + 1,
+                                value: v.to_string(),
+                            })?
+                        };
+                        numeric[k].push(x);
+                    }
+                    Some(Kind::Categorical) | None => text[k].push((!miss).then(|| v.to_string())),
+                }
+            }
+            n_rows += 1;
+        }
+
+        let columns = feature_idx
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let values = match kinds[k] {
+                    Some(Kind::Numeric) => ColumnValues::Numeric(std::mem::take(&mut numeric[k])),
+                    // A column that is entirely missing stays numeric (all NaN): it is the
+                    // preprocessing step's job to report it.
+                    None => ColumnValues::Numeric(vec![f64::NAN; n_rows]),
+                    Some(Kind::Categorical) => encode(std::mem::take(&mut text[k])),
+                };
+                Column { name: header[i].clone(), values, missing: missing[k] }
+            })
+            .collect();
+
+        let (labels, label_names) =
+            if label_col.is_some() { encode_labels(&raw_labels) } else { (Vec::new(), Vec::new()) };
+        Ok(CsvData {
+            path: path.to_path_buf(),
+            table: Table { columns, row_names: row_name_col.map(|_| row_names), n_rows },
+            label_column: options.label.clone(),
+            labels,
+            label_names,
+        })
+    }
 }
 
 fn parse_number(s: &str) -> Option<f64> {

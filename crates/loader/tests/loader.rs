@@ -119,6 +119,94 @@ fn digits_and_biopsy_csv_load_with_the_right_shapes() {
     assert!(values.iter().filter(|v| !v.is_nan()).all(|&v| (1.0..=10.0).contains(&v)));
 }
 
+/// The values of a table's rows as text-free numbers: numeric columns as they are,
+/// categorical ones by level name (chunks have levels of their own).
+fn rows_of(data: &CsvData) -> Vec<Vec<String>> {
+    (0..data.table.n_rows)
+        .map(|r| {
+            let mut row: Vec<String> = data
+                .table
+                .columns
+                .iter()
+                .map(|c| match &c.values {
+                    ColumnValues::Numeric(v) => format!("{:?}", v[r]),
+                    ColumnValues::Categorical { levels, codes } => {
+                        format!("{:?}", codes[r].map(|c| &levels[c as usize]))
+                    }
+                })
+                .collect();
+            if !data.labels.is_empty() {
+                row.push(data.label_names[data.labels[r] as usize].clone());
+            }
+            if let Some(names) = &data.table.row_names {
+                row.push(names[r].clone());
+            }
+            row
+        })
+        .collect()
+}
+
+/// Read a chunk at a time, biopsy (row names, a dropped column, missing values, a label)
+/// and digits give the rows of one read, in order, in chunks of the size asked for.
+#[test]
+fn csv_read_in_chunks_equals_one_read() {
+    for (name, options) in
+        [("biopsy.csv", Known::Biopsy.csv_options().unwrap()), ("digits.csv", Known::Digits.csv_options().unwrap())]
+    {
+        let path = repo_datasets().join(name);
+        let whole = read_csv(&path, &options).unwrap();
+        for rows in [1, 7, 100, 699, 5000] {
+            let chunks = read_csv_chunks(&path, &options, rows).unwrap();
+            assert_eq!(chunks.header(), tuneforge_loader::read_csv_header(&path, b',').unwrap());
+            let chunks: Vec<CsvData> = chunks.map(Result::unwrap).collect();
+            assert_eq!(chunks.len(), whole.table.n_rows.div_ceil(rows), "{name} by {rows}");
+            assert!(chunks.iter().rev().skip(1).all(|c| c.table.n_rows == rows), "{name} by {rows}");
+            let joined: Vec<Vec<String>> = chunks.iter().flat_map(rows_of).collect();
+            assert_eq!(joined, rows_of(&whole), "{name} by {rows}");
+            let missing: usize = chunks.iter().flat_map(|c| c.table.columns.iter().map(|c| c.missing)).sum();
+            assert_eq!(missing, whole.table.columns.iter().map(|c| c.missing).sum::<usize>());
+        }
+    }
+}
+
+/// A bad row deep in the file is named by its line in the file, after the chunks before it;
+/// a header without rows is one error; kinds decided in one chunk hold in the next.
+#[test]
+fn csv_chunks_name_lines_in_the_whole_file_and_keep_kinds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("t.csv");
+    let mut text = String::from("a,b,label\n");
+    for i in 0..10 {
+        text += &format!("{i},x{i},{}\n", i % 2);
+    }
+    text += "3,y,1\n7,abc,0,extra\n";
+    std::fs::write(&path, &text).unwrap();
+    let options = CsvOptions::with_label("label");
+    let whole = read_csv(&path, &options).unwrap_err().to_string();
+    let mut chunks = read_csv_chunks(&path, &options, 4).unwrap();
+    // Rows 1-8 in two chunks; the third holds the bad line and is the error.
+    let firsts: Vec<usize> = chunks.by_ref().take(2).map(|c| c.unwrap().table.n_rows).collect();
+    assert_eq!(firsts, [4, 4]);
+    let e = chunks.next().unwrap().unwrap_err().to_string();
+    assert_eq!(e, whole);
+    assert!(e.contains("t.csv:13"), "{e}");
+    assert!(chunks.next().is_none(), "nothing after an error");
+
+    // "a" is numeric from the first chunk on: a word in a later chunk is an error there.
+    std::fs::write(&path, "a,label\nNA,0\n1,1\n2,0\nword,1\n").unwrap();
+    let got: Vec<_> = read_csv_chunks(&path, &options, 3).unwrap().collect();
+    assert!(got[0].is_ok() && got.len() == 2, "{got:?}");
+    let e = got[1].as_ref().unwrap_err().to_string();
+    assert!(e.contains("t.csv:5") && e.contains("word"), "{e}");
+
+    std::fs::write(&path, "a,label\n").unwrap();
+    let got: Vec<_> = read_csv_chunks(&path, &options, 3).unwrap().collect();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].as_ref().unwrap_err().to_string().contains("a header but no data rows"));
+    let e = read_csv_chunks(&tmp.path().join("nope.csv"), &options, 3).unwrap_err().to_string();
+    assert!(e.contains("nope.csv"), "{e}");
+}
+
 #[test]
 fn a_missing_dataset_names_every_place_looked() {
     let tmp = tempfile::tempdir().unwrap();
