@@ -1,10 +1,10 @@
 //! `cargo xtask predict`: a trained or tuned model applied to new rows.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tuneforge_agent::predict::{Input, Predictor, predictions_csv};
+use tuneforge_agent::predict::{Input, PredictionWriter, Predictor, RowChunks};
 use tuneforge_eval::ConfusionMatrix;
 use tuneforge_loader::{DataDirs, GzCache};
 
@@ -24,8 +24,9 @@ pub struct PredictArgs {
     /// and accuracy and macro-F1 are printed.
     #[arg(long)]
     pub dataset: String,
-    /// Where to write the predictions CSV (index[,label],predicted[,p_CLASS...]); default:
-    /// standard output.
+    /// Where to write the predictions CSV (index[,label],predicted[,p_CLASS...]), through a
+    /// temporary file renamed over FILE once whole (a failed run leaves FILE as it was);
+    /// default: standard output, as each chunk of rows is predicted.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Add one column per class with its probability (softmax of the model's outputs).
@@ -42,40 +43,62 @@ pub struct PredictArgs {
     pub data: DataArgs,
 }
 
+/// Rows read, predicted and written at a time: a CSV table larger than memory is predicted
+/// in constant memory (other inputs are read whole).
+pub const CHUNK_ROWS: usize = 65_536;
+
+/// What a prediction run saw.
+struct Tally {
+    rows: usize,
+    /// Labelled rows' confusion matrix.
+    confusion: Option<ConfusionMatrix>,
+}
+
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
     let predictor = Predictor::load(&args.model, &device)?;
     let input = Input::parse(&args.dataset)?;
-    let rows = predictor.read(&input, &dirs, &cache)?;
-    let predictions = predictor.predict(&rows)?;
-    let csv = predictions_csv(predictor.classes(), &rows, &predictions, args.probabilities);
-    match &args.out {
-        Some(path) => tuneforge_agent::run::write_atomic(path, csv.as_bytes())?,
-        // A reader that stops early (`| head`) is not an error.
-        None => match std::io::stdout().lock().write_all(csv.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-            r => r.context("writing to standard output")?,
+    let chunks = predictor.read_chunks(&input, &dirs, &cache, CHUNK_ROWS)?;
+    let tally = match &args.out {
+        Some(path) => {
+            // Written beside FILE and renamed over it once whole: a failed run leaves FILE as it was.
+            let tmp = tuneforge_agent::run::temp_beside(path)
+                .with_context(|| format!("--out {}: cannot create a file beside it", path.display()))?;
+            let (tally, out) = predict_into(&predictor, chunks, BufWriter::new(tmp), args.probabilities)?;
+            let tmp =
+                out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
+            tmp.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+            tally
+        }
+        None => match predict_into(&predictor, chunks, std::io::stdout().lock(), args.probabilities) {
+            Ok((tally, _)) => tally,
+            // A reader that stops early (`| head`) is not an error.
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         },
-    }
+    };
     let mut line = format!(
         "{} rows of {input} predicted with {} (trained on {})",
-        rows.len(),
+        tally.rows,
         args.model.display(),
         predictor.manifest().trained_on
     );
     let mut details = String::new();
-    if let Some(labels) = &rows.labels {
-        let mut cm = ConfusionMatrix::new(predictor.classes().len())?;
-        cm.update(labels, &predictions.predicted)?;
+    if let Some(cm) = &tally.confusion {
         let report = cm.report();
         line += &format!(": accuracy {:.4}, macro-F1 {:.4}", report.accuracy, report.macro_avg.f1);
         if args.report {
             details = format!(
                 "\n{}\n{}",
                 report.to_text_with_names(predictor.classes(), 4)?,
-                confusion_text(&cm, predictor.classes())
+                confusion_text(cm, predictor.classes())
             );
         }
     } else if args.report {
@@ -90,6 +113,34 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     eprintln!("{line}");
     eprint!("{details}");
     Ok(())
+}
+
+/// Predicts each chunk and writes it to `out` before reading the next; returns what it saw
+/// and `out` (flushed).
+fn predict_into<W: Write>(
+    predictor: &Predictor,
+    chunks: RowChunks<'_>,
+    out: W,
+    probabilities: bool,
+) -> anyhow::Result<(Tally, W)> {
+    let mut writer = PredictionWriter::new(out, predictor.classes(), probabilities);
+    let mut tally = Tally { rows: 0, confusion: None };
+    for rows in chunks {
+        let rows = rows?;
+        let predictions = predictor.predict(&rows)?;
+        writer.write(&rows, &predictions)?;
+        tally.rows += rows.len();
+        if let Some(labels) = &rows.labels {
+            let cm = match &mut tally.confusion {
+                Some(cm) => cm,
+                None => tally.confusion.insert(ConfusionMatrix::new(predictor.classes().len())?),
+            };
+            cm.update(labels, &predictions.predicted)?;
+        }
+    }
+    let mut out = writer.finish()?;
+    out.flush()?;
+    Ok((tally, out))
 }
 
 /// The confusion matrix as text: one row per true class (named), one column per predicted

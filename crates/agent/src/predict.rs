@@ -65,7 +65,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tuneforge_loader::{
-    CsvOptions, DataDirs, GzCache, IdxArray, Known, Labels, Scale, TextFormat, TextOptions, read_csv, read_text,
+    CsvData, CsvOptions, DataDirs, GzCache, IdxArray, Known, Labels, Scale, TextFormat, TextOptions, read_csv,
+    read_text,
 };
 use tuneforge_model::{Model, argmax, on_pool};
 use tuneforge_prep::{ColumnKind, FittedPipeline, FittedTextPipeline};
@@ -221,6 +222,46 @@ impl Rows {
     }
 }
 
+/// The rows of an input a chunk at a time ([`Predictor::read_chunks`]).
+#[derive(Debug)]
+pub struct RowChunks<'a> {
+    predictor: &'a Predictor,
+    source: Chunked,
+}
+
+#[derive(Debug)]
+enum Chunked {
+    Table { path: PathBuf, chunks: Box<tuneforge_loader::CsvChunks>, base: usize },
+    Once(Option<Rows>),
+}
+
+impl Iterator for RowChunks<'_> {
+    type Item = Result<Rows>;
+
+    fn next(&mut self) -> Option<Result<Rows>> {
+        match &mut self.source {
+            Chunked::Once(rows) => rows.take().map(Ok),
+            Chunked::Table { path, chunks, base } => {
+                let data = match chunks.next()? {
+                    Ok(data) => data,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let start = *base;
+                *base += data.table.n_rows;
+                let rows = self.predictor.table_rows(path, data, start).map(|mut rows| {
+                    self.predictor.scale(&mut rows);
+                    rows
+                });
+                if rows.is_err() {
+                    // Nothing after an error.
+                    self.source = Chunked::Once(None);
+                }
+                Some(rows)
+            }
+        }
+    }
+}
+
 /// A model's predictions for [`Rows`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predictions {
@@ -333,12 +374,12 @@ impl Predictor {
     /// Reads `input` (known datasets from `dirs`; `.gz` files inflated into `cache`) and
     /// preprocesses it for the model.
     pub fn read(&self, input: &Input, dirs: &DataDirs, cache: &GzCache) -> Result<Rows> {
+        if let Some((path, options)) = self.table_input(input, dirs)? {
+            let mut rows = self.table_rows(&path, read_csv(&path, &options)?, 0)?;
+            self.scale(&mut rows);
+            return Ok(rows);
+        }
         let mut rows = match (self.manifest.input, input) {
-            (InputKind::Table, Input::Csv(path)) => self.read_table(path, CsvOptions::default())?,
-            (InputKind::Table, Input::Known(k)) if k.csv_options().is_some() => {
-                let path = dirs.locate(*k)?.remove(0);
-                self.read_table(&path, k.csv_options().unwrap_or_default())?
-            }
             (InputKind::Text, Input::Csv(path)) => self.read_text(path, TextFormat::Csv)?,
             (InputKind::Text, Input::Jsonl(path)) => self.read_text(path, TextFormat::Jsonl)?,
             (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
@@ -346,7 +387,7 @@ impl Predictor {
                 let path = PathBuf::from(k.name());
                 self.check_shape(&path, data.feature_shape())?;
                 let labels = (0..data.len()).map(|r| data.label(r)).collect::<Vec<_>>();
-                let labels = self.classes_of(&path, data.label_names(), &labels)?;
+                let labels = self.classes_of(&path, data.label_names(), &labels, 0)?;
                 let mut features = vec![0f32; data.len() * data.feature_len()];
                 data.read_rows(0, data.len(), &mut features)?;
                 Rows { index: (0..data.len()).collect(), features, labels: Some(labels) }
@@ -370,9 +411,42 @@ impl Predictor {
                 });
             }
         };
+        self.scale(&mut rows);
+        Ok(rows)
+    }
+
+    /// [`read`](Self::read) a chunk of rows at a time: a CSV table `rows` rows at a time (a
+    /// file larger than memory can be predicted), any other input in one chunk. Each chunk's
+    /// [`Rows::index`] counts the rows of the whole input, and errors name rows and lines in
+    /// it. The input is opened (and its header checked) now.
+    pub fn read_chunks(&self, input: &Input, dirs: &DataDirs, cache: &GzCache, rows: usize) -> Result<RowChunks<'_>> {
+        let source = match self.table_input(input, dirs)? {
+            Some((path, options)) => {
+                let chunks = tuneforge_loader::read_csv_chunks(&path, &options, rows)?;
+                Chunked::Table { path, chunks: Box::new(chunks), base: 0 }
+            }
+            None => Chunked::Once(Some(self.read(input, dirs, cache)?)),
+        };
+        Ok(RowChunks { predictor: self, source })
+    }
+
+    fn scale(&self, rows: &mut Rows) {
         let scale = Scale { mul: self.manifest.scale[0], add: self.manifest.scale[1] };
         scale.apply(&mut rows.features);
-        Ok(rows)
+    }
+
+    /// For a table model and a table input: its file and the options that read the
+    /// training's columns of it; `None` for other inputs.
+    fn table_input(&self, input: &Input, dirs: &DataDirs) -> Result<Option<(PathBuf, CsvOptions)>> {
+        let (path, options) = match (self.manifest.input, input) {
+            (InputKind::Table, Input::Csv(path)) => (path.clone(), CsvOptions::default()),
+            (InputKind::Table, Input::Known(k)) if k.csv_options().is_some() => {
+                (dirs.locate(*k)?.remove(0), k.csv_options().unwrap_or_default())
+            }
+            _ => return Ok(None),
+        };
+        let options = self.table_options(&path, options)?;
+        Ok(Some((path, options)))
     }
 
     fn check_shape(&self, path: &Path, shape: &[usize]) -> Result<()> {
@@ -387,8 +461,9 @@ impl Predictor {
     }
 
     /// `labels` (indices into `names`, the input's own sorted labels) as indices into the
-    /// model's classes; a label the model does not know is an error naming its row.
-    fn classes_of(&self, path: &Path, names: &[String], labels: &[u32]) -> Result<Vec<u32>> {
+    /// model's classes; a label the model does not know is an error naming its row (the
+    /// first label being data row `base`).
+    fn classes_of(&self, path: &Path, names: &[String], labels: &[u32], base: usize) -> Result<Vec<u32>> {
         let classes = &self.manifest.classes;
         let map: Vec<Option<u32>> =
             names.iter().map(|n| classes.iter().position(|c| c == n).map(|c| c as u32)).collect();
@@ -400,14 +475,18 @@ impl Predictor {
                     path: path.to_path_buf(),
                     why: format!(
                         "data row {} (0-based): label {:?} is not one of the model's classes {:?}",
-                        row, names[l as usize], classes
+                        base + row,
+                        names[l as usize],
+                        classes
                     ),
                 })
             })
             .collect()
     }
 
-    fn read_table(&self, path: &Path, mut options: CsvOptions) -> Result<Rows> {
+    /// `options` set to read the training's columns of the CSV file at `path`, with the
+    /// kinds they had, and its label column if it has one.
+    fn table_options(&self, path: &Path, mut options: CsvOptions) -> Result<CsvOptions> {
         let pipeline = self.table.as_ref().expect("a table model has a table pipeline");
         let header = tuneforge_loader::read_csv_header(path, options.delimiter)?;
         let inputs = pipeline.inputs();
@@ -427,19 +506,25 @@ impl Predictor {
         options.numeric = present(ColumnKind::Numeric);
         options.categorical = present(ColumnKind::Categorical);
         options.label = label;
-        let data = read_csv(path, &options)?;
+        Ok(options)
+    }
+
+    /// The rows of `data`, read from `path` starting at data row `base`, preprocessed (not
+    /// scaled yet).
+    fn table_rows(&self, path: &Path, data: CsvData, base: usize) -> Result<Rows> {
+        let pipeline = self.table.as_ref().expect("a table model has a table pipeline");
         let (m, _) = pipeline
             .transform(&data.table)
             .map_err(|e| Error::Input { path: path.to_path_buf(), why: format!("preprocessing: {e}") })?;
         let labels = match data.label_column {
             Some(_) => {
-                let all = self.classes_of(path, &data.label_names, &data.labels)?;
+                let all = self.classes_of(path, &data.label_names, &data.labels, base)?;
                 Some(m.rows.iter().map(|&r| all[r]).collect())
             }
             None => None,
         };
-        let features = crate::data::f32_features(path, &m, |r| r)?;
-        Ok(Rows { features, index: m.rows, labels })
+        let features = crate::data::f32_features(path, &m, |r| base + r)?;
+        Ok(Rows { features, index: m.rows.iter().map(|&r| base + r).collect(), labels })
     }
 
     fn read_text(&self, path: &Path, format: TextFormat) -> Result<Rows> {
@@ -452,7 +537,7 @@ impl Predictor {
         };
         let data = read_text(path, &options)?;
         let labels = match data.labelled {
-            true => Some(self.classes_of(path, &data.label_names, &data.labels)?),
+            true => Some(self.classes_of(path, &data.label_names, &data.labels, 0)?),
             false => None,
         };
         Ok(Rows { index: (0..data.len()).collect(), features: pipeline.encode_all(&data.texts), labels })
@@ -514,30 +599,84 @@ fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
 /// The rows and predictions as CSV: `index`, `label` (when labelled), `predicted` (class
 /// names), then with `probabilities` one `p_<class>` column per class.
 pub fn predictions_csv(classes: &[String], rows: &Rows, predictions: &Predictions, probabilities: bool) -> String {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["index".to_string()];
-    if rows.labels.is_some() {
-        header.push("label".into());
-    }
-    header.push("predicted".into());
-    if probabilities {
-        header.extend(classes.iter().map(|c| format!("p_{c}")));
-    }
-    let k = classes.len();
-    let mut record = Vec::with_capacity(header.len());
-    let write = |w: &mut csv::Writer<Vec<u8>>, record: &[String]| w.write_record(record).expect("CSV into memory");
-    write(&mut w, &header);
-    for (i, (&index, &p)) in rows.index.iter().zip(&predictions.predicted).enumerate() {
-        record.clear();
-        record.push(index.to_string());
-        if let Some(labels) = &rows.labels {
-            record.push(classes[labels[i] as usize].clone());
+    let mut w = PredictionWriter::new(Vec::new(), classes, probabilities);
+    w.write(rows, predictions).expect("CSV into memory");
+    String::from_utf8(w.finish().expect("CSV into memory")).expect("CSV of UTF-8 strings")
+}
+
+/// [`predictions_csv`] written a chunk of rows at a time into `W` (a file, standard output),
+/// for inputs read with [`Predictor::read_chunks`]. The header comes with the first chunk
+/// (whose [`Rows::labels`] say whether there is a `label` column), or at
+/// [`finish`](Self::finish) if there was none.
+#[derive(Debug)]
+pub struct PredictionWriter<W: std::io::Write> {
+    w: csv::Writer<W>,
+    classes: Vec<String>,
+    probabilities: bool,
+    header: bool,
+    record: Vec<String>,
+}
+
+impl<W: std::io::Write> PredictionWriter<W> {
+    /// A writer of predictions among `classes` into `out`.
+    pub fn new(out: W, classes: &[String], probabilities: bool) -> PredictionWriter<W> {
+        PredictionWriter {
+            w: csv::Writer::from_writer(out),
+            classes: classes.to_vec(),
+            probabilities,
+            header: false,
+            record: Vec::new(),
         }
-        record.push(classes[p as usize].clone());
-        if probabilities {
-            record.extend(predictions.probabilities[i * k..(i + 1) * k].iter().map(|p| format!("{p:.6}")));
-        }
-        write(&mut w, &record);
     }
-    String::from_utf8(w.into_inner().expect("CSV into memory")).expect("CSV of UTF-8 strings")
+
+    fn write_header(&mut self, labelled: bool) -> std::io::Result<()> {
+        self.header = true;
+        let mut header = vec!["index".to_string()];
+        if labelled {
+            header.push("label".into());
+        }
+        header.push("predicted".into());
+        if self.probabilities {
+            header.extend(self.classes.iter().map(|c| format!("p_{c}")));
+        }
+        self.w.write_record(&header).map_err(io)
+    }
+
+    /// Writes the rows of one chunk and their predictions.
+    pub fn write(&mut self, rows: &Rows, predictions: &Predictions) -> std::io::Result<()> {
+        if !self.header {
+            self.write_header(rows.labels.is_some())?;
+        }
+        let k = self.classes.len();
+        for (i, (&index, &p)) in rows.index.iter().zip(&predictions.predicted).enumerate() {
+            let record = &mut self.record;
+            record.clear();
+            record.push(index.to_string());
+            if let Some(labels) = &rows.labels {
+                record.push(self.classes[labels[i] as usize].clone());
+            }
+            record.push(self.classes[p as usize].clone());
+            if self.probabilities {
+                record.extend(predictions.probabilities[i * k..(i + 1) * k].iter().map(|p| format!("{p:.6}")));
+            }
+            self.w.write_record(&*record).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what is buffered and returns the output.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.header {
+            self.write_header(false)?;
+        }
+        self.w.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+/// A CSV writer's error as the I/O error it is (a closed pipe stays `BrokenPipe`).
+fn io(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
 }

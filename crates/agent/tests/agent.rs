@@ -1412,7 +1412,7 @@ fn spamassassin_slice_trains_a_text_model_end_to_end() {
 /// here from the real datasets, must give the predictions the run gave in memory.
 mod predict {
     use super::*;
-    use tuneforge_agent::predict::{Input, Predictor, predictions_csv};
+    use tuneforge_agent::predict::{Input, PredictionWriter, Predictor, predictions_csv};
 
     /// `predictions.csv` of a run: (label, predicted) class indices per row.
     fn run_predictions(dir: &Path) -> Vec<(u32, u32)> {
@@ -1500,6 +1500,30 @@ mod predict {
         assert!(csv.starts_with("index,predicted,p_0,p_1,"), "{}", &csv[..40]);
         assert_eq!(csv.lines().count(), rows.len() + 1);
 
+        // Read 7 (and 1,000) rows at a time: the same rows, labels, predictions and CSV.
+        let labelled = Input::parse(&format!("csv:{}", test_csv.display())).unwrap();
+        let whole = read(&predictor, &format!("csv:{}", test_csv.display())).unwrap();
+        let whole_csv = predictions_csv(predictor.classes(), &whole, &got, false);
+        for size in [7, 1000] {
+            let mut writer = PredictionWriter::new(Vec::new(), predictor.classes(), false);
+            let (mut index, mut labels, mut predicted, mut chunks) = (vec![], vec![], vec![], 0);
+            for rows in predictor.read_chunks(&labelled, &shared_dirs(), &cache(), size).unwrap() {
+                let rows = rows.unwrap();
+                assert!(rows.len() <= size);
+                let p = predictor.predict(&rows).unwrap();
+                writer.write(&rows, &p).unwrap();
+                index.extend(rows.index.iter().copied());
+                labels.extend(rows.labels.unwrap());
+                predicted.extend(p.predicted);
+                chunks += 1;
+            }
+            assert_eq!(chunks, whole.len().div_ceil(size));
+            same(&index, &whole.index);
+            same(&labels, whole.labels.as_ref().unwrap());
+            same(&predicted, &got.predicted);
+            assert_eq!(String::from_utf8(writer.finish().unwrap()).unwrap(), whole_csv);
+        }
+
         // Bad input: a missing column, a label the model does not know, the wrong kind of
         // input, a folder with no model.
         let cut = |line: &str| line.split(',').skip(1).collect::<Vec<_>>().join(",");
@@ -1518,6 +1542,13 @@ mod predict {
         far[3] = values.join(",");
         std::fs::write(&new_csv, far.join("\n")).unwrap();
         let e = read(&predictor, &format!("csv:{}", new_csv.display())).unwrap_err().to_string();
+        assert!(e.contains("data row 2 (0-based): column pixel_10 is"), "{e}");
+        // Read a row at a time, the row is named in the whole file: two chunks, then the error.
+        let far_input = Input::parse(&format!("csv:{}", new_csv.display())).unwrap();
+        let got: Vec<_> = predictor.read_chunks(&far_input, &shared_dirs(), &cache(), 1).unwrap().collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[..2].iter().all(Result::is_ok));
+        let e = got[2].as_ref().unwrap_err().to_string();
         assert!(e.contains("data row 2 (0-based): column pixel_10 is"), "{e}");
         let e = read(&predictor, "jsonl:whatever.jsonl").unwrap_err().to_string();
         assert!(e.contains("reads table rows"), "{e}");
