@@ -128,10 +128,28 @@ pub fn budget(data: &[u8]) -> Verdict {
 pub fn predict_csv(data: &[u8]) -> Verdict {
     let predictor = table_predictor();
     let path = crate::scratch::write("predict.csv", data);
-    let Ok(rows) = predictor.read(&Input::Csv(path), &DataDirs::new(Vec::new()), &GzCache::new(std::env::temp_dir()))
-    else {
+    let (input, dirs, cache) = (Input::Csv(path), DataDirs::new(Vec::new()), GzCache::new(std::env::temp_dir()));
+    let whole = predictor.read(&input, &dirs, &cache);
+    // Read 1-4 rows at a time (the first byte says how many): refused iff refused at once,
+    // else the same rows.
+    let size = data.first().map_or(1, |b| usize::from(b % 4) + 1);
+    let chunks: Vec<_> = match predictor.read_chunks(&input, &dirs, &cache, size) {
+        Ok(chunks) => chunks.collect(),
+        Err(e) => vec![Err(e)],
+    };
+    let refused = chunks.iter().find_map(|c| c.as_ref().err().map(ToString::to_string));
+    same("refused in chunks = refused at once", &refused.is_some(), &whole.is_err());
+    let Ok(rows) = whole else {
         return Verdict::Rejected;
     };
+    let chunks: Vec<_> = chunks.into_iter().flatten().collect();
+    let index: Vec<usize> = chunks.iter().flat_map(|c| c.index.iter().copied()).collect();
+    same("rows read in chunks = rows read at once", &index, &rows.index);
+    let features: Vec<u32> = chunks.iter().flat_map(|c| c.features.iter().map(|x| x.to_bits())).collect();
+    same("features in chunks = at once", &features, &rows.features.iter().map(|x| x.to_bits()).collect());
+    let labels: Option<Vec<u32>> =
+        chunks.iter().map(|c| c.labels.clone()).collect::<Option<Vec<_>>>().map(|l| l.concat());
+    same("labels in chunks = at once", &labels, &rows.labels);
     // Rows whose outputs overflow are refused (a typed error).
     let Ok(p) = predictor.predict(&rows) else { return Verdict::Rejected };
     same("one prediction per row", &p.predicted.len(), &rows.len());

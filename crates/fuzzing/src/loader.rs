@@ -112,20 +112,73 @@ fn check_dataset(images: &[u8], dims: &[usize], offset: usize) {
 /// CSV text read without and with a label column (the last column), as
 /// `tuneforge_loader::read_csv` reads files. Accepted tables must be consistent (column
 /// lengths, missing counts, codes and labels in range, the dataset's rows = the table's
-/// values), and a canonical rewrite of the table must read back to the same rewrite.
+/// values), and a canonical rewrite of the table must read back to the same rewrite. Read a
+/// chunk of 1–8 rows at a time (the first byte says how many), the text must give the same
+/// cells, or the same error.
 pub fn csv(data: &[u8]) -> Verdict {
     let path = Path::new("fuzz.csv");
-    let Ok(plain) = tuneforge_loader::read_csv_from(path, data, &CsvOptions::default()) else {
+    let rows = data.first().map_or(1, |b| usize::from(b % 8) + 1);
+    let plain = tuneforge_loader::read_csv_from(path, data, &CsvOptions::default());
+    check_chunks(data, &CsvOptions::default(), &plain, rows);
+    let Ok(plain) = plain else {
         return Verdict::Rejected;
     };
     check_csv(&plain, &CsvOptions::default());
     if let Some(label) = plain.table.columns.last().map(|c| c.name.clone()) {
         let options = CsvOptions::with_label(&label);
-        if let Ok(labelled) = tuneforge_loader::read_csv_from(path, data, &options) {
+        let labelled = tuneforge_loader::read_csv_from(path, data, &options);
+        check_chunks(data, &options, &labelled, rows);
+        if let Ok(labelled) = labelled {
             check_csv(&labelled, &CsvOptions::with_label(CANONICAL_LABEL));
         }
     }
     Verdict::Accepted
+}
+
+/// `data` read `rows` rows at a time gives what one read gave (`whole`): the same error, or
+/// the same cells in chunks of `rows` rows (the last one shorter).
+fn check_chunks(data: &[u8], options: &CsvOptions, whole: &tuneforge_loader::Result<CsvData>, rows: usize) {
+    let path = Path::new("fuzz.csv");
+    let chunks: Vec<_> = match tuneforge_loader::read_csv_chunks_from(path, data, options, rows) {
+        Ok(chunks) => chunks.collect(),
+        Err(e) => vec![Err(e)],
+    };
+    let error = chunks.iter().find_map(|c| c.as_ref().err().map(ToString::to_string));
+    same("the error read in chunks = the error read at once", &error, &whole.as_ref().err().map(ToString::to_string));
+    let Ok(whole) = whole else { return };
+    let sizes: Vec<usize> = chunks.iter().flatten().map(|c| c.table.n_rows).collect();
+    let mut want = vec![rows; whole.table.n_rows / rows];
+    if whole.table.n_rows % rows > 0 {
+        want.push(whole.table.n_rows % rows);
+    }
+    same("chunk sizes", &sizes, &want);
+    let joined: Vec<Vec<Option<String>>> = chunks.iter().flatten().flat_map(cells).collect();
+    same("cells read in chunks = cells read at once", &joined, &cells(whole));
+}
+
+/// Each row's cells as text: features (a missing one `None`, whatever its column's kind),
+/// then the label's name and the row's name when there are.
+fn cells(data: &CsvData) -> Vec<Vec<Option<String>>> {
+    let t = &data.table;
+    (0..t.n_rows)
+        .map(|r| {
+            let mut row: Vec<Option<String>> = t
+                .columns
+                .iter()
+                .map(|c| match &c.values {
+                    ColumnValues::Numeric(v) => (!v[r].is_nan()).then(|| format!("{:?}", v[r])),
+                    ColumnValues::Categorical { levels, codes } => codes[r].map(|k| levels[k as usize].clone()),
+                })
+                .collect();
+            if data.label_column.is_some() {
+                row.push(Some(data.label_names[data.labels[r] as usize].clone()));
+            }
+            if let Some(names) = &t.row_names {
+                row.push(Some(names[r].clone()));
+            }
+            row
+        })
+        .collect()
 }
 
 /// The label column's name in a canonical rewrite.

@@ -217,7 +217,17 @@ pub fn read_csv_from(path: &Path, reader: impl std::io::Read, options: &CsvOptio
 /// larger than memory. The header is read (and the options checked against it) now.
 pub fn read_csv_chunks(path: &Path, options: &CsvOptions, rows: usize) -> Result<CsvChunks> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut rdr = reader_of(std::io::BufReader::new(file), options);
+    read_csv_chunks_from(path, std::io::BufReader::new(file), options, rows)
+}
+
+/// [`read_csv_chunks`] of any reader; `path` is only used in messages.
+pub fn read_csv_chunks_from<R: std::io::Read>(
+    path: &Path,
+    reader: R,
+    options: &CsvOptions,
+    rows: usize,
+) -> Result<CsvChunks<R>> {
+    let mut rdr = reader_of(reader, options);
     let plan = Plan::new(path, &mut rdr, options)?;
     Ok(CsvChunks { rdr, plan, rows: rows.max(1), started: false, done: false })
 }
@@ -229,28 +239,28 @@ pub fn read_csv_chunks(path: &Path, options: &CsvOptions, rows: usize) -> Result
 /// named in [`CsvOptions::numeric`] or [`CsvOptions::categorical`] are fixed from the start);
 /// categorical levels and label names are those of the chunk. A file with a header and no
 /// rows gives one [`Error::Empty`]; after an error nothing more is read.
-pub struct CsvChunks {
-    rdr: csv::Reader<std::io::BufReader<std::fs::File>>,
+pub struct CsvChunks<R = std::io::BufReader<std::fs::File>> {
+    rdr: csv::Reader<R>,
     plan: Plan,
     rows: usize,
     started: bool,
     done: bool,
 }
 
-impl std::fmt::Debug for CsvChunks {
+impl<R> std::fmt::Debug for CsvChunks<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CsvChunks").field("path", &self.plan.path).field("rows", &self.rows).finish()
     }
 }
 
-impl CsvChunks {
+impl<R> CsvChunks<R> {
     /// The header's column names, trimmed.
     pub fn header(&self) -> &[String] {
         &self.plan.header
     }
 }
 
-impl Iterator for CsvChunks {
+impl<R: std::io::Read> Iterator for CsvChunks<R> {
     type Item = Result<CsvData>;
 
     fn next(&mut self) -> Option<Result<CsvData>> {

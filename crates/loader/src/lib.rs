@@ -46,8 +46,8 @@ mod text;
 pub use crate::batch::{Batch, Loader, LoaderConfig};
 pub use crate::cache::{CacheStats, ShardCache};
 pub use crate::csv::{
-    Column, ColumnValues, CsvChunks, CsvData, CsvDataset, CsvOptions, Table, read_csv, read_csv_chunks, read_csv_from,
-    read_csv_header,
+    Column, ColumnValues, CsvChunks, CsvData, CsvDataset, CsvOptions, Table, read_csv, read_csv_chunks,
+    read_csv_chunks_from, read_csv_from, read_csv_header,
 };
 pub use crate::dataset::{Dataset, Scale};
 pub use crate::error::{Error, Result};
