@@ -358,10 +358,21 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
     let total = studies.len();
     let mut runs = Vec::new();
+    crate::tune::stop_on_interrupt("`cargo xtask tune --resume DIR` of the interrupted study".into());
     for (i, (strategy, seed, out, config)) in studies.iter().enumerate() {
         eprintln!("[{}/{total}] {strategy} seed {seed}: tuning for {:?} into {}", i + 1, config.budget, out.display());
         let summary = tune(config, &dirs, &cache, &device, out, &mut |_| {})
             .with_context(|| format!("study {strategy} seed {seed}"))?;
+        if tuneforge_agent::tune::stop_requested() {
+            // A study cut short would skew the comparison: no report.
+            eprintln!(
+                "interrupted in study {} of {total} ({strategy} seed {seed}, {:.1} s of {:.1} s): no bench report written",
+                i + 1,
+                summary.wall_s,
+                summary.budget_s
+            );
+            std::process::exit(130);
+        }
         let r = run_result(strategy, *seed, out, &summary);
         println!(
             "[{}/{total}] {strategy} seed {seed}: best val macro-F1 {:.4}, test macro-F1 {:.4}, {:.0} samples/s, \

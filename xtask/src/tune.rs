@@ -429,6 +429,38 @@ fn trial_line(t: &TrialRecord, new_best: bool) -> String {
     )
 }
 
+/// Ctrl-C (or SIGTERM) once: the study ends as if its budget were spent — the running trial
+/// stops at its next decision point, the best model is tested, the outputs are written —
+/// and the process then exits with 130; twice: it exits at once, the study resumable from
+/// its checkpoints. `again` says how the study continues.
+pub fn stop_on_interrupt(again: String) {
+    let installed = ctrlc::set_handler(move || {
+        if tuneforge_agent::tune::stop_requested() {
+            eprintln!("\ninterrupted again: exiting now ({again} continues the study from its checkpoints)");
+            std::process::exit(130);
+        }
+        tuneforge_agent::tune::request_stop();
+        eprintln!(
+            "\ninterrupted: the running trial stops at its next decision point, then the best model is tested \
+             and the outputs written (Ctrl-C again exits at once)"
+        );
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "no Ctrl-C handler: an interrupt kills the study (it stays resumable)");
+    }
+}
+
+/// After a study ended: if it was interrupted, says so and how it continues, and exits 130.
+fn exit_if_interrupted(summary: &TuneSummary, again: &str) {
+    if tuneforge_agent::tune::stop_requested() {
+        eprintln!(
+            "interrupted after {:.1} s of the study's {:.1} s budget: {again} runs what is left of it",
+            summary.wall_s, summary.budget_s
+        );
+        std::process::exit(130);
+    }
+}
+
 pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     let storage = args.storage.as_deref().map(parse_storage).transpose()?;
     if let Some(Storage::Postgres(url)) = &storage {
@@ -467,6 +499,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             );
             let mut printer =
                 TrialPrinter::new(TrialLines::parse(args.trial_lines.as_deref(), slow)?, best_recorded(dir));
+            stop_on_interrupt(format!("`cargo xtask tune --resume {}`", dir.display()));
             let summary = resume(dir, &dirs, &cache, &device, progress(args, slow)?, &mut |t| printer.print(t))
                 .map_err(|e| stopped(e, dir))?;
             (summary, dir.clone())
@@ -487,10 +520,12 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 out.display()
             );
             let mut printer = TrialPrinter::new(lines, None);
+            stop_on_interrupt(format!("`cargo xtask tune --resume {}`", out.display()));
             (tune(&config, &dirs, &cache, &device, &out, &mut |t| printer.print(t)).map_err(|e| stopped(e, &out))?, out)
         }
     };
     print_leaderboard(&summary, &out);
+    exit_if_interrupted(&summary, &format!("`cargo xtask tune --resume {}`", out.display()));
     Ok(())
 }
 
@@ -536,8 +571,10 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
     );
     let worker_options = WorkerOptions { max_trials: args.max_trials, ..WorkerOptions::default() };
     let mut printer = TrialPrinter::new(lines, None);
+    stop_on_interrupt("a worker started on it again".into());
     let summary = work(&config, &mut store, &worker_options, &dirs, &cache, &device, &out, &mut |t| printer.print(t))?;
     print_leaderboard(&summary, &out);
+    exit_if_interrupted(&summary, "a worker started on it again");
     Ok(())
 }
 

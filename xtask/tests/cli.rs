@@ -103,6 +103,70 @@ fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
     }
 }
 
+/// Ctrl-C ends a study as its budget would (best model tested, outputs written), exits 130
+/// and says how to go on; `--resume` then runs more of the budget, and Ctrl-C stops it too.
+#[test]
+fn ctrl_c_stops_a_study_with_its_outputs_and_resume_goes_on() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let summary = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    let mut wall = 0.0;
+    let mut trials = 0;
+    for resume in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        if resume {
+            cmd.args(["tune", "--resume", dir.to_str().unwrap()]);
+        } else {
+            cmd.args(["tune", "--budget", "300s", "--out", dir.to_str().unwrap()]);
+        }
+        let mut child = cmd
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        // Interrupted once trials run: the first study after its first trial line, the
+        // resumed one a second after it started.
+        let mut lines = Vec::new();
+        for line in stderr.by_ref() {
+            let line = line.unwrap();
+            let go = if resume { line.starts_with("resuming") } else { line.starts_with("trial ") };
+            lines.push(line);
+            if go {
+                break;
+            }
+        }
+        if resume {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let t = std::time::Instant::now();
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        lines.extend(stderr.map(Result::unwrap));
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{lines:#?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "{lines:#?}");
+        let said = lines.iter().find(|l| l.starts_with("interrupted after")).unwrap_or_else(|| panic!("{lines:#?}"));
+        assert!(said.ends_with(&format!("`cargo xtask tune --resume {}` runs what is left of it", dir.display())));
+        let s = summary();
+        let (now_wall, now_trials) = (s["wall_s"].as_f64().unwrap(), s["trials"].as_array().unwrap().len());
+        assert!(
+            now_wall < 300.0 && now_wall > wall && now_trials > trials,
+            "{wall} {trials} → {now_wall} {now_trials}"
+        );
+        assert!(said.contains(&format!("after {now_wall:.1} s of the study's 300.0 s budget")), "{said}");
+        assert!(dir.join("model.safetensors").is_file() && dir.join("predictions.csv").is_file());
+        (wall, trials) = (now_wall, now_trials);
+    }
+}
+
 /// `report` says what is wrong with its arguments before it reads anything.
 #[test]
 fn report_refuses_what_it_cannot_draw() {

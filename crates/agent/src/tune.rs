@@ -550,6 +550,24 @@ fn locks_list(table: &str, device: &str, inode: u64, pid: u32) -> bool {
     })
 }
 
+/// Set by [`request_stop`].
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every study running in this process (and any started after) to end as if its budget
+/// were spent: no trial starts, running trials stop at their next decision point (status
+/// `stopped`), and the study ends as usual — best model tested, outputs written, the wall
+/// time used recorded, so that [`resume`] later runs what is left of the budget. For a
+/// Ctrl-C handler (`cargo xtask tune` installs one); a worker of a PostgreSQL study ([`work`])
+/// stops alone, the study's other workers go on.
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Wall time of the study: what earlier processes used plus this one's.
 struct Clock {
     offset: f64,
@@ -575,7 +593,7 @@ struct State<'a> {
 
 impl State<'_> {
     fn over(&self, ctx: &TrialContext<'_>) -> bool {
-        (ctx.elapsed)() >= self.budget_s
+        (ctx.elapsed)() >= self.budget_s || stop_requested()
     }
 
     /// The starting configuration of trial `id`.

@@ -160,7 +160,7 @@ impl Worker<'_> {
     }
 
     fn over(&self) -> bool {
-        (self.elapsed)() >= self.config.budget.as_secs_f64()
+        (self.elapsed)() >= self.config.budget.as_secs_f64() || super::stop_requested()
     }
 
     /// The stored policy, or the prior before the first update.
@@ -455,6 +455,10 @@ pub fn work(
         store_seconds: 0.0,
     };
     loop {
+        // Stopped (Ctrl-C): this worker's trial ended as `stopped`; it claims nothing more.
+        if super::stop_requested() {
+            break;
+        }
         let allow_new = !w.over();
         let now = unix_now();
         let claim = {
