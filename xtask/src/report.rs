@@ -23,8 +23,9 @@ pub struct ReportArgs {
     /// Draw a study kept in PostgreSQL (postgres://USER[:PASSWORD]@HOST:PORT/DB, with
     /// --study) instead of a folder: its trials, decisions and evaluations from the
     /// database, per-step traces and the best model from its workers' folders
-    /// (--worker-dir). sqlite://DIR/study.sqlite is the same as DIR.
-    #[arg(long, value_name = "URL", conflicts_with = "watch")]
+    /// (--worker-dir). With --watch: rewritten until a worker's summary.json covers every
+    /// trial (the study ended), or Ctrl-C. sqlite://DIR/study.sqlite is the same as DIR.
+    #[arg(long, value_name = "URL")]
     pub storage: Option<String>,
     /// The study's name in the database (with --storage postgres://...).
     #[arg(long, value_name = "NAME", requires = "storage")]
@@ -83,10 +84,33 @@ fn kept_study(args: &ReportArgs, url: &str) -> anyhow::Result<()> {
     if store.study()?.is_none() {
         bail!("no study named {name:?} in {}", store.target());
     }
-    let study = Study::from_store(&dir, kept, &*store).with_context(what)?;
-    let written = tuneforge_report::write_study_report(&dir, study).with_context(what)?;
-    println!("wrote {}", describe(&written));
-    Ok(())
+    let mut failures = 0;
+    loop {
+        // Each look reads the database and the workers' logs anew.
+        let written = Study::from_store(&dir, kept.clone(), &*store)
+            .and_then(|study| tuneforge_report::write_study_report_refreshing(&dir, study, args.watch))
+            .with_context(what);
+        let Some(every) = args.watch else {
+            println!("wrote {}", describe(&written?));
+            return Ok(());
+        };
+        match written {
+            Ok(written) if written.incomplete == 0 => {
+                println!("wrote {}: finished", describe(&written));
+                return Ok(());
+            }
+            Ok(written) => {
+                failures = 0;
+                println!("wrote {}; again in {every} s (Ctrl-C to stop)", describe(&written));
+            }
+            Err(e) if failures < 4 => {
+                failures += 1;
+                tracing::warn!(error = format!("{e:#}"), "report not written; trying again in {every} s");
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_secs(u64::from(every)));
+    }
 }
 
 fn cannot(dir: &Path) -> String {

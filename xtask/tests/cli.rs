@@ -167,6 +167,40 @@ fn ctrl_c_stops_a_study_with_its_outputs_and_resume_goes_on() {
     }
 }
 
+/// `--log-steps-every 1` logs every step of every trial (the default thins to every 10th);
+/// 0 is refused.
+#[test]
+fn log_steps_every_one_logs_each_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let args = ["tune", "--budget", "2s", "--trial-lines", "none", "--out", dir.to_str().unwrap(), "--data-dir"];
+    let out = xtask(&[&args[..], &[data.to_str().unwrap(), "--log-steps-every", "1"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let log = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let mut steps: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    let mut trial = None;
+    for line in log.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        match e["event"].as_str().unwrap() {
+            "run_start" => trial = e["run"].as_str().unwrap().strip_prefix("trial-").map(|t| t.parse().unwrap()),
+            "step" => steps.entry(trial.unwrap()).or_default().push(e["step"].as_u64().unwrap()),
+            _ => {}
+        }
+    }
+    let trials = summary["trials"].as_array().unwrap();
+    assert!(!trials.is_empty());
+    for t in trials {
+        let n = t["steps"].as_u64().unwrap();
+        let id = t["id"].as_u64().unwrap();
+        assert_eq!(steps[&id], (0..n).collect::<Vec<_>>(), "trial {id}");
+    }
+    let refused = xtask(&["tune", "--log-steps-every", "0"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--log-steps-every"));
+}
+
 /// `report` says what is wrong with its arguments before it reads anything.
 #[test]
 fn report_refuses_what_it_cannot_draw() {
@@ -174,7 +208,6 @@ fn report_refuses_what_it_cannot_draw() {
         (&["report"][..], "<DIR>"),
         (&["report", "x", "--study", "s"][..], "--storage"),
         (&["report", "--storage", "postgres://u@127.0.0.1:1/db"][..], "needs --study NAME"),
-        (&["report", "--storage", "postgres://u@127.0.0.1:1/db", "--study", "s", "--watch", "5"][..], "--watch"),
         (
             &["report", "a", "--storage", "sqlite://b/study.sqlite"][..],
             "DIR and --storage name different study folders",

@@ -288,6 +288,31 @@ fn report_of_the_study(url: &str, study: &str, dir: &Path, victim: i64, exported
     assert!(stdout.contains("incomplete: no worker's summary.json covers every trial"), "{stdout}");
     let html = std::fs::read_to_string(dir.join("partial/report.html")).unwrap();
     assert!(html.contains("<b>Incomplete:</b> no worker's <code>summary.json</code> covers every trial of"));
+    // Watched: the complete study's report is written once and the watch ends; the partial
+    // one's page reloads itself, and the watch goes on (until Ctrl-C; killed here).
+    let out = xtask()
+        .args(["report", dir.join("watched").to_str().unwrap(), "--storage", url, "--study", study, "--watch", "1"])
+        .args(["--worker-dir", dir.join("w1").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.lines().count() == 1 && stdout.contains("): finished"), "{stdout}");
+    assert!(!std::fs::read_to_string(dir.join("watched/report.html")).unwrap().contains("http-equiv"));
+    let mut watch = xtask()
+        .args(["report", dir.join("partial").to_str().unwrap(), "--storage", url, "--study", study, "--watch", "1"])
+        .args(["--worker-dir", dir.join("w0").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.ends_with("; again in 1 s (Ctrl-C to stop)"), "{line}");
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let html = std::fs::read_to_string(dir.join("partial/report.html")).unwrap();
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"1\">"));
     // Without worker folders: the trials, no traces, a note saying why.
     let bare = Study::from_store(
         &out_dir,

@@ -74,6 +74,7 @@
 //!     checkpoint_every: Duration::from_secs(10),
 //!     policy: None,
 //!     progress: ProgressMode::Off,
+//!     log_steps_every: 10,
 //!     cosine: true,
 //!     val_fraction: 0.2,
 //! };

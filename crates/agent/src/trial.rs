@@ -144,6 +144,8 @@ pub struct TrialContext<'a> {
     pub events: &'a Path,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
+    /// Steps between two logged step events (see [`MonitorConfig::log_steps_every`]).
+    pub log_steps_every: u64,
     /// Minimum time between two checkpoints of a running trial (zero: at every decision).
     pub checkpoint_every: Duration,
     /// The learning-rate schedule of every trial.
@@ -205,7 +207,7 @@ impl TrialContext<'_> {
             // The budget is in rows (see `EnvConfig::unit_batch`): the steps it takes at the
             // starting batch size (`Env` resets it at each interval after a batch change).
             total_steps: Some(self.steps_at(self.env.budget_steps, start.batch_size)),
-            log_steps_every: LOG_STEPS_EVERY,
+            log_steps_every: self.log_steps_every,
             attributes: [
                 ("trial".to_string(), id.to_string()),
                 ("model".to_string(), start.model.clone()),

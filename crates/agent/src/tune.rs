@@ -150,6 +150,12 @@ pub struct TuneConfig {
     pub policy: Option<StudyPolicy>,
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
+    /// Optimiser steps between two step events in `events.jsonl` (≥ 1; a step another event
+    /// follows, or a detector fired on, is logged too: see
+    /// [`MonitorConfig::log_steps_every`](tuneforge_monitor::MonitorConfig::log_steps_every)).
+    /// Like `progress`, this process's output only, not part of the stored study: default
+    /// [`LOG_STEPS_EVERY`](crate::trial::LOG_STEPS_EVERY).
+    pub log_steps_every: u64,
     /// Anneal each trial's learning rate along a cosine over its steps (to 0 at its last
     /// step), instead of keeping it constant. Actions and PBT scale the base rate, keeping
     /// the shape.
@@ -157,6 +163,23 @@ pub struct TuneConfig {
     /// Fraction of the training rows held out for validation (seeded, stratified; one
     /// split for the whole study).
     pub val_fraction: f64,
+}
+
+/// What a process shows and logs of a study it runs, besides the study itself (not kept in
+/// the store): [`TuneConfig::progress`] and [`TuneConfig::log_steps_every`]. A
+/// [`ProgressMode`] alone is that progress and the default thinning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    /// Progress view of each trial's monitor.
+    pub progress: ProgressMode,
+    /// Steps between two logged step events.
+    pub log_steps_every: u64,
+}
+
+impl From<ProgressMode> for Output {
+    fn from(progress: ProgressMode) -> Output {
+        Output { progress, log_steps_every: crate::trial::LOG_STEPS_EVERY }
+    }
 }
 
 /// The part of [`TuneConfig`] kept in the store (the study's identity).
@@ -209,7 +232,7 @@ impl TuneConfig {
     /// The config a stored spec describes; refuses what would make a study panic or
     /// misbehave later: durations no `Duration` holds and action bounds out of order
     /// (`clamp` panics on them). Both were found by fuzzing `parse_study_config`.
-    fn from_spec(spec: Spec, progress: ProgressMode) -> Result<TuneConfig> {
+    fn from_spec(spec: Spec, output: Output) -> Result<TuneConfig> {
         let bad = |why: String| Error::Config { what: "study config", why };
         let seconds = |name: &str, s: f64| {
             Duration::try_from_secs_f64(s).map_err(|_| bad(format!("{name} {s}: not a duration in seconds")))
@@ -237,7 +260,8 @@ impl TuneConfig {
             env: spec.env,
             checkpoint_every: seconds("checkpoint_every_s", spec.checkpoint_every_s)?,
             policy,
-            progress,
+            progress: output.progress,
+            log_steps_every: output.log_steps_every,
             cosine: spec.cosine,
             val_fraction: spec.val_fraction,
         })
@@ -344,17 +368,17 @@ pub fn tune(
 
 /// The configuration of the study in `dir`. Refused, as by [`resume`], while another
 /// process runs the study (it may be creating it).
-pub fn study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
+pub fn study_config(dir: &Path, output: impl Into<Output>) -> Result<TuneConfig> {
     if study_path(dir).exists() {
         // A study being created or run by another process may not have its row yet: say
         // that it is in use rather than that it is broken (the lock is released at once).
         drop(StudyLock::acquire(dir)?);
     }
-    read_study_config(dir, progress)
+    read_study_config(dir, output.into())
 }
 
 /// [`study_config`] for a caller that holds the study's lock.
-fn read_study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
+fn read_study_config(dir: &Path, output: Output) -> Result<TuneConfig> {
     let path = study_path(dir);
     if !path.exists() {
         return Err(Error::Config {
@@ -366,7 +390,7 @@ fn read_study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
     let row = store
         .study()?
         .ok_or_else(|| Error::Config { what: "study", why: format!("{}: no study row", path.display()) })?;
-    parse_study_config(&row.config, progress).map_err(|e| match e {
+    parse_study_config(&row.config, output).map_err(|e| match e {
         Error::Config { why, .. } => {
             Error::Config { what: "study", why: format!("{}: study config: {why}", path.display()) }
         }
@@ -377,10 +401,10 @@ fn read_study_config(dir: &Path, progress: ProgressMode) -> Result<TuneConfig> {
 /// Reads a study's configuration as stored in its store (the JSON of the study row's
 /// `config` column; see [`study_config_json`]). Errors are [`Error::Config`] with `what` =
 /// `"study config"`.
-pub fn parse_study_config(json: &str, progress: ProgressMode) -> Result<TuneConfig> {
+pub fn parse_study_config(json: &str, output: impl Into<Output>) -> Result<TuneConfig> {
     let spec: Spec =
         serde_json::from_str(json).map_err(|e| Error::Config { what: "study config", why: e.to_string() })?;
-    TuneConfig::from_spec(spec, progress)
+    TuneConfig::from_spec(spec, output.into())
 }
 
 /// The JSON a study's configuration is stored as (everything but the progress view; for a
@@ -421,12 +445,12 @@ pub fn resume(
     dirs: &DataDirs,
     cache: &GzCache,
     device: &Device,
-    progress: ProgressMode,
+    output: impl Into<Output>,
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let lock = StudyLock::acquire(dir)?;
     remove_stale_temp_files(dir);
-    let config = read_study_config(dir, progress)?;
+    let config = read_study_config(dir, output.into())?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
@@ -825,6 +849,7 @@ fn drive(
         env: &env,
         events: &events,
         progress: config.progress,
+        log_steps_every: config.log_steps_every,
         checkpoint_every: config.checkpoint_every,
         schedule: if config.cosine {
             ScheduleConfig::Cosine { total_steps: config.env.budget_steps, warmup_steps: 0, min_lr: 0.0 }

@@ -981,6 +981,7 @@ mod tune {
             checkpoint_every: Duration::ZERO,
             policy: None,
             progress: ProgressMode::Off,
+            log_steps_every: 10,
             cosine: true,
             val_fraction: 0.2,
         }

@@ -165,6 +165,7 @@ fn study_config_accepts_a_stored_config() {
         checkpoint_every: std::time::Duration::from_secs(5),
         policy: None,
         progress: Default::default(),
+        log_steps_every: 10,
         cosine: true,
         val_fraction: 0.2,
     };

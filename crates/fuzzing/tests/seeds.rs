@@ -159,6 +159,7 @@ fn study_configs(corpus: &Path) {
         checkpoint_every: Duration::from_secs(5),
         policy: None,
         progress: Default::default(),
+        log_steps_every: 10,
         cosine: false,
         val_fraction: 0.2,
     };

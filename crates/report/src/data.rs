@@ -213,8 +213,8 @@ impl Study {
     /// workers' `--out` folders: a trial one worker took over from another is joined at the
     /// step its checkpoint had reached) and the best model of the `summary.json` there that
     /// covers every trial of the store (the last worker to end writes one). `dir` is where
-    /// its report goes. Never [`running`](Self::running): the store does not say whether
-    /// workers still run.
+    /// its report goes. [`running`](Self::running) while incomplete: the store does not say
+    /// whether workers still run.
     pub fn from_store(dir: &Path, kept: Kept, store: &dyn StudyStore) -> Result<Study> {
         let mut notes = Vec::new();
         let mut pieces = Vec::new();
@@ -311,9 +311,10 @@ impl Study {
         self.summary.is_some()
     }
 
-    /// `true` while it is unfinished and a live process runs it.
+    /// `true` while it is unfinished and a live process runs it; for a study kept in a
+    /// database ([`Study::from_store`]), while it is unfinished (its workers are not known).
     pub fn running(&self) -> bool {
-        !self.complete() && self.process.is_some()
+        !self.complete() && (self.process.is_some() || self.kept.is_some())
     }
 
     /// The best trial's validation macro-F1: summary.json's once the study finished, else

@@ -47,6 +47,7 @@
 //!     checkpoint_every: Duration::from_secs(10),
 //!     policy: None,
 //!     progress: ProgressMode::Off,
+//!     log_steps_every: 10,
 //!     cosine: true,
 //!     val_fraction: 0.2,
 //! };
@@ -83,7 +84,7 @@ pub struct Written {
     pub studies: usize,
     /// Of which without `summary.json` (running or killed).
     pub incomplete: usize,
-    /// Of which a live process runs now.
+    /// Of which a live process runs now (a study kept in a database: incomplete).
     pub running: usize,
     /// Of the incomplete ones, those kept in a database ([`Study::from_store`](data::Study::from_store)): whether
     /// workers run them is not known.
@@ -122,8 +123,14 @@ pub fn write_report_refreshing(dir: &Path, refresh: Option<u32>) -> Result<Writt
 /// [`Study::from_store`](data::Study::from_store)) to `dir/report.html`, creating `dir`, as
 /// [`write_report`] does.
 pub fn write_study_report(dir: &Path, study: data::Study) -> Result<Written> {
+    write_study_report_refreshing(dir, study, None)
+}
+
+/// [`write_study_report`] with [`render_refreshing`]'s page: a study kept in a database
+/// counts as running while it is incomplete (whether its workers still run is not known).
+pub fn write_study_report_refreshing(dir: &Path, study: data::Study, refresh: Option<u32>) -> Result<Written> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    write_source(dir, &Source::Study(Box::new(study)), None)
+    write_source(dir, &Source::Study(Box::new(study)), refresh)
 }
 
 /// Writes the report of one folder again and again while its studies run (`cargo xtask

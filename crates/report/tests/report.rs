@@ -52,6 +52,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         checkpoint_every: Duration::ZERO,
         policy: None,
         progress: ProgressMode::Off,
+        log_steps_every: 10,
         cosine: true,
         val_fraction: 0.2,
     }

@@ -41,7 +41,7 @@ use tuneforge_monitor::Outcome;
 use tuneforge_optim::ScheduleConfig;
 
 use super::{
-    Clock, ETA, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config,
+    Clock, ETA, Output, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config,
     rung_stops, rungs, stop_paused,
 };
 use crate::data::{Prepared, prepare};
@@ -151,6 +151,7 @@ impl Worker<'_> {
             env: &self.config.env,
             events: &self.events,
             progress: self.config.progress,
+            log_steps_every: self.config.log_steps_every,
             checkpoint_every: self.config.checkpoint_every,
             schedule: self.schedule.clone(),
             val_fraction: self.config.val_fraction,
@@ -410,7 +411,10 @@ pub fn work(
     } else {
         // The study's own configuration, its starting policy included, whatever this
         // worker was given.
-        let c = parse_study_config(&stored.config, config.progress)?;
+        let c = parse_study_config(
+            &stored.config,
+            Output { progress: config.progress, log_steps_every: config.log_steps_every },
+        )?;
         refuse(c.strategy)?;
         let json = |p: &Option<StudyPolicy>| serde_json::to_string(p).expect("policy serialises");
         if config.policy.is_some() && json(&config.policy) != json(&c.policy) {
