@@ -64,7 +64,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let tally = match &args.out {
         Some(path) => {
             // Written beside FILE and renamed over it once whole: a failed run leaves FILE as it was.
-            let tmp = tuneforge_agent::run::temp_beside(path)
+            let tmp = tuneforge_loader::atomic::temp_beside(path)
                 .with_context(|| format!("--out {}: cannot create a file beside it", path.display()))?;
             let (tally, out) = predict_into(&predictor, chunks, BufWriter::new(tmp), args.probabilities)?;
             let tmp =

@@ -421,12 +421,13 @@ pub fn best_recorded(dir: &Path) -> Option<(f64, u64)> {
 
 fn trial_line(t: &TrialRecord, new_best: bool) -> String {
     format!(
-        "trial {:>3} {:<9}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decisions, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}{}{}",
+        "trial {:>3} {:<9}: val macro-F1 {:.4}, {:>8.0} samples/s, {} decision{}, reward {:+.3}, lr {:.2e}, batch {}, widths {:?}{}{}",
         t.id,
         t.status.split(':').next().unwrap_or(""),
         t.val_macro_f1,
         t.samples_per_s,
         t.decisions,
+        if t.decisions == 1 { "" } else { "s" },
         t.reward,
         t.final_hparams.lr,
         t.final_hparams.batch_size,

@@ -197,6 +197,18 @@ fn log_steps_every_one_logs_each_step() {
         let id = t["id"].as_u64().unwrap();
         assert_eq!(steps[&id], (0..n).collect::<Vec<_>>(), "trial {id}");
     }
+    // Every output has the mode of a file the user creates (0666 less the umask), not a
+    // temporary file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = tmp.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        for f in ["model.safetensors", "model.safetensors.json", "summary.json", "predictions.csv", "predictor.json"] {
+            assert_eq!(mode(&dir.join(f)), mode(&plain), "{f}");
+        }
+    }
     let refused = xtask(&["tune", "--log-steps-every", "0"]);
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--log-steps-every"));
 }

@@ -31,6 +31,7 @@
 //! # Ok::<(), tuneforge_loader::Error>(())
 //! ```
 
+pub mod atomic;
 mod batch;
 mod cache;
 mod csv;
