@@ -57,4 +57,7 @@ pub use crate::memory::{InMemory, Subset, stratified_split};
 pub use crate::prefetch::Prefetcher;
 pub use crate::registry::{DataDirs, Known};
 pub use crate::sampler::{Draw, EpochSampler};
-pub use crate::text::{Labels, TextData, TextFormat, TextOptions, read_text, read_text_from};
+pub use crate::text::{
+    Labels, TextChunks, TextData, TextFormat, TextOptions, read_text, read_text_chunks, read_text_chunks_from,
+    read_text_from,
+};

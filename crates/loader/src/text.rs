@@ -119,65 +119,102 @@ pub fn read_text(path: &Path, options: &TextOptions) -> Result<TextData> {
 /// Reads a text dataset from any reader (gzip-compressed or not); `path` only names the
 /// source in messages and in [`TextData::path`].
 pub fn read_text_from(path: &Path, reader: impl Read, options: &TextOptions) -> Result<TextData> {
-    let mut reader = reader;
-    // Up to two bytes to look for the gzip magic, then the rest of the stream behind them.
-    let mut head = Vec::with_capacity(2);
-    while head.len() < 2 {
-        let mut byte = [0u8; 1];
-        match reader.read(&mut byte) {
-            Ok(0) => break,
-            Ok(_) => head.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, e)),
-        }
-    }
-    let gzip = head == [0x1f, 0x8b];
-    let stream = std::io::Cursor::new(head).chain(reader);
-    let source = Source { path, gzip, consumed: Rc::new(Cell::new(0)) };
-    let counting = Counting { inner: stream, count: Rc::clone(&source.consumed) };
-    let input: Box<dyn Read> =
-        if gzip { Box::new(flate2::read::MultiGzDecoder::new(counting)) } else { Box::new(counting) };
-    let mut input = BufReader::with_capacity(1 << 16, input);
-    let rows = match options.format {
-        TextFormat::Jsonl => read_jsonl(&source, &mut input, options),
-        TextFormat::Csv => read_csv_text(&source, &mut input, options),
-    };
-    let (texts, raw_labels, labelled) = match rows {
-        Ok(rows) => rows,
-        // A corrupt deflate stream can inflate to garbage before its checksum fails: when
-        // a row is bad, read on, and blame the compression if the stream is broken.
-        Err(e) if gzip && !matches!(e, Error::Gzip { .. }) => match std::io::copy(&mut input, &mut std::io::sink()) {
-            Err(io) => return Err(source.read_error(io)),
-            Ok(_) => return Err(e),
-        },
-        Err(e) => return Err(e),
-    };
-    if texts.is_empty() {
+    let mut rows = RowReader::open(path, reader, options)?;
+    let data = rows.read(usize::MAX)?;
+    if data.texts.is_empty() {
         return Err(Error::Empty { path: path.to_path_buf(), what: "no data rows".into() });
     }
-    let (labels, label_names) = encode_labels(&raw_labels);
-    Ok(TextData { path: path.to_path_buf(), texts, labels, label_names, labelled })
+    Ok(data)
+}
+
+/// Opens `path` to read its texts `rows` at a time ([`TextChunks`]), e.g. to predict on a
+/// file larger than memory. The compression is sniffed and a CSV header read (and checked
+/// against the options) now.
+pub fn read_text_chunks(path: &Path, options: &TextOptions, rows: usize) -> Result<TextChunks<'static>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_text_chunks_from(path, file, options, rows)
+}
+
+/// [`read_text_chunks`] of any reader; `path` is only used in messages.
+pub fn read_text_chunks_from<'a>(
+    path: &Path,
+    reader: impl Read + 'a,
+    options: &TextOptions,
+    rows: usize,
+) -> Result<TextChunks<'a>> {
+    Ok(TextChunks { rows: RowReader::open(path, reader, options)?, size: rows.max(1), started: false, done: false })
+}
+
+/// A text dataset read a chunk of rows at a time ([`read_text_chunks`]): each item is a
+/// [`TextData`] of the next rows (at most the chunk size), as [`read_text`] reads them, except
+/// that label names are those of the chunk and errors name lines in the whole file. Under
+/// [`Labels::IfPresent`] the first row of the file decides for every chunk. A file with no
+/// rows gives one [`Error::Empty`]; after an error nothing more is read.
+pub struct TextChunks<'a> {
+    rows: RowReader<'a>,
+    size: usize,
+    started: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for TextChunks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextChunks").field("path", &self.rows.source.path).field("rows", &self.size).finish()
+    }
+}
+
+impl Iterator for TextChunks<'_> {
+    type Item = Result<TextData>;
+
+    fn next(&mut self) -> Option<Result<TextData>> {
+        if self.done {
+            return None;
+        }
+        let first = !std::mem::replace(&mut self.started, true);
+        match self.rows.read(self.size) {
+            Ok(data) if data.texts.is_empty() => {
+                self.done = true;
+                first.then(|| Err(Error::Empty { path: self.rows.source.path.clone(), what: "no data rows".into() }))
+            }
+            Ok(data) => Some(Ok(data)),
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// Where the bytes come from, to turn read errors into the right [`Error`].
-struct Source<'a> {
-    path: &'a Path,
+struct Source {
+    path: PathBuf,
     gzip: bool,
     /// Bytes of (compressed) input consumed so far.
     consumed: Rc<Cell<u64>>,
 }
 
-impl Source<'_> {
+impl Source {
     fn read_error(&self, source: std::io::Error) -> Error {
         if self.gzip {
-            Error::Gzip { path: self.path.to_path_buf(), offset: self.consumed.get(), source }
+            Error::Gzip { path: self.path.clone(), offset: self.consumed.get(), source }
         } else {
-            Error::io(self.path, source)
+            Error::io(&self.path, source)
         }
     }
 
     fn field(&self, line: u64, field: &str, why: impl Into<String>) -> Error {
-        Error::TextField { path: self.path.to_path_buf(), line, field: field.to_string(), why: why.into() }
+        Error::TextField { path: self.path.clone(), line, field: field.to_string(), why: why.into() }
+    }
+
+    fn csv_error(&self, e: csv::Error) -> Error {
+        let line = e.position().map(|p| p.line()).unwrap_or(0);
+        if e.is_io_error() {
+            if let csv::ErrorKind::Io(io) = e.into_kind() {
+                return self.read_error(io);
+            }
+            return self.read_error(std::io::Error::other("I/O error"));
+        }
+        Error::Csv { path: self.path.clone(), line, source: e }
     }
 }
 
@@ -195,29 +232,127 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+type Input<'a> = BufReader<Box<dyn Read + 'a>>;
+
+/// The rows of a text file, read as far as asked at a time.
+struct RowReader<'a> {
+    source: Source,
+    options: TextOptions,
+    format: Format<'a>,
+}
+
+enum Format<'a> {
+    Jsonl {
+        input: Input<'a>,
+        line: u64,
+        /// Decided by the first data row under `Labels::IfPresent`.
+        labelled: Option<bool>,
+        buf: Vec<u8>,
+    },
+    Csv {
+        rdr: csv::Reader<Input<'a>>,
+        header: Vec<String>,
+        text_col: usize,
+        label_col: Option<usize>,
+    },
+}
+
+impl<'a> RowReader<'a> {
+    /// Sniffs the compression and, for CSV, reads the header.
+    fn open(path: &Path, mut reader: impl Read + 'a, options: &TextOptions) -> Result<RowReader<'a>> {
+        // Up to two bytes to look for the gzip magic, then the rest of the stream behind them.
+        let mut head = Vec::with_capacity(2);
+        while head.len() < 2 {
+            let mut byte = [0u8; 1];
+            match reader.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => head.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        let gzip = head == [0x1f, 0x8b];
+        let stream = std::io::Cursor::new(head).chain(reader);
+        let source = Source { path: path.to_path_buf(), gzip, consumed: Rc::new(Cell::new(0)) };
+        let counting = Counting { inner: stream, count: Rc::clone(&source.consumed) };
+        let input: Box<dyn Read + 'a> =
+            if gzip { Box::new(flate2::read::MultiGzDecoder::new(counting)) } else { Box::new(counting) };
+        let input = BufReader::with_capacity(1 << 16, input);
+        let format = match options.format {
+            TextFormat::Jsonl => {
+                let labelled = match options.labels {
+                    Labels::Required => Some(true),
+                    Labels::IfPresent => None,
+                };
+                Format::Jsonl { input, line: 0, labelled, buf: Vec::new() }
+            }
+            TextFormat::Csv => {
+                let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+                match csv_header(&source, &mut rdr, options) {
+                    Ok((header, text_col, label_col)) => Format::Csv { rdr, header, text_col, label_col },
+                    Err(e) => return Err(blame(&source, rdr.get_mut(), e)),
+                }
+            }
+        };
+        Ok(RowReader { source, options: options.clone(), format })
+    }
+
+    /// Up to `limit` more rows (none at the end), their labels encoded.
+    fn read(&mut self, limit: usize) -> Result<TextData> {
+        let RowReader { source, options, format } = self;
+        let rows = match format {
+            Format::Jsonl { input, line, labelled, buf } => {
+                read_jsonl(source, input, options, limit, line, labelled, buf).map_err(|e| blame(source, input, e))
+            }
+            Format::Csv { rdr, header, text_col, label_col } => {
+                read_csv_text(source, rdr, header, *text_col, *label_col, options, limit)
+                    .map_err(|e| blame(source, rdr.get_mut(), e))
+            }
+        };
+        let (texts, raw_labels, labelled) = rows?;
+        let (labels, label_names) = encode_labels(&raw_labels);
+        Ok(TextData { path: source.path.clone(), texts, labels, label_names, labelled })
+    }
+}
+
+/// `e`, or the compression's error when the gzip stream is broken further on: a corrupt
+/// deflate stream can inflate to garbage before its checksum fails, so when a row is bad the
+/// rest of the stream is read to see whether the compression is to blame.
+fn blame(source: &Source, rest: &mut impl Read, e: Error) -> Error {
+    if !source.gzip || matches!(e, Error::Gzip { .. }) {
+        return e;
+    }
+    match std::io::copy(rest, &mut std::io::sink()) {
+        Err(io) => source.read_error(io),
+        Ok(_) => e,
+    }
+}
+
 /// The texts, their labels (empty when unlabelled) and whether they are labelled.
 type Rows = (Vec<String>, Vec<String>, bool);
 
-fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOptions) -> Result<Rows> {
+fn read_jsonl(
+    source: &Source,
+    input: &mut impl BufRead,
+    options: &TextOptions,
+    limit: usize,
+    line: &mut u64,
+    labelled: &mut Option<bool>,
+    buf: &mut Vec<u8>,
+) -> Result<Rows> {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
-    // Decided by the first data row under `Labels::IfPresent`.
-    let mut labelled = match options.labels {
-        Labels::Required => Some(true),
-        Labels::IfPresent => None,
-    };
-    let mut buf = Vec::new();
-    let mut line = 0u64;
-    loop {
+    while texts.len() < limit {
         buf.clear();
-        match input.read_until(b'\n', &mut buf) {
+        match input.read_until(b'\n', buf) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(source.read_error(e)),
         }
-        line += 1;
-        let s = std::str::from_utf8(&buf).map_err(|e| Error::Utf8 {
-            path: source.path.to_path_buf(),
+        *line += 1;
+        let line = *line;
+        let s = std::str::from_utf8(buf).map_err(|e| Error::Utf8 {
+            path: source.path.clone(),
             line,
             field: None,
             byte: e.valid_up_to() + 1,
@@ -229,13 +364,13 @@ fn read_jsonl(source: &Source<'_>, mut input: impl BufRead, options: &TextOption
             continue;
         }
         let row: serde_json::Value = serde_json::from_str(s).map_err(|e| Error::JsonRow {
-            path: source.path.to_path_buf(),
+            path: source.path.clone(),
             line,
             why: e.to_string(),
         })?;
         let serde_json::Value::Object(mut row) = row else {
             return Err(Error::JsonRow {
-                path: source.path.to_path_buf(),
+                path: source.path.clone(),
                 line,
                 why: format!("expected a JSON object, found {}", json_kind(&row)),
             });
@@ -299,26 +434,20 @@ fn json_kind(v: &serde_json::Value) -> String {
     }
 }
 
-fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -> Result<Rows> {
-    let csv_err = |e: csv::Error| {
-        let line = e.position().map(|p| p.line()).unwrap_or(0);
-        if e.is_io_error() {
-            if let csv::ErrorKind::Io(io) = e.into_kind() {
-                return source.read_error(io);
-            }
-            return source.read_error(std::io::Error::other("I/O error"));
-        }
-        Error::Csv { path: source.path.to_path_buf(), line, source: e }
-    };
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+/// The header of a CSV text file: its fields, the text column and the label column.
+fn csv_header<R: Read>(
+    source: &Source,
+    rdr: &mut csv::Reader<R>,
+    options: &TextOptions,
+) -> Result<(Vec<String>, usize, Option<usize>)> {
     let header: Vec<String> = rdr
         .byte_headers()
-        .map_err(csv_err)?
+        .map_err(|e| source.csv_error(e))?
         .iter()
         .enumerate()
         .map(|(i, h)| {
             std::str::from_utf8(h).map(|h| h.trim().to_string()).map_err(|e| Error::Utf8 {
-                path: source.path.to_path_buf(),
+                path: source.path.clone(),
                 line: 1,
                 field: Some(format!("header field {}", i + 1)),
                 byte: e.valid_up_to() + 1,
@@ -326,11 +455,11 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
         })
         .collect::<Result<_>>()?;
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(Error::Empty { path: source.path.to_path_buf(), what: "no header row".into() });
+        return Err(Error::Empty { path: source.path.clone(), what: "no header row".into() });
     }
     let find = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| Error::NoSuchColumn {
-            path: source.path.to_path_buf(),
+            path: source.path.clone(),
             column: name.to_string(),
             available: header.clone(),
         })
@@ -340,13 +469,25 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
         Labels::Required => Some(find(&options.label_field)?),
         Labels::IfPresent => header.iter().position(|h| *h == options.label_field),
     };
+    Ok((header, text_col, label_col))
+}
+
+fn read_csv_text<R: Read>(
+    source: &Source,
+    rdr: &mut csv::Reader<R>,
+    header: &[String],
+    text_col: usize,
+    label_col: Option<usize>,
+    options: &TextOptions,
+    limit: usize,
+) -> Result<Rows> {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     let mut record = csv::ByteRecord::new();
-    loop {
+    while texts.len() < limit {
         match rdr.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(csv_err(e)),
+            Err(e) => return Err(source.csv_error(e)),
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         if record.len() != header.len() {
@@ -354,7 +495,7 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
                 continue;
             }
             return Err(Error::CsvRagged {
-                path: source.path.to_path_buf(),
+                path: source.path.clone(),
                 line,
                 found: record.len(),
                 expected: header.len(),
@@ -362,7 +503,7 @@ fn read_csv_text(source: &Source<'_>, input: impl Read, options: &TextOptions) -
         }
         let field = |col: usize| -> Result<String> {
             std::str::from_utf8(&record[col]).map(str::to_string).map_err(|e| Error::Utf8 {
-                path: source.path.to_path_buf(),
+                path: source.path.clone(),
                 line,
                 field: Some(header[col].clone()),
                 byte: e.valid_up_to() + 1,

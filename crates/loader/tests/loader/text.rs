@@ -200,8 +200,90 @@ fn spamassassin_corpus_reads_with_the_published_counts() {
     assert!(with_headers > 5000, "{with_headers}");
 }
 
+/// The texts and label names of `data`, row by row.
+fn rows_of(data: &TextData) -> Vec<(String, Option<String>)> {
+    (0..data.len())
+        .map(|i| (data.texts[i].clone(), data.labelled.then(|| data.label_names[data.labels[i] as usize].clone())))
+        .collect()
+}
+
+/// `bytes` read `size` rows at a time: the same rows, or the same error, as one read.
+fn chunks_equal_one_read(bytes: &[u8], options: &TextOptions, size: usize) -> std::result::Result<(), String> {
+    let whole = read_text_from(Path::new("t"), bytes, options);
+    let chunks: Vec<Result<TextData>> = match read_text_chunks_from(Path::new("t"), bytes, options, size) {
+        Ok(c) => c.collect(),
+        Err(e) => vec![Err(e)],
+    };
+    let error = chunks.iter().find_map(|c| c.as_ref().err().map(ToString::to_string));
+    if error != whole.as_ref().err().map(ToString::to_string) {
+        return Err(format!("errors: chunks {error:?}, whole {:?}", whole.as_ref().err()));
+    }
+    let Ok(whole) = whole else { return Ok(()) };
+    let sizes: Vec<usize> = chunks.iter().flatten().map(TextData::len).collect();
+    if sizes.iter().rev().skip(1).any(|&n| n != size) || sizes.iter().sum::<usize>() != whole.len() {
+        return Err(format!("chunk sizes {sizes:?} for {} rows by {size}", whole.len()));
+    }
+    let joined: Vec<_> = chunks.iter().flatten().flat_map(rows_of).collect();
+    if joined != rows_of(&whole) {
+        return Err("rows differ".into());
+    }
+    Ok(())
+}
+
+/// The real corpus read 1, 100 and 5,000 e-mails at a time: the same rows as one read.
+#[test]
+fn spamassassin_read_in_chunks_equals_one_read() {
+    let path = shared_data().join("spamassassin/spamassassin.jsonl.gz");
+    let bytes = std::fs::read(&path).unwrap();
+    for size in [1, 100, 5000] {
+        chunks_equal_one_read(&bytes, &TextOptions::default(), size).unwrap();
+    }
+    let chunks: Vec<TextData> =
+        read_text_chunks(&path, &TextOptions::default(), 5000).unwrap().map(Result::unwrap).collect();
+    assert_eq!(chunks.iter().map(TextData::len).collect::<Vec<_>>(), [5000, 1046]);
+}
+
+/// Unlabelled rows stay unlabelled in every chunk (the first row decided), and a label in a
+/// later chunk is the error it is at once, naming its line in the whole file.
+#[test]
+fn text_chunks_keep_the_first_rows_labelling_and_name_lines_in_the_file() {
+    let optional = TextOptions { labels: Labels::IfPresent, ..jsonl() };
+    let rows: String = (0..7).map(|i| format!("{{\"text\": \"t{i}\"}}\n")).collect();
+    let chunks: Vec<TextData> =
+        read_text_chunks_from(Path::new("t"), rows.as_bytes(), &optional, 3).unwrap().map(Result::unwrap).collect();
+    assert_eq!(chunks.iter().map(|c| (c.len(), c.labelled)).collect::<Vec<_>>(), [(3, false), (3, false), (1, false)]);
+    let bad = rows + "{\"text\": \"t7\", \"label\": \"x\"}\n";
+    let got: Vec<_> = read_text_chunks_from(Path::new("t"), bad.as_bytes(), &optional, 3).unwrap().collect();
+    assert_eq!(got.len(), 3);
+    assert!(matches!(got[2].as_ref().unwrap_err(), Error::TextField { line: 8, .. }), "{:?}", got[2]);
+    let csv_bytes = b"text,label\na,x\nb,y\nc,x\n";
+    chunks_equal_one_read(csv_bytes, &csv(), 2).unwrap();
+    let empty: Vec<_> = read_text_chunks_from(Path::new("t"), &b"text,label\n"[..], &csv(), 2).unwrap().collect();
+    assert!(empty.len() == 1 && matches!(empty[0], Err(Error::Empty { .. })));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Read a few rows at a time, any bytes give what one read gives: the same error or the
+    /// same rows.
+    #[test]
+    fn arbitrary_bytes_read_in_chunks_equal_one_read(
+        bytes in proptest::collection::vec(
+            prop_oneof![Just(b'{'), Just(b'}'), Just(b'"'), Just(b','), Just(b'\n'), Just(b':'), any::<u8>()],
+            0..300,
+        ),
+        prefix in prop_oneof![Just(&b"text,label\n"[..]), Just(&b"{\"text\":\"a\",\"label\":1}\n{\"text\":\"b\",\"label\":2}\n"[..])],
+        zipped in any::<bool>(),
+        size in 1usize..4,
+    ) {
+        let mut input = prefix.to_vec();
+        input.extend_from_slice(&bytes);
+        let input = if zipped { gz(&input) } else { input };
+        for options in [jsonl(), csv(), TextOptions { labels: Labels::IfPresent, ..jsonl() }] {
+            prop_assert_eq!(chunks_equal_one_read(&input, &options, size), Ok(()));
+        }
+    }
 
     /// Whatever the bytes (plain or gzip, JSONL or CSV), the reader returns rows or an
     /// error, never panics, and every label indexes `label_names`.
