@@ -43,8 +43,8 @@ pub struct PredictArgs {
     pub data: DataArgs,
 }
 
-/// Rows read, predicted and written at a time: a CSV table larger than memory is predicted
-/// in constant memory (other inputs are read whole).
+/// Rows read, predicted and written at a time: a CSV table or a file of texts larger than
+/// memory is predicted in constant memory (images are read whole).
 pub const CHUNK_ROWS: usize = 65_536;
 
 /// What a prediction run saw.

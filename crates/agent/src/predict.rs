@@ -232,7 +232,24 @@ pub struct RowChunks<'a> {
 #[derive(Debug)]
 enum Chunked {
     Table { path: PathBuf, chunks: Box<tuneforge_loader::CsvChunks>, base: usize },
+    Text { path: PathBuf, chunks: Box<tuneforge_loader::TextChunks<'static>>, base: usize },
     Once(Option<Rows>),
+}
+
+impl RowChunks<'_> {
+    /// `rows` scaled; after an error nothing more is read.
+    fn scaled(&mut self, rows: Result<Rows>) -> Result<Rows> {
+        match rows {
+            Ok(mut rows) => {
+                self.predictor.scale(&mut rows);
+                Ok(rows)
+            }
+            Err(e) => {
+                self.source = Chunked::Once(None);
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Iterator for RowChunks<'_> {
@@ -248,15 +265,18 @@ impl Iterator for RowChunks<'_> {
                 };
                 let start = *base;
                 *base += data.table.n_rows;
-                let rows = self.predictor.table_rows(path, data, start).map(|mut rows| {
-                    self.predictor.scale(&mut rows);
-                    rows
-                });
-                if rows.is_err() {
-                    // Nothing after an error.
-                    self.source = Chunked::Once(None);
-                }
-                Some(rows)
+                let rows = self.predictor.table_rows(path, data, start);
+                Some(self.scaled(rows))
+            }
+            Chunked::Text { path, chunks, base } => {
+                let data = match chunks.next()? {
+                    Ok(data) => data,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let start = *base;
+                *base += data.len();
+                let rows = self.predictor.text_rows(path, &data, start);
+                Some(self.scaled(rows))
             }
         }
     }
@@ -415,8 +435,9 @@ impl Predictor {
         Ok(rows)
     }
 
-    /// [`read`](Self::read) a chunk of rows at a time: a CSV table `rows` rows at a time (a
-    /// file larger than memory can be predicted), any other input in one chunk. Each chunk's
+    /// [`read`](Self::read) a chunk of rows at a time: a CSV table or texts (JSON lines, a CSV
+    /// text column) `rows` rows at a time (a file larger than memory can be predicted), images
+    /// in one chunk. Each chunk's
     /// [`Rows::index`] counts the rows of the whole input, and errors name rows and lines in
     /// it. The input is opened (and its header checked) now.
     pub fn read_chunks(&self, input: &Input, dirs: &DataDirs, cache: &GzCache, rows: usize) -> Result<RowChunks<'_>> {
@@ -425,7 +446,14 @@ impl Predictor {
                 let chunks = tuneforge_loader::read_csv_chunks(&path, &options, rows)?;
                 Chunked::Table { path, chunks: Box::new(chunks), base: 0 }
             }
-            None => Chunked::Once(Some(self.read(input, dirs, cache)?)),
+            None => match (self.manifest.input, input) {
+                (InputKind::Text, Input::Csv(path) | Input::Jsonl(path)) => {
+                    let format = if matches!(input, Input::Csv(_)) { TextFormat::Csv } else { TextFormat::Jsonl };
+                    let chunks = tuneforge_loader::read_text_chunks(path, &self.text_options(format), rows)?;
+                    Chunked::Text { path: path.clone(), chunks: Box::new(chunks), base: 0 }
+                }
+                _ => Chunked::Once(Some(self.read(input, dirs, cache)?)),
+            },
         };
         Ok(RowChunks { predictor: self, source })
     }
@@ -528,19 +556,29 @@ impl Predictor {
     }
 
     fn read_text(&self, path: &Path, format: TextFormat) -> Result<Rows> {
-        let pipeline = self.text.as_ref().expect("a text model has a text pipeline");
-        let options = TextOptions {
+        self.text_rows(path, &read_text(path, &self.text_options(format))?, 0)
+    }
+
+    /// How the training's texts are found in an input: its text field, and its label field
+    /// when there is one.
+    fn text_options(&self, format: TextFormat) -> TextOptions {
+        TextOptions {
             format,
             text_field: self.manifest.text_field.clone().unwrap_or_else(|| "text".into()),
             label_field: self.manifest.label.clone().unwrap_or_else(|| "label".into()),
             labels: Labels::IfPresent,
-        };
-        let data = read_text(path, &options)?;
+        }
+    }
+
+    /// The texts of `data`, read from `path` starting at data row `base`, encoded (not
+    /// scaled yet).
+    fn text_rows(&self, path: &Path, data: &tuneforge_loader::TextData, base: usize) -> Result<Rows> {
+        let pipeline = self.text.as_ref().expect("a text model has a text pipeline");
         let labels = match data.labelled {
-            true => Some(self.classes_of(path, &data.label_names, &data.labels, 0)?),
+            true => Some(self.classes_of(path, &data.label_names, &data.labels, base)?),
             false => None,
         };
-        Ok(Rows { index: (0..data.len()).collect(), features: pipeline.encode_all(&data.texts), labels })
+        Ok(Rows { index: (base..base + data.len()).collect(), features: pipeline.encode_all(&data.texts), labels })
     }
 
     /// The class and class probabilities of every row.

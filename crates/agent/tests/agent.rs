@@ -1593,6 +1593,23 @@ mod predict {
         assert!(unlabelled.labels.is_none());
         same(&predictor.predict(&unlabelled).unwrap().predicted, &got.predicted);
         same(&predictor.predict(&unlabelled).unwrap().probabilities, &got.probabilities);
+        // Read 5 texts at a time, labelled and not: the same rows, labels and predictions.
+        for (name, labelled_input) in [("test.jsonl", true), ("new.jsonl", false)] {
+            let input = Input::parse(&format!("jsonl:{}", tmp.path().join(name).display())).unwrap();
+            let (mut index, mut labels, mut predicted) = (vec![], vec![], vec![]);
+            for rows in predictor.read_chunks(&input, &shared_dirs(), &cache(), 5).unwrap() {
+                let rows = rows.unwrap();
+                assert!(rows.len() <= 5 && rows.labels.is_some() == labelled_input);
+                index.extend(rows.index.iter().copied());
+                labels.extend(rows.labels.clone().unwrap_or_default());
+                predicted.extend(predictor.predict(&rows).unwrap().predicted);
+            }
+            same(&index, &labelled.index);
+            same(&predicted, &got.predicted);
+            if labelled_input {
+                same(&labels, labelled.labels.as_ref().unwrap());
+            }
+        }
         let e = read(&predictor, "digits").unwrap_err().to_string();
         assert!(e.contains("reads texts"), "{e}");
     }
