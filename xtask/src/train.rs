@@ -158,6 +158,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         progress: ProgressMode::Auto,
         ..MonitorConfig::default()
     };
+    crate::tune::on_interrupt(
+        "training stops at the end of this epoch, then the model is tested and the outputs written".into(),
+        "nothing of this run is written".into(),
+    );
     let summary = train(config, monitor, &dirs, &cache, &device, &args.out, &mut |ev| {
         if let RunEvent::Started { train_rows, steps_per_epoch, parameters } = ev {
             eprintln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
@@ -188,5 +192,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         summary.rollbacks,
         args.out.join("summary.json").display()
     );
+    if tuneforge_agent::tune::stop_requested() {
+        eprintln!(
+            "interrupted after {} of {} epochs: the outputs are those of the model then",
+            summary.epochs, args.epochs
+        );
+        std::process::exit(130);
+    }
     Ok(())
 }

@@ -442,19 +442,27 @@ fn trial_line(t: &TrialRecord, new_best: bool) -> String {
 /// and the process then exits with 130; twice: it exits at once, the study resumable from
 /// its checkpoints. `again` says how the study continues.
 pub fn stop_on_interrupt(again: String) {
+    on_interrupt(
+        "the running trial stops at its next decision point, then the best model is tested and the outputs written"
+            .into(),
+        format!("{again} continues the study from its checkpoints"),
+    );
+}
+
+/// Installs the Ctrl-C (and SIGTERM) handler: the first asks the work to stop
+/// ([`tuneforge_agent::tune::request_stop`]) and says `first` (what happens now); the second
+/// exits at once with 130, saying `second` (what is kept).
+pub fn on_interrupt(first: String, second: String) {
     let installed = ctrlc::set_handler(move || {
         if tuneforge_agent::tune::stop_requested() {
-            eprintln!("\ninterrupted again: exiting now ({again} continues the study from its checkpoints)");
+            eprintln!("\ninterrupted again: exiting now ({second})");
             std::process::exit(130);
         }
         tuneforge_agent::tune::request_stop();
-        eprintln!(
-            "\ninterrupted: the running trial stops at its next decision point, then the best model is tested \
-             and the outputs written (Ctrl-C again exits at once)"
-        );
+        eprintln!("\ninterrupted: {first} (Ctrl-C again exits at once)");
     });
     if let Err(e) = installed {
-        tracing::warn!(error = %e, "no Ctrl-C handler: an interrupt kills the study (it stays resumable)");
+        tracing::warn!(error = %e, "no Ctrl-C handler: an interrupt ends the process at once");
     }
 }
 

@@ -213,6 +213,50 @@ fn log_steps_every_one_logs_each_step() {
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("--log-steps-every"));
 }
 
+/// Ctrl-C during `train` ends it after the current epoch with its outputs, exit 130.
+#[test]
+fn ctrl_c_ends_training_after_the_epoch_with_its_outputs() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["train", "--epochs", "100000", "--model", "mlp:16", "--out", dir.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines: Vec<String> = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let epoch = line.starts_with("epoch ");
+        lines.push(line);
+        if epoch {
+            break;
+        }
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    lines.extend(stderr.map(Result::unwrap));
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{lines:#?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let epochs = summary["epochs"].as_u64().unwrap();
+    let shown = lines.iter().filter(|l| l.starts_with("epoch ") && l.contains("/100000:")).count() as u64;
+    assert!(epochs >= 1 && epochs < 100_000 && epochs == shown, "{epochs} epochs, {shown} shown");
+    assert_eq!(summary["history"].as_array().unwrap().len() as u64, epochs);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l
+                == &format!("interrupted after {epochs} of 100000 epochs: the outputs are those of the model then"))
+    );
+    assert!(dir.join("model.safetensors").is_file() && dir.join("predictions.csv").is_file());
+}
+
 /// `report` says what is wrong with its arguments before it reads anything.
 #[test]
 fn report_refuses_what_it_cannot_draw() {

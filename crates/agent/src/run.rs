@@ -170,7 +170,8 @@ pub struct Summary {
     pub test_macro_f1: f64,
     /// Mean cross-entropy on the test split.
     pub test_loss: f64,
-    /// Epochs trained.
+    /// Epochs trained (fewer than [`RunConfig::epochs`] when the run was stopped by
+    /// [`tune::request_stop`](crate::tune::request_stop), i.e. Ctrl-C in `cargo xtask train`).
     pub epochs: usize,
     /// Training rows per second of training time (all epochs).
     pub samples_per_s: f64,
@@ -808,6 +809,10 @@ fn train_monitored(
     let mut history = Vec::new();
     for _ in 0..config.epochs {
         history.push(run.train_epoch(on_event)?);
+        // Ctrl-C (`tune::request_stop`): the run ends with the epochs done so far.
+        if crate::tune::stop_requested() {
+            break;
+        }
     }
     let t_test = Instant::now();
     let test = run.evaluate(&*run.data.test)?;
@@ -829,7 +834,7 @@ fn train_monitored(
         test_accuracy: test.report.accuracy,
         test_macro_f1: test.report.macro_avg.f1,
         test_loss: test.loss,
-        epochs: config.epochs,
+        epochs: history.len(),
         samples_per_s: run.samples_per_s(),
         wall_seconds: t.elapsed().as_secs_f64(),
         parameters: run.model.parameter_count(),
