@@ -246,7 +246,7 @@ fn ctrl_c_ends_training_after_the_epoch_with_its_outputs() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let epochs = summary["epochs"].as_u64().unwrap();
     let shown = lines.iter().filter(|l| l.starts_with("epoch ") && l.contains("/100000:")).count() as u64;
-    assert!(epochs >= 1 && epochs < 100_000 && epochs == shown, "{epochs} epochs, {shown} shown");
+    assert!((1..100_000).contains(&epochs) && epochs == shown, "{epochs} epochs, {shown} shown");
     assert_eq!(summary["history"].as_array().unwrap().len() as u64, epochs);
     assert!(
         lines
