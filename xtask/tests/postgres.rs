@@ -523,3 +523,47 @@ fn a_worker_run_again_under_its_name_leaves_the_finished_study_as_it_was() {
     assert_eq!(snapshot(&mut db), before);
     assert_eq!(summary(&dir.path().join("w"))["trials"].as_array().unwrap().len() as u64, n);
 }
+
+/// Ctrl-C on a worker stops it alone: its running trial ends as `stopped` (or completes at
+/// that decision point), it writes the study so far and exits 130; the worker that goes on
+/// finishes the study's trial budget.
+#[test]
+fn an_interrupted_worker_stops_alone_and_the_other_finishes() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("interrupt");
+    let n = 12;
+    let mut db = client(&url);
+    let mut a = worker(&url, &study, "a", dir.path(), n, "30");
+    let mut b = worker(&url, &study, "b", dir.path(), n, "30");
+    // Interrupted once `a` has ended a trial and runs another.
+    let t = Instant::now();
+    let busy = "SELECT count(*) FROM trials WHERE study = $1 AND worker = 'a' AND status = 'running'";
+    let ended = "SELECT count(*) FROM trials WHERE study = $1 AND worker = 'a' AND status <> 'running'";
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(120), "worker a never ran a second trial");
+        assert!(a.try_wait().unwrap().is_none(), "worker a ended before it could be interrupted");
+        // 0 until the first worker has created the schema.
+        let count =
+            |sql: &str, db: &mut postgres::Client| db.query_one(sql, &[&study]).map_or(0, |r| r.get::<_, i64>(0));
+        if count(ended, &mut db) >= 1 && count(busy, &mut db) == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(Command::new("kill").args(["-INT", &a.id().to_string()]).status().unwrap().success());
+    let status = a.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted after") && log.contains("a worker started on it again"), "{log}");
+    let stopped_at = summary(&dir.path().join("a"))["trials"].as_array().unwrap().len() as u64;
+    assert!(stopped_at < n, "a's summary: {stopped_at} trials");
+    wait_ok(&mut b, dir.path(), "b", Duration::from_secs(300));
+    // Every trial ended; none is left running for a dead worker.
+    let rows = trials(&mut db, &study);
+    assert_eq!(rows.len() as u64, n);
+    assert!(rows.iter().all(|r| r.1 == "completed" || r.1 == "stopped"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.2 == "a") && rows.iter().any(|r| r.2 == "b"), "{rows:?}");
+    assert_eq!(summary(&dir.path().join("b"))["trials"].as_array().unwrap().len() as u64, n);
+}
