@@ -103,12 +103,32 @@ fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
     }
 }
 
+/// Runs `cmd` (stderr read line by line), sends it SIGINT `pause_s` seconds after a line
+/// `ready` accepts, and returns how it ended and all its stderr lines.
+fn interrupted(cmd: &mut Command, ready: fn(&str) -> bool, pause_s: u64) -> (std::process::ExitStatus, Vec<String>) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = cmd.env("RUST_BACKTRACE", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        let go = ready(&line);
+        lines.push(line);
+        if go {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(pause_s));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    lines.extend(stderr.map(Result::unwrap));
+    (child.wait().unwrap(), lines)
+}
+
 /// Ctrl-C ends a study as its budget would (best model tested, outputs written), exits 130
 /// and says how to go on; `--resume` then runs more of the budget, and Ctrl-C stops it too.
 #[test]
 fn ctrl_c_stops_a_study_with_its_outputs_and_resume_goes_on() {
-    use std::io::BufRead;
-    use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("study");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
@@ -124,33 +144,12 @@ fn ctrl_c_stops_a_study_with_its_outputs_and_resume_goes_on() {
         } else {
             cmd.args(["tune", "--budget", "300s", "--out", dir.to_str().unwrap()]);
         }
-        let mut child = cmd
-            .arg("--data-dir")
-            .arg(&data)
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         // Interrupted once trials run: the first study after its first trial line, the
         // resumed one a second after it started.
-        let mut lines = Vec::new();
-        for line in stderr.by_ref() {
-            let line = line.unwrap();
-            let go = if resume { line.starts_with("resuming") } else { line.starts_with("trial ") };
-            lines.push(line);
-            if go {
-                break;
-            }
-        }
-        if resume {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
+        let (ready, pause): (fn(&str) -> bool, u64) =
+            if resume { (|l| l.starts_with("resuming"), 1) } else { (|l| l.starts_with("trial "), 0) };
         let t = std::time::Instant::now();
-        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-        lines.extend(stderr.map(Result::unwrap));
-        let status = child.wait().unwrap();
+        let (status, lines) = interrupted(cmd.arg("--data-dir").arg(&data), ready, pause);
         assert_eq!(status.code(), Some(130), "{lines:#?}");
         assert!(t.elapsed() < std::time::Duration::from_secs(60), "{lines:#?}");
         let said = lines.iter().find(|l| l.starts_with("interrupted after")).unwrap_or_else(|| panic!("{lines:#?}"));
@@ -216,32 +215,13 @@ fn log_steps_every_one_logs_each_step() {
 /// Ctrl-C during `train` ends it after the current epoch with its outputs, exit 130.
 #[test]
 fn ctrl_c_ends_training_after_the_epoch_with_its_outputs() {
-    use std::io::BufRead;
-    use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["train", "--epochs", "100000", "--model", "mlp:16", "--out", dir.to_str().unwrap(), "--data-dir"])
-        .arg(&data)
-        .env("RUST_BACKTRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut lines: Vec<String> = Vec::new();
-    for line in stderr.by_ref() {
-        let line = line.unwrap();
-        let epoch = line.starts_with("epoch ");
-        lines.push(line);
-        if epoch {
-            break;
-        }
-    }
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    lines.extend(stderr.map(Result::unwrap));
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{lines:#?}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["train", "--epochs", "100000", "--model", "mlp:16", "--out", dir.to_str().unwrap(), "--data-dir"]);
+    let (status, lines) = interrupted(cmd.arg(&data), |l| l.starts_with("epoch "), 0);
+    assert_eq!(status.code(), Some(130), "{lines:#?}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let epochs = summary["epochs"].as_u64().unwrap();
