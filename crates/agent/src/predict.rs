@@ -222,33 +222,16 @@ impl Rows {
     }
 }
 
-/// The rows of an input a chunk at a time ([`Predictor::read_chunks`]).
-#[derive(Debug)]
+/// The rows of an input a chunk at a time ([`Predictor::read_chunks`]); after an error
+/// nothing more is read.
 pub struct RowChunks<'a> {
-    predictor: &'a Predictor,
-    source: Chunked,
+    chunks: Box<dyn Iterator<Item = Result<Rows>> + 'a>,
+    failed: bool,
 }
 
-#[derive(Debug)]
-enum Chunked {
-    Table { path: PathBuf, chunks: Box<tuneforge_loader::CsvChunks>, base: usize },
-    Text { path: PathBuf, chunks: Box<tuneforge_loader::TextChunks<'static>>, base: usize },
-    Once(Option<Rows>),
-}
-
-impl RowChunks<'_> {
-    /// `rows` scaled; after an error nothing more is read.
-    fn scaled(&mut self, rows: Result<Rows>) -> Result<Rows> {
-        match rows {
-            Ok(mut rows) => {
-                self.predictor.scale(&mut rows);
-                Ok(rows)
-            }
-            Err(e) => {
-                self.source = Chunked::Once(None);
-                Err(e)
-            }
-        }
+impl std::fmt::Debug for RowChunks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowChunks").field("failed", &self.failed).finish_non_exhaustive()
     }
 }
 
@@ -256,29 +239,12 @@ impl Iterator for RowChunks<'_> {
     type Item = Result<Rows>;
 
     fn next(&mut self) -> Option<Result<Rows>> {
-        match &mut self.source {
-            Chunked::Once(rows) => rows.take().map(Ok),
-            Chunked::Table { path, chunks, base } => {
-                let data = match chunks.next()? {
-                    Ok(data) => data,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                let start = *base;
-                *base += data.table.n_rows;
-                let rows = self.predictor.table_rows(path, data, start);
-                Some(self.scaled(rows))
-            }
-            Chunked::Text { path, chunks, base } => {
-                let data = match chunks.next()? {
-                    Ok(data) => data,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                let start = *base;
-                *base += data.len();
-                let rows = self.predictor.text_rows(path, &data, start);
-                Some(self.scaled(rows))
-            }
+        if self.failed {
+            return None;
         }
+        let rows = self.chunks.next()?;
+        self.failed = rows.is_err();
+        Some(rows)
     }
 }
 
@@ -395,13 +361,12 @@ impl Predictor {
     /// preprocesses it for the model.
     pub fn read(&self, input: &Input, dirs: &DataDirs, cache: &GzCache) -> Result<Rows> {
         if let Some((path, options)) = self.table_input(input, dirs)? {
-            let mut rows = self.table_rows(&path, read_csv(&path, &options)?, 0)?;
-            self.scale(&mut rows);
-            return Ok(rows);
+            return self.scaled(self.table_rows(&path, read_csv(&path, &options)?, 0)?);
         }
-        let mut rows = match (self.manifest.input, input) {
-            (InputKind::Text, Input::Csv(path)) => self.read_text(path, TextFormat::Csv)?,
-            (InputKind::Text, Input::Jsonl(path)) => self.read_text(path, TextFormat::Jsonl)?,
+        if let Some((path, format)) = self.text_input(input) {
+            return self.scaled(self.text_rows(path, &read_text(path, &self.text_options(format))?, 0)?);
+        }
+        let rows = match (self.manifest.input, input) {
             (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
                 let data = dirs.open(*k, cache)?;
                 let path = PathBuf::from(k.name());
@@ -431,8 +396,7 @@ impl Predictor {
                 });
             }
         };
-        self.scale(&mut rows);
-        Ok(rows)
+        self.scaled(rows)
     }
 
     /// [`read`](Self::read) a chunk of rows at a time: a CSV table or texts (JSON lines, a CSV
@@ -441,26 +405,43 @@ impl Predictor {
     /// [`Rows::index`] counts the rows of the whole input, and errors name rows and lines in
     /// it. The input is opened (and its header checked) now.
     pub fn read_chunks(&self, input: &Input, dirs: &DataDirs, cache: &GzCache, rows: usize) -> Result<RowChunks<'_>> {
-        let source = match self.table_input(input, dirs)? {
-            Some((path, options)) => {
+        // Each chunk's rows, numbered from `base`, its first row's in the whole input.
+        let mut base = 0;
+        let chunks: Box<dyn Iterator<Item = Result<Rows>> + '_> =
+            if let Some((path, options)) = self.table_input(input, dirs)? {
                 let chunks = tuneforge_loader::read_csv_chunks(&path, &options, rows)?;
-                Chunked::Table { path, chunks: Box::new(chunks), base: 0 }
-            }
-            None => match (self.manifest.input, input) {
-                (InputKind::Text, Input::Csv(path) | Input::Jsonl(path)) => {
-                    let format = if matches!(input, Input::Csv(_)) { TextFormat::Csv } else { TextFormat::Jsonl };
-                    let chunks = tuneforge_loader::read_text_chunks(path, &self.text_options(format), rows)?;
-                    Chunked::Text { path: path.clone(), chunks: Box::new(chunks), base: 0 }
-                }
-                _ => Chunked::Once(Some(self.read(input, dirs, cache)?)),
-            },
-        };
-        Ok(RowChunks { predictor: self, source })
+                Box::new(chunks.map(move |data| {
+                    let (data, start) = (data?, base);
+                    base += data.table.n_rows;
+                    self.scaled(self.table_rows(&path, data, start)?)
+                }))
+            } else if let Some((path, format)) = self.text_input(input) {
+                let chunks = tuneforge_loader::read_text_chunks(path, &self.text_options(format), rows)?;
+                let path = path.clone();
+                Box::new(chunks.map(move |data| {
+                    let (data, start) = (data?, base);
+                    base += data.len();
+                    self.scaled(self.text_rows(&path, &data, start)?)
+                }))
+            } else {
+                Box::new(std::iter::once(self.read(input, dirs, cache)))
+            };
+        Ok(RowChunks { chunks, failed: false })
     }
 
-    fn scale(&self, rows: &mut Rows) {
-        let scale = Scale { mul: self.manifest.scale[0], add: self.manifest.scale[1] };
-        scale.apply(&mut rows.features);
+    /// `rows` with the model's input scaling applied.
+    fn scaled(&self, mut rows: Rows) -> Result<Rows> {
+        Scale { mul: self.manifest.scale[0], add: self.manifest.scale[1] }.apply(&mut rows.features);
+        Ok(rows)
+    }
+
+    /// For a text model and a text input: its file and format; `None` for other inputs.
+    fn text_input<'i>(&self, input: &'i Input) -> Option<(&'i PathBuf, TextFormat)> {
+        match (self.manifest.input, input) {
+            (InputKind::Text, Input::Csv(path)) => Some((path, TextFormat::Csv)),
+            (InputKind::Text, Input::Jsonl(path)) => Some((path, TextFormat::Jsonl)),
+            _ => None,
+        }
     }
 
     /// For a table model and a table input: its file and the options that read the
@@ -553,10 +534,6 @@ impl Predictor {
         };
         let features = crate::data::f32_features(path, &m, |r| base + r)?;
         Ok(Rows { features, index: m.rows.iter().map(|&r| base + r).collect(), labels })
-    }
-
-    fn read_text(&self, path: &Path, format: TextFormat) -> Result<Rows> {
-        self.text_rows(path, &read_text(path, &self.text_options(format))?, 0)
     }
 
     /// How the training's texts are found in an input: its text field, and its label field
