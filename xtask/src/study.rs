@@ -84,7 +84,8 @@ pub struct BestTrial {
     pub val_macro_f1: f64,
 }
 
-fn best_of(trials: &[TrialRow]) -> Option<BestTrial> {
+/// The best finished trial of `trials` (see [`Export::best`]).
+pub fn best_of(trials: &[TrialRow]) -> Option<BestTrial> {
     trials
         .iter()
         .filter(|t| t.status == "completed" || t.status == "stopped")

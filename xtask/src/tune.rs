@@ -401,22 +401,13 @@ impl TrialPrinter {
     }
 }
 
-/// The best validation macro-F1 among the ended, not failed trials of the study in `dir`,
-/// and its trial: where a resumed study's [`TrialPrinter`] starts. `None` when there is none
-/// or the store cannot be read (then `resume` says why).
+/// The best finished trial of the study in `dir` ([`crate::study::best_of`]): where a
+/// resumed study's [`TrialPrinter`] starts. `None` when there is none or the store cannot be
+/// read (then `resume` says why).
 pub fn best_recorded(dir: &Path) -> Option<(f64, u64)> {
     use tuneforge_agent::store::StudyStore;
     let store = tuneforge_agent::store::SqliteStore::open_existing(&study_path(dir)).ok()?;
-    store
-        .trials()
-        .ok()?
-        .into_iter()
-        .filter(|r| !matches!(r.status.as_str(), "running" | "paused") && !r.status.starts_with("failed"))
-        .filter_map(|r| Some((r.val_macro_f1?, r.id)))
-        .fold(
-            None,
-            |best: Option<(f64, u64)>, (f1, id)| if best.is_none_or(|(b, _)| f1 > b) { Some((f1, id)) } else { best },
-        )
+    crate::study::best_of(&store.trials().ok()?).map(|b| (b.val_macro_f1, b.trial))
 }
 
 fn trial_line(t: &TrialRecord, new_best: bool) -> String {
@@ -464,6 +455,11 @@ pub fn on_interrupt(first: String, second: String) {
     if let Err(e) = installed {
         tracing::warn!(error = %e, "no Ctrl-C handler: an interrupt ends the process at once");
     }
+}
+
+/// `` `cargo xtask tune --resume DIR` ``, quoted for messages.
+fn resume_command(dir: &Path) -> String {
+    format!("`cargo xtask tune --resume {}`", dir.display())
 }
 
 /// After a study ended: if it was interrupted, says so and how it continues, and exits 130.
@@ -515,7 +511,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             );
             let mut printer =
                 TrialPrinter::new(TrialLines::parse(args.trial_lines.as_deref(), slow)?, best_recorded(dir));
-            stop_on_interrupt(format!("`cargo xtask tune --resume {}`", dir.display()));
+            stop_on_interrupt(resume_command(dir));
             let output = Output { progress: progress(args, slow)?, log_steps_every: args.log_steps_every };
             let summary =
                 resume(dir, &dirs, &cache, &device, output, &mut |t| printer.print(t)).map_err(|e| stopped(e, dir))?;
@@ -537,12 +533,12 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 out.display()
             );
             let mut printer = TrialPrinter::new(lines, None);
-            stop_on_interrupt(format!("`cargo xtask tune --resume {}`", out.display()));
+            stop_on_interrupt(resume_command(&out));
             (tune(&config, &dirs, &cache, &device, &out, &mut |t| printer.print(t)).map_err(|e| stopped(e, &out))?, out)
         }
     };
     print_leaderboard(&summary, &out);
-    exit_if_interrupted(&summary, &format!("`cargo xtask tune --resume {}`", out.display()));
+    exit_if_interrupted(&summary, &resume_command(&out));
     Ok(())
 }
 
