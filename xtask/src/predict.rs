@@ -4,7 +4,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tuneforge_agent::predict::{Input, PredictionWriter, Predictor, RowChunks};
+use tuneforge_agent::predict::{BATCH, Input, PredictionWriter, Predictor, RowChunks};
 use tuneforge_eval::ConfusionMatrix;
 use tuneforge_loader::{DataDirs, GzCache};
 
@@ -43,9 +43,20 @@ pub struct PredictArgs {
     pub data: DataArgs,
 }
 
-/// Rows read, predicted and written at a time: a CSV table or a file of texts larger than
-/// memory is predicted in constant memory (images are read whole).
-pub const CHUNK_ROWS: usize = 65_536;
+/// The most rows read, predicted and written at a time: an input larger than memory (a CSV
+/// table, texts, images) is predicted in constant memory.
+pub const CHUNK_ROWS: usize = 64 * BATCH;
+
+/// The most model inputs (f32) held per chunk, 16 MiB: wide rows (images: 784 pixels) come
+/// fewer at a time than narrow ones.
+pub const CHUNK_VALUES: usize = 1 << 22;
+
+/// Rows per chunk for a model reading `width` values a row: about [`CHUNK_VALUES`] of them,
+/// at most [`CHUNK_ROWS`], and a multiple of the forward pass's [`BATCH`], so that the
+/// probabilities written are those of one read, bit for bit.
+pub fn chunk_rows(width: usize) -> usize {
+    (CHUNK_VALUES / width.max(1)).clamp(BATCH, CHUNK_ROWS) / BATCH * BATCH
+}
 
 /// What a prediction run saw.
 struct Tally {
@@ -60,7 +71,8 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
     let predictor = Predictor::load(&args.model, &device)?;
     let input = Input::parse(&args.dataset)?;
-    let chunks = predictor.read_chunks(&input, &dirs, &cache, CHUNK_ROWS)?;
+    let width = predictor.model().spec().input.iter().product();
+    let chunks = predictor.read_chunks(&input, &dirs, &cache, chunk_rows(width))?;
     let tally = match &args.out {
         Some(path) => {
             // Written beside FILE and renamed over it once whole: a failed run leaves FILE as it was.
@@ -167,4 +179,19 @@ fn confusion_text(cm: &ConfusionMatrix, classes: &[String]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_hold_whole_batches_within_the_bounds() {
+        for width in [0, 1, 64, 784, 4_097, 1 << 20, usize::MAX] {
+            let rows = chunk_rows(width);
+            assert!(rows.is_multiple_of(BATCH) && (BATCH..=CHUNK_ROWS).contains(&rows), "{width}: {rows}");
+            assert!(rows == BATCH || rows * width.max(1) <= CHUNK_VALUES, "{width}: {rows}");
+            assert!(rows == CHUNK_ROWS || (rows + BATCH).saturating_mul(width) > CHUNK_VALUES, "{width}: {rows}");
+        }
+    }
 }

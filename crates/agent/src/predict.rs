@@ -65,8 +65,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tuneforge_loader::{
-    CsvData, CsvOptions, DataDirs, GzCache, IdxArray, Known, Labels, Scale, TextFormat, TextOptions, read_csv,
-    read_text,
+    CsvData, CsvOptions, DataDirs, Dataset, GzCache, IdxReader, Known, Labels, Scale, TextFormat, TextOptions,
+    read_csv, read_text,
 };
 use tuneforge_model::{Model, argmax, on_pool};
 use tuneforge_prep::{ColumnKind, FittedPipeline, FittedTextPipeline};
@@ -85,8 +85,10 @@ pub const MODEL: &str = "model.safetensors";
 /// The manifest format this version writes and reads.
 const FORMAT: u32 = 1;
 
-/// Rows per forward pass.
-const CHUNK: usize = 1000;
+/// Rows per forward pass of [`Predictor::predict`]. Its kernels may round a row's outputs
+/// differently in a batch of another size, so chunks of a multiple of it (from the input's
+/// first row) give the same probabilities, bit for bit, as one read.
+pub const BATCH: usize = 1000;
 
 /// What a saved model needs to be applied to new rows (`predictor.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,6 +221,22 @@ impl Rows {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+}
+
+/// An image input opened to read rows from: a known dataset (mapped) or an IDX file (read a
+/// range of rows at a time).
+enum Images {
+    Known { name: PathBuf, data: std::sync::Arc<dyn Dataset> },
+    Idx(IdxReader),
+}
+
+impl Images {
+    fn len(&self) -> usize {
+        match self {
+            Images::Known { data, .. } => data.len(),
+            Images::Idx(reader) => reader.len(),
+        }
     }
 }
 
@@ -366,44 +384,15 @@ impl Predictor {
         if let Some((path, format)) = self.text_input(input) {
             return self.scaled(self.text_rows(path, &read_text(path, &self.text_options(format))?, 0)?);
         }
-        let rows = match (self.manifest.input, input) {
-            (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
-                let data = dirs.open(*k, cache)?;
-                let path = PathBuf::from(k.name());
-                self.check_shape(&path, data.feature_shape())?;
-                let labels = (0..data.len()).map(|r| data.label(r)).collect::<Vec<_>>();
-                let labels = self.classes_of(&path, data.label_names(), &labels, 0)?;
-                let mut features = vec![0f32; data.len() * data.feature_len()];
-                data.read_rows(0, data.len(), &mut features)?;
-                Rows { index: (0..data.len()).collect(), features, labels: Some(labels) }
-            }
-            (InputKind::Image, Input::Idx(path)) => {
-                let images = IdxArray::open(path, tuneforge_loader::idx::IMAGES_MAGIC, Some(cache))?;
-                let dims = images.dims().to_vec();
-                self.check_shape(path, &dims[1..])?;
-                let features = images.data().iter().map(|&b| f32::from(b)).collect();
-                Rows { index: (0..dims[0]).collect(), features, labels: None }
-            }
-            (kind, input) => {
-                let wants = match kind {
-                    InputKind::Table => "table rows (csv:PATH, digits or biopsy)",
-                    InputKind::Text => "texts (jsonl:PATH, or csv:PATH with its text column)",
-                    InputKind::Image => "images (fashion-mnist-test, fashion-mnist or idx:PATH)",
-                };
-                return Err(Error::Config {
-                    what: "input",
-                    why: format!("{input}: the model in {} reads {wants}", self.dir.display()),
-                });
-            }
-        };
-        self.scaled(rows)
+        let mut images = self.image_input(input, dirs, cache)?;
+        let n = images.len();
+        self.scaled(self.image_rows(&mut images, 0, n)?)
     }
 
-    /// [`read`](Self::read) a chunk of rows at a time: a CSV table or texts (JSON lines, a CSV
-    /// text column) `rows` rows at a time (a file larger than memory can be predicted), images
-    /// in one chunk. Each chunk's
-    /// [`Rows::index`] counts the rows of the whole input, and errors name rows and lines in
-    /// it. The input is opened (and its header checked) now.
+    /// [`read`](Self::read) `rows` rows at a time (at least one): a CSV table, texts (JSON
+    /// lines, a CSV text column) or images, so that an input larger than memory can be
+    /// predicted. Each chunk's [`Rows::index`] counts the rows of the whole input, and errors
+    /// name rows and lines in it. The input is opened (and its header checked) now.
     pub fn read_chunks(&self, input: &Input, dirs: &DataDirs, cache: &GzCache, rows: usize) -> Result<RowChunks<'_>> {
         // Each chunk's rows, numbered from `base`, its first row's in the whole input.
         let mut base = 0;
@@ -424,9 +413,65 @@ impl Predictor {
                     self.scaled(self.text_rows(&path, &data, start)?)
                 }))
             } else {
-                Box::new(std::iter::once(self.read(input, dirs, cache)))
+                let mut images = self.image_input(input, dirs, cache)?;
+                let (n, rows) = (images.len(), rows.max(1));
+                // An input without rows is one empty chunk, as it is one empty read.
+                Box::new(
+                    (0..n.max(1))
+                        .step_by(rows)
+                        .map(move |start| self.scaled(self.image_rows(&mut images, start, start + rows)?)),
+                )
             };
         Ok(RowChunks { chunks, failed: false })
+    }
+
+    /// For an image model and an image input: the input opened to read rows from, its
+    /// samples' shape checked; otherwise the error that says what the model reads.
+    fn image_input(&self, input: &Input, dirs: &DataDirs, cache: &GzCache) -> Result<Images> {
+        let images = match (self.manifest.input, input) {
+            (InputKind::Image, Input::Known(k)) if k.csv_options().is_none() => {
+                Images::Known { name: PathBuf::from(k.name()), data: dirs.open(*k, cache)? }
+            }
+            (InputKind::Image, Input::Idx(path)) => {
+                Images::Idx(IdxReader::open(path, tuneforge_loader::idx::IMAGES_MAGIC, cache)?)
+            }
+            (kind, input) => {
+                let wants = match kind {
+                    InputKind::Table => "table rows (csv:PATH, digits or biopsy)",
+                    InputKind::Text => "texts (jsonl:PATH, or csv:PATH with its text column)",
+                    InputKind::Image => "images (fashion-mnist-test, fashion-mnist or idx:PATH)",
+                };
+                return Err(Error::Config {
+                    what: "input",
+                    why: format!("{input}: the model in {} reads {wants}", self.dir.display()),
+                });
+            }
+        };
+        match &images {
+            Images::Known { name, data } => self.check_shape(name, data.feature_shape())?,
+            Images::Idx(reader) => self.check_shape(reader.path(), &reader.dims()[1..])?,
+        }
+        Ok(images)
+    }
+
+    /// Rows `start..end` of `images` (`end` clamped to its length), not yet scaled.
+    fn image_rows(&self, images: &mut Images, start: usize, end: usize) -> Result<Rows> {
+        let end = end.min(images.len());
+        let index = (start..end).collect();
+        match images {
+            Images::Known { name, data } => {
+                let labels = (start..end).map(|r| data.label(r)).collect::<Vec<_>>();
+                let labels = self.classes_of(name, data.label_names(), &labels, start)?;
+                let mut features = vec![0f32; (end - start) * data.feature_len()];
+                data.read_rows(start, end, &mut features)?;
+                Ok(Rows { index, features, labels: Some(labels) })
+            }
+            Images::Idx(reader) => {
+                let mut bytes = Vec::new();
+                reader.read_rows(start, end, &mut bytes)?;
+                Ok(Rows { index, features: bytes.into_iter().map(f32::from).collect(), labels: None })
+            }
+        }
     }
 
     /// `rows` with the model's input scaling applied.
@@ -570,9 +615,9 @@ impl Predictor {
         }
         let classes = self.classes().len();
         let (mut predicted, mut probabilities) = (Vec::with_capacity(n), Vec::with_capacity(n * classes));
-        on_pool(self.model.hands_over(CHUNK.min(n.max(1))), || -> Result<()> {
-            for start in (0..n).step_by(CHUNK) {
-                let end = (start + CHUNK).min(n);
+        on_pool(self.model.hands_over(BATCH.min(n.max(1))), || -> Result<()> {
+            for start in (0..n).step_by(BATCH) {
+                let end = (start + BATCH).min(n);
                 let mut shape = vec![end - start];
                 shape.extend_from_slice(&self.model.spec().input);
                 let x = Tensor::from_slice(&rows.features[start * width..end * width], shape, &self.device)?;

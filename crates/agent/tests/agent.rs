@@ -1413,7 +1413,7 @@ fn spamassassin_slice_trains_a_text_model_end_to_end() {
 /// here from the real datasets, must give the predictions the run gave in memory.
 mod predict {
     use super::*;
-    use tuneforge_agent::predict::{Input, PredictionWriter, Predictor, predictions_csv};
+    use tuneforge_agent::predict::{BATCH, Input, PredictionWriter, Predictor, predictions_csv};
 
     /// `predictions.csv` of a run: (label, predicted) class indices per row.
     fn run_predictions(dir: &Path) -> Vec<(u32, u32)> {
@@ -1641,5 +1641,73 @@ mod predict {
         let labels = shared_dirs().dirs()[0].join("fashion-mnist/t10k-labels-idx1-ubyte.gz");
         let e = read(&predictor, &format!("idx:{}", labels.display())).unwrap_err().to_string();
         assert!(e.contains("t10k-labels"), "{e}");
+        let e = predictor.read_chunks(
+            &Input::parse(&format!("idx:{}", labels.display())).unwrap(),
+            &shared_dirs(),
+            &cache(),
+            10,
+        );
+        assert!(e.unwrap_err().to_string().contains("t10k-labels"));
+
+        // Read a range of images at a time, from the dataset and from its IDX file: the same
+        // rows, pixels, labels, predictions and CSV as one read.
+        let whole = read(&predictor, "fashion-mnist-test").unwrap();
+        let whole_csv = predictions_csv(predictor.classes(), &whole, &got, true);
+        for input in ["fashion-mnist-test".to_string(), format!("idx:{}", images.display())] {
+            let labelled = input == "fashion-mnist-test";
+            for size in [1, 999, 4000, 4096, 10_000, 65_536] {
+                let mut writer = PredictionWriter::new(Vec::new(), predictor.classes(), true);
+                let (mut index, mut features, mut labels, mut chunks) = (vec![], vec![], vec![], 0);
+                let input_ = Input::parse(&input).unwrap();
+                for rows in predictor.read_chunks(&input_, &shared_dirs(), &cache(), size).unwrap() {
+                    let rows = rows.unwrap();
+                    assert_eq!(rows.len(), size.min(10_000 - chunks * size), "{input} by {size}");
+                    if size > 1 {
+                        writer.write(&rows, &predictor.predict(&rows).unwrap()).unwrap();
+                    }
+                    index.extend(rows.index.iter().copied());
+                    features.extend(rows.features.iter().map(|x| x.to_bits()));
+                    labels.extend(rows.labels.unwrap_or_default());
+                    chunks += 1;
+                }
+                assert_eq!(chunks, 10_000usize.div_ceil(size), "{input} by {size}");
+                same(&index, &whole.index);
+                assert!(
+                    features == whole.features.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "{input} by {size}"
+                );
+                if labelled {
+                    same(&labels, whole.labels.as_ref().unwrap());
+                }
+                if size > 1 {
+                    // The same classes, and the same probabilities but for the last digit: the
+                    // forward pass's batches are cut at other rows (its kernels round by batch).
+                    let csv = String::from_utf8(writer.finish().unwrap()).unwrap();
+                    let cells = |csv: &str, labelled: bool| -> Vec<Vec<String>> {
+                        let cut = |l: &str| {
+                            l.split(',')
+                                .enumerate()
+                                .filter(|&(i, _)| labelled || i != 1)
+                                .map(|(_, c)| c.to_string())
+                                .collect()
+                        };
+                        csv.lines().map(cut).collect()
+                    };
+                    let (got_cells, want) = (cells(&csv, true), cells(&whole_csv, labelled));
+                    if size.is_multiple_of(BATCH) {
+                        assert!(got_cells == want, "{input} by {size}: not the CSV of one read");
+                    }
+                    assert_eq!(got_cells.len(), want.len(), "{input} by {size}");
+                    for (g, w) in got_cells.iter().zip(&want) {
+                        let at = if labelled { 3 } else { 2 };
+                        assert_eq!(g[..at], w[..at], "{input} by {size}");
+                        for (a, b) in g[at..].iter().zip(&w[at..]) {
+                            let close = || (a.parse::<f64>().unwrap() - b.parse::<f64>().unwrap()).abs() <= 2e-6;
+                            assert!(a == b || close(), "{input} by {size}: {g:?} vs {w:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

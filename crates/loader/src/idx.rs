@@ -9,7 +9,7 @@
 //! so it is either complete or absent. Later opens map the cache file directly.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -146,10 +146,105 @@ impl IdxArray {
     }
 }
 
+/// An IDX array read from its file a range of rows at a time, never whole: for files larger
+/// than memory (`predict` over an `idx:PATH`), without the mapping contract of
+/// [`IdxArray::open_mapped`]. The header is validated against the file's length as by
+/// [`IdxArray::open`]; a file cut short after that is an I/O error naming it, not a crash.
+///
+/// ```
+/// use tuneforge_loader::idx::{IMAGES_MAGIC, IdxReader};
+/// use tuneforge_loader::GzCache;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("images.idx");
+/// // Three 1×2 images: [0, 1], [2, 3], [4, 5].
+/// let mut bytes = IMAGES_MAGIC.to_be_bytes().to_vec();
+/// for d in [3u32, 1, 2] {
+///     bytes.extend_from_slice(&d.to_be_bytes());
+/// }
+/// bytes.extend_from_slice(&[0, 1, 2, 3, 4, 5]);
+/// std::fs::write(&path, &bytes).unwrap();
+///
+/// let mut images = IdxReader::open(&path, IMAGES_MAGIC, &GzCache::new(dir.path().join("cache")))?;
+/// assert_eq!((images.len(), images.row_len()), (3, 2));
+/// let mut rows = Vec::new();
+/// images.read_rows(1, 3, &mut rows)?;
+/// assert_eq!(rows, [2, 3, 4, 5]);
+/// # Ok::<(), tuneforge_loader::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct IdxReader {
+    path: PathBuf,
+    file: File,
+    dims: Vec<usize>,
+    data_offset: usize,
+}
+
+impl IdxReader {
+    /// Opens `path` and validates its header; a `.gz` file is inflated once into `cache`
+    /// and the cache file is read.
+    pub fn open(path: &Path, expected_magic: u32, cache: &GzCache) -> Result<Self> {
+        let path = if is_gz(path) { cache.inflate(path)? } else { path.to_path_buf() };
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        // The longest header: magic and 255 dimensions.
+        let mut header = Vec::with_capacity(4 + 4 * 255);
+        (&file).take(4 + 4 * 255).read_to_end(&mut header).map_err(|e| Error::io(&path, e))?;
+        let (dims, data_offset) = parse_header_of(&path, &header, len, expected_magic)?;
+        if dims.is_empty() {
+            return Err(Error::IdxDims { path, dims: Vec::new() });
+        }
+        Ok(IdxReader { path, file, dims, data_offset })
+    }
+
+    /// The file read (the cache file for a `.gz` input).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Dimensions from the header.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// Number of rows (the first dimension).
+    pub fn len(&self) -> usize {
+        self.dims[0]
+    }
+
+    /// `true` if the array has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes per row (the product of the other dimensions).
+    pub fn row_len(&self) -> usize {
+        self.dims[1..].iter().product()
+    }
+
+    /// Replaces `out`'s contents with rows `start..end` (row-major); `end` is clamped to
+    /// [`len`](Self::len).
+    pub fn read_rows(&mut self, start: usize, end: usize, out: &mut Vec<u8>) -> Result<()> {
+        let end = end.min(self.len());
+        let start = start.min(end);
+        let row = self.row_len();
+        out.clear();
+        out.resize((end - start) * row, 0);
+        let offset = (self.data_offset + start * row) as u64;
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&self.path, e))?;
+        self.file.read_exact(out).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
 /// Parses and validates an IDX header against the whole file's bytes; returns the
 /// dimensions and the data offset.
 pub fn parse_header(path: &Path, bytes: &[u8], expected_magic: u32) -> Result<(Vec<usize>, usize)> {
-    let len = bytes.len() as u64;
+    parse_header_of(path, bytes, bytes.len() as u64, expected_magic)
+}
+
+/// [`parse_header`] of a file of `len` bytes whose first bytes are `bytes` (at least its
+/// header's, or the whole file).
+fn parse_header_of(path: &Path, bytes: &[u8], len: u64, expected_magic: u32) -> Result<(Vec<usize>, usize)> {
     let truncated = |what: String, offset: u64, needed: u64| Error::Truncated {
         path: path.to_path_buf(),
         what,

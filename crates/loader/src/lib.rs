@@ -52,7 +52,7 @@ pub use crate::csv::{
 };
 pub use crate::dataset::{Dataset, Scale};
 pub use crate::error::{Error, Result};
-pub use crate::idx::{Access, GzCache, IdxArray, IdxDataset};
+pub use crate::idx::{Access, GzCache, IdxArray, IdxDataset, IdxReader};
 pub use crate::memory::{InMemory, Subset, stratified_split};
 pub use crate::prefetch::Prefetcher;
 pub use crate::registry::{DataDirs, Known};

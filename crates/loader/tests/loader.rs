@@ -86,6 +86,75 @@ fn gz_is_inflated_once_into_an_atomic_cache_and_mapped() {
 }
 
 #[test]
+fn idx_reader_reads_fashion_mnist_by_row_ranges_as_one_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = GzCache::new(tmp.path().join("cache"));
+    let gz = shared_data().join("fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let whole = IdxArray::open(&gz, IMAGES_MAGIC, None).unwrap();
+    let mut reader = IdxReader::open(&gz, IMAGES_MAGIC, &cache).unwrap();
+    assert_eq!((reader.dims(), reader.len(), reader.row_len()), (&[10_000, 28, 28][..], 10_000, 784));
+    assert!(reader.path().starts_with(cache.dir()), "{}", reader.path().display());
+    for step in [1, 7, 4096, 10_000, 20_000] {
+        let (mut joined, mut chunk) = (Vec::new(), Vec::new());
+        // Only the first and last few hundred single rows: the ranges are what is tested.
+        let starts: Vec<usize> =
+            (0..10_000).step_by(step).filter(|&s| step > 1 || !(300..9_700).contains(&s)).collect();
+        for &start in &starts {
+            reader.read_rows(start, start + step, &mut chunk).unwrap();
+            assert_eq!(chunk.len(), (start + step).min(10_000).saturating_sub(start) * 784, "step {step} at {start}");
+            assert_eq!(chunk[..], whole.data()[start * 784..start * 784 + chunk.len()], "step {step} at {start}");
+            joined.extend_from_slice(&chunk);
+        }
+        if step > 1 {
+            assert_eq!(joined, whole.data(), "step {step}");
+        }
+    }
+    // Past the end: nothing (and what `out` held is gone).
+    let mut rows = vec![1u8];
+    reader.read_rows(10_000, 10_005, &mut rows).unwrap();
+    assert!(rows.is_empty());
+}
+
+#[test]
+fn idx_reader_refuses_what_idx_array_refuses_and_a_file_cut_later_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = GzCache::new(tmp.path().join("cache"));
+    let images = idx_bytes(IMAGES_MAGIC, &[3, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    let mut long = images.clone();
+    long.extend_from_slice(&[1, 2, 3]);
+    let mut cases = vec![
+        ("labels", idx_bytes(LABELS_MAGIC, &[3], &[0, 1, 2])),
+        ("long", long),
+        ("huge", idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[])),
+        ("zero-width", idx_bytes(IMAGES_MAGIC, &[3, 0, 2], &[])),
+    ];
+    for cut in [0usize, 2, 4, 7, 12, 15, 16, 20, images.len() - 1] {
+        cases.push(("cut", images[..cut].to_vec()));
+    }
+    for (i, (name, bytes)) in cases.iter().enumerate() {
+        for gzipped in [false, true] {
+            let file = format!("{name}-{i}{}", if gzipped { ".gz" } else { "" });
+            let p = write(tmp.path(), &file, &if gzipped { gz(bytes) } else { bytes.clone() });
+            let array = IdxArray::open(&p, IMAGES_MAGIC, Some(&cache)).unwrap_err().to_string();
+            let reader = IdxReader::open(&p, IMAGES_MAGIC, &cache).unwrap_err().to_string();
+            assert_eq!(reader, array, "{file}");
+        }
+    }
+    let err = IdxReader::open(&tmp.path().join("nope"), IMAGES_MAGIC, &cache).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("nope"), "{err}");
+
+    // Cut short after it was opened: rows still there read, the rest is an error naming it.
+    let p = write(tmp.path(), "shrinks", &images);
+    let mut reader = IdxReader::open(&p, IMAGES_MAGIC, &cache).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(16 + 6).unwrap();
+    let mut rows = Vec::new();
+    reader.read_rows(0, 1, &mut rows).unwrap();
+    assert_eq!(rows, [0, 1, 2, 3]);
+    let err = reader.read_rows(1, 3, &mut rows).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("shrinks"), "{err}");
+}
+
+#[test]
 fn digits_and_biopsy_csv_load_with_the_right_shapes() {
     let dirs = DataDirs::new(vec![repo_datasets()]);
     let cache = shared_cache();
