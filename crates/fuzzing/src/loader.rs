@@ -4,14 +4,15 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use tuneforge_loader::idx::{IMAGES_MAGIC, LABELS_MAGIC, parse_header};
-use tuneforge_loader::{ColumnValues, CsvData, CsvDataset, CsvOptions, Dataset, IdxArray, IdxDataset};
+use tuneforge_loader::{ColumnValues, CsvData, CsvDataset, CsvOptions, Dataset, IdxArray, IdxDataset, IdxReader};
 
 use crate::{Verdict, same, scratch};
 
 /// IDX bytes as a raw file: the header parsed with the image magic, the label magic and
 /// the file's own magic (any rank); an accepted header must re-encode to the file's first
 /// bytes and announce exactly the file's length. Bytes accepted as images are then opened
-/// as a dataset with a matching label file, and every row read back must be the bytes.
+/// as a dataset with a matching label file, and every row read back must be the bytes; and
+/// read from a file by `IdxReader` (same verdict and error, same rows).
 pub fn idx(data: &[u8]) -> Verdict {
     let path = Path::new("fuzz.idx");
     let own = data.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
@@ -25,7 +26,35 @@ pub fn idx(data: &[u8]) -> Verdict {
     if let Ok((dims, offset)) = parse_header(path, data, IMAGES_MAGIC) {
         check_dataset(data, &dims, offset);
     }
+    check_reader(data);
     verdict
+}
+
+/// The same bytes as a file read by `IdxReader` with the image magic: refused iff
+/// `parse_header` refuses them, with the same message; accepted, a chunk of 1–4 rows at a
+/// time (the last byte says how many) gives the file's bytes after the header.
+fn check_reader(data: &[u8]) {
+    let file = scratch::write("reader.idx", data);
+    let cache = tuneforge_loader::GzCache::new(file.with_file_name("cache"));
+    let parsed = parse_header(&file, data, IMAGES_MAGIC);
+    let (mut reader, offset) = match (IdxReader::open(&file, IMAGES_MAGIC, &cache), parsed) {
+        (Ok(reader), Ok((dims, offset))) => {
+            same("IdxReader dims = parse_header's", &reader.dims(), &dims.as_slice());
+            same("IdxReader rows", &reader.len(), &dims[0]);
+            (reader, offset)
+        }
+        (Err(e), Err(want)) => return same("IdxReader's error = parse_header's", &e.to_string(), &want.to_string()),
+        (got, want) => panic!("invariant broken: IdxReader::open {got:?} where parse_header gives {want:?}"),
+    };
+    let step = data.last().map_or(1, |b| usize::from(b % 4) + 1);
+    let (mut joined, mut chunk) = (Vec::new(), Vec::new());
+    for start in (0..reader.len()).step_by(step) {
+        reader
+            .read_rows(start, start + step, &mut chunk)
+            .unwrap_or_else(|e| panic!("invariant broken: read_rows: {e}"));
+        joined.extend_from_slice(&chunk);
+    }
+    same("IdxReader rows = file bytes after the header", &joined.as_slice(), &&data[offset..]);
 }
 
 /// IDX bytes as a `.gz` file, opened as the loader opens it (inflated in memory). An
