@@ -7,6 +7,8 @@
 #   INPUT=idx: Fashion-MNIST's 10,000 test images repeated to ROWS images (an IDX file of
 #              784 bytes an image: ~157 MB at 200,000), a model from one epoch of
 #              `train --model mlp:256` (needs TUNEFORGE_DATA, default ../shared/datasets).
+#   INPUT=jsonl: the SpamAssassin e-mails (6,046, 34 MB of JSON lines) repeated to ROWS lines
+#              (~565 MB at 100,000), a model from one epoch of `train` on them (TUNEFORGE_DATA).
 #   XTASK=target/release/xtask BEFORE=/tmp/xtask-before ROWS=1000000 RUNS=2 bash scripts/bench/predict_memory.sh
 #   INPUT=idx XTASK=target/release/xtask BEFORE=/tmp/xtask-before ROWS=200000 RUNS=2 bash scripts/bench/predict_memory.sh
 set -euo pipefail
@@ -47,7 +49,19 @@ with open(sys.argv[1], "wb") as f:
         f.write(images[: min(n, want - start) * size])
 PY
     ;;
-  *) echo "INPUT must be csv or idx, not $INPUT" >&2; exit 2 ;;
+  jsonl)
+    spam="$TUNEFORGE_DATA/spamassassin/spamassassin.jsonl.gz"
+    "$XTASK" train --dataset "jsonl:$spam" --model text-bag:64,64 --epochs 1 --out "$TMP/model" > "$TMP/train.log" 2>&1
+    python3 - "$TMP/big" "$ROWS" "$spam" <<'PY'
+import gzip, sys
+lines = gzip.open(sys.argv[3]).read().splitlines(keepends=True)
+want = int(sys.argv[2])
+with open(sys.argv[1], "wb") as f:
+    for i in range(want):
+        f.write(lines[i % len(lines)])
+PY
+    ;;
+  *) echo "INPUT must be csv, idx or jsonl, not $INPUT" >&2; exit 2 ;;
 esac
 bytes=$(stat -c %s "$TMP/big")
 for side in XTASK ${BEFORE:+BEFORE}; do
