@@ -288,6 +288,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         policy,
         progress: progress(args, d.slow)?,
         log_steps_every: args.log_steps_every,
+        stop: Default::default(),
         cosine: match args.schedule.as_str() {
             "cosine" => true,
             "constant" => false,
@@ -512,7 +513,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let mut printer =
                 TrialPrinter::new(TrialLines::parse(args.trial_lines.as_deref(), slow)?, best_recorded(dir));
             stop_on_interrupt(resume_command(dir));
-            let output = Output { progress: progress(args, slow)?, log_steps_every: args.log_steps_every };
+            let output = Output {
+                progress: progress(args, slow)?,
+                log_steps_every: args.log_steps_every,
+                stop: Default::default(),
+            };
             let summary =
                 resume(dir, &dirs, &cache, &device, output, &mut |t| printer.print(t)).map_err(|e| stopped(e, dir))?;
             (summary, dir.clone())

@@ -156,6 +156,10 @@ pub struct TuneConfig {
     /// Like `progress`, this process's output only, not part of the stored study: default
     /// [`LOG_STEPS_EVERY`](crate::trial::LOG_STEPS_EVERY).
     pub log_steps_every: u64,
+    /// Ends this study early when [`Stop::request`]ed (from another thread), as Ctrl-C
+    /// ([`request_stop`]) ends every study of the process. Not part of the stored study.
+    /// `Stop::default()` is a handle no one else holds; a clone of the config shares it.
+    pub stop: Stop,
     /// Anneal each trial's learning rate along a cosine over its steps (to 0 at its last
     /// step), instead of keeping it constant. Actions and PBT scale the base rate, keeping
     /// the shape.
@@ -168,17 +172,19 @@ pub struct TuneConfig {
 /// What a process shows and logs of a study it runs, besides the study itself (not kept in
 /// the store): [`TuneConfig::progress`] and [`TuneConfig::log_steps_every`]. A
 /// [`ProgressMode`] alone is that progress and the default thinning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// Progress view of each trial's monitor.
     pub progress: ProgressMode,
     /// Steps between two logged step events.
     pub log_steps_every: u64,
+    /// What ends the study early besides Ctrl-C ([`TuneConfig::stop`]).
+    pub stop: Stop,
 }
 
 impl From<ProgressMode> for Output {
     fn from(progress: ProgressMode) -> Output {
-        Output { progress, log_steps_every: crate::trial::LOG_STEPS_EVERY }
+        Output { progress, log_steps_every: crate::trial::LOG_STEPS_EVERY, stop: Stop::default() }
     }
 }
 
@@ -262,6 +268,7 @@ impl TuneConfig {
             policy,
             progress: output.progress,
             log_steps_every: output.log_steps_every,
+            stop: output.stop,
             cosine: spec.cosine,
             val_fraction: spec.val_fraction,
         })
@@ -312,7 +319,8 @@ pub struct TuneSummary {
     /// checks and checkpoint deletions. Of this worker only, over its own wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_store_seconds: Option<f64>,
-    /// Times this study was resumed.
+    /// Trials continued from their checkpoint by [`resume`] (cut short by a crash and taken
+    /// up again); a study stopped between trials and resumed has none.
     pub resumes: u64,
     /// The study store.
     pub study_path: PathBuf,
@@ -592,6 +600,46 @@ pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// A handle that ends one study early ([`TuneConfig::stop`], [`Output::stop`]): after
+/// [`request`](Self::request), from any thread, the study ends as [`request_stop`] ends every
+/// study of the process — no new trial, running trials `stopped` at their next decision
+/// point, the best model tested, outputs written, the wall time used recorded (so that
+/// [`resume`] runs what is left of the budget). Other studies of the process go on.
+///
+/// ```
+/// use tuneforge_agent::tune::Stop;
+///
+/// let stop = Stop::default();
+/// let held_by_the_study = stop.clone();
+/// assert!(!held_by_the_study.requested());
+/// stop.request();
+/// assert!(held_by_the_study.requested() && !Stop::default().requested());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// Two handles are equal when they are the same handle (clones of one another).
+impl PartialEq for Stop {
+    fn eq(&self, other: &Stop) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Stop {}
+
+impl Stop {
+    /// Asks the studies holding this handle (or a clone of it) to end.
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this handle was [`request`](Self::request)ed, or every study was
+    /// ([`request_stop`]).
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) || stop_requested()
+    }
+}
+
 /// Wall time of the study: what earlier processes used plus this one's.
 struct Clock {
     offset: f64,
@@ -617,7 +665,7 @@ struct State<'a> {
 
 impl State<'_> {
     fn over(&self, ctx: &TrialContext<'_>) -> bool {
-        (ctx.elapsed)() >= self.budget_s || stop_requested()
+        (ctx.elapsed)() >= self.budget_s || self.config.stop.requested()
     }
 
     /// The starting configuration of trial `id`.

@@ -856,7 +856,7 @@ mod tune {
     use super::*;
     use tuneforge_agent::env::{Bounds, EnvConfig};
     use tuneforge_agent::store::{SqliteStore, StudyStore};
-    use tuneforge_agent::tune::{Strategy, TuneConfig, TuneSummary, resume, study_path, tune};
+    use tuneforge_agent::tune::{Output, Stop, Strategy, TuneConfig, TuneSummary, resume, study_path, tune};
     use tuneforge_monitor::ProgressMode;
 
     #[test]
@@ -982,6 +982,7 @@ mod tune {
             policy: None,
             progress: ProgressMode::Off,
             log_steps_every: 10,
+            stop: Default::default(),
             cosine: true,
             val_fraction: 0.2,
         }
@@ -1075,6 +1076,50 @@ mod tune {
         assert_eq!(again.trials.len(), summary.trials.len());
         assert_eq!(again.best.trial, summary.best.trial);
         assert_eq!(again.best.test_macro_f1, summary.best.test_macro_f1);
+    }
+
+    #[test]
+    fn a_stop_handle_ends_its_own_study_and_not_another_in_the_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let stopped = digits_study(Strategy::Random, 20.0);
+        let other = digits_study(Strategy::Random, 3.0);
+        let stop = stopped.stop.clone();
+        assert!(stop == stopped.stop && stop != other.stop);
+        let (sa, sb) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let mut ended = 0;
+                tune(&stopped, &repo_dirs(), &cache(), &Device::Cpu, &a, &mut |_| {
+                    ended += 1;
+                    if ended == 2 {
+                        stop.request();
+                    }
+                })
+            });
+            let b = s.spawn(|| tune(&other, &repo_dirs(), &cache(), &Device::Cpu, &b, &mut |_| {}));
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        // The stopped study ended after the trial that asked, with all its outputs; the
+        // other ran its whole budget.
+        assert_eq!(sa.trials.len(), 2, "{:?}", sa.trials.iter().map(|t| &t.status).collect::<Vec<_>>());
+        assert!(sa.wall_s < 20.0 && sb.wall_s >= 3.0, "{} {}", sa.wall_s, sb.wall_s);
+        assert!(sb.trials.len() > sa.trials.len(), "{} trials", sb.trials.len());
+        check_outputs(&a, &sa);
+        check_outputs(&b, &sb);
+
+        // Resumed with a handle of its own (`Output::stop`): it runs on from where it was,
+        // and ends again when that handle is asked, its budget not spent.
+        let output = Output { progress: ProgressMode::Off, log_steps_every: 10, stop: Stop::default() };
+        let again = output.stop.clone();
+        let mut ended = 0;
+        let resumed = resume(&a, &repo_dirs(), &cache(), &Device::Cpu, output, &mut |_| {
+            ended += 1;
+            again.request();
+        })
+        .unwrap();
+        assert_eq!((ended, resumed.trials.len()), (1, 3));
+        assert!(resumed.wall_s > sa.wall_s && resumed.wall_s < 20.0, "{} then {}", sa.wall_s, resumed.wall_s);
+        check_outputs(&a, &resumed);
     }
 
     #[test]

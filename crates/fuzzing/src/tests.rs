@@ -166,6 +166,7 @@ fn study_config_accepts_a_stored_config() {
         policy: None,
         progress: Default::default(),
         log_steps_every: 10,
+        stop: Default::default(),
         cosine: true,
         val_fraction: 0.2,
     };

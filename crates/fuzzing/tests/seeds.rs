@@ -160,6 +160,7 @@ fn study_configs(corpus: &Path) {
         policy: None,
         progress: Default::default(),
         log_steps_every: 10,
+        stop: Default::default(),
         cosine: false,
         val_fraction: 0.2,
     };

@@ -48,6 +48,7 @@
 //!     policy: None,
 //!     progress: ProgressMode::Off,
 //!     log_steps_every: 10,
+//!     stop: Default::default(),
 //!     cosine: true,
 //!     val_fraction: 0.2,
 //! };

@@ -53,6 +53,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         policy: None,
         progress: ProgressMode::Off,
         log_steps_every: 10,
+        stop: Default::default(),
         cosine: true,
         val_fraction: 0.2,
     }

@@ -161,7 +161,7 @@ impl Worker<'_> {
     }
 
     fn over(&self) -> bool {
-        (self.elapsed)() >= self.config.budget.as_secs_f64() || super::stop_requested()
+        (self.elapsed)() >= self.config.budget.as_secs_f64() || self.config.stop.requested()
     }
 
     /// The stored policy, or the prior before the first update.
@@ -413,7 +413,7 @@ pub fn work(
         // worker was given.
         let c = parse_study_config(
             &stored.config,
-            Output { progress: config.progress, log_steps_every: config.log_steps_every },
+            Output { progress: config.progress, log_steps_every: config.log_steps_every, stop: config.stop.clone() },
         )?;
         refuse(c.strategy)?;
         let json = |p: &Option<StudyPolicy>| serde_json::to_string(p).expect("policy serialises");
@@ -459,8 +459,9 @@ pub fn work(
         store_seconds: 0.0,
     };
     loop {
-        // Stopped (Ctrl-C): this worker's trial ended as `stopped`; it claims nothing more.
-        if super::stop_requested() {
+        // Stopped (Ctrl-C, `TuneConfig::stop`): this worker's trial ended as `stopped`; it
+        // claims nothing more.
+        if config.stop.requested() {
             break;
         }
         let allow_new = !w.over();
