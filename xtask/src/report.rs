@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use tuneforge_agent::store::StudyStore;
-use tuneforge_report::data::{Kept, Study};
+use tuneforge_report::data::{Following, Kept, Study};
 use tuneforge_report::{Error, Watcher, Written};
 
 use crate::tune::{Storage, parse_storage};
@@ -84,10 +84,10 @@ fn kept_study(args: &ReportArgs, url: &str) -> anyhow::Result<()> {
     if store.study()?.is_none() {
         bail!("no study named {name:?} in {}", store.target());
     }
-    let mut failures = 0;
+    let (mut failures, mut following) = (0, Following::default());
     loop {
-        // Each look reads the database and the workers' logs anew.
-        let written = Study::from_store(&dir, kept.clone(), &*store)
+        // Each look reads the database anew, and what the workers appended to their logs.
+        let written = Study::reload_from_store(&dir, kept.clone(), &*store, &mut following)
             .and_then(|study| tuneforge_report::write_study_report_refreshing(&dir, study, args.watch))
             .with_context(what);
         let Some(every) = args.watch else {

@@ -75,7 +75,8 @@ impl Source {
     }
 }
 
-/// The event logs of a folder's studies, followed across [`Source::reload`]s.
+/// The event logs of a folder's studies, followed across [`Source::reload`]s (or of a kept
+/// study's worker folders, across [`Study::reload_from_store`]s).
 #[derive(Debug, Default)]
 pub struct Following {
     logs: BTreeMap<PathBuf, TraceFollower>,
@@ -216,13 +217,41 @@ impl Study {
     /// its report goes. [`running`](Self::running) while incomplete: the store does not say
     /// whether workers still run.
     pub fn from_store(dir: &Path, kept: Kept, store: &dyn StudyStore) -> Result<Study> {
+        Study::read_store(dir, kept, store, None)
+    }
+
+    /// [`from_store`](Self::from_store) for a study read again and again while its workers
+    /// run (`report --storage … --watch`): `following` keeps each worker folder's event log
+    /// position and traces between calls, so only the events appended since the last call
+    /// are parsed (the store and the summaries are read anew).
+    pub fn reload_from_store(
+        dir: &Path,
+        kept: Kept,
+        store: &dyn StudyStore,
+        following: &mut Following,
+    ) -> Result<Study> {
+        Study::read_store(dir, kept, store, Some(following))
+    }
+
+    fn read_store(
+        dir: &Path,
+        kept: Kept,
+        store: &dyn StudyStore,
+        mut following: Option<&mut Following>,
+    ) -> Result<Study> {
         let mut notes = Vec::new();
         let mut pieces = Vec::new();
         let mut summaries = Vec::new();
         let folders = &kept.folders;
         for folder in folders {
             let mut folder_notes = Vec::new();
-            pieces.push(read_traces(&folder.join("events.jsonl"), &mut folder_notes)?);
+            pieces.push(match following.as_deref_mut() {
+                Some(f) => {
+                    let follower = f.logs.entry(folder.clone()).or_insert_with(|| TraceFollower::new(folder));
+                    follower.update(&mut folder_notes)?
+                }
+                None => read_traces(&folder.join("events.jsonl"), &mut folder_notes)?,
+            });
             notes.extend(folder_notes.into_iter().map(|n| format!("{}: {n}", folder.display())));
             if let Some(summary) = read_summary(folder)? {
                 summaries.push((summary, folder.clone()));

@@ -466,3 +466,44 @@ fn a_study_reloaded_as_its_log_grows_equals_one_read_at_once() {
         assert!(a.trace == b.trace, "after the restart: trial {} differs", a.row.id);
     }
 }
+
+/// A kept study's report read again and again as a worker's log grows
+/// (`Study::reload_from_store`, what `report --storage … --watch` does) has, after every
+/// piece, the traces and notes of the study read at once (`Study::from_store`). The store
+/// here is the study's own SQLite file through the same `StudyStore` trait a PostgreSQL
+/// study is read by; a second worker folder has no log yet.
+#[test]
+fn a_kept_study_reloaded_as_its_workers_logs_grow_equals_one_read_at_once() {
+    use tuneforge_agent::store::SqliteStore;
+    use tuneforge_agent::tune::study_path;
+    use tuneforge_report::data::{Following, Kept};
+    let tmp = tempfile::tempdir().unwrap();
+    let (w1, w2) = (tmp.path().join("w1"), tmp.path().join("w2"));
+    copy_dir(&bench_dir().join("pbt-seed3"), &w1);
+    std::fs::create_dir(&w2).unwrap();
+    let log = std::fs::read(w1.join("events.jsonl")).unwrap();
+    let store = SqliteStore::open_existing(&study_path(&w1)).unwrap();
+    let kept = Kept { study: "pbt-seed3".into(), target: "sqlite".into(), folders: vec![w1.clone(), w2.clone()] };
+    let out = tmp.path().join("report");
+    let mut following = Following::default();
+    for mut cut in [log.len() / 5, log.len() / 2 + 1, log.len() - 2, log.len()] {
+        if log.get(cut) == Some(&b'\n') {
+            cut -= 1;
+        }
+        std::fs::write(w1.join("events.jsonl"), &log[..cut]).unwrap();
+        if cut == log.len() {
+            // The second worker's log appears, empty: it has logged nothing yet.
+            std::fs::write(w2.join("events.jsonl"), b"").unwrap();
+        }
+        let once = Study::from_store(&out, kept.clone(), &store).unwrap();
+        let again = Study::reload_from_store(&out, kept.clone(), &store, &mut following).unwrap();
+        assert_eq!(once.notes, again.notes, "cut {cut}");
+        assert!(once.notes.iter().any(|n| n.contains("w2") && n.contains("events.jsonl")) == (cut < log.len()));
+        assert_eq!(once.trials.len(), again.trials.len());
+        for (a, b) in once.trials.iter().zip(&again.trials) {
+            assert!(a.trace == b.trace, "cut {cut}: trial {} differs", a.row.id);
+        }
+        let points: usize = again.trials.iter().map(|t| t.trace.points.len()).sum();
+        assert!(points > 0, "cut {cut}: no points");
+    }
+}
