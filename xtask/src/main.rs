@@ -97,7 +97,44 @@ impl TextArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_text(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Error: ` and the error, then its causes as anyhow writes them, less those the message
+/// before already ends with (our library errors say their cause in their own message,
+/// `PATH: No such file or directory`, and give it as their source too).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut last = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.ends_with(&text) {
+            causes.push(text.clone());
+        }
+        last = text;
+    }
+    let mut out = format!("Error: {e}");
+    match causes.len() {
+        0 => {}
+        1 => out.push_str(&format!("\n\nCaused by:\n    {}", causes[0])),
+        _ => {
+            out.push_str("\n\nCaused by:");
+            for (i, c) in causes.iter().enumerate() {
+                out.push_str(&format!("\n    {i}: {c}"));
+            }
+        }
+    }
+    out
+}
+
+fn run() -> anyhow::Result<()> {
     // The monitor's anomaly and rollback warnings are already printed by its progress view
     // (`train`), so by default only its errors go through tracing. No colour codes in logs.
     tracing_subscriber::fmt()
@@ -142,5 +179,37 @@ fn main() -> anyhow::Result<()> {
         Command::BenchTune(args) => bench_tune::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Study(args) => study::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use anyhow::Context;
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)")
+    }
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let io = tuneforge_loader::Error::Io { path: "/x.idx".into(), source: not_found() };
+        assert_eq!(error_text(&io.into()), "Error: /x.idx: No such file or directory (os error 2)");
+        // A context over it keeps it as the cause.
+        let e = Err::<(), _>(tuneforge_loader::Error::Io { path: "/x.idx".into(), source: not_found() })
+            .context("cannot read the model")
+            .unwrap_err();
+        assert_eq!(
+            error_text(&e),
+            "Error: cannot read the model\n\nCaused by:\n    /x.idx: No such file or directory (os error 2)"
+        );
+        // Causes not said before are kept, numbered as anyhow does.
+        let e = Err::<(), _>(not_found()).context("reading /y").context("cannot predict").unwrap_err();
+        assert_eq!(
+            error_text(&e),
+            "Error: cannot predict\n\nCaused by:\n    0: reading /y\n    1: No such file or directory (os error 2)"
+        );
+        let e = Err::<(), _>(not_found()).context("reading /y").unwrap_err();
+        assert_eq!(error_text(&e), "Error: reading /y\n\nCaused by:\n    No such file or directory (os error 2)");
     }
 }

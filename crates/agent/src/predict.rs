@@ -449,7 +449,7 @@ impl Predictor {
         };
         match &images {
             Images::Known { name, data } => self.check_shape(name, data.feature_shape())?,
-            Images::Idx(reader) => self.check_shape(reader.path(), &reader.dims()[1..])?,
+            Images::Idx(reader) => self.check_shape(reader.name(), &reader.dims()[1..])?,
         }
         Ok(images)
     }

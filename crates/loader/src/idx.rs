@@ -50,6 +50,7 @@ pub enum Access {
 /// A validated IDX array of unsigned bytes.
 pub struct IdxArray {
     path: PathBuf,
+    name: PathBuf,
     bytes: Bytes,
     dims: Vec<usize>,
     data_offset: usize,
@@ -82,7 +83,7 @@ impl IdxArray {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             (path.to_path_buf(), bytes)
         };
-        Self::from_bytes(file_path, Bytes::Owned(bytes), expected_magic)
+        Self::from_bytes(file_path, shown(path), Bytes::Owned(bytes), expected_magic)
     }
 
     /// Memory-maps and validates an IDX file. A `.gz` file is inflated once into `cache`
@@ -100,7 +101,7 @@ impl IdxArray {
         let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
         // SAFETY: the caller promises the file is not modified while mapped (see above).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&file_path, e))?;
-        Self::from_bytes(file_path, Bytes::Mapped(map), expected_magic)
+        Self::from_bytes(file_path, shown(path), Bytes::Mapped(map), expected_magic)
     }
 
     /// Opens with the given [`Access`].
@@ -115,14 +116,20 @@ impl IdxArray {
         }
     }
 
-    fn from_bytes(path: PathBuf, bytes: Bytes, expected_magic: u32) -> Result<Self> {
-        let (dims, data_offset) = parse_header(&path, &bytes, expected_magic)?;
-        Ok(IdxArray { path, bytes, dims, data_offset })
+    fn from_bytes(path: PathBuf, name: PathBuf, bytes: Bytes, expected_magic: u32) -> Result<Self> {
+        let (dims, data_offset) = parse_header(&name, &bytes, expected_magic)?;
+        Ok(IdxArray { path, name, bytes, dims, data_offset })
     }
 
     /// The file the bytes come from (the cache file for a `.gz` input).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file as errors name it: the path it was opened with, a `.gz` one as `PATH
+    /// (inflated)` (offsets are in its inflated bytes), never the cache file.
+    pub fn name(&self) -> &Path {
+        &self.name
     }
 
     /// Dimensions from the header.
@@ -175,6 +182,7 @@ impl IdxArray {
 #[derive(Debug)]
 pub struct IdxReader {
     path: PathBuf,
+    name: PathBuf,
     file: File,
     dims: Vec<usize>,
     data_offset: usize,
@@ -184,22 +192,28 @@ impl IdxReader {
     /// Opens `path` and validates its header; a `.gz` file is inflated once into `cache`
     /// and the cache file is read.
     pub fn open(path: &Path, expected_magic: u32, cache: &GzCache) -> Result<Self> {
+        let name = shown(path);
         let path = if is_gz(path) { cache.inflate(path)? } else { path.to_path_buf() };
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let file = File::open(&path).map_err(|e| Error::io(&name, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&name, e))?.len();
         // The longest header: magic and 255 dimensions.
         let mut header = Vec::with_capacity(4 + 4 * 255);
-        (&file).take(4 + 4 * 255).read_to_end(&mut header).map_err(|e| Error::io(&path, e))?;
-        let (dims, data_offset) = parse_header_of(&path, &header, len, expected_magic)?;
+        (&file).take(4 + 4 * 255).read_to_end(&mut header).map_err(|e| Error::io(&name, e))?;
+        let (dims, data_offset) = parse_header_of(&name, &header, len, expected_magic)?;
         if dims.is_empty() {
-            return Err(Error::IdxDims { path, dims: Vec::new() });
+            return Err(Error::IdxDims { path: name, dims: Vec::new() });
         }
-        Ok(IdxReader { path, file, dims, data_offset })
+        Ok(IdxReader { path, name, file, dims, data_offset })
     }
 
     /// The file read (the cache file for a `.gz` input).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file as errors name it (see [`IdxArray::name`]).
+    pub fn name(&self) -> &Path {
+        &self.name
     }
 
     /// Dimensions from the header.
@@ -231,8 +245,8 @@ impl IdxReader {
         out.clear();
         out.resize((end - start) * row, 0);
         let offset = (self.data_offset + start * row) as u64;
-        self.file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&self.path, e))?;
-        self.file.read_exact(out).map_err(|e| Error::io(&self.path, e))
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&self.name, e))?;
+        self.file.read_exact(out).map_err(|e| Error::io(&self.name, e))
     }
 }
 
@@ -291,6 +305,11 @@ fn parse_header_of(path: &Path, bytes: &[u8], len: u64, expected_magic: u32) -> 
 fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     let b = bytes.get(offset..offset + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// `path` as errors about its contents name it: a `.gz` file as `PATH (inflated)`.
+fn shown(path: &Path) -> PathBuf {
+    if is_gz(path) { PathBuf::from(format!("{} (inflated)", path.display())) } else { path.to_path_buf() }
 }
 
 fn is_gz(path: &Path) -> bool {
@@ -463,9 +482,9 @@ impl IdxDataset {
                 what: "IDX pair",
                 why: format!(
                     "{} has rank {} (need at least 2) and {} has rank {} (need 1)",
-                    images.path().display(),
+                    images.name().display(),
                     images.dims().len(),
-                    labels.path().display(),
+                    labels.name().display(),
                     labels.dims().len()
                 ),
             });
@@ -473,16 +492,16 @@ impl IdxDataset {
         let (n_images, n_labels) = (images.dims()[0], labels.dims()[0]);
         if n_images != n_labels {
             return Err(Error::CountMismatch {
-                images: images.path().to_path_buf(),
+                images: images.name().to_path_buf(),
                 image_count: n_images,
-                labels: labels.path().to_path_buf(),
+                labels: labels.name().to_path_buf(),
                 label_count: n_labels,
             });
         }
         let classes = label_names.len();
         if let Some(row) = labels.data().iter().position(|&l| l as usize >= classes) {
             return Err(Error::LabelOutOfRange {
-                path: labels.path().to_path_buf(),
+                path: labels.name().to_path_buf(),
                 row,
                 offset: (labels.data_offset() + row) as u64,
                 label: labels.data()[row] as u64,

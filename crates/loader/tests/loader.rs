@@ -138,6 +138,9 @@ fn idx_reader_refuses_what_idx_array_refuses_and_a_file_cut_later_is_an_error() 
             let array = IdxArray::open(&p, IMAGES_MAGIC, Some(&cache)).unwrap_err().to_string();
             let reader = IdxReader::open(&p, IMAGES_MAGIC, &cache).unwrap_err().to_string();
             assert_eq!(reader, array, "{file}");
+            // The file given, not the cache it was inflated into.
+            let named = if gzipped { format!("{} (inflated): ", p.display()) } else { format!("{}: ", p.display()) };
+            assert!(reader.starts_with(&named) && !reader.contains("cache"), "{reader}");
         }
     }
     let err = IdxReader::open(&tmp.path().join("nope"), IMAGES_MAGIC, &cache).unwrap_err();
