@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use tuneforge_agent::data::{DataSource, prepare};
-use tuneforge_loader::{DataDirs, Dataset, GzCache, InMemory, Known};
+use tuneforge_loader::{Dataset, InMemory, Known};
 use tuneforge_model::{Model, ModelSpec, WidenOptions};
 use tuneforge_optim::{AdamConfig, Optimizer, OptimizerConfig};
 
@@ -128,8 +128,8 @@ fn cores_busy(cpu_before: Option<f64>, wall_s: f64) -> Option<f64> {
 
 pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
     let device = crate::train::parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let (spec, train, test, scale, tokens) = if args.dataset == "fashion-mnist" {
         let train = dirs.open(Known::FashionMnistTrain, &cache).context("bench-step needs Fashion-MNIST")?;
         let test = dirs.open(Known::FashionMnistTest, &cache)?;

@@ -15,7 +15,6 @@ use anyhow::{Context, bail};
 use clap::{Args, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use tuneforge_agent::tune::{Strategy, TuneSummary, tune};
-use tuneforge_loader::{DataDirs, GzCache};
 
 use crate::DataArgs;
 use crate::tune::{self, TuneArgs};
@@ -354,8 +353,8 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let total = studies.len();
     let mut runs = Vec::new();
     crate::tune::stop_on_interrupt("`cargo xtask tune --resume DIR` of the interrupted study".into());

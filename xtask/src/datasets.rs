@@ -1,13 +1,13 @@
 //! `cargo xtask datasets`: what can be found, and is it intact.
 
 use anyhow::{Context, bail};
-use tuneforge_loader::{DataDirs, Error, GzCache, Known};
+use tuneforge_loader::{Error, Known};
 
 use crate::DataArgs;
 
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
-    let dirs = DataDirs::resolve(args.data_dir.as_deref());
-    let cache = args.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.dirs();
+    let cache = args.cache();
     println!(
         "data directories: {}",
         dirs.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -29,7 +29,12 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         let shape = ds.feature_shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
         let counts = ds.class_counts();
         println!("{:<20} {:>6} {:>8} {:>7}  {:?}", known.name(), ds.len(), shape, ds.num_classes(), counts);
-        println!("{:<20} {:>6} {:>8} {:>7}  {}", "", "", "", "", files[0].display());
+        let place = if dirs.is_builtin(&files[0]) {
+            format!("built in (in no data directory; read from its copy {})", files[0].display())
+        } else {
+            files[0].display().to_string()
+        };
+        println!("{:<20} {:>6} {:>8} {:>7}  {place}", "", "", "", "");
     }
     if !missing.is_empty() {
         println!("\nnot found:");

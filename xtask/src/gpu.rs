@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tuneforge_loader::{DataDirs, GzCache, InMemory, Known};
+use tuneforge_loader::{InMemory, Known};
 use tuneforge_model::{Model, ModelSpec, WidenOptions};
 use tuneforge_optim::{AdamConfig, AdamWConfig, Optimizer, OptimizerConfig, SgdConfig};
 
@@ -338,8 +338,8 @@ fn model_checks(name: &str, device: &Device, mem: &InMemory, out: &mut Vec<Check
 
 pub fn check(args: &GpuCheckArgs) -> anyhow::Result<()> {
     let device = crate::train::parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let train = dirs.open(Known::FashionMnistTrain, &cache).context("gpu-check needs Fashion-MNIST")?;
     let mem = InMemory::copy_of(&*train)?;
     let mut checks = Vec::new();
@@ -456,7 +456,7 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
     std::fs::remove_file(&stripped)?;
 
     // Fashion-MNIST, the PyTorch reference and the run script.
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
+    let dirs = args.data.dirs();
     for split in [Known::FashionMnistTrain, Known::FashionMnistTest] {
         for f in dirs.locate(split).context("the bundle carries Fashion-MNIST")? {
             let name = f.file_name().context("a dataset file has a name")?;

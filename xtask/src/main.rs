@@ -78,6 +78,22 @@ pub struct DataArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl DataArgs {
+    /// The data directories (`--data-dir`, else `$TUNEFORGE_DATA`, else `./datasets`), with
+    /// the built-in datasets written into the cache's `builtin/` when none has them.
+    pub fn dirs(&self) -> tuneforge_loader::DataDirs {
+        tuneforge_loader::DataDirs::resolve(self.data_dir.as_deref()).builtin_in(self.cache().dir().join("builtin"))
+    }
+
+    /// The cache of inflated `.gz` files (`--cache-dir`, else the default location).
+    pub fn cache(&self) -> tuneforge_loader::GzCache {
+        self.cache_dir
+            .clone()
+            .map(tuneforge_loader::GzCache::new)
+            .unwrap_or_else(tuneforge_loader::GzCache::default_location)
+    }
+}
+
 /// Options of text datasets (`jsonl:PATH`, or `csv:PATH` with `--text COLUMN`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TextArgs {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tuneforge_agent::predict::{BATCH, Input, PredictionWriter, Predictor, RowChunks};
 use tuneforge_eval::ConfusionMatrix;
-use tuneforge_loader::{DataDirs, GzCache};
 
 use crate::DataArgs;
 use crate::train::parse_device;
@@ -67,8 +66,8 @@ struct Tally {
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let predictor = Predictor::load(&args.model, &device)?;
     let input = Input::parse(&args.dataset)?;
     let width = predictor.model().spec().input.iter().product();

@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use candle_core::Device;
 use tuneforge_agent::data::DataSource;
 use tuneforge_agent::run::{RunConfig, RunEvent, train};
-use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::{MonitorConfig, ProgressMode};
 use tuneforge_optim::{AdamConfig, AdamWConfig, OptimizerConfig, ScheduleConfig, SgdConfig};
 
@@ -149,8 +148,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         inject_nan_at: args.inject_nan_at,
     };
     let device = parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     // The monitor draws the progress: a bar on a terminal, plain lines under CI or when stderr
     // is not a terminal; anomalies, rollbacks, epochs and evaluations are printed as they come.
     let monitor = MonitorConfig {

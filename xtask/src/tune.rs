@@ -13,7 +13,6 @@ use tuneforge_agent::store::postgres::PgOptions;
 use tuneforge_agent::tune::{
     Output, Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions, resume, study_path, tune, work,
 };
-use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::ProgressMode;
 
 use crate::{DataArgs, TextArgs};
@@ -496,8 +495,8 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     }
     let args = &args;
     let device = crate::train::parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let (summary, out) = match &args.resume {
         Some(dir) => {
             let config = tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?;
@@ -575,8 +574,8 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
         args.out.clone()
     };
     let device = crate::train::parse_device(&args.device)?;
-    let dirs = DataDirs::resolve(args.data.data_dir.as_deref());
-    let cache = args.data.cache_dir.clone().map(GzCache::new).unwrap_or_else(GzCache::default_location);
+    let dirs = args.data.dirs();
+    let cache = args.data.cache();
     let worker = options.worker.clone();
     let mut store = PostgresStore::open(url, study, options)?;
     eprintln!(

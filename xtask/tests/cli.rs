@@ -30,6 +30,37 @@ fn datasets_lists_the_committed_csvs_with_their_class_counts() {
     assert!(stdout.contains("TUNEFORGE_DATA"), "{stdout}");
 }
 
+/// Run anywhere (not the repository root, no data directory holding them), digits and
+/// biopsy are read from the copies built into the binary.
+#[test]
+fn builtin_datasets_work_outside_the_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (empty, cache) = (tmp.path().join("empty"), tmp.path().join("cache"));
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .args(["--data-dir", empty.to_str().unwrap(), "--cache-dir", cache.to_str().unwrap()])
+            .current_dir(tmp.path())
+            .env_remove("TUNEFORGE_DATA")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["datasets"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("digits                 1797       64      10  [178, 182, 177"), "{stdout}");
+    assert!(stdout.contains("biopsy                  699        9       2  [458, 241]"), "{stdout}");
+    assert_eq!(stdout.matches("built in (in no data directory; read from its copy").count(), 2, "{stdout}");
+    assert!(stdout.contains(&cache.join("builtin").display().to_string()), "{stdout}");
+
+    let out = run(&["train", "--dataset", "biopsy", "--epochs", "2", "--out", "b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("b/summary.json")).unwrap()).unwrap();
+    assert!(summary["test_macro_f1"].as_f64().unwrap() > 0.8, "{summary}");
+}
+
 #[test]
 fn datasets_exits_non_zero_naming_a_corrupt_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
 //! Finding the datasets tuneforge knows by name.
 //!
-//! Small datasets (digits, biopsy) are committed in the repository's `datasets/`; large
-//! ones (Fashion-MNIST) live in a data directory given by `--data-dir` or
-//! `TUNEFORGE_DATA`. [`DataDirs`] is that search path; [`DataDirs::open`] opens a
-//! [`Known`] dataset from the first directory that has it, and otherwise fails with
+//! Small datasets (digits, biopsy) are committed in the repository's `datasets/` and built
+//! into tuneforge too; large ones (Fashion-MNIST) live in a data directory given by
+//! `--data-dir` or `TUNEFORGE_DATA`. [`DataDirs`] is that search path; [`DataDirs::open`]
+//! opens a [`Known`] dataset from the first directory that has it — a built-in one that none
+//! has from its copy in the cache ([`DataDirs::builtin_in`]) — and otherwise fails with
 //! [`Error::NotFound`] listing every path it tried.
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,17 @@ impl Known {
         }
     }
 
+    /// The CSV file built into tuneforge for this dataset (digits, biopsy: the repository's
+    /// `datasets/`, 296 KB together), used when no data directory has it; `None` for
+    /// Fashion-MNIST.
+    pub fn builtin(self) -> Option<&'static [u8]> {
+        match self {
+            Known::Digits => Some(include_bytes!("../../../datasets/digits.csv")),
+            Known::Biopsy => Some(include_bytes!("../../../datasets/biopsy.csv")),
+            Known::FashionMnistTrain | Known::FashionMnistTest => None,
+        }
+    }
+
     /// The CSV options this dataset is read with.
     pub fn csv_options(self) -> Option<CsvOptions> {
         match self {
@@ -113,12 +125,22 @@ impl std::fmt::Display for Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDirs {
     dirs: Vec<PathBuf>,
+    builtin: PathBuf,
 }
 
 impl DataDirs {
-    /// Exactly these directories, in order.
+    /// Exactly these directories, in order; a built-in dataset none of them has is written
+    /// into `builtin/` of the default [`GzCache`] location.
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        DataDirs { dirs }
+        DataDirs { dirs, builtin: GzCache::default_location().dir().join("builtin") }
+    }
+
+    /// Where a built-in dataset ([`Known::builtin`]) that no directory has is written to be
+    /// read (`DIR/digits.HASH.csv`, once, through a temporary file and a rename): the
+    /// `builtin/` folder of the cache given by `--cache-dir`, say.
+    pub fn builtin_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.builtin = dir.into();
+        self
     }
 
     /// The usual search path: `explicit` (a `--data-dir` flag) if given; else the
@@ -139,7 +161,7 @@ impl DataDirs {
     }
 
     /// The files of `dataset` (one path per file), from the first directory that has all
-    /// of them.
+    /// of them; for a built-in dataset that none has, its copy in the cache.
     pub fn locate(&self, dataset: Known) -> Result<Vec<PathBuf>> {
         let mut searched = Vec::new();
         for dir in &self.dirs {
@@ -158,18 +180,32 @@ impl DataDirs {
                 return Ok(found);
             }
         }
-        let hint = match dataset {
-            Known::FashionMnistTrain | Known::FashionMnistTest => {
-                "Fashion-MNIST is not committed: put its four IDX files (raw or .gz) in DIR/fashion-mnist/ \
-                 and pass --data-dir DIR or set TUNEFORGE_DATA=DIR (in this repository's checkout: \
-                 TUNEFORGE_DATA=../shared/datasets)"
-            }
-            Known::Digits | Known::Biopsy => {
-                "it is committed in the repository's datasets/ folder: run from the repository root, \
-                 or pass --data-dir / set TUNEFORGE_DATA to a folder that has it"
-            }
-        };
+        if let Some(bytes) = dataset.builtin() {
+            return Ok(vec![self.write_builtin(dataset, bytes)?]);
+        }
+        let hint = "Fashion-MNIST is not committed: put its four IDX files (raw or .gz) in DIR/fashion-mnist/ \
+                    and pass --data-dir DIR or set TUNEFORGE_DATA=DIR (in this repository's checkout: \
+                    TUNEFORGE_DATA=../shared/datasets)";
         Err(Error::NotFound { name: dataset.name().to_string(), searched, hint: hint.to_string() })
+    }
+
+    /// `true` if `path` is a built-in dataset's copy written by [`locate`](Self::locate).
+    pub fn is_builtin(&self, path: &Path) -> bool {
+        path.parent() == Some(self.builtin.as_path())
+    }
+
+    /// The copy of a built-in dataset in the cache, written once (named by its content's
+    /// hash: a later version's data is another file).
+    fn write_builtin(&self, dataset: Known, bytes: &[u8]) -> Result<PathBuf> {
+        let hash = xxhash_rust::xxh3::xxh3_128(bytes);
+        let path = self.builtin.join(format!("{}.{hash:032x}.csv", dataset.name()));
+        if path.is_file() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&self.builtin).map_err(|e| Error::io(&self.builtin, e))?;
+        crate::atomic::write_atomic(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        tracing::debug!(dataset = dataset.name(), path = %path.display(), "built-in dataset written");
+        Ok(path)
     }
 
     /// Opens `dataset`. IDX files are inflated once into `cache` and memory-mapped.

@@ -731,3 +731,35 @@ fn large_batches_gathered_in_parallel_equal_rows_read_one_by_one() {
         }
     }
 }
+
+/// digits and biopsy are built in: found with no data directory holding them, written once
+/// into the given folder, byte for byte the committed files, and read as they are.
+#[test]
+fn builtin_datasets_need_no_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let builtin = tmp.path().join("cache/builtin");
+    let dirs = DataDirs::new(vec![tmp.path().join("empty")]).builtin_in(&builtin);
+    let repo = DataDirs::new(vec![repo_datasets()]).builtin_in(tmp.path().join("unused"));
+    let cache = shared_cache();
+    for (known, file) in [(Known::Digits, "digits.csv"), (Known::Biopsy, "biopsy.csv")] {
+        let path = dirs.locate(known).unwrap().remove(0);
+        assert!(path.starts_with(&builtin) && dirs.is_builtin(&path), "{}", path.display());
+        assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(repo_datasets().join(file)).unwrap());
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(dirs.locate(known).unwrap(), [path.clone()]);
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified, "written once");
+        let (a, b) = (dirs.open(known, &cache).unwrap(), repo.open(known, &cache).unwrap());
+        assert_eq!((a.len(), a.feature_shape(), a.class_counts()), (b.len(), b.feature_shape(), b.class_counts()));
+        let mut rows = (vec![0f32; a.len() * a.feature_len()], vec![0f32; b.len() * b.feature_len()]);
+        a.read_rows(0, a.len(), &mut rows.0).unwrap();
+        b.read_rows(0, b.len(), &mut rows.1).unwrap();
+        assert!(rows.0.iter().zip(&rows.1).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // A data directory that has it comes first.
+        let found = repo.locate(known).unwrap().remove(0);
+        assert!(found.starts_with(repo_datasets()) && !repo.is_builtin(&found), "{}", found.display());
+    }
+    // Only the two files, no temporary ones.
+    assert_eq!(std::fs::read_dir(&builtin).unwrap().count(), 2);
+    // Fashion-MNIST is not built in.
+    assert!(matches!(dirs.locate(Known::FashionMnistTest), Err(Error::NotFound { .. })));
+}
