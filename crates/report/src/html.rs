@@ -19,10 +19,11 @@ const MAX_POINTS: usize = 300;
 const STYLE: &str = "
 body{font-family:sans-serif;margin:1.5em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}
-figure{margin:.8em 0}figcaption{font-size:.8em;color:#555}
+figure{margin:.8em 0;max-width:100%}figcaption{font-size:.8em;color:#555}
+figure svg{display:block;max-width:100%;height:auto}
 .incomplete{background:#fff4e0;border:1px solid #f0b040;padding:.6em;border-radius:4px}
 .note{color:#555;font-size:.85em}
 details{margin:.6em 0;border:1px solid #ddd;border-radius:4px;padding:.4em .8em}

@@ -426,6 +426,36 @@ fn the_report_renders_in_headless_chromium() {
     eprintln!("screenshot: mean luma {mean:.1}, variance {variance:.1}, dark pixels {:.2}%", dark * 100.0);
     assert!(variance > 100.0, "blank page? luma variance {variance}");
     assert!(dark > 0.005, "almost nothing drawn: {:.3}% dark pixels", dark * 100.0);
+
+    // In a narrow window (a laptop's half screen) nothing sticks out of the page: charts
+    // shrink to its width, wide tables scroll inside themselves. The page has no script; a
+    // copy with one measures the layout into the DOM.
+    let measured = tmp.path().join("measured.html");
+    let probe = "<script>const w = innerWidth; document.body.setAttribute('data-layout', JSON.stringify({\
+        page: document.documentElement.scrollWidth, window: w, \
+        wider: [...document.querySelectorAll('svg, table, figure')].filter(e => e.getBoundingClientRect().right > w + 0.5).length, \
+        charts: [...document.querySelectorAll('figure.chart svg')].map(e => Math.round(e.getBoundingClientRect().width))}));</script></body>";
+    std::fs::write(&measured, std::fs::read_to_string(&written.path).unwrap().replace("</body>", probe)).unwrap();
+    for width in [700, 1100] {
+        let out = run_chromium(
+            &bin,
+            &[&format!("--window-size={width},1000"), "--dump-dom"],
+            &format!("file://{}", measured.display()),
+        );
+        let dom = String::from_utf8(out.stdout).unwrap();
+        let json = dom
+            .split("data-layout=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_else(|| panic!("no layout in {dom:.300}"));
+        let layout: serde_json::Value = serde_json::from_str(&json.replace("&quot;", "\"")).unwrap();
+        let window = layout["window"].as_u64().unwrap();
+        assert!(layout["page"].as_u64().unwrap() <= window, "{width}: the page scrolls sideways: {layout}");
+        assert_eq!(layout["wider"], 0, "{width}: {layout}");
+        let charts = layout["charts"].as_array().unwrap();
+        assert_eq!(charts.len(), written.charts, "{layout}");
+        assert!(charts.iter().all(|w| w.as_u64().unwrap() <= window), "{width}: {layout}");
+    }
 }
 
 /// A study read again and again as its event log grows (`Source::reload`, what `report
