@@ -71,7 +71,7 @@ fn kept_study(args: &ReportArgs, url: &str) -> anyhow::Result<()> {
     let Some(name) = &args.study else {
         bail!("--storage postgres://... needs --study NAME (a database holds many studies)");
     };
-    let place = crate::study::Where { storage: url.to_string(), study: Some(name.clone()) };
+    let place = crate::study::Where::database(url, name);
     let store = crate::study::open_pg(&place)?;
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
     for folder in &args.worker_dirs {

@@ -1,6 +1,7 @@
 //! `cargo xtask study list|show|export --storage URL`: look at studies without running a
 //! worker (SQLite study folders and PostgreSQL databases alike).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,9 +40,12 @@ pub enum StudyCommand {
 /// Which store and study.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Where {
+    /// A `tune --out` folder (the same as --storage sqlite://DIR/study.sqlite).
+    #[arg(value_name = "DIR", required_unless_present = "storage", conflicts_with = "storage")]
+    pub dir: Option<PathBuf>,
     /// sqlite://DIR/study.sqlite or postgres://USER[:PASSWORD]@HOST:PORT/DB.
     #[arg(long, value_name = "URL")]
-    pub storage: String,
+    pub storage: Option<String>,
     /// The study (needed for show and export with PostgreSQL storage).
     #[arg(long, value_name = "NAME")]
     pub study: Option<String>,
@@ -113,8 +117,23 @@ impl Opened {
     }
 }
 
+impl Where {
+    /// The store of a study kept in a database.
+    pub fn database(url: &str, study: &str) -> Where {
+        Where { dir: None, storage: Some(url.to_string()), study: Some(study.to_string()) }
+    }
+
+    fn storage(&self) -> anyhow::Result<Storage> {
+        match (&self.dir, &self.storage) {
+            (Some(dir), _) => Ok(Storage::Sqlite(dir.clone())),
+            (None, Some(url)) => parse_storage(url),
+            (None, None) => bail!("give a study folder (DIR) or --storage URL"),
+        }
+    }
+}
+
 fn open(place: &Where, need_study: bool) -> anyhow::Result<Opened> {
-    match parse_storage(&place.storage)? {
+    match place.storage()? {
         Storage::Sqlite(dir) => {
             let store = SqliteStore::open_existing(&dir.join("study.sqlite"))?;
             let name = place.study.clone().unwrap_or_else(|| dir.display().to_string());
@@ -170,10 +189,24 @@ pub fn export(place: &Where) -> anyhow::Result<Export> {
 }
 
 fn place_name(place: &Where) -> String {
-    tuneforge_agent::store::postgres::redact_url(&place.storage)
+    match (&place.dir, &place.storage) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, Some(url)) => tuneforge_agent::store::postgres::redact_url(url),
+        (None, None) => "-".into(),
+    }
 }
 
 pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
+    match print(args, &mut std::io::stdout().lock()) {
+        // A reader that stops early (`| head`) is not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
     match &args.command {
         StudyCommand::List(place) => {
             let listings: Vec<StudyListing> = match open(place, false)? {
@@ -191,16 +224,18 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     }]
                 }
             };
-            println!(
+            writeln!(
+                out,
                 "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10} {:>10} {:>12}",
                 "study", "strategy", "dataset", "trials", "open", "budget s", "elapsed s", "best val F1"
-            );
+            )?;
             for l in &listings {
                 let trials = match l.max_trials {
                     Some(m) => format!("{}/{m}", l.trials),
                     None => l.trials.to_string(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10.1} {:>10.1} {:>12}",
                     l.name,
                     l.study.strategy,
@@ -210,15 +245,16 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     l.study.budget_s,
                     l.study.elapsed_s,
                     l.best.map_or("-".into(), |(id, f)| format!("{f:.4} (#{id})"))
-                );
+                )?;
             }
             if listings.is_empty() {
-                println!("(no studies in {})", place_name(place));
+                writeln!(out, "(no studies in {})", place_name(place))?;
             }
         }
         StudyCommand::Show(place) => {
             let e = export(place)?;
-            println!(
+            writeln!(
+                out,
                 "study {}: {} on {}, seed {}, budget {:.1} s, elapsed {:.1} s, {} trials",
                 e.name,
                 e.study.strategy,
@@ -227,13 +263,15 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                 e.study.budget_s,
                 e.study.elapsed_s,
                 e.trials.len()
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "{:>5} {:<10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
                 "trial", "status", "val F1", "reward", "decisions", "rows", "resumed", "pid"
-            );
+            )?;
             for t in &e.trials {
-                println!(
+                writeln!(
+                    out,
                     "{:>5} {:<10} {:>9} {:>+9.3} {:>9} {:>7} {:>8} {:>7}",
                     t.trial.id,
                     t.trial.status.split(':').next().unwrap_or(""),
@@ -243,19 +281,19 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     t.decisions_rows.len(),
                     if t.trial.resumed { "yes" } else { "no" },
                     t.trial.pid
-                );
+                )?;
             }
             match &e.best {
-                Some(b) => println!("best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1),
-                None => println!("best: none yet (no finished trial)"),
+                Some(b) => writeln!(out, "best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1)?,
+                None => writeln!(out, "best: none yet (no finished trial)")?,
             }
         }
-        StudyCommand::Export { place, out } => {
+        StudyCommand::Export { place, out: file } => {
             let e = export(place)?;
             let json = serde_json::to_string_pretty(&e)?;
-            match out {
+            match file {
                 Some(path) => tuneforge_agent::run::write_atomic(path, json.as_bytes())?,
-                None => println!("{json}"),
+                None => writeln!(out, "{json}")?,
             }
         }
     }

@@ -614,3 +614,50 @@ fn report_watch_follows_a_running_study_to_its_end_or_its_kill() {
         }
     }
 }
+
+/// `study list|show|export DIR` read a tune folder as `--storage sqlite://DIR/study.sqlite`
+/// does, agree with its summary.json, and a reader that stops early (`| head`) is no error.
+#[test]
+fn study_commands_read_a_tune_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let d = dir.to_str().unwrap();
+    let out = xtask(&["tune", "--budget", "2s", "--out", d, "--data-dir", data.to_str().unwrap(), "--progress", "off"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let (best, trials) = (summary["best"]["trial"].as_u64().unwrap(), summary["trials"].as_array().unwrap().len());
+    let stdout = |args: &[&str]| {
+        let out = xtask(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let storage = format!("sqlite://{d}/study.sqlite");
+    let export = stdout(&["study", "export", d]);
+    assert_eq!(export, stdout(&["study", "export", "--storage", &storage]));
+    let json: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!((json["best"]["trial"].as_u64(), json["trials"].as_array().unwrap().len()), (Some(best), trials));
+    let show = stdout(&["study", "show", d]);
+    assert!(show.contains(&format!("{trials} trials")) && show.contains(&format!("best: trial {best} ")), "{show}");
+    let list = stdout(&["study", "list", d]);
+    assert!(list.lines().nth(1).unwrap().contains(&format!(" {trials} ")), "{list}");
+    // Both a folder and --storage, or neither: refused by the parser.
+    for args in [&["study", "list", d, "--storage", &storage][..], &["study", "show"][..]] {
+        let out = xtask(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    // `study export DIR | head -c 10`: the pipe closes early, the command still succeeds.
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["study", "export", d])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
