@@ -250,6 +250,6 @@ pub fn run(args: &BenchStepArgs) -> anyhow::Result<()> {
         widen_ms,
         narrow_ms,
     };
-    println!("{}", serde_json::to_string(&record)?);
+    outln!("{}", serde_json::to_string(&record)?);
     Ok(())
 }

@@ -342,10 +342,10 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     let device = crate::train::parse_device(&args.device)?;
     if args.dry_run {
         for (strategy, seed, out, config) in &studies {
-            println!("{strategy} seed {seed}: {:?} into {}", config.budget, out.display());
+            outln!("{strategy} seed {seed}: {:?} into {}", config.budget, out.display());
         }
         let compared = args.compare.as_ref().map_or(String::new(), |p| format!(", comparable with {}", p.display()));
-        println!(
+        outln!(
             "dry run: {} studies, {:.0} min in all; {dataset}, {model}, λ {lambda}, trials of {trial_steps} steps, \
              decisions every {decision_steps}{compared}; nothing run",
             studies.len(),
@@ -373,7 +373,7 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
             std::process::exit(130);
         }
         let r = run_result(strategy, *seed, out, &summary);
-        println!(
+        outln!(
             "[{}/{total}] {strategy} seed {seed}: best val macro-F1 {:.4}, test macro-F1 {:.4}, {:.0} samples/s, \
              reward {:+.4}, {} trials, {:.1} s",
             i + 1,
@@ -418,8 +418,8 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     let doc =
         replace_section(&read_doc(&args.doc)?, &section).with_context(|| format!("--doc {}", args.doc.display()))?;
     write_atomic(&args.doc, doc.as_bytes())?;
-    println!("\n{}", table(&report));
-    println!(
+    outln!("\n{}", table(&report));
+    outln!(
         "wrote {} and the bench-tune section of {} (charts: cargo xtask report {})",
         json_path.display(),
         args.doc.display(),
@@ -427,10 +427,10 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     );
     if let Some(path) = &args.compare {
         if report.regressions.is_empty() {
-            println!("no regression against {}", path.display());
+            outln!("no regression against {}", path.display());
         }
         for r in &report.regressions {
-            println!("REGRESSED {r}");
+            outln!("REGRESSED {r}");
         }
     }
     if !report.regressions.is_empty() {

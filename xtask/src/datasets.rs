@@ -8,18 +8,15 @@ use crate::DataArgs;
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     let dirs = args.dirs();
     let cache = args.cache();
-    println!(
-        "data directories: {}",
-        dirs.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-    );
-    println!("gz cache: {}\n", cache.dir().display());
-    println!("{:<20} {:>6} {:>8} {:>7}  per-class counts / location", "dataset", "rows", "shape", "classes");
+    outln!("data directories: {}", dirs.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+    outln!("gz cache: {}\n", cache.dir().display());
+    outln!("{:<20} {:>6} {:>8} {:>7}  per-class counts / location", "dataset", "rows", "shape", "classes");
     let mut missing = Vec::new();
     for known in Known::ALL {
         let files = match dirs.locate(known) {
             Ok(files) => files,
             Err(e @ Error::NotFound { .. }) => {
-                println!("{:<20} {:>6}", known.name(), "-");
+                outln!("{:<20} {:>6}", known.name(), "-");
                 missing.push(e);
                 continue;
             }
@@ -28,18 +25,18 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         let ds = dirs.open(known, &cache).with_context(|| format!("dataset {known} is unreadable"))?;
         let shape = ds.feature_shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
         let counts = ds.class_counts();
-        println!("{:<20} {:>6} {:>8} {:>7}  {:?}", known.name(), ds.len(), shape, ds.num_classes(), counts);
+        outln!("{:<20} {:>6} {:>8} {:>7}  {:?}", known.name(), ds.len(), shape, ds.num_classes(), counts);
         let place = if dirs.is_builtin(&files[0]) {
             format!("built in (in no data directory; read from its copy {})", files[0].display())
         } else {
             files[0].display().to_string()
         };
-        println!("{:<20} {:>6} {:>8} {:>7}  {place}", "", "", "", "");
+        outln!("{:<20} {:>6} {:>8} {:>7}  {place}", "", "", "", "");
     }
     if !missing.is_empty() {
-        println!("\nnot found:");
+        outln!("\nnot found:");
         for e in &missing {
-            println!("  {e}");
+            outln!("  {e}");
         }
     }
     if missing.len() == Known::ALL.len() {

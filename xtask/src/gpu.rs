@@ -355,7 +355,7 @@ pub fn check(args: &GpuCheckArgs) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|c| !c.passed).count();
     for c in &checks {
         let line = serde_json::to_string(c)?;
-        println!("{line}");
+        outln!("{line}");
         if let Some(f) = file.as_mut() {
             writeln!(f, "{line}").context("writing --out")?;
         }
@@ -476,15 +476,11 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
     }
     std::fs::write(out.join("MANIFEST.txt"), &listing)?;
     print!("{listing}");
-    println!("{total:>12}  in all ({:.1} MiB of the device tool's 64 MiB)", total as f64 / (1 << 20) as f64);
+    outln!("{total:>12}  in all ({:.1} MiB of the device tool's 64 MiB)", total as f64 / (1 << 20) as f64);
     if total > BUNDLE_LIMIT {
         bail!("{} holds {total} bytes, more than the 64 MiB the device tool carries", out.display());
     }
-    println!(
-        "run it: the device tool's run with carry [\"{}\"], command `bash {}/run.sh`",
-        out.display(),
-        out.display()
-    );
+    outln!("run it: the device tool's run with carry [\"{}\"], command `bash {}/run.sh`", out.display(), out.display());
     Ok(())
 }
 

@@ -14,6 +14,33 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `println!` to a standard output that may close early (`| head`): once a write fails,
+/// later lines are dropped and the command goes on to its end (its files are still
+/// written); a failure other than a closed pipe is said once on stderr.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::out_line(format_args!($($arg)*))
+    };
+}
+
+/// Set once standard output could not be written ([`outln!`]).
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn out_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if STDOUT_FAILED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        STDOUT_FAILED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write to standard output ({e}); its lines are dropped from here on");
+        }
+    }
+}
+
 mod bench;
 mod bench_tune;
 mod datasets;

@@ -60,7 +60,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     };
     let Some(every) = args.watch else {
         let written = tuneforge_report::write_report(&dir).with_context(|| cannot(&dir))?;
-        println!("wrote {}", describe(&written));
+        outln!("wrote {}", describe(&written));
         return Ok(());
     };
     watch(&dir, every)
@@ -91,17 +91,17 @@ fn kept_study(args: &ReportArgs, url: &str) -> anyhow::Result<()> {
             .and_then(|study| tuneforge_report::write_study_report_refreshing(&dir, study, args.watch))
             .with_context(what);
         let Some(every) = args.watch else {
-            println!("wrote {}", describe(&written?));
+            outln!("wrote {}", describe(&written?));
             return Ok(());
         };
         match written {
             Ok(written) if written.incomplete == 0 => {
-                println!("wrote {}: finished", describe(&written));
+                outln!("wrote {}: finished", describe(&written));
                 return Ok(());
             }
             Ok(written) => {
                 failures = 0;
-                println!("wrote {}; again in {every} s (Ctrl-C to stop)", describe(&written));
+                outln!("wrote {}; again in {every} s (Ctrl-C to stop)", describe(&written));
             }
             Err(e) if failures < 4 => {
                 failures += 1;
@@ -169,14 +169,14 @@ fn watch(dir: &Path, every: u32) -> anyhow::Result<()> {
                             dir.display()
                         ),
                     };
-                    println!("wrote {}: {how}", describe(&written));
+                    outln!("wrote {}: {how}", describe(&written));
                     return Ok(());
                 }
-                println!("wrote {}; again in {every} s", describe(&written));
+                outln!("wrote {}; again in {every} s", describe(&written));
             }
             Err(e) if !wrote_once && is_not_a_study(&e) => {
                 if !waiting_said {
-                    println!("waiting for a study in {} ({}); Ctrl-C to stop", dir.display(), e.root_cause());
+                    outln!("waiting for a study in {} ({}); Ctrl-C to stop", dir.display(), e.root_cause());
                     waiting_said = true;
                 }
             }

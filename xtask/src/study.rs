@@ -1,7 +1,6 @@
 //! `cargo xtask study list|show|export --storage URL`: look at studies without running a
 //! worker (SQLite study folders and PostgreSQL databases alike).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -197,16 +196,6 @@ fn place_name(place: &Where) -> String {
 }
 
 pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
-    match print(args, &mut std::io::stdout().lock()) {
-        // A reader that stops early (`| head`) is not an error.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
     match &args.command {
         StudyCommand::List(place) => {
             let listings: Vec<StudyListing> = match open(place, false)? {
@@ -224,18 +213,23 @@ fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     }]
                 }
             };
-            writeln!(
-                out,
+            outln!(
                 "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10} {:>10} {:>12}",
-                "study", "strategy", "dataset", "trials", "open", "budget s", "elapsed s", "best val F1"
-            )?;
+                "study",
+                "strategy",
+                "dataset",
+                "trials",
+                "open",
+                "budget s",
+                "elapsed s",
+                "best val F1"
+            );
             for l in &listings {
                 let trials = match l.max_trials {
                     Some(m) => format!("{}/{m}", l.trials),
                     None => l.trials.to_string(),
                 };
-                writeln!(
-                    out,
+                outln!(
                     "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10.1} {:>10.1} {:>12}",
                     l.name,
                     l.study.strategy,
@@ -245,16 +239,15 @@ fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     l.study.budget_s,
                     l.study.elapsed_s,
                     l.best.map_or("-".into(), |(id, f)| format!("{f:.4} (#{id})"))
-                )?;
+                );
             }
             if listings.is_empty() {
-                writeln!(out, "(no studies in {})", place_name(place))?;
+                outln!("(no studies in {})", place_name(place));
             }
         }
         StudyCommand::Show(place) => {
             let e = export(place)?;
-            writeln!(
-                out,
+            outln!(
                 "study {}: {} on {}, seed {}, budget {:.1} s, elapsed {:.1} s, {} trials",
                 e.name,
                 e.study.strategy,
@@ -263,15 +256,20 @@ fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 e.study.budget_s,
                 e.study.elapsed_s,
                 e.trials.len()
-            )?;
-            writeln!(
-                out,
+            );
+            outln!(
                 "{:>5} {:<10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
-                "trial", "status", "val F1", "reward", "decisions", "rows", "resumed", "pid"
-            )?;
+                "trial",
+                "status",
+                "val F1",
+                "reward",
+                "decisions",
+                "rows",
+                "resumed",
+                "pid"
+            );
             for t in &e.trials {
-                writeln!(
-                    out,
+                outln!(
                     "{:>5} {:<10} {:>9} {:>+9.3} {:>9} {:>7} {:>8} {:>7}",
                     t.trial.id,
                     t.trial.status.split(':').next().unwrap_or(""),
@@ -281,11 +279,11 @@ fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     t.decisions_rows.len(),
                     if t.trial.resumed { "yes" } else { "no" },
                     t.trial.pid
-                )?;
+                );
             }
             match &e.best {
-                Some(b) => writeln!(out, "best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1)?,
-                None => writeln!(out, "best: none yet (no finished trial)")?,
+                Some(b) => outln!("best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1),
+                None => outln!("best: none yet (no finished trial)"),
             }
         }
         StudyCommand::Export { place, out: file } => {
@@ -293,7 +291,7 @@ fn print(args: &StudyArgs, out: &mut impl Write) -> anyhow::Result<()> {
             let json = serde_json::to_string_pretty(&e)?;
             match file {
                 Some(path) => tuneforge_agent::run::write_atomic(path, json.as_bytes())?,
-                None => writeln!(out, "{json}")?,
+                None => outln!("{json}"),
             }
         }
     }

@@ -181,7 +181,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             e.samples_per_s
         );
     }
-    println!(
+    outln!(
         "test accuracy {:.4}, test macro-F1 {:.4}, {:.0} samples/s, {:.1} s, {} anomalies, {} rollbacks; wrote {}",
         summary.test_accuracy,
         summary.test_macro_f1,

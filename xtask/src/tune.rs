@@ -610,14 +610,22 @@ fn stopped(e: tuneforge_agent::Error, dir: &Path) -> anyhow::Error {
 }
 
 fn print_leaderboard(summary: &TuneSummary, out: &Path) {
-    println!(
+    outln!(
         "\n{:>5} {:>11} {:>10} {:>9} {:>6}  {:<16} {:>9} {:>10} {:>8}",
-        "trial", "strategy", "status", "lr", "batch", "widths", "val F1", "samples/s", "reward"
+        "trial",
+        "strategy",
+        "status",
+        "lr",
+        "batch",
+        "widths",
+        "val F1",
+        "samples/s",
+        "reward"
     );
     let mut order: Vec<_> = summary.trials.iter().collect();
     order.sort_by(|a, b| b.val_macro_f1.total_cmp(&a.val_macro_f1));
     for t in order.iter().take(10) {
-        println!(
+        outln!(
             "{:>5} {:>11} {:>10} {:>9.2e} {:>6}  {:<16} {:>9.4} {:>10.0} {:>+8.3}",
             t.id,
             summary.strategy.name(),
@@ -631,9 +639,9 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
         );
     }
     if summary.trials.len() > 10 {
-        println!("  ... {} more trials in {}", summary.trials.len() - 10, out.join("summary.json").display());
+        outln!("  ... {} more trials in {}", summary.trials.len() - 10, out.join("summary.json").display());
     }
-    println!(
+    outln!(
         "\nbest: trial {} — val macro-F1 {:.4}, test macro-F1 {:.4}, test accuracy {:.4}; {} trials in {:.1} s, \
          mean reward {:+.4}, agent overhead {:.3}% of wall time (study store {:.2}%{}); wrote {} \
          (charts: cargo xtask report {}; the model on new rows: cargo xtask predict --model {} --dataset ...)",

@@ -746,7 +746,7 @@ fn builtin_datasets_need_no_data_directory() {
         assert!(path.starts_with(&builtin) && dirs.is_builtin(&path), "{}", path.display());
         assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(repo_datasets().join(file)).unwrap());
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-        assert_eq!(dirs.locate(known).unwrap(), [path.clone()]);
+        assert_eq!(dirs.locate(known).unwrap(), std::slice::from_ref(&path));
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified, "written once");
         let (a, b) = (dirs.open(known, &cache).unwrap(), repo.open(known, &cache).unwrap());
         assert_eq!((a.len(), a.feature_shape(), a.class_counts()), (b.len(), b.feature_shape(), b.class_counts()));
