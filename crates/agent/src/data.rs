@@ -19,7 +19,7 @@
 //! - Validation, when asked for, is a further seeded stratified hold-out of the training
 //!   rows; the test split is never looked at during training.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,25 @@ pub enum TextFormat {
     Csv,
 }
 
+/// `, one of its columns: "a", "b", … (the last: --label b)` when the CSV file's header can
+/// be read (long headers shortened to their first 5 and last 3 columns); empty otherwise.
+fn columns_hint(path: &Path) -> String {
+    let Ok(header) = tuneforge_loader::read_csv_header(path, b',') else { return String::new() };
+    let Some(last) = header.last() else { return String::new() };
+    let quoted = |c: &[String]| c.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+    let shown = if header.len() > 8 {
+        format!("{}, … {} (of {})", quoted(&header[..5]), quoted(&header[header.len() - 3..]), header.len())
+    } else {
+        quoted(&header)
+    };
+    let flag = if last.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) && !last.is_empty() {
+        format!("--label {last}")
+    } else {
+        format!("--label {last:?}")
+    };
+    format!(", one of its columns: {shown} (the last: {flag})")
+}
+
 impl DataSource {
     /// Parses `fashion-mnist`, `digits`, `biopsy` or `csv:PATH` (the label column comes
     /// from `label`, required for CSV files).
@@ -92,7 +111,7 @@ impl DataSource {
         if let Some(path) = text.strip_prefix("csv:") {
             let label = label.ok_or_else(|| Error::Config {
                 what: "dataset",
-                why: format!("{text}: a CSV dataset needs --label COLUMN"),
+                why: format!("{text}: a CSV dataset needs --label COLUMN{}", columns_hint(Path::new(path))),
             })?;
             return Ok(DataSource::Csv { path: PathBuf::from(path), label: label.to_string() });
         }

@@ -106,6 +106,16 @@ fn biopsy_csv_just_works_with_its_missing_values() {
     assert_eq!(summary.model.input, [10]);
     assert!(DataSource::parse("csv:x.csv", None).is_err());
     assert!(DataSource::parse("imagenet", None).is_err());
+    // Without --label: the columns it could be, from the file's header.
+    let e = DataSource::parse(&format!("csv:{}", path.display()), None).unwrap_err().to_string();
+    assert!(
+        e.ends_with(
+            r#"one of its columns: "", "ID", "V1", "V2", "V3", … "V8", "V9", "class" (of 12) (the last: --label class)"#
+        ),
+        "{e}"
+    );
+    let e = DataSource::parse("csv:/nonexistent/x.csv", None).unwrap_err().to_string();
+    assert!(e.ends_with("needs --label COLUMN"), "{e}");
 }
 
 #[test]
