@@ -5,6 +5,9 @@
 //! Fashion-MNIST; raw or `.gz`, inflated once into a content-addressed cache file and
 //! memory-mapped) and [`CsvDataset`] for CSV tables (numeric and categorical columns,
 //! missing markers counted per column, a label column chosen by name, R-style row names).
+//! [`IdxReader`] reads an IDX file a range of rows at a time instead, for files larger than
+//! memory. Datasets known by name ([`Known`]) are found in [`DataDirs`]; the small ones
+//! (digits, biopsy) are built in.
 //!
 //! Text datasets (documents with a label, for text classification) are read by
 //! [`read_text`] from JSON lines or CSV, plain or gzip-compressed, into [`TextData`];
