@@ -417,9 +417,9 @@ impl Predictor {
                 let (n, rows) = (images.len(), rows.max(1));
                 // An input without rows is one empty chunk, as it is one empty read.
                 Box::new(
-                    (0..n.max(1))
-                        .step_by(rows)
-                        .map(move |start| self.scaled(self.image_rows(&mut images, start, start + rows)?)),
+                    (0..n.max(1)).step_by(rows).map(move |start| {
+                        self.scaled(self.image_rows(&mut images, start, start.saturating_add(rows))?)
+                    }),
                 )
             };
         Ok(RowChunks { chunks, failed: false })

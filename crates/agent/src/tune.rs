@@ -564,9 +564,18 @@ pub fn study_process(dir: &Path) -> Option<u32> {
 fn flock_held(path: &Path, pid: u32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
     let device = format!("{:02x}:{:02x}", libc::major(meta.dev()), libc::minor(meta.dev()));
-    Some(locks_list(&locks, &device, meta.ino(), pid))
+    // The kernel writes /proc/locks a page per read(2), walking its lock list anew from the
+    // entry's index each time: locks taken or released by others between two reads shift
+    // the list, and an entry can be skipped (seen in CI while Chromium ran beside). A lock
+    // is held if any of a few reads lists it; not held only if none does.
+    for _ in 0..4 {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        if locks_list(&locks, &device, meta.ino(), pid) {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// [`flock_held`] on the text of `/proc/locks`: lines such as
