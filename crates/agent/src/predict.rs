@@ -90,6 +90,10 @@ const FORMAT: u32 = 1;
 /// first row) give the same probabilities, bit for bit, as one read.
 pub const BATCH: usize = 1000;
 
+/// The most bytes of text in one chunk of [`Predictor::read_chunks`] (past its first text):
+/// a file of very long texts is read in bounded memory too.
+pub const TEXT_CHUNK_BYTES: usize = 64 << 20;
+
 /// What a saved model needs to be applied to new rows (`predictor.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,8 +394,8 @@ impl Predictor {
     }
 
     /// [`read`](Self::read) `rows` rows at a time (at least one): a CSV table, texts (JSON
-    /// lines, a CSV text column) or images, so that an input larger than memory can be
-    /// predicted. Each chunk's [`Rows::index`] counts the rows of the whole input, and errors
+    /// lines, a CSV text column; fewer once a chunk holds [`TEXT_CHUNK_BYTES`] of text) or
+    /// images, so that an input larger than memory can be predicted. Each chunk's [`Rows::index`] counts the rows of the whole input, and errors
     /// name rows and lines in it. The input is opened (and its header checked) now.
     pub fn read_chunks(&self, input: &Input, dirs: &DataDirs, cache: &GzCache, rows: usize) -> Result<RowChunks<'_>> {
         // Each chunk's rows, numbered from `base`, its first row's in the whole input.
@@ -405,7 +409,8 @@ impl Predictor {
                     self.scaled(self.table_rows(&path, data, start)?)
                 }))
             } else if let Some((path, format)) = self.text_input(input) {
-                let chunks = tuneforge_loader::read_text_chunks(path, &self.text_options(format), rows)?;
+                let chunks = tuneforge_loader::read_text_chunks(path, &self.text_options(format), rows)?
+                    .max_bytes(TEXT_CHUNK_BYTES);
                 let path = path.clone();
                 Box::new(chunks.map(move |data| {
                     let (data, start) = (data?, base);

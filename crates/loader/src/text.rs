@@ -120,7 +120,7 @@ pub fn read_text(path: &Path, options: &TextOptions) -> Result<TextData> {
 /// source in messages and in [`TextData::path`].
 pub fn read_text_from(path: &Path, reader: impl Read, options: &TextOptions) -> Result<TextData> {
     let mut rows = RowReader::open(path, reader, options)?;
-    let data = rows.read(usize::MAX)?;
+    let data = rows.read(Limit::NONE)?;
     if data.texts.is_empty() {
         return Err(Error::Empty { path: path.to_path_buf(), what: "no data rows".into() });
     }
@@ -142,7 +142,13 @@ pub fn read_text_chunks_from<'a>(
     options: &TextOptions,
     rows: usize,
 ) -> Result<TextChunks<'a>> {
-    Ok(TextChunks { rows: RowReader::open(path, reader, options)?, size: rows.max(1), started: false, done: false })
+    Ok(TextChunks {
+        rows: RowReader::open(path, reader, options)?,
+        size: rows.max(1),
+        bytes: usize::MAX,
+        started: false,
+        done: false,
+    })
 }
 
 /// A text dataset read a chunk of rows at a time ([`read_text_chunks`]): each item is a
@@ -153,6 +159,7 @@ pub fn read_text_chunks_from<'a>(
 pub struct TextChunks<'a> {
     rows: RowReader<'a>,
     size: usize,
+    bytes: usize,
     started: bool,
     done: bool,
 }
@@ -160,6 +167,15 @@ pub struct TextChunks<'a> {
 impl std::fmt::Debug for TextChunks<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextChunks").field("path", &self.rows.source.path).field("rows", &self.size).finish()
+    }
+}
+
+impl TextChunks<'_> {
+    /// Ends each chunk, besides at its row count, once its texts hold `bytes` bytes (a chunk
+    /// has at least one text): a file of very long texts is read in bounded memory too.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes.max(1);
+        self
     }
 }
 
@@ -171,7 +187,7 @@ impl Iterator for TextChunks<'_> {
             return None;
         }
         let first = !std::mem::replace(&mut self.started, true);
-        match self.rows.read(self.size) {
+        match self.rows.read(Limit { rows: self.size, bytes: self.bytes }) {
             Ok(data) if data.texts.is_empty() => {
                 self.done = true;
                 first.then(|| Err(Error::Empty { path: self.rows.source.path.clone(), what: "no data rows".into() }))
@@ -298,7 +314,7 @@ impl<'a> RowReader<'a> {
     }
 
     /// Up to `limit` more rows (none at the end), their labels encoded.
-    fn read(&mut self, limit: usize) -> Result<TextData> {
+    fn read(&mut self, limit: Limit) -> Result<TextData> {
         let RowReader { source, options, format } = self;
         let rows = match format {
             Format::Jsonl { input, line, labelled, buf } => {
@@ -331,17 +347,35 @@ fn blame(source: &Source, rest: &mut impl Read, e: Error) -> Error {
 /// The texts, their labels (empty when unlabelled) and whether they are labelled.
 type Rows = (Vec<String>, Vec<String>, bool);
 
+/// How much one read takes: up to `rows` texts, and no more once they hold `bytes` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    rows: usize,
+    bytes: usize,
+}
+
+impl Limit {
+    /// No limit: the whole file.
+    const NONE: Limit = Limit { rows: usize::MAX, bytes: usize::MAX };
+
+    /// Whether `texts` may take one more.
+    fn room(self, texts: &[String], bytes: usize) -> bool {
+        texts.len() < self.rows && bytes < self.bytes
+    }
+}
+
 fn read_jsonl(
     source: &Source,
     input: &mut impl BufRead,
     options: &TextOptions,
-    limit: usize,
+    limit: Limit,
     line: &mut u64,
     labelled: &mut Option<bool>,
     buf: &mut Vec<u8>,
 ) -> Result<Rows> {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
-    while texts.len() < limit {
+    let mut bytes = 0;
+    while limit.room(&texts, bytes) {
         buf.clear();
         match input.read_until(b'\n', buf) {
             Ok(0) => break,
@@ -390,6 +424,7 @@ fn read_jsonl(
         match *labelled.get_or_insert(has_label) {
             true => {}
             false if !has_label => {
+                bytes += text.len();
                 texts.push(text);
                 continue;
             }
@@ -417,6 +452,7 @@ fn read_jsonl(
         if label.trim().is_empty() {
             return Err(source.field(line, &options.label_field, "empty label"));
         }
+        bytes += text.len();
         texts.push(text);
         labels.push(label);
     }
@@ -479,11 +515,12 @@ fn read_csv_text<R: Read>(
     text_col: usize,
     label_col: Option<usize>,
     options: &TextOptions,
-    limit: usize,
+    limit: Limit,
 ) -> Result<Rows> {
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     let mut record = csv::ByteRecord::new();
-    while texts.len() < limit {
+    let mut bytes = 0;
+    while limit.room(&texts, bytes) {
         match rdr.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
@@ -509,7 +546,9 @@ fn read_csv_text<R: Read>(
                 byte: e.valid_up_to() + 1,
             })
         };
-        texts.push(field(text_col)?);
+        let text = field(text_col)?;
+        bytes += text.len();
+        texts.push(text);
         let Some(label_col) = label_col else { continue };
         let label = field(label_col)?.trim().to_string();
         if label.is_empty() {

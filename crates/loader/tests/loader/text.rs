@@ -241,6 +241,28 @@ fn spamassassin_read_in_chunks_equals_one_read() {
     let chunks: Vec<TextData> =
         read_text_chunks(&path, &TextOptions::default(), 5000).unwrap().map(Result::unwrap).collect();
     assert_eq!(chunks.iter().map(TextData::len).collect::<Vec<_>>(), [5000, 1046]);
+
+    // Capped at 1 MB of text a chunk as well: the same texts and labels, in more chunks,
+    // each ending at the first text that takes it to 1 MB (or at 5,000, or at the end).
+    let whole = read_text(&path, &TextOptions::default()).unwrap();
+    let cap = 1 << 20;
+    let capped: Vec<TextData> =
+        read_text_chunks(&path, &TextOptions::default(), 5000).unwrap().max_bytes(cap).map(Result::unwrap).collect();
+    let total: usize = whole.texts.iter().map(String::len).sum();
+    // Every chunk but the last holds at least 1 MB.
+    assert!(capped.len() > 2 && capped.len() <= total / cap + 1, "{} chunks of {total} bytes", capped.len());
+    for (i, c) in capped.iter().enumerate() {
+        let bytes: Vec<usize> = c.texts.iter().map(String::len).collect();
+        let before_last: usize = bytes[..bytes.len() - 1].iter().sum();
+        assert!(before_last < cap, "chunk {i}: {before_last} bytes before its last text");
+        assert!(i + 1 == capped.len() || before_last + bytes[bytes.len() - 1] >= cap, "chunk {i} ended early");
+    }
+    let texts: Vec<&String> = capped.iter().flat_map(|c| &c.texts).collect();
+    assert!(texts.len() == whole.texts.len() && texts.iter().zip(&whole.texts).all(|(a, b)| *a == b));
+    let labels: Vec<&str> =
+        capped.iter().flat_map(|c| c.labels.iter().map(|&l| c.label_names[l as usize].as_str())).collect();
+    let want: Vec<&str> = whole.labels.iter().map(|&l| whole.label_names[l as usize].as_str()).collect();
+    assert_eq!(labels, want);
 }
 
 /// Unlabelled rows stay unlabelled in every chunk (the first row decided), and a label in a
