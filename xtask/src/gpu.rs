@@ -475,7 +475,9 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
         listing.push_str(&format!("{len:>12}  {}\n", entry.strip_prefix(out).unwrap_or(&entry).display()));
     }
     std::fs::write(out.join("MANIFEST.txt"), &listing)?;
-    print!("{listing}");
+    for line in listing.lines() {
+        outln!("{line}");
+    }
     outln!("{total:>12}  in all ({:.1} MiB of the device tool's 64 MiB)", total as f64 / (1 << 20) as f64);
     if total > BUNDLE_LIMIT {
         bail!("{} holds {total} bytes, more than the 64 MiB the device tool carries", out.display());
