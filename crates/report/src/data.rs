@@ -41,10 +41,7 @@ impl Source {
     }
 
     fn read(dir: &Path, mut following: Option<&mut Following>) -> Result<Source> {
-        let mut study = |d: &Path| match following.as_deref_mut() {
-            Some(f) => Study::read(d, Some(f.logs.entry(d.to_path_buf()).or_insert_with(|| TraceFollower::new(d)))),
-            None => Study::read(d, None),
-        };
+        let mut study = |d: &Path| Study::read(d, following.as_deref_mut());
         let not_a_study = |why: String| Error::NotAStudy { path: dir.to_path_buf(), why };
         if !dir.is_dir() {
             return Err(not_a_study("no such folder".into()));
@@ -80,6 +77,17 @@ impl Source {
 #[derive(Debug, Default)]
 pub struct Following {
     logs: BTreeMap<PathBuf, TraceFollower>,
+}
+
+impl Following {
+    /// The traces of `dir/events.jsonl`: read at once without `following`, else by the
+    /// follower of `dir` it keeps (made on first use). Notes say what is missing or torn.
+    fn traces(following: Option<&mut Following>, dir: &Path, notes: &mut Vec<String>) -> Result<BTreeMap<u64, Trace>> {
+        match following {
+            Some(f) => f.logs.entry(dir.to_path_buf()).or_insert_with(|| TraceFollower::new(dir)).update(notes),
+            None => read_traces(&dir.join("events.jsonl"), notes),
+        }
+    }
 }
 
 /// A bench-tune folder.
@@ -189,18 +197,15 @@ impl Study {
         Study::read(dir, None)
     }
 
-    /// [`load`](Self::load), with the traces from `follower` when given (only the events
-    /// appended since its last read are parsed).
-    fn read(dir: &Path, follower: Option<&mut TraceFollower>) -> Result<Study> {
+    /// [`load`](Self::load), with the traces followed by `following` when given (only the
+    /// events appended since its last read are parsed).
+    fn read(dir: &Path, following: Option<&mut Following>) -> Result<Study> {
         // Before the reading: a study that ends while it is read is then reported as running
         // once more, never as killed.
         let process = tuneforge_agent::tune::study_process(dir);
         let store = SqliteStore::open_existing(&study_path(dir))?;
         let mut notes = Vec::new();
-        let traces = match follower {
-            Some(f) => f.update(&mut notes)?,
-            None => read_traces(&dir.join("events.jsonl"), &mut notes)?,
-        };
+        let traces = Following::traces(following, dir, &mut notes)?;
         let summary = read_summary(dir)?;
         let mut study =
             Study::assemble(dir, &store, &study_path(dir), traces, summary.map(|s| (s, dir.to_path_buf())))?;
@@ -245,13 +250,7 @@ impl Study {
         let folders = &kept.folders;
         for folder in folders {
             let mut folder_notes = Vec::new();
-            pieces.push(match following.as_deref_mut() {
-                Some(f) => {
-                    let follower = f.logs.entry(folder.clone()).or_insert_with(|| TraceFollower::new(folder));
-                    follower.update(&mut folder_notes)?
-                }
-                None => read_traces(&folder.join("events.jsonl"), &mut folder_notes)?,
-            });
+            pieces.push(Following::traces(following.as_deref_mut(), folder, &mut folder_notes)?);
             notes.extend(folder_notes.into_iter().map(|n| format!("{}: {n}", folder.display())));
             if let Some(summary) = read_summary(folder)? {
                 summaries.push((summary, folder.clone()));
