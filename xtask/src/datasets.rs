@@ -1,6 +1,6 @@
 //! `cargo xtask datasets`: what can be found, and is it intact.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tuneforge_loader::{Error, Known};
 
 use crate::DataArgs;
@@ -38,9 +38,6 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         for e in &missing {
             outln!("  {e}");
         }
-    }
-    if missing.len() == Known::ALL.len() {
-        bail!("no dataset found in any data directory");
     }
     Ok(())
 }
