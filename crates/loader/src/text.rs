@@ -144,8 +144,7 @@ pub fn read_text_chunks_from<'a>(
 ) -> Result<TextChunks<'a>> {
     Ok(TextChunks {
         rows: RowReader::open(path, reader, options)?,
-        size: rows.max(1),
-        bytes: usize::MAX,
+        limit: Limit { rows: rows.max(1), bytes: usize::MAX },
         started: false,
         done: false,
     })
@@ -158,15 +157,14 @@ pub fn read_text_chunks_from<'a>(
 /// rows gives one [`Error::Empty`]; after an error nothing more is read.
 pub struct TextChunks<'a> {
     rows: RowReader<'a>,
-    size: usize,
-    bytes: usize,
+    limit: Limit,
     started: bool,
     done: bool,
 }
 
 impl std::fmt::Debug for TextChunks<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextChunks").field("path", &self.rows.source.path).field("rows", &self.size).finish()
+        f.debug_struct("TextChunks").field("path", &self.rows.source.path).field("rows", &self.limit.rows).finish()
     }
 }
 
@@ -174,7 +172,7 @@ impl TextChunks<'_> {
     /// Ends each chunk, besides at its row count, once its texts hold `bytes` bytes (a chunk
     /// has at least one text): a file of very long texts is read in bounded memory too.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
-        self.bytes = bytes.max(1);
+        self.limit.bytes = bytes.max(1);
         self
     }
 }
@@ -187,7 +185,7 @@ impl Iterator for TextChunks<'_> {
             return None;
         }
         let first = !std::mem::replace(&mut self.started, true);
-        match self.rows.read(Limit { rows: self.size, bytes: self.bytes }) {
+        match self.rows.read(self.limit) {
             Ok(data) if data.texts.is_empty() => {
                 self.done = true;
                 first.then(|| Err(Error::Empty { path: self.rows.source.path.clone(), what: "no data rows".into() }))
