@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tuneforge_agent::store::postgres::{PgOptions, StudyListing};
 use tuneforge_agent::store::{DecisionRow, EvaluationRow, PostgresStore, SqliteStore, StudyRow, StudyStore, TrialRow};
+use tuneforge_monitor::ProgressMode;
 
 use crate::tune::{Storage, parse_storage};
 
@@ -203,10 +204,13 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                 Opened::Sqlite(name, store) => {
                     let study = store.study()?.with_context(|| format!("{}: no study row", place_name(place)))?;
                     let trials = store.trials()?;
+                    let max_trials = tuneforge_agent::tune::parse_study_config(&study.config, ProgressMode::Off)
+                        .ok()
+                        .and_then(|c| c.max_trials);
                     vec![StudyListing {
                         name,
                         study,
-                        max_trials: None,
+                        max_trials,
                         trials: trials.len() as u64,
                         open: trials.iter().filter(|t| t.status == "running" || t.status == "paused").count() as u64,
                         best: best_of(&trials).map(|b| (b.trial, b.val_macro_f1)),

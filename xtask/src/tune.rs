@@ -81,7 +81,7 @@ pub struct TuneArgs {
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "max_trials"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -122,9 +122,11 @@ pub struct TuneArgs {
     /// unfinished trial over at once.
     #[arg(long, value_name = "NAME")]
     pub worker: Option<String>,
-    /// With PostgreSQL storage: the study's trial budget besides the wall clock (set by the
-    /// worker that creates the study).
-    #[arg(long, value_name = "N")]
+    /// A trial budget besides the wall clock: no trial starts once N have (failed ones
+    /// included); the study ends at whichever of --budget and --max-trials is spent first
+    /// (give a long --budget, e.g. 24h, for the trial count alone). With PostgreSQL storage,
+    /// set by the worker that creates the study.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_trials: Option<u64>,
     /// With PostgreSQL storage: seconds without a write from a trial's worker after which
     /// another worker takes the trial over from its last checkpoint.
@@ -273,6 +275,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         model: args.model.clone().unwrap_or_else(|| d.model.into()),
         strategy,
         budget: parse_budget(&args.budget)?,
+        max_trials: args.max_trials,
         seed: args.seed,
         batch_size: d.batch_size,
         lr: d.lr,
@@ -457,6 +460,11 @@ pub fn on_interrupt(first: String, second: String) {
     }
 }
 
+/// `" or N trials"` for a study's start line when it has a trial budget.
+fn trials_at_most(max_trials: Option<u64>) -> String {
+    max_trials.map_or_else(String::new, |n| format!(" or {n} trial{}", if n == 1 { "" } else { "s" }))
+}
+
 /// `` `cargo xtask tune --resume DIR` ``, quoted for messages.
 fn resume_command(dir: &Path) -> String {
     format!("`cargo xtask tune --resume {}`", dir.display())
@@ -478,8 +486,8 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     if let Some(Storage::Postgres(url)) = &storage {
         return run_worker(args, url);
     }
-    if args.study.is_some() || args.worker.is_some() || args.max_trials.is_some() {
-        bail!("--study, --worker and --max-trials need --storage postgres://... (a SQLite store holds one study)");
+    if args.study.is_some() || args.worker.is_some() {
+        bail!("--study and --worker need --storage postgres://... (a SQLite store holds one study)");
     }
     let mut args = args.clone();
     if let Some(Storage::Sqlite(dir)) = storage {
@@ -502,11 +510,12 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let config = tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?;
             let slow = defaults(&config.data).slow;
             eprintln!(
-                "resuming {} ({}, {}, budget {:?}, seed {})",
+                "resuming {} ({}, {}, budget {:?}{}, seed {})",
                 dir.display(),
                 config.data,
                 config.strategy,
                 config.budget,
+                trials_at_most(config.max_trials),
                 config.seed
             );
             let mut printer =
@@ -526,12 +535,13 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
             eprintln!(
-                "tuning {} ({}) with {} for {:?}; writing to {} (continue it with --resume {}; \
+                "tuning {} ({}) with {} for {:?}{}; writing to {} (continue it with --resume {}; \
                  follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
                 config.model,
                 config.strategy,
                 config.budget,
+                trials_at_most(config.max_trials),
                 out.display(),
                 out.display(),
                 out.display()
@@ -579,14 +589,17 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
     let worker = options.worker.clone();
     let mut store = PostgresStore::open(url, study, options)?;
     eprintln!(
-        "worker {worker} on study {study} at {} ({}, {}, {:?}); writing to {}",
+        "worker {worker} on study {study} at {} ({}, {}, {:?}{}); writing to {}",
         store.target(),
         config.data,
         config.strategy,
         config.budget,
+        trials_at_most(config.max_trials),
         out.display()
     );
-    let worker_options = WorkerOptions { max_trials: args.max_trials, ..WorkerOptions::default() };
+    // The trial budget travels in `config.max_trials` (`WorkerOptions::max_trials` is for a
+    // library caller that keeps it apart).
+    let worker_options = WorkerOptions::default();
     let mut printer = TrialPrinter::new(lines, None);
     stop_on_interrupt("a worker started on it again".into());
     let summary = work(&config, &mut store, &worker_options, &dirs, &cache, &device, &out, &mut |t| printer.print(t))?;

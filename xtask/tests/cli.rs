@@ -672,3 +672,44 @@ fn study_commands_read_a_tune_folder() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `tune --max-trials N` ends a SQLite study after N trials (its wall clock far from spent),
+/// says so when it starts, keeps the budget for `--resume` (which takes no new one) and
+/// `study list` shows it; 0 and a `--resume` with a budget of its own are refused.
+#[test]
+fn a_trial_budget_ends_a_local_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let dir = tmp.path().join("study");
+    let d = dir.to_str().unwrap();
+    let common = ["--data-dir", data.to_str().unwrap(), "--progress", "off"];
+    let tune = |extra: &[&str]| {
+        let mut args = vec!["tune", "--strategy", "random", "--budget", "10m"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&common);
+        xtask(&args)
+    };
+    let out = tune(&["--max-trials", "7", "--out", d]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("for 600s or 7 trials;"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["trials"].as_array().unwrap().len(), 7);
+    assert!(summary["wall_s"].as_f64().unwrap() < 600.0);
+    let list = xtask(&["study", "list", d]);
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.lines().nth(1).unwrap().contains(" 7/7 "), "{list}");
+    // Resumed, it says its trial budget and runs nothing more.
+    let out = xtask(&["tune", "--resume", d, "--progress", "off", "--data-dir", data.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("budget 600s or 7 trials"), "{stderr}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(again["trials"], summary["trials"]);
+    // Refused by the parser: no trials, and a new budget for a stored study.
+    for out in [tune(&["--max-trials", "0", "--out", d]), xtask(&["tune", "--resume", d, "--max-trials", "9"])] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(2) && stderr.contains("--max-trials"), "{stderr}");
+    }
+}

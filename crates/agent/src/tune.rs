@@ -16,7 +16,13 @@
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
 //! begins, once it is spent, and trials still running then are stopped at their next
 //! decision point (status `stopped`, their final validation macro-F1 added to their reward
-//! as for completed ones). A trial's reward counts its first interval from the untrained
+//! as for completed ones). A trial budget ([`TuneConfig::max_trials`]) may be set besides:
+//! once that many trials have started, none starts; those running go on to their end (ASHA
+//! keeps promoting paused trials while any is in its rung's top third, then ends the rest as
+//! `stopped`), and the study ends at whichever budget is spent first. With a wall clock long
+//! enough for the trial budget, a `fixed`, `random`, `asha` or `pbt` study run twice with one
+//! build on one machine has the same trials with the same validation F1, however busy the
+//! machine was (`rl` and `rl-no-width` learn from throughput too, so theirs differ). A trial's reward counts its first interval from the untrained
 //! model's F1 ([`crate::env::Env::start_reward`]), so a strategy's starting configuration
 //! is rewarded like any decision. The study's reward is the mean of its trials' rewards.
 //!
@@ -132,6 +138,11 @@ pub struct TuneConfig {
     pub strategy: Strategy,
     /// Wall-clock budget (see the module docs).
     pub budget: Duration,
+    /// A trial budget besides the wall clock: no trial starts once this many have (failed
+    /// ones included; ASHA promotions and a resumed trial are not new trials). The study
+    /// ends at whichever budget is spent first. `None`: the wall clock alone. At least 1.
+    /// For a PostgreSQL study, [`WorkerOptions::max_trials`] of the worker that creates it.
+    pub max_trials: Option<u64>,
     /// Seed of everything.
     pub seed: u64,
     /// Starting batch size.
@@ -196,6 +207,9 @@ struct Spec {
     model: String,
     strategy: Strategy,
     budget_s: f64,
+    /// Absent in studies stored before trial budgets (and in those without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_trials: Option<u64>,
     seed: u64,
     batch_size: usize,
     lr: f64,
@@ -224,6 +238,7 @@ impl TuneConfig {
             model: self.model.clone(),
             strategy: self.strategy,
             budget_s: self.budget.as_secs_f64(),
+            max_trials: self.max_trials,
             seed: self.seed,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -248,6 +263,9 @@ impl TuneConfig {
         {
             return Err(bad(format!("action bounds {b:?}: each range must be ordered, learning rates positive")));
         }
+        if spec.max_trials == Some(0) {
+            return Err(bad("max_trials 0: a study runs at least one trial".into()));
+        }
         let policy = match spec.policy {
             Some(p) => {
                 p.validate().map_err(|why| bad(format!("starting policy: {why}")))?;
@@ -260,6 +278,7 @@ impl TuneConfig {
             model: spec.model,
             strategy: spec.strategy,
             budget: seconds("budget_s", spec.budget_s)?,
+            max_trials: spec.max_trials,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
@@ -353,6 +372,9 @@ pub fn tune(
             what: "study",
             why: format!("{} already holds a study: continue it with --resume, or choose another --out", out.display()),
         });
+    }
+    if config.max_trials == Some(0) {
+        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
     }
     // The data first: a study is not created for data that cannot be read.
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
@@ -677,6 +699,11 @@ impl State<'_> {
         (ctx.elapsed)() >= self.budget_s || self.config.stop.requested()
     }
 
+    /// Whether the trial budget ([`TuneConfig::max_trials`]) lets another trial start.
+    fn may_start(&self) -> bool {
+        self.config.max_trials.is_none_or(|m| self.next_id < m)
+    }
+
     /// The starting configuration of trial `id`.
     fn sample_start(&self, id: u64) -> TrialStart {
         let c = self.config;
@@ -936,7 +963,7 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
     loop {
         let mut trial = match pending.pop() {
             Some(t) => t,
-            None if !st.records.is_empty() && st.over(ctx) => break,
+            None if !st.records.is_empty() && st.over(ctx) || !st.may_start() => break,
             None => match st.start(ctx)? {
                 Some(t) => t,
                 None => continue,
@@ -1033,6 +1060,7 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
                     }
                 }
                 match promote {
+                    None if !st.may_start() => break,
                     Some(id) => {
                         let row = paused.remove(&id).expect("a paused trial");
                         match ctx.restore(&row, false) {
@@ -1095,10 +1123,13 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
     }
     loop {
         if members.is_empty() {
-            if st.over(ctx) && !st.records.is_empty() {
+            if st.over(ctx) && !st.records.is_empty() || !st.may_start() {
                 break;
             }
             for _ in 0..PBT_POPULATION {
+                if !st.may_start() {
+                    break;
+                }
                 if let Some(t) = st.start(ctx)? {
                     members.push(t);
                 }

@@ -866,7 +866,10 @@ mod tune {
     use super::*;
     use tuneforge_agent::env::{Bounds, EnvConfig};
     use tuneforge_agent::store::{SqliteStore, StudyStore};
-    use tuneforge_agent::tune::{Output, Stop, Strategy, TuneConfig, TuneSummary, resume, study_path, tune};
+    use tuneforge_agent::tune::{
+        Output, Stop, Strategy, TrialRecord, TuneConfig, TuneSummary, parse_study_config, resume, study_config_json,
+        study_path, tune,
+    };
     use tuneforge_monitor::ProgressMode;
 
     #[test]
@@ -924,7 +927,6 @@ mod tune {
 
     #[test]
     fn a_stored_study_config_that_would_panic_later_is_refused() {
-        use tuneforge_agent::tune::{parse_study_config, study_config_json};
         let good = study_config_json(&digits_study(Strategy::Rl, 90.0));
         assert_eq!(parse_study_config(&good, ProgressMode::Off).unwrap().budget, Duration::from_secs(90));
         // fuzz/regressions/study_config/checkpoint-every-beyond-u64.json: Duration::from_secs_f64 panicked.
@@ -943,7 +945,6 @@ mod tune {
     #[test]
     fn a_stored_study_config_keeps_its_starting_policy() {
         use tuneforge_agent::policy::StudyPolicy;
-        use tuneforge_agent::tune::{parse_study_config, study_config_json};
         let as_json = |p: &StudyPolicy| serde_json::to_value(p).unwrap();
         let start = |config: &TuneConfig| {
             let back = parse_study_config(&study_config_json(config), ProgressMode::Off).unwrap();
@@ -978,6 +979,7 @@ mod tune {
             model: "mlp:32".into(),
             strategy,
             budget: Duration::from_secs_f64(budget_s),
+            max_trials: None,
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
@@ -1130,6 +1132,84 @@ mod tune {
         assert_eq!((ended, resumed.trials.len()), (1, 3));
         assert!(resumed.wall_s > sa.wall_s && resumed.wall_s < 20.0, "{} then {}", sa.wall_s, resumed.wall_s);
         check_outputs(&a, &resumed);
+    }
+
+    /// What a trial budget leaves to compare between two runs of one study: everything but
+    /// the timings (samples/s, agent and store seconds) and what depends on them.
+    fn repeatable(t: &TrialRecord) -> String {
+        serde_json::to_string(&(&t.id, &t.status, &t.start, &t.final_hparams, t.val_macro_f1, &t.rungs, t.steps))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_trial_budget_ends_the_study_and_a_second_run_has_the_same_trials() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A wall clock far longer than 5 digits trials take: the trial budget ends each study.
+        for strategy in [Strategy::Random, Strategy::Asha, Strategy::Pbt, Strategy::Rl] {
+            let config = TuneConfig { max_trials: Some(5), ..digits_study(strategy, 600.0) };
+            let run = |name: &str| {
+                let dir = tmp.path().join(format!("{strategy}-{name}"));
+                let mut seen = Vec::new();
+                let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |t| seen.push(t.id)).unwrap();
+                check_outputs(&dir, &s);
+                assert_eq!(seen.len(), 5, "{strategy}: on_trial saw {seen:?}");
+                (dir, s)
+            };
+            let (dir, a) = run("a");
+            let ids: Vec<u64> = a.trials.iter().map(|t| t.id).collect();
+            assert_eq!(ids, [0, 1, 2, 3, 4], "{strategy}");
+            assert!(a.wall_s < 600.0, "{strategy}: {} s", a.wall_s);
+            assert!(a.trials.iter().all(|t| t.status != "running" && t.status != "paused"), "{strategy}");
+            if strategy == Strategy::Asha {
+                // Promoted from checkpoints, not started anew: someone went past rung 0.
+                assert!(a.trials.iter().any(|t| t.rungs.len() > 1), "{:?}", a.trials.iter().map(|t| &t.rungs));
+            }
+            // Stored with the study: a resume of the finished study starts nothing.
+            let config_back = tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap();
+            assert_eq!(config_back.max_trials, Some(5));
+            let mut more = 0;
+            let again =
+                resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |_| more += 1).unwrap();
+            assert_eq!((more, again.trials.len()), (0, 5), "{strategy}");
+            if strategy != Strategy::Rl {
+                // Not cut by the clock, the study does not depend on the machine's speed: a
+                // second run has the same trials, bit for bit (rl's reward has throughput in it).
+                let (_, b) = run("b");
+                let (ta, tb): (Vec<String>, Vec<String>) =
+                    (a.trials.iter().map(repeatable).collect(), b.trials.iter().map(repeatable).collect());
+                assert_eq!(ta, tb, "{strategy}");
+                assert_eq!(a.best.test_macro_f1, b.best.test_macro_f1, "{strategy}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_study_stopped_early_runs_what_is_left_of_its_trial_budget_when_resumed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let config = TuneConfig { max_trials: Some(4), ..digits_study(Strategy::Random, 600.0) };
+        let stop = config.stop.clone();
+        let first = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| stop.request()).unwrap();
+        assert_eq!(first.trials.len(), 1);
+        let mut ids = Vec::new();
+        let output = Output { progress: ProgressMode::Off, log_steps_every: 10, stop: Stop::default() };
+        let s = resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, output, &mut |t| ids.push(t.id)).unwrap();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(s.trials.len(), 4);
+        check_outputs(&dir, &s);
+        // No trial budget of 0, in a new study or a stored one.
+        let zero = TuneConfig { max_trials: Some(0), ..digits_study(Strategy::Random, 600.0) };
+        let e = tune(&zero, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("z"), &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("max_trials") && !tmp.path().join("z").exists(), "{e}");
+        let mut stored: serde_json::Value = serde_json::from_str(&study_config_json(&config)).unwrap();
+        assert_eq!(stored["max_trials"], 4);
+        stored["max_trials"] = 0.into();
+        let e = parse_study_config(&stored.to_string(), ProgressMode::Off).unwrap_err().to_string();
+        assert!(e.contains("max_trials 0"), "{e}");
+        // A study stored before trial budgets has none.
+        stored.as_object_mut().unwrap().remove("max_trials");
+        assert_eq!(parse_study_config(&stored.to_string(), ProgressMode::Off).unwrap().max_trials, None);
+        assert!(!study_config_json(&digits_study(Strategy::Random, 1.0)).contains("max_trials"));
     }
 
     #[test]

@@ -158,6 +158,7 @@ fn study_config_accepts_a_stored_config() {
         model: "mlp:64".into(),
         strategy: Strategy::Asha,
         budget: std::time::Duration::from_millis(90_500),
+        max_trials: None,
         seed: 7,
         batch_size: 32,
         lr: 3e-3,

@@ -152,6 +152,7 @@ fn study_configs(corpus: &Path) {
         model: "mlp:64".into(),
         strategy,
         budget: Duration::from_millis(budget_ms),
+        max_trials: None,
         seed: 3,
         batch_size: 32,
         lr: 3e-3,

@@ -279,11 +279,15 @@ fn overview(h: &mut String, s: &Study) {
         ),
         None => ("– (not finished)".into(), format!("{:.1} s so far", s.row.elapsed_s)),
     };
+    let budget = match s.config.get("max_trials").and_then(serde_json::Value::as_u64) {
+        Some(n) => format!("{:.0} s or {n} trials, whichever ends first", s.row.budget_s),
+        None => format!("{:.0} s", s.row.budget_s),
+    };
     let _ = writeln!(
         h,
         "<table data-table=\"overview\"><tr><th class=\"l\">dataset</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">strategy</th><td class=\"l\">{}</td></tr><tr><th class=\"l\">seed</th><td class=\"l\">{}</td></tr>\
-         <tr><th class=\"l\">budget</th><td class=\"l\">{:.0} s</td></tr><tr><th class=\"l\">wall time</th><td class=\"l\">{}</td></tr>\
+         <tr><th class=\"l\">budget</th><td class=\"l\">{}</td></tr><tr><th class=\"l\">wall time</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">trials</th><td class=\"l\">{} ({} unfinished)</td></tr>\
          <tr><th class=\"l\">validation macro-F1 of the best model</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">best validation macro-F1 at any evaluation (mid-trial too)</th><td class=\"l\">{}</td></tr>\
@@ -291,7 +295,7 @@ fn overview(h: &mut String, s: &Study) {
         escape(&s.row.dataset),
         escape(&s.row.strategy),
         s.row.seed,
-        s.row.budget_s,
+        budget,
         wall,
         s.trials.len(),
         s.unfinished(),

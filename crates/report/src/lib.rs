@@ -40,6 +40,7 @@
 //!     model: "mlp:64".into(),
 //!     strategy: Strategy::Rl,
 //!     budget: Duration::from_secs(2),
+//!     max_trials: None,
 //!     seed: 0,
 //!     batch_size: 32,
 //!     lr: 3e-3,

@@ -45,6 +45,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         model: "mlp:32".into(),
         strategy,
         budget: Duration::from_secs_f64(budget_s),
+        max_trials: None,
         seed: 3,
         batch_size: 32,
         lr: 3e-3,
@@ -536,4 +537,20 @@ fn a_kept_study_reloaded_as_its_workers_logs_grow_equals_one_read_at_once() {
         let points: usize = again.trials.iter().map(|t| t.trace.points.len()).sum();
         assert!(points > 0, "cut {cut}: no points");
     }
+}
+
+/// The overview gives a study's trial budget beside its wall clock, and only when it has one.
+#[test]
+fn the_overview_gives_the_trial_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("capped");
+    let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 60.0, 160) };
+    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
+    assert!(html.contains("<td class=\"l\">60 s or 3 trials, whichever ends first</td>"), "capped");
+    assert!(html.contains("<td class=\"l\">3 (0 unfinished)</td>"), "trials");
+    let plain = tmp.path().join("plain");
+    copy_dir(&bench_dir().join("rl-seed3"), &plain);
+    let html = std::fs::read_to_string(write_report(&plain).unwrap().path).unwrap();
+    assert!(html.contains("budget</th><td class=\"l\">3 s</td>"), "not capped");
 }

@@ -55,8 +55,9 @@ use crate::{Error, Result};
 /// How a worker takes part in a shared study.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The trial budget of a study this worker creates (`None`: the wall clock only); a
-    /// study that exists keeps its own.
+    /// The trial budget of a study this worker creates (`None`: the config's
+    /// [`TuneConfig::max_trials`], and if that is `None` too the wall clock only); a study
+    /// that exists keeps its own. It is kept in the study's row, not in its stored config.
     pub max_trials: Option<u64>,
     /// How long to wait before asking again when only other workers' trials are running.
     pub poll: Duration,
@@ -395,8 +396,12 @@ pub fn work(
         Ok(())
     };
     refuse(config.strategy)?;
+    let max_trials = options.max_trials.or(config.max_trials);
+    if max_trials == Some(0) {
+        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
+    }
     let mine = StudyRow {
-        config: super::study_config_json(config),
+        config: super::study_config_json(&TuneConfig { max_trials: None, ..config.clone() }),
         strategy: config.strategy.name().into(),
         dataset: config.data.to_string(),
         seed: config.seed,
@@ -404,7 +409,7 @@ pub fn work(
         elapsed_s: 0.0,
         created_unix: unix_now(),
     };
-    let (stored, max_trials) = store.create_or_join(&mine, options.max_trials)?;
+    let (stored, max_trials) = store.create_or_join(&mine, max_trials)?;
     let joined;
     let config = if stored.config == mine.config {
         config
