@@ -69,7 +69,7 @@ enum Command {
     Train(train::TrainArgs),
     /// Tune a network while it trains (strategies rl, rl-no-width, fixed, random, asha, pbt)
     /// within a wall-clock budget; writes summary.json, the best model and its test predictions.
-    Tune(tune::TuneArgs),
+    Tune(Box<tune::TuneArgs>),
     /// Apply a model that train or tune wrote (its folder) to new rows — a CSV file, texts,
     /// images or a known dataset — and write each row's predicted class (and probabilities).
     Predict(predict::PredictArgs),

@@ -61,6 +61,29 @@ pub struct TuneArgs {
     /// epochs of Fashion-MNIST's 54,000 training rows). `--decision-steps` is counted the same way.
     #[arg(long)]
     pub trial_steps: Option<u64>,
+    /// The study's learning rate: the first trial's for rl and rl-no-width, every trial's
+    /// for fixed, and the middle of the sampled starts (log-uniform over a decade either
+    /// side, within --lr-range) for random, asha, pbt and rl's later trials (default: 1e-3
+    /// for images, 3e-3 for tables and text; with --lr-range alone, its geometric middle
+    /// when the default is outside it).
+    #[arg(long, value_name = "RATE")]
+    pub lr: Option<f64>,
+    /// The study's batch size, as --lr: sampled starts take it ×¼, ×½, ×1 or ×2, within
+    /// --batch-range (default: 128 for images, 32 for tables and text). It does not change a
+    /// trial's budget in rows (see --trial-steps).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// The learning rates a trial may start at or be moved to by rl, pbt or a sampled start,
+    /// LO:HI (default 1e-5:1; LO = HI fixes the rate).
+    #[arg(long, value_name = "LO:HI")]
+    pub lr_range: Option<String>,
+    /// The batch sizes a trial may start at or be moved to, LO:HI (default 16:1024).
+    #[arg(long, value_name = "LO:HI")]
+    pub batch_range: Option<String>,
+    /// The widths (units, channels, hidden sizes) a trial's hidden layers may start at or
+    /// be moved to, LO:HI (default 8:2048); the starting --model's widths must be inside.
+    #[arg(long, value_name = "LO:HI")]
+    pub width_range: Option<String>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
     /// actions scale its base rate) or constant.
     #[arg(long, default_value = "cosine")]
@@ -81,7 +104,7 @@ pub struct TuneArgs {
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "max_trials"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "max_trials", "lr", "batch_size", "lr_range", "batch_range", "width_range"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -270,19 +293,21 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
     };
     let decision_steps = args.decision_steps.unwrap_or(d.decision_steps);
     let budget_steps = args.trial_steps.unwrap_or(d.trial_steps);
+    let model = args.model.clone().unwrap_or_else(|| d.model.into());
+    let space = search_space(args, &d, &model)?;
     let config = TuneConfig {
         data,
-        model: args.model.clone().unwrap_or_else(|| d.model.into()),
+        model,
         strategy,
         budget: parse_budget(&args.budget)?,
         max_trials: args.max_trials,
         seed: args.seed,
-        batch_size: d.batch_size,
-        lr: d.lr,
+        batch_size: space.batch_size,
+        lr: space.lr,
         env: EnvConfig {
             decision_steps,
             lambda: args.lambda.unwrap_or_else(|| EnvConfig::default_lambda(decision_steps, budget_steps)),
-            bounds: Bounds::default(),
+            bounds: space.bounds,
             budget_steps,
             unit_batch: Some(d.batch_size),
         },
@@ -303,6 +328,82 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         },
     };
     Ok(config)
+}
+
+/// Where a study searches: its learning rate and batch size and the action bounds.
+#[derive(Debug, PartialEq)]
+struct SearchSpace {
+    lr: f64,
+    batch_size: usize,
+    bounds: Bounds,
+}
+
+/// `LO:HI` of `--{flag}`, both parsed by `parse` and checked by `ok` (what it says on
+/// failure: `must`), LO ≤ HI.
+fn range<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    flag: &str,
+    text: &str,
+    ok: impl Fn(T) -> bool,
+    must: &str,
+) -> anyhow::Result<(T, T)> {
+    let Some((lo, hi)) = text.split_once(':') else {
+        bail!(
+            "--{flag} {text}: expected LO:HI, e.g. --{flag} {}",
+            if flag == "lr-range" { "1e-4:1e-2" } else { "32:256" }
+        );
+    };
+    let parse = |s: &str| -> anyhow::Result<T> {
+        match s.trim().parse::<T>() {
+            Ok(v) if ok(v) => Ok(v),
+            _ => bail!("--{flag} {text}: {s:?} {must}"),
+        }
+    };
+    let (lo, hi) = (parse(lo)?, parse(hi)?);
+    if lo > hi {
+        bail!("--{flag} {text}: LO ({lo}) is above HI ({hi})");
+    }
+    Ok((lo, hi))
+}
+
+fn search_space(args: &TuneArgs, d: &Defaults, model: &str) -> anyhow::Result<SearchSpace> {
+    let mut bounds = Bounds::default();
+    if let Some(text) = &args.lr_range {
+        bounds.lr = range("lr-range", text, |r: f64| r.is_finite() && r > 0.0, "must be a rate > 0")?;
+    }
+    if let Some(text) = &args.batch_range {
+        bounds.batch = range("batch-range", text, |b: usize| b >= 1, "must be a batch size >= 1")?;
+    }
+    if let Some(text) = &args.width_range {
+        bounds.width = range("width-range", text, |w: usize| w >= 1, "must be a width >= 1")?;
+    }
+    let inside = |v: f64, (lo, hi): (f64, f64)| lo <= v && v <= hi;
+    let lr = match args.lr {
+        Some(r) if !(r.is_finite() && r > 0.0) => bail!("--lr {r}: must be a rate > 0"),
+        Some(r) if !inside(r, bounds.lr) => {
+            bail!("--lr {r} is outside --lr-range {}:{}", bounds.lr.0, bounds.lr.1)
+        }
+        Some(r) => r,
+        None if inside(d.lr, bounds.lr) => d.lr,
+        None => (bounds.lr.0 * bounds.lr.1).sqrt().clamp(bounds.lr.0, bounds.lr.1),
+    };
+    let (lo, hi) = bounds.batch;
+    let batch_size = match args.batch_size.map(|b| usize::try_from(b).unwrap_or(usize::MAX)) {
+        Some(b) if !(lo..=hi).contains(&b) => bail!("--batch-size {b} is outside --batch-range {lo}:{hi}"),
+        Some(b) => b,
+        None => d.batch_size.clamp(lo, hi),
+    };
+    // The starting architecture's own widths (`mlp:W,...`, `text-bag:D,H,...`, ...).
+    let (lo, hi) = bounds.width;
+    if let Some((_, widths)) = model.split_once(':')
+        && let Some(w) =
+            widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).find(|w| !(lo..=hi).contains(w))
+    {
+        bail!(
+            "the starting model {model} has a width of {w}, outside --width-range {lo}:{hi}: give a --model whose \
+             widths are inside it"
+        );
+    }
+    Ok(SearchSpace { lr, batch_size, bounds })
 }
 
 /// `--out`, or the first of runs/tune, runs/tune-2, ... without a study when it is the default.

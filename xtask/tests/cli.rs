@@ -713,3 +713,72 @@ fn a_trial_budget_ends_a_local_study() {
         assert!(out.status.code() == Some(2) && stderr.contains("--max-trials"), "{stderr}");
     }
 }
+
+/// `--lr`, `--batch-size` and the `--*-range` flags bound where every strategy starts and
+/// moves a trial, are kept with the study, and bad values are refused with what is wrong.
+#[test]
+fn a_search_space_bounds_every_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let space = ["--lr-range", "1e-3:1e-2", "--batch-range", "32:64", "--width-range", "32:128"];
+    let tune = |strategy: &str, dir: &Path, extra: &[&str]| {
+        let mut args = vec!["tune", "--strategy", strategy, "--budget", "10m", "--progress", "off"];
+        args.extend_from_slice(&["--out", dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        xtask(&args)
+    };
+    for strategy in ["random", "rl", "pbt"] {
+        let dir = tmp.path().join(strategy);
+        let out = tune(strategy, &dir, &[&space[..], &["--max-trials", "12"]].concat());
+        assert!(out.status.success(), "{strategy}: {}", String::from_utf8_lossy(&out.stderr));
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        let mut batches = std::collections::BTreeSet::new();
+        for t in summary["trials"].as_array().unwrap() {
+            let (start, now) = (&t["start"], &t["final_hparams"]);
+            for lr in [&start["lr"], &now["lr"]] {
+                let lr = lr.as_f64().unwrap();
+                assert!((1e-3..=1e-2).contains(&lr), "{strategy}: lr {lr} in {t}");
+            }
+            for b in [&start["batch_size"], &now["batch_size"]] {
+                let b = b.as_u64().unwrap();
+                assert!((32..=64).contains(&b), "{strategy}: batch {b} in {t}");
+                batches.insert(b);
+            }
+            for w in now["widths"].as_array().unwrap() {
+                assert!((32..=128).contains(&w.as_u64().unwrap()), "{strategy}: width {w} in {t}");
+            }
+        }
+        // Both ends of the batch range were started at (pbt's explore also moves between).
+        assert!(batches.contains(&32) && batches.contains(&64), "{strategy}: {batches:?}");
+        // Kept with the study (a resume or a report reads them back).
+        let config: serde_json::Value = serde_json::from_str(
+            &String::from_utf8(xtask(&["study", "export", dir.to_str().unwrap()]).stdout).unwrap(),
+        )
+        .map(|e: serde_json::Value| serde_json::from_str(e["study"]["config"].as_str().unwrap()).unwrap())
+        .unwrap();
+        assert_eq!(config["env"]["bounds"]["batch"], serde_json::json!([32, 64]), "{strategy}");
+    }
+    // --lr and --batch-size are where `fixed` trains and `rl` starts.
+    let dir = tmp.path().join("fixed");
+    let out = tune("fixed", &dir, &["--lr", "2e-3", "--batch-size", "48", "--max-trials", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["trials"][0]["start"]["lr"], 2e-3);
+    assert_eq!(summary["trials"][0]["start"]["batch_size"], 48);
+    // Refused, saying what is wrong.
+    for (args, says) in [
+        (&["--lr", "1e-4", "--lr-range", "1e-3:1e-2"][..], "--lr 0.0001 is outside --lr-range 0.001:0.01"),
+        (&["--lr-range", "1e-2:1e-3"][..], "LO (0.01) is above HI (0.001)"),
+        (&["--lr-range", "0.01"][..], "expected LO:HI"),
+        (&["--lr-range", "0:1"][..], "\"0\" must be a rate > 0"),
+        (&["--batch-size", "8", "--batch-range", "16:64"][..], "--batch-size 8 is outside --batch-range 16:64"),
+        (&["--width-range", "128:256"][..], "mlp:64 has a width of 64, outside --width-range 128:256"),
+    ] {
+        let out = tune("random", &tmp.path().join("refused"), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(1) && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!tmp.path().join("refused").exists(), "{args:?} created the study");
+    }
+}

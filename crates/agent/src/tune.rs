@@ -716,10 +716,8 @@ impl State<'_> {
         };
         if sampled {
             let mut rng = rng_for(c.seed, id, 0, 2);
-            start.lr = (c.lr * 10f64.powf(rng.random_range(-1.0..1.0))).clamp(c.env.bounds.lr.0, c.env.bounds.lr.1);
-            let k = rng.random_range(-2i32..=1);
-            start.batch_size =
-                ((c.batch_size as f64 * 2f64.powi(k)) as usize).clamp(c.env.bounds.batch.0, c.env.bounds.batch.1);
+            start.lr = sample_lr(c.lr, c.env.bounds.lr, &mut rng);
+            start.batch_size = sample_batch(c.batch_size, c.env.bounds.batch, &mut rng);
             // Presets with widths (`mlp:W,...`, `text-bag:D,H,...`, `text-cnn:D,C,...`).
             if let Some((kind, widths)) = c.model.split_once(':') {
                 let f = [0.5, 1.0, 2.0][rng.random_range(0..3)];
@@ -876,6 +874,37 @@ impl State<'_> {
             }
         }
     }
+}
+
+/// A sampled start's learning rate: log-uniform over a decade either side of the study's
+/// rate `lr`, cut to the `bounds` (when they cut the decade, the draw spreads over what is
+/// left rather than piling up at the bound). Within the bounds, the same draw as before
+/// bounds could be set, so stored studies resume to the same starts.
+fn sample_lr(lr: f64, bounds: (f64, f64), rng: &mut impl Rng) -> f64 {
+    let lo = (bounds.0 / lr).log10().max(-1.0);
+    let hi = (bounds.1 / lr).log10().min(1.0);
+    let exponent = if lo < hi {
+        rng.random_range(lo..hi)
+    } else {
+        // One rate left (or `lr` outside the bounds): no choice, but the draw is taken so
+        // that the widths drawn next are those of any other study with this seed.
+        let _: f64 = rng.random();
+        lo.min(hi)
+    };
+    (lr * 10f64.powf(exponent)).clamp(bounds.0, bounds.1)
+}
+
+/// A sampled start's batch size: the study's `batch` ×¼, ×½, ×1 or ×2, drawn among those
+/// inside the `bounds` (all four: the same draw as before bounds could be set); none inside:
+/// the nearest bound.
+fn sample_batch(batch: usize, bounds: (usize, usize), rng: &mut impl Rng) -> usize {
+    let scaled = |k: i32| (batch as f64 * 2f64.powi(k)) as usize;
+    let inside: Vec<i32> = (-2..=1).filter(|&k| (bounds.0..=bounds.1).contains(&scaled(k))).collect();
+    let k = match inside.len() {
+        4 | 0 => rng.random_range(-2i32..=1),
+        n => inside[rng.random_range(0..n)],
+    };
+    scaled(k).clamp(bounds.0, bounds.1)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1275,6 +1304,56 @@ fn best_run(ctx: &TrialContext<'_>, start: &TrialStart, ck: &RunCheckpoint, orig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampled_rates_spread_over_the_bounds_and_keep_the_old_draws_inside_them() {
+        let draws = |lr: f64, bounds: (f64, f64)| -> Vec<f64> {
+            (0..2000).map(|id| sample_lr(lr, bounds, &mut rng_for(7, id, 0, 2))).collect()
+        };
+        // Bounds wider than a decade either side: the draws of the formula used before
+        // bounds could be set, bit for bit.
+        let old: Vec<f64> = (0..2000)
+            .map(|id| (1e-3 * 10f64.powf(rng_for(7, id, 0, 2).random_range(-1.0..1.0))).clamp(1e-5, 1.0))
+            .collect();
+        assert_eq!(draws(1e-3, (1e-5, 1.0)), old);
+        // Bounds that cut the decade: every draw inside, none piled up on a bound, both ends
+        // of what is left reached, and log-uniform (about half below the geometric middle).
+        let cut = draws(3e-3, (1e-3, 1e-2));
+        assert!(cut.iter().all(|&r| (1e-3..=1e-2).contains(&r)));
+        assert!(cut.iter().all(|&r| r != 1e-3 && r != 1e-2));
+        let (min, max) = cut.iter().fold((1.0f64, 0.0f64), |(a, b), &r| (a.min(r), b.max(r)));
+        assert!(min < 1.1e-3 && max > 0.9e-2, "{min} {max}");
+        let below = cut.iter().filter(|&&r| r < (1e-3f64 * 1e-2).sqrt()).count();
+        assert!((900..1100).contains(&below), "{below} of 2000 below the middle");
+        // One rate allowed: that rate; outside the bounds: the nearest bound.
+        assert!(draws(1e-3, (1e-3, 1e-3)).iter().all(|&r| r == 1e-3));
+        assert!(draws(10.0, (1e-5, 1.0)).iter().all(|&r| r == 1.0));
+        assert!(draws(1e-7, (1e-5, 1.0)).iter().all(|&r| r == 1e-5));
+    }
+
+    #[test]
+    fn sampled_batch_sizes_are_those_inside_the_bounds() {
+        let count = |batch: usize, bounds: (usize, usize)| -> BTreeMap<usize, usize> {
+            let mut seen = BTreeMap::new();
+            for id in 0..4000 {
+                *seen.entry(sample_batch(batch, bounds, &mut rng_for(7, id, 0, 2))).or_insert(0) += 1;
+            }
+            seen
+        };
+        // All four inside: the old draw, bit for bit.
+        for id in 0..500 {
+            let old = ((128.0 * 2f64.powi(rng_for(7, id, 0, 2).random_range(-2i32..=1))) as usize).clamp(16, 1024);
+            assert_eq!(sample_batch(128, (16, 1024), &mut rng_for(7, id, 0, 2)), old);
+        }
+        let all = count(128, (16, 1024));
+        assert_eq!(all.keys().copied().collect::<Vec<_>>(), [32, 64, 128, 256]);
+        // Two inside: those two, about half each (not 3 in 4 on the bound).
+        let two = count(32, (32, 64));
+        assert_eq!(two.keys().copied().collect::<Vec<_>>(), [32, 64]);
+        assert!((1800..2200).contains(&two[&64]), "{two:?}");
+        // None inside (the study's batch far from the bounds): the nearest bound.
+        assert_eq!(count(1024, (16, 64)).keys().copied().collect::<Vec<_>>(), [64]);
+    }
 
     #[test]
     fn a_lock_is_held_when_the_table_lists_a_flock_on_its_inode() {
