@@ -171,7 +171,8 @@ pub struct Summary {
     /// Mean cross-entropy on the test split.
     pub test_loss: f64,
     /// Epochs trained (fewer than [`RunConfig::epochs`] when the run was stopped by
-    /// [`tune::request_stop`](crate::tune::request_stop), i.e. Ctrl-C in `cargo xtask train`).
+    /// [`tune::request_stop`](crate::tune::request_stop), i.e. Ctrl-C in `cargo xtask train`,
+    /// or by the handle given to [`train_until`]).
     pub epochs: usize,
     /// Training rows per second of training time (all epochs).
     pub samples_per_s: f64,
@@ -747,13 +748,72 @@ fn evaluate(model: &Model, device: &Device, scale: &Scale, dataset: &dyn Dataset
 /// built with `otlp`. `MonitorConfig::default()` shows no progress. The log holds one
 /// `evaluation` per epoch on the validation split (when there is one) and a last one on the
 /// test split, followed by `checkpoint` and `run_end`.
+///
+/// Ctrl-C ([`tune::request_stop`](crate::tune::request_stop)) ends the run after the current
+/// epoch, tested and written as if it were the last; [`train_until`] also takes a handle that
+/// ends this run alone.
 pub fn train(
+    config: RunConfig,
+    monitor: MonitorConfig,
+    dirs: &DataDirs,
+    cache: &GzCache,
+    device: &Device,
+    out: &Path,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Summary> {
+    train_until(config, monitor, dirs, cache, device, out, &crate::tune::Stop::default(), on_event)
+}
+
+/// [`train`], ended early — after the epoch during which it is asked, the model tested and
+/// written as if that epoch were the last ([`Summary::epochs`] says how many ran) — when
+/// `stop` is [`request`](crate::tune::Stop::request)ed (from another thread, or from
+/// `on_event`), or when every run of the process is ([`tune::request_stop`](crate::tune::request_stop)).
+/// Other runs of the process go on.
+///
+/// ```
+/// use candle_core::Device;
+/// use tuneforge_agent::data::DataSource;
+/// use tuneforge_agent::run::{RunConfig, RunEvent, train_until};
+/// use tuneforge_agent::tune::Stop;
+/// use tuneforge_loader::{DataDirs, GzCache};
+/// use tuneforge_monitor::MonitorConfig;
+/// use tuneforge_optim::{AdamConfig, OptimizerConfig, ScheduleConfig};
+///
+/// # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+/// let dirs = DataDirs::new(vec![root.join("datasets")]); // where digits.csv is
+/// let (cache, out) = (GzCache::default_location(), tempfile::tempdir().unwrap());
+/// let config = RunConfig {
+///     data: DataSource::parse("digits", None)?,
+///     model: "mlp:64".into(),
+///     epochs: 200,
+///     batch_size: 32,
+///     optimizer: OptimizerConfig::Adam(AdamConfig { lr: 3e-3, ..Default::default() }),
+///     schedule: ScheduleConfig::Constant,
+///     seed: 0,
+///     clip_norm: None,
+///     val_fraction: 0.2,
+///     snapshot_every: 100,
+///     inject_nan_at: None,
+/// };
+/// // Early stopping: once an epoch's training loss is below 0.1.
+/// let stop = Stop::default();
+/// let summary = train_until(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out.path(), &stop, &mut |event| {
+///     if matches!(event, RunEvent::Epoch { stats } if stats.train_loss < 0.1) {
+///         stop.request();
+///     }
+/// })?;
+/// assert!(summary.epochs < 200 && summary.test_accuracy > 0.9);
+/// # Ok::<(), tuneforge_agent::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn train_until(
     config: RunConfig,
     mut monitor: MonitorConfig,
     dirs: &DataDirs,
     cache: &GzCache,
     device: &Device,
     out: &Path,
+    stop: &crate::tune::Stop,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Summary> {
     let t = Instant::now();
@@ -787,7 +847,7 @@ pub fn train(
     }
     let telemetry = Telemetry::from_env(&monitor.run)?;
     let mut run = run.with_monitor(Monitor::new(monitor, telemetry)?)?;
-    match train_monitored(&mut run, config, out, on_event, t) {
+    match train_monitored(&mut run, config, out, stop, on_event, t) {
         Ok(summary) => Ok(summary),
         Err(e) => {
             // Recovery giving up has already closed the log; anything else closes it here.
@@ -803,14 +863,15 @@ fn train_monitored(
     run: &mut Run,
     config: RunConfig,
     out: &Path,
+    stop: &crate::tune::Stop,
     on_event: &mut dyn FnMut(RunEvent<'_>),
     t: Instant,
 ) -> Result<Summary> {
     let mut history = Vec::new();
     for _ in 0..config.epochs {
         history.push(run.train_epoch(on_event)?);
-        // Ctrl-C (`tune::request_stop`): the run ends with the epochs done so far.
-        if crate::tune::stop_requested() {
+        // Ctrl-C (`tune::request_stop`) or this run's handle: it ends with the epochs done.
+        if stop.requested() {
             break;
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use tuneforge_agent::data::DataSource;
-use tuneforge_agent::run::{Run, RunConfig, RunEvent, Summary, train};
+use tuneforge_agent::run::{Run, RunConfig, RunEvent, Summary, train, train_until};
 use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_model::WidenOptions;
 use tuneforge_monitor::{AnomalyKind, Event, Monitor, MonitorConfig, Outcome, Telemetry};
@@ -89,6 +89,67 @@ fn digits_train_writes_summary_and_predictions_and_learns() {
     let Some(Event::RunEnd(end)) = log.events.last() else { panic!("no run_end: {:?}", log.events.last()) };
     assert_eq!((end.outcome, end.rollbacks, end.step), (Outcome::Completed, 0, 8 * 45 - 1));
     assert_eq!(summary.rollbacks, 0);
+}
+
+/// `train_until`'s handle ends its own run after the epoch it was asked in — tested and
+/// written as a run of that many epochs — and not another run of the process.
+#[test]
+fn a_stop_handle_ends_its_own_training_run_and_not_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let stop = tuneforge_agent::tune::Stop::default();
+    let (sa, sb) = std::thread::scope(|s| {
+        let stopped = s.spawn(|| {
+            let mut epochs = 0;
+            let out = train_until(
+                config("digits", "mlp:64", 12),
+                MonitorConfig::default(),
+                &repo_dirs(),
+                &cache(),
+                &Device::Cpu,
+                &a,
+                &stop,
+                &mut |ev| {
+                    if let RunEvent::Epoch { .. } = ev {
+                        epochs += 1;
+                        if epochs == 3 {
+                            stop.request();
+                        }
+                    }
+                },
+            );
+            (out.unwrap(), epochs)
+        });
+        let other = s.spawn(|| {
+            let cfg = config("digits", "mlp:64", 6);
+            train(cfg, MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, &b, &mut |_| {}).unwrap()
+        });
+        (stopped.join().unwrap(), other.join().unwrap())
+    });
+    let ((sa, seen), sb) = (sa, sb);
+    assert_eq!((sa.epochs, seen, sb.epochs), (3, 3, 6));
+    // Its outputs are those of a 3-epoch run: the log's steps, summary.json, predictions.
+    let log = tuneforge_monitor::read_log(a.join("events.jsonl")).unwrap();
+    assert_eq!(log.events.iter().filter(|e| matches!(e, Event::Step(_))).count(), 3 * 45);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((json["epochs"].as_u64(), json["test_accuracy"].as_f64()), (Some(3), Some(sa.test_accuracy)));
+    let (truth, pred) = tuneforge_agent::run::read_predictions(&a.join("predictions.csv")).unwrap();
+    let correct = truth.iter().zip(&pred).filter(|(t, p)| t == p).count();
+    assert_eq!(correct as f64 / truth.len() as f64, sa.test_accuracy);
+    // A 3-epoch run from the start gives the same model (the stop changes nothing before it).
+    let c = tmp.path().join("c");
+    let three = train(
+        config("digits", "mlp:64", 3),
+        MonitorConfig::default(),
+        &repo_dirs(),
+        &cache(),
+        &Device::Cpu,
+        &c,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(three.test_accuracy, sa.test_accuracy);
 }
 
 #[test]
