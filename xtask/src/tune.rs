@@ -41,9 +41,11 @@ pub struct TuneArgs {
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop
-    /// at their next decision point (default 60s).
-    #[arg(long, default_value = "60s")]
-    pub budget: String,
+    /// at their next decision point (default 60s). With --resume: the study's new budget, a
+    /// total (the time already used counts against it), e.g. a finished 60-s study resumed
+    /// with --budget 5m runs about 4 minutes more.
+    #[arg(long)]
+    pub budget: Option<String>,
     /// Weight of the throughput term of each decision's reward: Δ val macro-F1 +
     /// λ·ln(samples/s ÷ ref). Default: 0.01 ÷ decisions per trial (0.0014 for 800-step trials
     /// deciding every 100 steps), so a trial's speed counts the same whatever its length, a
@@ -103,8 +105,9 @@ pub struct TuneArgs {
     #[arg(long, default_value = DEFAULT_OUT)]
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
-    /// study flags are then not allowed.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "budget", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "max_trials", "lr", "batch_size", "lr_range", "batch_range", "width_range"])]
+    /// study flags are then not allowed, but --budget and --max-trials (new totals: a
+    /// finished study given more runs on).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -147,8 +150,9 @@ pub struct TuneArgs {
     pub worker: Option<String>,
     /// A trial budget besides the wall clock: no trial starts once N have (failed ones
     /// included); the study ends at whichever of --budget and --max-trials is spent first
-    /// (give a long --budget, e.g. 24h, for the trial count alone). With PostgreSQL storage,
-    /// set by the worker that creates the study.
+    /// (give a long --budget, e.g. 24h, for the trial count alone). With --resume: the
+    /// study's new trial budget, a total as --budget. With PostgreSQL storage, set by the
+    /// worker that creates the study.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_trials: Option<u64>,
     /// With PostgreSQL storage: seconds without a write from a trial's worker after which
@@ -211,6 +215,8 @@ pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
 }
 
 const DEFAULT_OUT: &str = "runs/tune";
+/// `--budget` of a new study when none is given.
+const DEFAULT_BUDGET: &str = "60s";
 
 /// The study settings that depend on the kind of data (see the flags' docs).
 struct Defaults {
@@ -299,7 +305,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         data,
         model,
         strategy,
-        budget: parse_budget(&args.budget)?,
+        budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
         seed: args.seed,
         batch_size: space.batch_size,
@@ -608,7 +614,21 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     let cache = args.data.cache();
     let (summary, out) = match &args.resume {
         Some(dir) => {
-            let config = tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?;
+            let config = if args.budget.is_some() || args.max_trials.is_some() {
+                let budget = args.budget.as_deref().map(parse_budget).transpose()?;
+                let (before, after) = tuneforge_agent::tune::extend(dir, budget, args.max_trials)?;
+                eprintln!(
+                    "{}: budget {:?}{} (was {:?}{})",
+                    dir.display(),
+                    after.budget,
+                    trials_at_most(after.max_trials),
+                    before.budget,
+                    trials_at_most(before.max_trials)
+                );
+                after
+            } else {
+                tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?
+            };
             let slow = defaults(&config.data).slow;
             eprintln!(
                 "resuming {} ({}, {}, budget {:?}{}, seed {})",

@@ -707,11 +707,39 @@ fn a_trial_budget_ends_a_local_study() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(again["trials"], summary["trials"]);
-    // Refused by the parser: no trials, and a new budget for a stored study.
-    for out in [tune(&["--max-trials", "0", "--out", d]), xtask(&["tune", "--resume", d, "--max-trials", "9"])] {
+    // Refused by the parser: no trials, and a setting of a stored study other than its budgets.
+    for out in [tune(&["--max-trials", "0", "--out", d]), xtask(&["tune", "--resume", d, "--lr-range", "1e-3:1e-2"])] {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.code() == Some(2) && stderr.contains("--max-trials"), "{stderr}");
+        assert!(
+            out.status.code() == Some(2) && (stderr.contains("--max-trials") || stderr.contains("--lr-range")),
+            "{stderr}"
+        );
     }
+    // A new trial budget (a total) for the finished study: it runs on to it, the first 7
+    // trials kept as they were; then a wall clock already spent ends it at once.
+    let more = |args: &[&str]| {
+        let mut all = vec!["tune", "--resume", d];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&common);
+        let out = xtask(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        (s, stderr)
+    };
+    let (s, stderr) = more(&["--max-trials", "10"]);
+    assert!(stderr.contains("budget 600s or 10 trials (was 600s or 7 trials)"), "{stderr}");
+    let trials = s["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 10);
+    assert_eq!(trials[..7], summary["trials"].as_array().unwrap()[..]);
+    let used = s["wall_s"].as_f64().unwrap();
+    let (s, stderr) = more(&["--budget", "0.001s", "--max-trials", "20"]);
+    assert!(stderr.contains("budget 1ms or 20 trials (was 600s or 10 trials)"), "{stderr}");
+    assert_eq!((s["trials"].as_array().unwrap().len(), s["budget_s"].as_f64()), (10, Some(0.001)));
+    assert!(s["wall_s"].as_f64().unwrap() >= used);
+    let list = String::from_utf8(xtask(&["study", "list", d]).stdout).unwrap();
+    assert!(list.lines().nth(1).unwrap().contains(" 10/20 "), "{list}");
 }
 
 /// `--lr`, `--batch-size` and the `--*-range` flags bound where every strategy starts and

@@ -436,6 +436,19 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Replaces the study's stored configuration and budget (a study given a new budget,
+    /// [`tune::extend`](crate::tune::extend)), in one transaction.
+    pub fn set_config(&mut self, config: &str, budget_s: f64) -> Result<()> {
+        self.write("changing the study's budget", |tx| {
+            let changed =
+                tx.execute("UPDATE study SET config = ?1, budget_s = ?2 WHERE id = 1", params![config, budget_s])?;
+            if changed == 0 {
+                return Err("no study row: create_study first".into());
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits; on error nothing is changed.
     fn write<T>(&mut self, what: impl Into<String>, f: impl FnOnce(&Transaction<'_>) -> Result<T, Cause>) -> Result<T> {
         let run = |conn: &mut Connection| -> Result<T, Cause> {

@@ -487,6 +487,28 @@ pub fn resume(
     drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
 }
 
+/// Gives the study in `dir` a new wall-clock budget and/or trial budget — totals, the time
+/// and trials already used included, as [`TuneConfig::budget`] and [`TuneConfig::max_trials`]
+/// are — kept in its store, so that [`resume`] runs on to them; `None` keeps what it has.
+/// Returns the configuration before and after. Refused while another process runs the
+/// study, and for a trial budget of 0.
+///
+/// A finished study extended and resumed starts new trials (`rl` with the policy it learnt);
+/// a budget below what was used ends it again at once.
+pub fn extend(dir: &Path, budget: Option<Duration>, max_trials: Option<u64>) -> Result<(TuneConfig, TuneConfig)> {
+    let _lock = StudyLock::acquire(dir)?;
+    let before = read_study_config(dir, Output::from(ProgressMode::Off))?;
+    if max_trials == Some(0) {
+        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
+    }
+    let mut after = before.clone();
+    after.budget = budget.unwrap_or(before.budget);
+    after.max_trials = max_trials.or(before.max_trials);
+    let mut store = SqliteStore::open(&study_path(dir))?;
+    store.set_config(&study_config_json(&after), after.budget.as_secs_f64())?;
+    Ok((before, after))
+}
+
 /// Deletes what a killed process left of its write-then-rename files in `dir` (names
 /// starting with `.tmp-`, as `write_atomic` makes them, or holding `.tmp-<pid>`): the caller
 /// holds the study's lock, so no live process is writing them. Never fails: a file that

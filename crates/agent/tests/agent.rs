@@ -1258,6 +1258,16 @@ mod tune {
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(s.trials.len(), 4);
         check_outputs(&dir, &s);
+        // Extended (new totals, kept in the store), the finished study runs on to them.
+        let (before, after) = tuneforge_agent::tune::extend(&dir, Some(Duration::from_secs(900)), Some(6)).unwrap();
+        assert_eq!((before.max_trials, after.max_trials, after.budget.as_secs()), (Some(4), Some(6), 900));
+        assert_eq!(tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap().budget.as_secs(), 900);
+        let mut ids = Vec::new();
+        let s = resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |t| ids.push(t.id)).unwrap();
+        assert_eq!((ids, s.trials.len(), s.budget_s), (vec![4, 5], 6, 900.0));
+        check_outputs(&dir, &s);
+        assert!(tuneforge_agent::tune::extend(&dir, None, Some(0)).unwrap_err().to_string().contains("max_trials"));
+        assert!(tuneforge_agent::tune::extend(&tmp.path().join("none"), None, Some(9)).is_err());
         // No trial budget of 0, in a new study or a stored one.
         let zero = TuneConfig { max_trials: Some(0), ..digits_study(Strategy::Random, 600.0) };
         let e = tune(&zero, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("z"), &mut |_| {}).unwrap_err();
