@@ -332,7 +332,7 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
 
     let this_machine = machine();
     if let Some(prev) = prev.as_ref().filter(|p| p.machine != this_machine) {
-        eprintln!(
+        errln!(
             "warning: --compare file measured on {}, this is {}: samples/s may differ for that reason alone",
             describe(&prev.machine),
             describe(&this_machine)
@@ -359,12 +359,12 @@ pub fn run(args: &BenchTuneArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     crate::tune::stop_on_interrupt("`cargo xtask tune --resume DIR` of the interrupted study".into());
     for (i, (strategy, seed, out, config)) in studies.iter().enumerate() {
-        eprintln!("[{}/{total}] {strategy} seed {seed}: tuning for {:?} into {}", i + 1, config.budget, out.display());
+        errln!("[{}/{total}] {strategy} seed {seed}: tuning for {:?} into {}", i + 1, config.budget, out.display());
         let summary = tune(config, &dirs, &cache, &device, out, &mut |_| {})
             .with_context(|| format!("study {strategy} seed {seed}"))?;
         if tuneforge_agent::tune::stop_requested() {
             // A study cut short would skew the comparison: no report.
-            eprintln!(
+            errln!(
                 "interrupted in study {} of {total} ({strategy} seed {seed}, {:.1} s of {:.1} s): no bench report written",
                 i + 1,
                 summary.wall_s,

@@ -360,7 +360,7 @@ pub fn check(args: &GpuCheckArgs) -> anyhow::Result<()> {
             writeln!(f, "{line}").context("writing --out")?;
         }
     }
-    eprintln!(
+    errln!(
         "gpu-check on {}: {} checks, {failed} failed, {:.1} s",
         args.device,
         checks.len(),
@@ -414,7 +414,7 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
                      then `source PREFIX/env.sh` (../shared/CUDA.md)"
                 );
             }
-            eprintln!("building the cuda binary in {} (cold: ~20 min on 2 cores)", args.target_dir.display());
+            errln!("building the cuda binary in {} (cold: ~20 min on 2 cores)", args.target_dir.display());
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = std::process::Command::new(cargo)
                 .args(["build", "--release", "-p", "xtask", "--features", "cuda", "--target-dir"])
@@ -443,7 +443,7 @@ pub fn bundle(args: &GpuBundleArgs) -> anyhow::Result<()> {
     copy(&binary, &stripped)?;
     let strip = std::process::Command::new("strip").arg(&stripped).status();
     if !strip.as_ref().is_ok_and(|s| s.success()) {
-        eprintln!("warning: strip failed ({strip:?}); packing the binary with its symbols");
+        errln!("warning: strip failed ({strip:?}); packing the binary with its symbols");
     }
     let gz_path = out.join("xtask.gz");
     {

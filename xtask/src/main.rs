@@ -23,8 +23,24 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` to a standard error that may close early (`2>&1 | head`, a terminal gone):
+/// once a write fails, later lines are dropped (there is nowhere left to say so) and the
+/// command goes on to its end — a study still tests its best model and writes its files,
+/// where `eprintln!` would panic. `errln!()` alone writes an empty line; without a final
+/// newline: [`err_text`].
+macro_rules! errln {
+    () => {
+        $crate::err_text(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::err_text(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Set once standard output could not be written ([`outln!`]).
 static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once standard error could not be written ([`errln!`]).
+static STDERR_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn out_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
@@ -36,8 +52,21 @@ fn out_line(line: std::fmt::Arguments<'_>) {
     if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
         STDOUT_FAILED.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("cannot write to standard output ({e}); its lines are dropped from here on");
+            errln!("cannot write to standard output ({e}); its lines are dropped from here on");
         }
+    }
+}
+
+/// Writes `text` to standard error unless an earlier write failed ([`errln!`]).
+fn err_text(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if STDERR_FAILED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    if err.write_fmt(text).and_then(|()| err.flush()).is_err() {
+        STDERR_FAILED.store(true, Ordering::Relaxed);
     }
 }
 
@@ -144,7 +173,7 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", error_text(&e));
+            errln!("{}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

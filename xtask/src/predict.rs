@@ -121,8 +121,8 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         line += &format!("; wrote {}", path.display());
     }
-    eprintln!("{line}");
-    eprint!("{details}");
+    errln!("{line}");
+    crate::err_text(format_args!("{details}"));
     Ok(())
 }
 

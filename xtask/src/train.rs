@@ -163,7 +163,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let summary = train(config, monitor, &dirs, &cache, &device, &args.out, &mut |ev| {
         if let RunEvent::Started { train_rows, steps_per_epoch, parameters } = ev {
-            eprintln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
+            errln!("training on {train_rows} rows, {steps_per_epoch} steps/epoch, {parameters} parameters");
         }
     })?;
     // Per-epoch figures once the progress view is done (printing during a bar would tear it).
@@ -173,7 +173,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|v| format!(", val acc {:.4}, val macro-F1 {:.4}", v.report.accuracy, v.report.macro_avg.f1))
             .unwrap_or_default();
-        eprintln!(
+        errln!(
             "epoch {}/{}: train loss {:.4}, {:.0} samples/s{val}",
             e.epoch + 1,
             args.epochs,
@@ -192,9 +192,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         args.out.join("summary.json").display()
     );
     if tuneforge_agent::tune::stop_requested() {
-        eprintln!(
+        errln!(
             "interrupted after {} of {} epochs: the outputs are those of the model then",
-            summary.epochs, args.epochs
+            summary.epochs,
+            args.epochs
         );
         std::process::exit(130);
     }

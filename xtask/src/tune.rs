@@ -506,7 +506,7 @@ impl TrialPrinter {
     /// Prints [`TrialPrinter::lines`] for `t` now.
     pub fn print(&mut self, t: &TrialRecord) {
         for line in self.lines(t, Instant::now()) {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
 }
@@ -556,11 +556,11 @@ pub fn stop_on_interrupt(again: String) {
 pub fn on_interrupt(first: String, second: String) {
     let installed = ctrlc::set_handler(move || {
         if tuneforge_agent::tune::stop_requested() {
-            eprintln!("\ninterrupted again: exiting now ({second})");
+            errln!("\ninterrupted again: exiting now ({second})");
             std::process::exit(130);
         }
         tuneforge_agent::tune::request_stop();
-        eprintln!("\ninterrupted: {first} (Ctrl-C again exits at once)");
+        errln!("\ninterrupted: {first} (Ctrl-C again exits at once)");
     });
     if let Err(e) = installed {
         tracing::warn!(error = %e, "no Ctrl-C handler: an interrupt ends the process at once");
@@ -580,9 +580,10 @@ fn resume_command(dir: &Path) -> String {
 /// After a study ended: if it was interrupted, says so and how it continues, and exits 130.
 fn exit_if_interrupted(summary: &TuneSummary, again: &str) {
     if tuneforge_agent::tune::stop_requested() {
-        eprintln!(
+        errln!(
             "interrupted after {:.1} s of the study's {:.1} s budget: {again} runs what is left of it",
-            summary.wall_s, summary.budget_s
+            summary.wall_s,
+            summary.budget_s
         );
         std::process::exit(130);
     }
@@ -617,7 +618,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let config = if args.budget.is_some() || args.max_trials.is_some() {
                 let budget = args.budget.as_deref().map(parse_budget).transpose()?;
                 let (before, after) = tuneforge_agent::tune::extend(dir, budget, args.max_trials)?;
-                eprintln!(
+                errln!(
                     "{}: budget {:?}{} (was {:?}{})",
                     dir.display(),
                     after.budget,
@@ -630,7 +631,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 tuneforge_agent::tune::study_config(dir, ProgressMode::Off)?
             };
             let slow = defaults(&config.data).slow;
-            eprintln!(
+            errln!(
                 "resuming {} ({}, {}, budget {:?}{}, seed {})",
                 dir.display(),
                 config.data,
@@ -655,7 +656,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let config = config(args)?;
             let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
-            eprintln!(
+            errln!(
                 "tuning {} ({}) with {} for {:?}{}; writing to {} (continue it with --resume {}; \
                  follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
@@ -709,7 +710,7 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
     let cache = args.data.cache();
     let worker = options.worker.clone();
     let mut store = PostgresStore::open(url, study, options)?;
-    eprintln!(
+    errln!(
         "worker {worker} on study {study} at {} ({}, {}, {:?}{}); writing to {}",
         store.target(),
         config.data,

@@ -810,3 +810,29 @@ fn a_search_space_bounds_every_trial() {
         assert!(!tmp.path().join("refused").exists(), "{args:?} created the study");
     }
 }
+
+/// `tune … 2>&1 | head -1`: its standard error (trial lines, the start line) and output
+/// closed early, the study still runs to its end and writes its files, and exits 0 (it
+/// panicked on the first trial line with `eprintln!`: exit 101 and no summary.json).
+#[test]
+fn a_closed_standard_error_does_not_end_a_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("study");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let mut tune = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["tune", "--budget", "1s", "--trial-lines", "all", "--out", dir.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(tune.stderr.take());
+    drop(tune.stdout.take());
+    let status = tune.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["trials"].as_array().unwrap().len() > 1);
+    assert!(dir.join("model.safetensors").is_file() && dir.join("predictions.csv").is_file());
+}
