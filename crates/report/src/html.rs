@@ -288,7 +288,7 @@ fn overview(h: &mut String, s: &Study) {
         "<table data-table=\"overview\"><tr><th class=\"l\">dataset</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">strategy</th><td class=\"l\">{}</td></tr><tr><th class=\"l\">seed</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">budget</th><td class=\"l\">{}</td></tr><tr><th class=\"l\">wall time</th><td class=\"l\">{}</td></tr>\
-         <tr><th class=\"l\">trials</th><td class=\"l\">{} ({} unfinished)</td></tr>\
+         <tr><th class=\"l\">trials</th><td class=\"l\">{} ({} unfinished)</td></tr>{}\
          <tr><th class=\"l\">validation macro-F1 of the best model</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">best validation macro-F1 at any evaluation (mid-trial too)</th><td class=\"l\">{}</td></tr>\
          <tr><th class=\"l\">test macro-F1 of the best model</th><td class=\"l\">{}</td></tr></table>",
@@ -299,10 +299,32 @@ fn overview(h: &mut String, s: &Study) {
         wall,
         s.trials.len(),
         s.unfinished(),
+        search_space(&s.config),
         best_val,
         any_eval,
         test
     );
+}
+
+/// The overview's row for a study's starting point and action bounds (its stored config's
+/// `lr`, `batch_size` and `env.bounds`); empty when the config does not have them.
+fn search_space(config: &serde_json::Value) -> String {
+    let (Some(lr), Some(batch), Some(b)) =
+        (config["lr"].as_f64(), config["batch_size"].as_u64(), config["env"]["bounds"].as_object())
+    else {
+        return String::new();
+    };
+    let pair = |k: &str| match (b.get(k).and_then(|v| v[0].as_f64()), b.get(k).and_then(|v| v[1].as_f64())) {
+        (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
+        _ => "?".into(),
+    };
+    format!(
+        "<tr><th class=\"l\">search space</th><td class=\"l\">starts at lr {lr}, batch {batch}; bounds: lr {}, \
+         batch {}, widths {}</td></tr>",
+        pair("lr"),
+        pair("batch"),
+        pair("width")
+    )
 }
 
 fn leaderboard(h: &mut String, s: &Study, rows: usize) {

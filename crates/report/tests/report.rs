@@ -539,9 +539,10 @@ fn a_kept_study_reloaded_as_its_workers_logs_grow_equals_one_read_at_once() {
     }
 }
 
-/// The overview gives a study's trial budget beside its wall clock, and only when it has one.
+/// The overview gives a study's trial budget beside its wall clock (only when it has one)
+/// and where it searches.
 #[test]
-fn the_overview_gives_the_trial_budget() {
+fn the_overview_gives_the_trial_budget_and_the_search_space() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("capped");
     let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 60.0, 160) };
@@ -549,6 +550,10 @@ fn the_overview_gives_the_trial_budget() {
     let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
     assert!(html.contains("<td class=\"l\">60 s or 3 trials, whichever ends first</td>"), "capped");
     assert!(html.contains("<td class=\"l\">3 (0 unfinished)</td>"), "trials");
+    assert!(
+        html.contains("starts at lr 0.003, batch 32; bounds: lr 0.00001–1, batch 16–1024, widths 8–2048</td>"),
+        "search space"
+    );
     let plain = tmp.path().join("plain");
     copy_dir(&bench_dir().join("rl-seed3"), &plain);
     let html = std::fs::read_to_string(write_report(&plain).unwrap().path).unwrap();
