@@ -373,6 +373,39 @@ pub fn text(data: &[u8]) -> Verdict {
             &(&again.texts, &again.labels, again.labelled),
             &(&read.texts, &read.labels, read.labelled),
         );
+        chunks_equal_one_read(data, format, &read);
     }
     verdict
+}
+
+/// What `predict` reads: the same texts in chunks of a few rows and of at most a few bytes
+/// (sizes taken from the input) give, concatenated, the texts and labels of one read; each
+/// chunk ends at its row count, or at the byte cap reached with its last text, or at the end.
+fn chunks_equal_one_read(data: &[u8], format: tuneforge_loader::TextFormat, read: &tuneforge_loader::TextData) {
+    use tuneforge_loader::{Labels, TextOptions, read_text_chunks_from};
+    let rows = 1 + data.len() % 4;
+    let cap = 1 + data.first().map_or(0, |&b| b as usize % 48);
+    let options = TextOptions { format, labels: Labels::IfPresent, ..TextOptions::default() };
+    let chunks: Vec<_> = read_text_chunks_from(Path::new("fuzz.txt"), data, &options, rows)
+        .unwrap_or_else(|e| panic!("invariant broken: chunks refused what one read accepts: {e}"))
+        .max_bytes(cap)
+        .map(|c| c.unwrap_or_else(|e| panic!("invariant broken: a chunk refused what one read accepts: {e}")))
+        .collect();
+    let named = |d: &tuneforge_loader::TextData| -> Vec<String> {
+        d.labels.iter().map(|&l| d.label_names[l as usize].clone()).collect()
+    };
+    let texts: Vec<&String> = chunks.iter().flat_map(|c| &c.texts).collect();
+    same("chunked texts", &texts, &read.texts.iter().collect::<Vec<_>>());
+    let labels: Vec<String> = chunks.iter().flat_map(named).collect();
+    same("chunked labels", &labels, &named(read));
+    for (i, c) in chunks.iter().enumerate() {
+        let n = c.texts.len();
+        assert!((1..=rows).contains(&n), "invariant broken: chunk {i} has {n} texts (rows {rows})");
+        let before_last: usize = c.texts[..n - 1].iter().map(String::len).sum();
+        assert!(before_last < cap, "invariant broken: chunk {i} went on past the byte cap {cap}");
+        let all = before_last + c.texts[n - 1].len();
+        if i + 1 < chunks.len() {
+            assert!(n == rows || all >= cap, "invariant broken: chunk {i} ended early ({n} texts, {all} bytes)");
+        }
+    }
 }
