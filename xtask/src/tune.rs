@@ -83,7 +83,9 @@ pub struct TuneArgs {
     #[arg(long, value_name = "LO:HI")]
     pub batch_range: Option<String>,
     /// The widths (units, channels, hidden sizes) a trial's hidden layers may start at or
-    /// be moved to, LO:HI (default 8:2048); the starting --model's widths must be inside.
+    /// be moved to, LO:HI (default 8:2048); the widths in the starting --model's name
+    /// (mlp:W,..., text-bag:D,H,..., text-cnn:D,C,...) must be inside (seed-cnn's 32 and 64
+    /// channels are not checked: keep them inside too).
     #[arg(long, value_name = "LO:HI")]
     pub width_range: Option<String>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
