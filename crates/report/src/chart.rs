@@ -10,20 +10,28 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// How a y axis labels its ticks.
+/// How an axis labels its ticks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ticks {
     /// The value, with this many decimals.
     Plain(usize),
+    /// Short numbers (1200 → 1.2k): the x axes' default.
+    Short,
     /// The value is log10 of the quantity: labelled 10^v.
     Pow10,
+    /// The value is log2 of the quantity: labelled 2^v where v is an integer.
+    Pow2,
 }
 
 impl Ticks {
     fn label(self, v: f64) -> String {
         match self {
             Ticks::Plain(d) => format!("{v:.d$}"),
+            Ticks::Short => short_number(v),
             Ticks::Pow10 => format!("{:.0e}", 10f64.powf(v)),
+            // Only at powers of two: 2^4.5 = 23 says nothing of a batch size.
+            Ticks::Pow2 if (v - v.round()).abs() < 1e-6 => format!("{:.0}", 2f64.powf(v.round())),
+            Ticks::Pow2 => String::new(),
         }
     }
 }
@@ -60,6 +68,7 @@ pub(crate) struct Panel {
     pub title: String,
     pub x_desc: String,
     pub y_desc: String,
+    pub x_ticks: Ticks,
     pub y_ticks: Ticks,
     pub series: Vec<Series>,
     /// Red triangles (anomalies), at these points.
@@ -77,6 +86,7 @@ impl Panel {
             title: title.into(),
             x_desc: x_desc.into(),
             y_desc: y_desc.into(),
+            x_ticks: Ticks::Short,
             y_ticks: Ticks::Plain(2),
             series: Vec::new(),
             markers: Vec::new(),
@@ -173,7 +183,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
     let pad = if y1 > y0 { (y1 - y0) * 0.06 } else { y0.abs().max(1.0) * 0.05 };
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut chart = chart.build_cartesian_2d(x0..x1, y0..y1)?;
-    let ticks = panel.y_ticks;
+    let (x_ticks, ticks) = (panel.x_ticks, panel.y_ticks);
     chart
         .configure_mesh()
         .light_line_style(BLACK.mix(0.05))
@@ -182,7 +192,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
         .y_desc(panel.y_desc.as_str())
         .x_labels(6)
         .y_labels(6)
-        .x_label_formatter(&|v| short_number(*v))
+        .x_label_formatter(&|v| x_ticks.label(*v))
         .y_label_formatter(&|v| ticks.label(*v))
         .label_style(("sans-serif", 11))
         .draw()?;

@@ -160,6 +160,13 @@ fn study_page(h: &mut String, s: &Study) -> Result<()> {
         &front_chart(&[s])?,
         "Validation macro-F1 against training throughput, one dot per trial; the ringed line is the Pareto front (no trial is better on both).",
     );
+    figure(
+        h,
+        "slices",
+        &slices_chart(s)?,
+        "Validation macro-F1 of every ended trial against where it started (log scales); faded: stopped before its \
+         end (a rung, the budget). Where the F1 is high is where the search space is worth keeping.",
+    );
     h.push_str("<h2 id=\"leaderboard\">Leaderboard</h2>\n");
     leaderboard(h, s, LEADERBOARD_ROWS);
     let shown = s.shown_trials(TRACED_TRIALS);
@@ -486,6 +493,60 @@ fn front_chart(studies: &[&Study]) -> Result<String> {
     chart::render("front", (1000, 420), 1, 1, &[panel])
 }
 
+/// Validation macro-F1 of each ended trial (failed ones left out) against its starting
+/// learning rate, batch size and first hidden width (when the model's name gives widths):
+/// completed trials in the strategy's colour, the others (stopped) faded.
+fn slices_chart(s: &Study) -> Result<String> {
+    let color = strategy_color(&s.row.strategy);
+    let ended: Vec<&TrialData> = s
+        .trials
+        .iter()
+        .filter(|t| !matches!(t.row.status.as_str(), "running" | "paused") && !t.row.status.starts_with("failed"))
+        .collect();
+    let width = |t: &TrialData| {
+        let (_, widths) = t.record.start.model.split_once(':')?;
+        widths.split(',').next()?.trim().parse::<f64>().ok()
+    };
+    type Axis<'a> = (&'a str, &'a str, Ticks, &'a dyn Fn(&TrialData) -> Option<f64>);
+    let axes: [Axis<'_>; 3] = [
+        ("learning rate", "starting learning rate", Ticks::Pow10, &|t| Some(t.record.start.lr.log10())),
+        ("batch size", "starting batch size", Ticks::Pow2, &|t| Some((t.record.start.batch_size as f64).log2())),
+        ("hidden width", "starting first hidden width", Ticks::Pow2, &|t| width(t).map(f64::log2)),
+    ];
+    let mut panels = Vec::new();
+    for (title, x_desc, x_ticks, x_of) in axes {
+        let mut panel = Panel::new(format!("Validation macro-F1 by {title}"), x_desc, "macro-F1");
+        (panel.x_ticks, panel.y_ticks, panel.legend) = (x_ticks, Ticks::Plain(3), false);
+        for (completed, shade) in [(false, faded(color)), (true, color)] {
+            let points: Vec<(f64, f64)> = ended
+                .iter()
+                .filter(|t| (t.row.status == "completed") == completed)
+                .filter_map(|t| Some((x_of(t)?, t.record.val_macro_f1)))
+                .collect();
+            panel.series.push(Series::dots(String::new(), shade, keep_best(points, MAX_POINTS)));
+        }
+        if panel.series.iter().any(|s| !s.points.is_empty()) || title != "hidden width" {
+            panels.push(panel);
+        }
+    }
+    chart::render("slices", (1000, 300), 1, panels.len(), &panels)
+}
+
+/// At most `max` of `points` (a digits study has thousands of trials): the best quarter of
+/// what is drawn (by y) kept whole, the rest thinned, so the best region is never thinned away.
+fn keep_best(mut points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max {
+        return points;
+    }
+    points.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top = max / 4;
+    let (best, rest) = points.split_at(top);
+    // The rest at evenly spaced ranks: exactly `max - top` of them.
+    let mut kept = best.to_vec();
+    kept.extend((0..max - top).map(|i| rest[i * rest.len() / (max - top)]));
+    kept
+}
+
 fn curves_chart(trials: &[&TrialData]) -> Result<String> {
     let mut loss = Panel::new("Training loss", "step", "loss");
     loss.y_ticks = Ticks::Plain(2);
@@ -546,6 +607,25 @@ mod tests {
     #[test]
     fn escape_covers_markup_and_quotes() {
         assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn keep_best_keeps_the_best_quarter_and_at_most_max() {
+        // 2,000 points with y a scrambled permutation of 0..2000.
+        let points: Vec<(f64, f64)> = (0..2000u64).map(|i| (i as f64, ((i * 7919) % 2000) as f64)).collect();
+        let kept = keep_best(points.clone(), 300);
+        assert_eq!(kept.len(), 300);
+        let ys: std::collections::BTreeSet<u64> = kept.iter().map(|p| p.1 as u64).collect();
+        assert!((1925..2000).all(|y| ys.contains(&y)), "the best 75 are all kept");
+        assert!(kept.iter().all(|p| points.contains(p)));
+        let distinct: std::collections::BTreeSet<u64> = kept.iter().map(|p| p.0 as u64).collect();
+        assert_eq!(distinct.len(), 300, "no point twice");
+        // The rest spread over the ranks: some of the worst hundred too.
+        assert!(ys.iter().any(|&y| y < 100));
+        // One over: still 300.
+        assert_eq!(keep_best(points[..301].to_vec(), 300).len(), 300);
+        // Few points: all of them, as they were.
+        assert_eq!(keep_best(points[..40].to_vec(), 300), points[..40]);
     }
 
     #[test]

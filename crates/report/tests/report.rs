@@ -394,8 +394,8 @@ fn the_report_renders_in_headless_chromium() {
     let trials = sql.count("SELECT count(*) FROM trials");
     let dom = String::from_utf8(run_chromium(&bin, &["--dump-dom"], &url).stdout).unwrap();
     let charts = dom.matches("<figure class=\"chart\"").count();
-    // Progress, front, curves, one trace per shown trial, the confusion matrix.
-    assert_eq!(charts, 3 + trials.min(TRACED_TRIALS) + 1, "{trials} trials");
+    // Progress, front, slices, curves, one trace per shown trial, the confusion matrix.
+    assert_eq!(charts, 4 + trials.min(TRACED_TRIALS) + 1, "{trials} trials");
     assert_eq!(dom.matches("<svg").count(), charts, "one SVG per chart");
     assert_eq!(dom.matches("<tr class=\"trial\"").count(), trials.min(LEADERBOARD_ROWS));
     assert_eq!(dom.matches("<tr class=\"class\"").count(), 10, "digits has 10 classes");
@@ -554,8 +554,45 @@ fn the_overview_gives_the_trial_budget_and_the_search_space() {
         html.contains("starts at lr 0.003, batch 32; bounds: lr 0.00001–1, batch 16–1024, widths 8–2048</td>"),
         "search space"
     );
+    // The slices: three panels (lr, batch, width), a dot per ended trial in each.
+    let slices = figure_of(&html, "slices");
+    assert_eq!(slices.matches("Validation macro-F1 by ").count(), 3, "{slices}");
+    assert_eq!(slices.matches("<circle").count(), 3 * 3, "{slices}");
     let plain = tmp.path().join("plain");
     copy_dir(&bench_dir().join("rl-seed3"), &plain);
     let html = std::fs::read_to_string(write_report(&plain).unwrap().path).unwrap();
     assert!(html.contains("budget</th><td class=\"l\">3 s</td>"), "not capped");
+}
+
+/// The `<figure>` of the chart `kind` in a report page.
+fn figure_of<'a>(html: &'a str, kind: &str) -> &'a str {
+    let start = html.find(&format!("data-chart=\"{kind}\"")).unwrap_or_else(|| panic!("no {kind} chart"));
+    &html[start..start + html[start..].find("</figure>").unwrap()]
+}
+
+/// The slices chart draws every ended trial of a small study once a panel (its thinning of
+/// large studies is `keep_best`'s unit test).
+#[test]
+fn the_slices_chart_draws_every_ended_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("many");
+    copy_dir(&bench_dir().join("rl-seed3"), &dir);
+    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
+    let study = load_study(&dir);
+    let count = |completed: bool| {
+        study
+            .trials
+            .iter()
+            .filter(|t| !matches!(t.row.status.as_str(), "running" | "paused") && !t.row.status.starts_with("failed"))
+            .filter(|t| (t.row.status == "completed") == completed)
+            .count()
+    };
+    let (completed, stopped) = (count(true), count(false));
+    let slices = figure_of(&html, "slices");
+    // Every trial of a series (completed, stopped) of up to 300, once a panel; of more, 300
+    // (`keep_best`). mlp:32 has a width, so three panels.
+    assert!(completed > 5, "{completed} completed, {stopped} stopped");
+    assert_eq!(slices.matches("Validation macro-F1 by ").count(), 3);
+    let dots = slices.matches("<circle").count();
+    assert_eq!(dots, 3 * (completed.min(300) + stopped.min(300)), "{completed} completed, {stopped} stopped");
 }
