@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// events.jsonl and goes on.
     #[arg(long, value_name = "STEP")]
     pub inject_nan_at: Option<u64>,
+    /// Early stopping: end once N epochs in a row have not beaten the best validation
+    /// macro-F1, and test and write the best epoch's model (needs --val-fraction > 0).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub patience: Option<u64>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -134,6 +138,9 @@ pub fn parse_device(text: &str) -> anyhow::Result<Device> {
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    if let (Some(p), 0.0) = (args.patience, args.val_fraction) {
+        bail!("--patience {p} compares validation F1 between epochs: add a validation split, e.g. --val-fraction 0.1");
+    }
     let config = RunConfig {
         data: args.text.apply(DataSource::parse(&args.dataset, args.label.as_deref())?)?,
         model: args.model.clone(),
@@ -146,6 +153,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         val_fraction: args.val_fraction,
         snapshot_every: args.snapshot_every,
         inject_nan_at: args.inject_nan_at,
+        patience: args.patience.map(|p| usize::try_from(p).unwrap_or(usize::MAX)),
     };
     let device = parse_device(&args.device)?;
     let dirs = args.data.dirs();
@@ -180,6 +188,15 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             e.train_loss,
             e.samples_per_s
         );
+    }
+    if let Some(best) = summary.best_epoch {
+        let f1 = summary.history[best].val.as_ref().map_or(f64::NAN, |v| v.report.macro_avg.f1);
+        let why = if summary.epochs < args.epochs && !tuneforge_agent::tune::stop_requested() {
+            format!("stopped early: no better validation macro-F1 in the last {} epochs; ", summary.epochs - best - 1)
+        } else {
+            String::new()
+        };
+        errln!("{why}the model tested and written is epoch {}'s (val macro-F1 {f1:.4})", best + 1);
     }
     outln!(
         "test accuracy {:.4}, test macro-F1 {:.4}, {:.0} samples/s, {:.1} s, {} anomalies, {} rollbacks; wrote {}",

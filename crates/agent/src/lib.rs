@@ -57,6 +57,7 @@
 //!     val_fraction: 0.0,
 //!     snapshot_every: 100,
 //!     inject_nan_at: None,
+//!     patience: None,
 //! };
 //! let run_dir = out.path().join("train");
 //! let summary = train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, &run_dir, &mut |_| {})?;

@@ -46,6 +46,7 @@
 //!     val_fraction: 0.0,
 //!     snapshot_every: 100,
 //!     inject_nan_at: None,
+//!     patience: None,
 //! };
 //! train(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out.path(), &mut |_| {})?;
 //!

@@ -75,6 +75,12 @@ pub struct RunConfig {
     /// stops with [`Error::Diverged`]. `None` (the default) in any real run.
     #[serde(default)]
     pub inject_nan_at: Option<u64>,
+    /// Early stopping ([`train`]): end the run once this many epochs in a row have not
+    /// beaten the best validation macro-F1 so far, and test and write the model (and
+    /// optimiser state) of the best epoch, not the last. Needs a validation split
+    /// (`val_fraction` > 0); at least 1. `None`: every epoch, the last one written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 fn default_snapshot_every() -> u64 {
@@ -172,8 +178,12 @@ pub struct Summary {
     pub test_loss: f64,
     /// Epochs trained (fewer than [`RunConfig::epochs`] when the run was stopped by
     /// [`tune::request_stop`](crate::tune::request_stop), i.e. Ctrl-C in `cargo xtask train`,
-    /// or by the handle given to [`train_until`]).
+    /// or by the handle given to [`train_until`], or by early stopping).
     pub epochs: usize,
+    /// With [`RunConfig::patience`]: the epoch (0-based) whose model was tested and written,
+    /// the one with the best validation macro-F1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
     /// Training rows per second of training time (all epochs).
     pub samples_per_s: f64,
     /// Wall time of the whole run, data preparation included.
@@ -256,6 +266,20 @@ impl Run {
             });
         }
         config.optimizer.validate()?;
+        match config.patience {
+            Some(0) => {
+                return Err(Error::Config { what: "patience", why: "0 epochs: it must be at least 1".into() });
+            }
+            Some(p) if config.val_fraction == 0.0 => {
+                return Err(Error::Config {
+                    what: "patience",
+                    why: format!(
+                        "{p} epochs without a better validation F1 needs a validation split (val_fraction > 0)"
+                    ),
+                });
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -794,8 +818,9 @@ pub fn train(
 ///     val_fraction: 0.2,
 ///     snapshot_every: 100,
 ///     inject_nan_at: None,
+///     patience: None,
 /// };
-/// // Early stopping: once an epoch's training loss is below 0.1.
+/// // Stopped from outside: once an epoch's training loss is below 0.1.
 /// let stop = Stop::default();
 /// let summary = train_until(config, MonitorConfig::default(), &dirs, &cache, &Device::Cpu, out.path(), &stop, &mut |event| {
 ///     if matches!(event, RunEvent::Epoch { stats } if stats.train_loss < 0.1) {
@@ -868,16 +893,43 @@ fn train_monitored(
     t: Instant,
 ) -> Result<Summary> {
     let mut history = Vec::new();
-    for _ in 0..config.epochs {
-        history.push(run.train_epoch(on_event)?);
+    // Early stopping: the best epoch so far, its validation macro-F1 and its state.
+    let mut best: Option<(usize, f64, RunCheckpoint)> = None;
+    for epoch in 0..config.epochs {
+        let stats = run.train_epoch(on_event)?;
+        let f1 = stats.val.as_ref().map(|v| v.report.macro_avg.f1);
+        history.push(stats);
+        if let (Some(patience), Some(f1)) = (config.patience, f1) {
+            match &best {
+                Some((_, b, _)) if f1 <= *b => {}
+                _ => best = Some((epoch, f1, run.checkpoint()?)),
+            }
+            if best.as_ref().is_some_and(|(e, _, _)| epoch - e >= patience) {
+                tracing::info!(epoch, patience, "early stopping: no better validation macro-F1");
+                break;
+            }
+        }
         // Ctrl-C (`tune::request_stop`) or this run's handle: it ends with the epochs done.
         if stop.requested() {
             break;
         }
     }
+    // Over every epoch trained, before a restore takes the counters back.
+    let samples_per_s = run.samples_per_s();
+    let best_epoch = match best {
+        Some((epoch, _, ck)) => {
+            if epoch + 1 != history.len() {
+                run.restore(&ck, Path::new("the best epoch's state (early stopping)"))?;
+            }
+            Some(epoch)
+        }
+        None => None,
+    };
     let t_test = Instant::now();
     let test = run.evaluate(&*run.data.test)?;
-    let last_epoch = (config.epochs as u32).saturating_sub(1);
+    // The epoch of the model tested: the best with early stopping, else the last trained
+    // (fewer than `config.epochs` when stopped).
+    let last_epoch = best_epoch.unwrap_or(history.len().saturating_sub(1)) as u32;
     run.log_evaluation(&test, last_epoch, t_test.elapsed().as_secs_f64())?;
 
     let model_path = out.join("model.safetensors");
@@ -896,7 +948,8 @@ fn train_monitored(
         test_macro_f1: test.report.macro_avg.f1,
         test_loss: test.loss,
         epochs: history.len(),
-        samples_per_s: run.samples_per_s(),
+        best_epoch,
+        samples_per_s,
         wall_seconds: t.elapsed().as_secs_f64(),
         parameters: run.model.parameter_count(),
         model: run.model.spec().clone(),

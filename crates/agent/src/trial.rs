@@ -194,6 +194,7 @@ impl TrialContext<'_> {
             val_fraction: self.val_fraction,
             snapshot_every: 100,
             inject_nan_at: None,
+            patience: None,
         }
     }
 

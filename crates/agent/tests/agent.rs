@@ -41,6 +41,7 @@ fn config(data: &str, model: &str, epochs: usize) -> RunConfig {
         val_fraction: 0.0,
         snapshot_every: 100,
         inject_nan_at: None,
+        patience: None,
     }
 }
 
@@ -150,6 +151,60 @@ fn a_stop_handle_ends_its_own_training_run_and_not_another() {
     )
     .unwrap();
     assert_eq!(three.test_accuracy, sa.test_accuracy);
+}
+
+/// Early stopping (`RunConfig::patience`): the run ends `patience` epochs after its best
+/// validation macro-F1, and the model tested and written is the best epoch's — the same as a
+/// run of exactly that many epochs (weights, test figures), not the last one trained.
+#[test]
+fn early_stopping_writes_the_best_epochs_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = RunConfig { val_fraction: 0.2, patience: Some(3), ..config("digits", "mlp:64", 200) };
+    let out = tmp.path().join("patient");
+    let s = train(patient.clone(), MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, &out, &mut |_| {})
+        .unwrap();
+    let best = s.best_epoch.unwrap();
+    let f1 = |e: &tuneforge_agent::run::EpochStats| e.val.as_ref().unwrap().report.macro_avg.f1;
+    // It stopped 3 epochs after its best, which no later epoch beat and every earlier one was below or equal.
+    assert!(s.epochs < 200, "{} epochs", s.epochs);
+    assert_eq!(s.epochs, best + 1 + 3);
+    assert!(s.history[best + 1..].iter().all(|e| f1(e) <= f1(&s.history[best])));
+    assert!(s.history[..best].iter().all(|e| f1(e) <= f1(&s.history[best])));
+    // summary.json and the log say which epoch was written.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((json["best_epoch"].as_u64(), json["epochs"].as_u64()), (Some(best as u64), Some(s.epochs as u64)));
+    let log = tuneforge_monitor::read_log(out.join("events.jsonl")).unwrap();
+    let Some(Event::Evaluation(test)) = log.events.iter().rev().find(|e| matches!(e, Event::Evaluation(_))) else {
+        panic!("no test evaluation")
+    };
+    assert_eq!(test.epoch as usize, best);
+    // The same model as a run of best + 1 epochs with the same seed: same weights, same test.
+    let short = tmp.path().join("short");
+    let plain = RunConfig { patience: None, epochs: best + 1, ..patient.clone() };
+    let p = train(plain, MonitorConfig::default(), &repo_dirs(), &cache(), &Device::Cpu, &short, &mut |_| {}).unwrap();
+    assert_eq!((p.test_accuracy, p.test_macro_f1), (s.test_accuracy, s.test_macro_f1));
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(short.join("model.safetensors")).unwrap()
+    );
+    assert!(json.get("best_epoch").is_some() && p.best_epoch.is_none());
+    // Refused: no validation split, or a patience of 0.
+    for bad in [RunConfig { val_fraction: 0.0, ..patient.clone() }, RunConfig { patience: Some(0), ..patient.clone() }]
+    {
+        let e = train(
+            bad,
+            MonitorConfig::default(),
+            &repo_dirs(),
+            &cache(),
+            &Device::Cpu,
+            &tmp.path().join("bad"),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("patience"), "{e}");
+    }
 }
 
 #[test]
