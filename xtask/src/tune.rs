@@ -83,9 +83,9 @@ pub struct TuneArgs {
     #[arg(long, value_name = "LO:HI")]
     pub batch_range: Option<String>,
     /// The widths (units, channels, hidden sizes) a trial's hidden layers may start at or
-    /// be moved to, LO:HI (default 8:2048); the widths in the starting --model's name
-    /// (mlp:W,..., text-bag:D,H,..., text-cnn:D,C,...) must be inside (seed-cnn's 32 and 64
-    /// channels are not checked: keep them inside too).
+    /// be moved to, LO:HI (default 8:2048); the starting --model's widths must be inside
+    /// (those in its name, mlp:W,..., text-bag:D,H,..., text-cnn:D,C,...; seed-cnn's 32
+    /// channels and 64 dense units).
     #[arg(long, value_name = "LO:HI")]
     pub width_range: Option<String>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
@@ -400,12 +400,15 @@ fn search_space(args: &TuneArgs, d: &Defaults, model: &str) -> anyhow::Result<Se
         Some(b) => b,
         None => d.batch_size.clamp(lo, hi),
     };
-    // The starting architecture's own widths (`mlp:W,...`, `text-bag:D,H,...`, ...).
+    // The starting architecture's own widths (`mlp:W,...`, `text-bag:D,H,...`, ...; seed-cnn's
+    // channels and units, whatever the number of classes).
     let (lo, hi) = bounds.width;
-    if let Some((_, widths)) = model.split_once(':')
-        && let Some(w) =
-            widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).find(|w| !(lo..=hi).contains(w))
-    {
+    let widths: Vec<usize> = match model.split_once(':') {
+        _ if model == "seed-cnn" => tuneforge_model::ModelSpec::seed_cnn(10).hidden_widths(),
+        Some((_, widths)) => widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).collect(),
+        None => Vec::new(),
+    };
+    if let Some(w) = widths.into_iter().find(|w| !(lo..=hi).contains(w)) {
         bail!(
             "the starting model {model} has a width of {w}, outside --width-range {lo}:{hi}: give a --model whose \
              widths are inside it"

@@ -803,6 +803,7 @@ fn a_search_space_bounds_every_trial() {
         (&["--lr-range", "0:1"][..], "\"0\" must be a rate > 0"),
         (&["--batch-size", "8", "--batch-range", "16:64"][..], "--batch-size 8 is outside --batch-range 16:64"),
         (&["--width-range", "128:256"][..], "mlp:64 has a width of 64, outside --width-range 128:256"),
+        (&["--model", "seed-cnn", "--width-range", "64:512"][..], "seed-cnn has a width of 32, outside"),
     ] {
         let out = tune("random", &tmp.path().join("refused"), args);
         let stderr = String::from_utf8_lossy(&out.stderr);
