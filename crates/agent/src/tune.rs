@@ -373,9 +373,7 @@ pub fn tune(
             why: format!("{} already holds a study: continue it with --resume, or choose another --out", out.display()),
         });
     }
-    if config.max_trials == Some(0) {
-        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
-    }
+    check_max_trials(config.max_trials)?;
     // The data first: a study is not created for data that cannot be read.
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
@@ -487,6 +485,14 @@ pub fn resume(
     drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
 }
 
+/// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
+pub(crate) fn check_max_trials(max_trials: Option<u64>) -> Result<()> {
+    if max_trials == Some(0) {
+        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
+    }
+    Ok(())
+}
+
 /// Gives the study in `dir` a new wall-clock budget and/or trial budget — totals, the time
 /// and trials already used included, as [`TuneConfig::budget`] and [`TuneConfig::max_trials`]
 /// are — kept in its store, so that [`resume`] runs on to them; `None` keeps what it has.
@@ -498,9 +504,7 @@ pub fn resume(
 pub fn extend(dir: &Path, budget: Option<Duration>, max_trials: Option<u64>) -> Result<(TuneConfig, TuneConfig)> {
     let _lock = StudyLock::acquire(dir)?;
     let before = read_study_config(dir, Output::from(ProgressMode::Off))?;
-    if max_trials == Some(0) {
-        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
-    }
+    check_max_trials(max_trials)?;
     let mut after = before.clone();
     after.budget = budget.unwrap_or(before.budget);
     after.max_trials = max_trials.or(before.max_trials);

@@ -397,9 +397,7 @@ pub fn work(
     };
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
-    if max_trials == Some(0) {
-        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
-    }
+    super::check_max_trials(max_trials)?;
     let mine = StudyRow {
         config: super::study_config_json(&TuneConfig { max_trials: None, ..config.clone() }),
         strategy: config.strategy.name().into(),
