@@ -675,7 +675,16 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             );
             let mut printer = TrialPrinter::new(lines, None);
             stop_on_interrupt(resume_command(&out));
-            (tune(&config, &dirs, &cache, &device, &out, &mut |t| printer.print(t)).map_err(|e| stopped(e, &out))?, out)
+            let summary = tune(&config, &dirs, &cache, &device, &out, &mut |t| printer.print(t)).map_err(|e| {
+                if tuneforge_agent::tune::study_path(&out).exists() {
+                    stopped(e, &out)
+                } else {
+                    // Refused before the study was created (data, model): the line above said
+                    // "writing to".
+                    anyhow::Error::new(e).context(format!("no study was created in {}", out.display()))
+                }
+            })?;
+            (summary, out)
         }
     };
     print_leaderboard(&summary, &out);

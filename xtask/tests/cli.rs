@@ -114,6 +114,42 @@ fn tune_on_missing_data_creates_no_study() {
     assert!(!out_dir.join("study.sqlite").exists(), "a study was created for data that cannot be read");
 }
 
+/// A starting model that cannot take the data is refused before the study is created,
+/// with the reason (it used to fail trial by trial for the whole budget, then end with
+/// "every trial failed").
+#[test]
+fn tune_refuses_a_model_that_cannot_take_the_data_before_the_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    for (model, says) in [
+        ("seed-cnn", "seed-cnn takes 28x28 single-channel images (784 values), not samples of shape ["),
+        ("text-bag", "text presets need a vocabulary"),
+        ("cnn", "known presets: seed-cnn"),
+    ] {
+        let out_dir = tmp.path().join(model);
+        let started = std::time::Instant::now();
+        let out = xtask(&[
+            "tune",
+            "--model",
+            model,
+            "--budget",
+            "10m",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{model}: {stderr}");
+        assert!(stderr.contains(&format!("the starting model {model} cannot train on digits")), "{stderr}");
+        assert!(stderr.contains(says), "{model}: {stderr}");
+        assert!(stderr.contains(&format!("Error: no study was created in {}", out_dir.display())), "{stderr}");
+        assert!(!out_dir.join("study.sqlite").exists(), "{model}: a study was created");
+        // Refused, not run: a 10-minute budget of failing trials would take 10 minutes.
+        assert!(started.elapsed().as_secs() < 120, "{model}: {:?}", started.elapsed());
+    }
+}
+
 #[test]
 fn tune_on_text_names_the_bad_line_and_refuses_text_flags_on_tables() {
     let tmp = tempfile::tempdir().unwrap();

@@ -487,6 +487,12 @@ fn bad_urls_and_strategies_give_clear_errors() {
     assert!(!ok && err.contains("pbt cannot be shared"), "{err}");
     let (ok, err) = run(&["tune", "--storage", &url]);
     assert!(!ok && err.contains("--study"), "{err}");
+    // A model that cannot take the data: refused before the study row is written.
+    let study = unique("cnn-on-digits");
+    let (ok, err) = run(&["tune", "--dataset", "digits", "--model", "seed-cnn", "--study", &study, "--storage", &url]);
+    assert!(!ok && err.contains("the starting model seed-cnn cannot train on digits"), "{err}");
+    let rows = client(&url).query("SELECT name FROM studies WHERE name = $1", &[&study]).unwrap();
+    assert!(rows.is_empty(), "the study was created");
     let (ok, err) = run(&["study", "list", "--storage", "mysql://x@y/z"]);
     assert!(!ok && err.contains("expected sqlite://"), "{err}");
     let (ok, err) = run(&["study", "list", "--storage", &url]);

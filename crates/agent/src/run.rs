@@ -289,12 +289,7 @@ impl Run {
     /// and the shuffling.
     pub fn with_data(config: RunConfig, data: Prepared, device: &Device) -> Result<Run> {
         Self::check_config(&config)?;
-        let classes = data.train.num_classes();
-        // An MLP takes flat rows; the CNN takes [1, 28, 28] images; text models token ids.
-        let spec = match &data.text {
-            Some(text) => ModelSpec::text_preset(&config.model, text.max_len(), text.vocab_size(), classes)?,
-            None => ModelSpec::preset(&config.model, &data.sample_shape, classes)?,
-        };
+        let spec = model_spec(&config.model, &data)?;
         let model = spec.init_seeded(device, config.seed)?;
         let optimizer = config.optimizer.build(model.vars())?;
         // A cosine schedule with `total_steps: 0` spans the whole run.
@@ -963,6 +958,32 @@ fn train_monitored(
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+/// The model a run of `model` (a preset: `mlp:W1,W2,...`, `seed-cnn`, or for text data
+/// `text-bag`, `text-bag-max`, `text-cnn`) builds over `data`: an MLP takes flat rows, the
+/// CNN [1, 28, 28] images, text models token ids. Errors are the preset's (an unknown name,
+/// or one that cannot take these samples), e.g. to refuse a model before anything is trained:
+///
+/// ```
+/// use tuneforge_agent::data::{DataSource, prepare};
+/// use tuneforge_agent::run::model_spec;
+/// use tuneforge_loader::{DataDirs, GzCache};
+///
+/// # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+/// let dirs = DataDirs::new(vec![root.join("datasets")]); // where digits.csv is
+/// let data = prepare(&DataSource::parse("digits", None)?, &dirs, &GzCache::default_location(), 0.0, 0)?;
+/// assert_eq!(model_spec("mlp:32", &data)?.hidden_widths(), vec![32]);
+/// let err = model_spec("seed-cnn", &data).unwrap_err().to_string();
+/// assert!(err.contains("28x28"), "{err}");
+/// # Ok::<(), tuneforge_agent::Error>(())
+/// ```
+pub fn model_spec(model: &str, data: &Prepared) -> Result<ModelSpec> {
+    let classes = data.train.num_classes();
+    Ok(match &data.text {
+        Some(text) => ModelSpec::text_preset(model, text.max_len(), text.vocab_size(), classes)?,
+        None => ModelSpec::preset(model, &data.sample_shape, classes)?,
+    })
 }
 
 fn hidden_widths(model: &Model) -> Vec<u32> {

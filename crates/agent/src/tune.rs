@@ -58,7 +58,7 @@ use tuneforge_loader::{DataDirs, GzCache};
 use tuneforge_monitor::ProgressMode;
 use tuneforge_optim::ScheduleConfig;
 
-use crate::data::{DataSource, prepare};
+use crate::data::{DataSource, Prepared, prepare};
 use crate::env::{Action, EnvConfig, Move};
 use crate::policy::{Policy, StudyPolicy};
 use crate::run::{Run, RunCheckpoint, write_atomic, write_predictions};
@@ -376,6 +376,8 @@ pub fn tune(
     check_max_trials(config.max_trials)?;
     // The data first: a study is not created for data that cannot be read.
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    // And the starting model: one that cannot take the data would fail every trial.
+    check_model(config, &data)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     let lock = StudyLock::acquire(out)?;
     if path.exists() {
@@ -483,6 +485,15 @@ pub fn resume(
     let elapsed = store.study()?.map_or(0.0, |s| s.elapsed_s);
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
+}
+
+/// Refuses a starting model that cannot be built over the prepared data (a study of it
+/// would fail trial by trial until its budget ends), with the preset's reason.
+pub(crate) fn check_model(config: &TuneConfig, data: &Prepared) -> Result<()> {
+    crate::run::model_spec(&config.model, data).map(drop).map_err(|e| Error::Config {
+        what: "model",
+        why: format!("the starting model {} cannot train on {}: {e}", config.model, config.data),
+    })
 }
 
 /// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
@@ -937,7 +948,7 @@ fn sample_batch(batch: usize, bounds: (usize, usize), rng: &mut impl Rng) -> usi
 #[allow(clippy::too_many_arguments)]
 fn drive(
     config: &TuneConfig,
-    data: crate::data::Prepared,
+    data: Prepared,
     store: &mut SqliteStore,
     device: &Device,
     out: &Path,

@@ -1206,6 +1206,27 @@ mod tune {
         assert_eq!(again.best.test_macro_f1, summary.best.test_macro_f1);
     }
 
+    /// A starting model that cannot take the data: refused before the study is created (it
+    /// used to fail each trial as it started, for the whole budget).
+    #[test]
+    fn a_model_that_cannot_take_the_data_is_refused_before_the_study() {
+        let tmp = tempfile::tempdir().unwrap();
+        for model in ["seed-cnn", "text-cnn", "mlp:0"] {
+            let config = TuneConfig { model: model.into(), ..digits_study(Strategy::Random, 600.0) };
+            let dir = tmp.path().join(model);
+            let e =
+                tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| panic!("a trial ran")).unwrap_err();
+            assert!(matches!(e, tuneforge_agent::Error::Config { what: "model", .. }), "{e:?}");
+            assert!(e.to_string().contains(&format!("the starting model {model} cannot train on digits")), "{e}");
+            assert!(!dir.exists(), "{model}: {e}");
+        }
+        // The same model on data it takes is a study.
+        let config =
+            TuneConfig { model: "mlp:16".into(), max_trials: Some(1), ..digits_study(Strategy::Random, 600.0) };
+        let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("ok"), &mut |_| {}).unwrap();
+        assert_eq!(s.trials.len(), 1);
+    }
+
     #[test]
     fn a_stop_handle_ends_its_own_study_and_not_another_in_the_process() {
         let tmp = tempfile::tempdir().unwrap();

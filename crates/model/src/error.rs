@@ -18,7 +18,7 @@ pub enum Error {
         why: String,
     },
     /// A preset name or its arguments could not be parsed.
-    #[error("unknown model {name:?}: {why}")]
+    #[error("cannot build model {name:?}: {why}")]
     Preset {
         /// The text given.
         name: String,

@@ -220,7 +220,9 @@ impl ModelSpec {
             let spec = ModelSpec::seed_cnn(classes);
             let pixels: usize = sample_shape.iter().product();
             if pixels != 784 {
-                return Err(bad("seed-cnn takes 28x28 single-channel images"));
+                return Err(bad(&format!(
+                    "seed-cnn takes 28x28 single-channel images (784 values), not samples of shape {sample_shape:?}"
+                )));
             }
             return Ok(spec);
         }

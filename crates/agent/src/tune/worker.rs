@@ -398,6 +398,10 @@ pub fn work(
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
     super::check_max_trials(max_trials)?;
+    // The data and the starting model before the study is created or joined: a study is
+    // not created for data that cannot be read or a model that cannot take it.
+    let mut data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    super::check_model(config, &data)?;
     let mine = StudyRow {
         config: super::study_config_json(&TuneConfig { max_trials: None, ..config.clone() }),
         strategy: config.strategy.name().into(),
@@ -419,6 +423,10 @@ pub fn work(
             Output { progress: config.progress, log_steps_every: config.log_steps_every, stop: config.stop.clone() },
         )?;
         refuse(c.strategy)?;
+        if (&c.data, c.val_fraction, c.seed) != (&config.data, config.val_fraction, config.seed) {
+            data = prepare(&c.data, dirs, cache, c.val_fraction, c.seed)?;
+        }
+        super::check_model(&c, &data)?;
         let json = |p: &Option<StudyPolicy>| serde_json::to_string(p).expect("policy serialises");
         if config.policy.is_some() && json(&config.policy) != json(&c.policy) {
             tracing::warn!(study = store.study_name(), "--policy ignored: the study keeps the policy it started from");
@@ -428,7 +436,6 @@ pub fn work(
         &joined
     };
     tracing::info!(study = store.study_name(), worker = store.worker(), ?max_trials, "worker started");
-    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     let _lock = StudyLock::acquire(out)?;
     let clock = Clock { offset: stored.elapsed_s, start: Instant::now() };
