@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tuneforge_agent::store::postgres::{PgOptions, StudyListing};
 use tuneforge_agent::store::{DecisionRow, EvaluationRow, PostgresStore, SqliteStore, StudyRow, StudyStore, TrialRow};
-use tuneforge_monitor::ProgressMode;
+use tuneforge_agent::tune::TrialRecord;
 
 use crate::tune::{Storage, parse_storage};
 
@@ -65,6 +65,10 @@ pub struct Export {
     /// The best finished trial: highest validation macro-F1 among completed and stopped
     /// trials, ties to the one that ended first.
     pub best: Option<BestTrial>,
+    /// The study's trial budget, if it has one (a PostgreSQL study keeps it beside its
+    /// config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_trials: Option<u64>,
 }
 
 /// One trial with its rows.
@@ -77,6 +81,13 @@ pub struct ExportedTrial {
     pub decisions_rows: Vec<DecisionRow>,
     /// Its evaluations.
     pub evaluations: Vec<EvaluationRow>,
+}
+
+impl ExportedTrial {
+    /// Its record (start, hyper-parameters now, rungs, ...); `None` if it cannot be read.
+    pub fn record(&self) -> Option<TrialRecord> {
+        serde_json::from_str(&self.trial.record).ok()
+    }
 }
 
 /// The best trial.
@@ -173,6 +184,7 @@ pub fn export(place: &Where) -> anyhow::Result<Export> {
     let study = store.study()?.with_context(|| format!("no study named {name:?} in {}", place_name(place)))?;
     let rows = store.trials()?;
     let best = best_of(&rows);
+    let max_trials = store.max_trials()?;
     let mut trials = Vec::new();
     for trial in rows {
         trials.push(ExportedTrial {
@@ -185,7 +197,7 @@ pub fn export(place: &Where) -> anyhow::Result<Export> {
         Some(json) => Some(serde_json::from_str(&json).context("the stored policy state is not JSON")?),
         None => None,
     };
-    Ok(Export { name, study, trials, policy, best })
+    Ok(Export { name, study, trials, policy, best, max_trials })
 }
 
 fn place_name(place: &Where) -> String {
@@ -204,9 +216,7 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                 Opened::Sqlite(name, store) => {
                     let study = store.study()?.with_context(|| format!("{}: no study row", place_name(place)))?;
                     let trials = store.trials()?;
-                    let max_trials = tuneforge_agent::tune::parse_study_config(&study.config, ProgressMode::Off)
-                        .ok()
-                        .and_then(|c| c.max_trials);
+                    let max_trials = store.max_trials()?;
                     vec![StudyListing {
                         name,
                         study,
@@ -259,10 +269,13 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                 e.study.seed,
                 e.study.budget_s,
                 e.study.elapsed_s,
-                e.trials.len()
+                match e.max_trials {
+                    Some(m) => format!("{}/{m}", e.trials.len()),
+                    None => e.trials.len().to_string(),
+                }
             );
             outln!(
-                "{:>5} {:<10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}",
+                "{:>5} {:<10} {:>9} {:>9} {:>9} {:>7} {:>8} {:>7}  {:>8} {:>5} {}",
                 "trial",
                 "status",
                 "val F1",
@@ -270,11 +283,16 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                 "decisions",
                 "rows",
                 "resumed",
-                "pid"
+                "pid",
+                "lr",
+                "batch",
+                "widths (now, or at the end)"
             );
             for t in &e.trials {
+                let record = t.record();
+                let hparams = record.as_ref().map(|r| &r.final_hparams);
                 outln!(
-                    "{:>5} {:<10} {:>9} {:>+9.3} {:>9} {:>7} {:>8} {:>7}",
+                    "{:>5} {:<10} {:>9} {:>+9.3} {:>9} {:>7} {:>8} {:>7}  {:>8} {:>5} {}",
                     t.trial.id,
                     t.trial.status.split(':').next().unwrap_or(""),
                     t.trial.val_macro_f1.map_or("-".into(), |f| format!("{f:.4}")),
@@ -282,11 +300,24 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     t.trial.decisions,
                     t.decisions_rows.len(),
                     if t.trial.resumed { "yes" } else { "no" },
-                    t.trial.pid
+                    t.trial.pid,
+                    hparams.map_or("-".into(), |h| format!("{:.2e}", h.lr)),
+                    hparams.map_or("-".into(), |h| h.batch_size.to_string()),
+                    hparams.map_or("-".into(), |h| format!("{:?}", h.widths)),
                 );
             }
             match &e.best {
-                Some(b) => outln!("best: trial {} (val macro-F1 {:.4})", b.trial, b.val_macro_f1),
+                Some(b) => {
+                    let record = e.trials.iter().find(|t| t.trial.id == b.trial).and_then(ExportedTrial::record);
+                    let how = record.map_or(String::new(), |r| {
+                        let (start, end) = (&r.start, &r.final_hparams);
+                        format!(
+                            ": lr {}, batch {}, widths {:?} at its end (started as {} at lr {}, batch {})",
+                            end.lr, end.batch_size, end.widths, start.model, start.lr, start.batch_size
+                        )
+                    });
+                    outln!("best: trial {} (val macro-F1 {:.4}){how}", b.trial, b.val_macro_f1)
+                }
                 None => outln!("best: none yet (no finished trial)"),
             }
         }

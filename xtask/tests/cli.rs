@@ -687,6 +687,29 @@ fn study_commands_read_a_tune_folder() {
     assert_eq!((json["best"]["trial"].as_u64(), json["trials"].as_array().unwrap().len()), (Some(best), trials));
     let show = stdout(&["study", "show", d]);
     assert!(show.contains(&format!("{trials} trials")) && show.contains(&format!("best: trial {best} ")), "{show}");
+    // The best trial's hyper-parameters, as the summary has them, to copy into a `train`.
+    let record = summary["trials"].as_array().unwrap().iter().find(|t| t["id"] == best).unwrap();
+    let (end, start) = (&record["final_hparams"], &record["start"]);
+    let said = format!(
+        ": lr {}, batch {}, widths {} at its end (started as {} at lr {}, batch {})",
+        end["lr"].as_f64().unwrap(),
+        end["batch_size"],
+        end["widths"].to_string().replace(',', ", "),
+        start["model"].as_str().unwrap(),
+        start["lr"].as_f64().unwrap(),
+        start["batch_size"]
+    );
+    assert!(show.lines().last().unwrap().ends_with(&said), "{show}\n{said}");
+    // One line per trial, its current batch size in the table.
+    let rows: Vec<&str> = show.lines().skip(2).take(trials).collect();
+    for (row, t) in rows.iter().zip(summary["trials"].as_array().unwrap()) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            (cells[0], cells[9]),
+            (t["id"].to_string().as_str(), t["final_hparams"]["batch_size"].to_string().as_str()),
+            "{row}"
+        );
+    }
     let list = stdout(&["study", "list", d]);
     assert!(list.lines().nth(1).unwrap().contains(&format!(" {trials} ")), "{list}");
     // Both a folder and --storage, or neither: refused by the parser.
@@ -736,6 +759,10 @@ fn a_trial_budget_ends_a_local_study() {
     let list = xtask(&["study", "list", d]);
     let list = String::from_utf8(list.stdout).unwrap();
     assert!(list.lines().nth(1).unwrap().contains(" 7/7 "), "{list}");
+    let show = String::from_utf8(xtask(&["study", "show", d]).stdout).unwrap();
+    assert!(show.lines().next().unwrap().ends_with(", 7/7 trials"), "{show}");
+    let export: serde_json::Value = serde_json::from_slice(&xtask(&["study", "export", d]).stdout).unwrap();
+    assert_eq!((export["max_trials"].as_u64(), export["trials"].as_array().unwrap().len()), (Some(7), 7));
     // Resumed, it says its trial budget and runs nothing more.
     let out = xtask(&["tune", "--resume", d, "--progress", "off", "--data-dir", data.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);

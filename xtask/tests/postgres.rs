@@ -214,6 +214,11 @@ fn three_workers_share_a_study_and_one_killed_mid_trial_is_taken_over() {
     // The best trial every worker reports is the study's, as `study export` finds it.
     let exported = export(&url, &study, dir.path());
     assert_eq!(exported["trials"].as_array().unwrap().len() as u64, n);
+    // The workers' trial budget, kept in the studies row, is the study's.
+    assert_eq!(exported["max_trials"].as_u64(), Some(n));
+    let show = xtask().args(["study", "show", "--storage", &url, "--study", &study]).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.lines().next().unwrap().ends_with(&format!(", {n}/{n} trials")), "{show}");
     for name in ["w1", "w2"] {
         let s = summary(&dir.path().join(name));
         assert_eq!(s["best"]["trial"], exported["best"]["trial"], "{name}");
@@ -255,6 +260,7 @@ fn report_of_the_study(url: &str, study: &str, dir: &Path, victim: i64, exported
         html.contains(&format!("Study <code>{study}</code> in <code>")) && !html.contains("Incomplete"),
         "{stdout}"
     );
+    assert!(html.contains(&format!(" s or {n} trials, whichever ends first</td>")), "the trial budget");
 
     let store =
         PostgresStore::open(url, study, PgOptions { worker: "report-test".into(), ..PgOptions::default() }).unwrap();

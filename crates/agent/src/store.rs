@@ -335,6 +335,13 @@ pub struct CheckpointRow {
 pub trait StudyStore: Send {
     /// The study row, if the study exists.
     fn study(&self) -> Result<Option<StudyRow>>;
+    /// The study's trial budget (see `TuneConfig::max_trials`), if it has one; by default
+    /// the `max_trials` of its stored config.
+    fn max_trials(&self) -> Result<Option<u64>> {
+        Ok(self
+            .study()?
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s.config).ok()?.get("max_trials")?.as_u64()))
+    }
     /// Creates the study row. Error (Error::Store) if one exists already.
     fn create_study(&mut self, study: &StudyRow) -> Result<()>;
     /// Records wall time used so far.

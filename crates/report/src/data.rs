@@ -295,8 +295,12 @@ impl Study {
             path: what.to_path_buf(),
             why: "the store holds no study yet (created, then stopped before its first write?)".into(),
         })?;
-        let config = serde_json::from_str(&row.config)
+        let mut config: serde_json::Value = serde_json::from_str(&row.config)
             .map_err(|e| Error::Malformed { path: what.to_path_buf(), why: format!("study.config: {e}") })?;
+        // A PostgreSQL study keeps its trial budget beside its config.
+        if let (Some(object), Some(max)) = (config.as_object_mut(), store.max_trials()?) {
+            object.entry("max_trials").or_insert(max.into());
+        }
         let mut notes = Vec::new();
         let mut trials = Vec::new();
         for trial in store.trials()? {

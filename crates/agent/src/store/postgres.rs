@@ -1468,6 +1468,18 @@ impl StudyStore for PostgresStore {
         )
     }
 
+    /// The `max_trials` column: the stored config of a PostgreSQL study has no trial budget
+    /// (its workers may each be given one).
+    fn max_trials(&self) -> Result<Option<u64>> {
+        self.once(
+            || "reading the trial budget".into(),
+            |tx, study, _| {
+                let row = tx.query_opt("SELECT max_trials FROM studies WHERE name = $1", &[&study])?;
+                Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|m| m as u64))
+            },
+        )
+    }
+
     fn create_study(&mut self, s: &StudyRow) -> Result<()> {
         self.tx(
             || "creating the study".into(),
