@@ -164,8 +164,9 @@ fn study_page(h: &mut String, s: &Study) -> Result<()> {
         h,
         "slices",
         &slices_chart(s)?,
-        "Validation macro-F1 of every ended trial against where it started (log scales); faded: stopped before its \
-         end (a rung, the budget). Where the F1 is high is where the search space is worth keeping.",
+        "Validation macro-F1 of every ended trial against where it started (log scales) and, when trials moved \
+         (rl, pbt), where they ended; faded: stopped before its end (a rung, the budget). Where the F1 is high is \
+         where the search space is worth keeping.",
     );
     h.push_str("<h2 id=\"leaderboard\">Leaderboard</h2>\n");
     leaderboard(h, s, LEADERBOARD_ROWS);
@@ -495,7 +496,8 @@ fn front_chart(studies: &[&Study]) -> Result<String> {
 
 /// Validation macro-F1 of each ended trial (failed ones left out) against its starting
 /// learning rate, batch size and first hidden width (when the model's name gives widths):
-/// completed trials in the strategy's colour, the others (stopped) faded.
+/// completed trials in the strategy's colour, the others (stopped) faded. When trials moved
+/// (`rl`'s actions, `pbt`'s explore), a second row against where they ended.
 fn slices_chart(s: &Study) -> Result<String> {
     let color = strategy_color(&s.row.strategy);
     let ended: Vec<&TrialData> = s
@@ -507,29 +509,52 @@ fn slices_chart(s: &Study) -> Result<String> {
         let (_, widths) = t.record.start.model.split_once(':')?;
         widths.split(',').next()?.trim().parse::<f64>().ok()
     };
+    // The first hidden width at the end, of a model whose name gives widths (seed-cnn's
+    // first "width" is its channels).
+    let end_width = |t: &TrialData| width(t).and(t.record.final_hparams.widths.first().map(|&w| w as f64));
+    let moved = ended.iter().any(|t| {
+        let (start, end) = (&t.record.start, &t.record.final_hparams);
+        start.lr != end.lr || start.batch_size != end.batch_size || width(t) != end_width(t)
+    });
+    let start_width = |t: &TrialData| width(t).map(f64::log2);
+    let final_width = |t: &TrialData| end_width(t).map(f64::log2);
     type Axis<'a> = (&'a str, &'a str, Ticks, &'a dyn Fn(&TrialData) -> Option<f64>);
-    let axes: [Axis<'_>; 3] = [
+    let mut rows: Vec<[Axis<'_>; 3]> = vec![[
         ("learning rate", "starting learning rate", Ticks::Pow10, &|t| Some(t.record.start.lr.log10())),
         ("batch size", "starting batch size", Ticks::Pow2, &|t| Some((t.record.start.batch_size as f64).log2())),
-        ("hidden width", "starting first hidden width", Ticks::Pow2, &|t| width(t).map(f64::log2)),
-    ];
+        ("hidden width", "starting first hidden width", Ticks::Pow2, &start_width),
+    ]];
+    if moved {
+        rows.push([
+            ("learning rate at the end", "learning rate at the trial's end", Ticks::Pow10, &|t| {
+                Some(t.record.final_hparams.lr.log10())
+            }),
+            ("batch size at the end", "batch size at the trial's end", Ticks::Pow2, &|t| {
+                Some((t.record.final_hparams.batch_size as f64).log2())
+            }),
+            ("hidden width at the end", "first hidden width at the trial's end", Ticks::Pow2, &final_width),
+        ]);
+    }
+    // No width panels for a model without named widths (seed-cnn, text presets).
+    let with_width = ended.iter().any(|t| width(t).is_some());
     let mut panels = Vec::new();
-    for (title, x_desc, x_ticks, x_of) in axes {
-        let mut panel = Panel::new(format!("Validation macro-F1 by {title}"), x_desc, "macro-F1");
-        (panel.x_ticks, panel.y_ticks, panel.legend) = (x_ticks, Ticks::Plain(3), false);
-        for (completed, shade) in [(false, faded(color)), (true, color)] {
-            let points: Vec<(f64, f64)> = ended
-                .iter()
-                .filter(|t| (t.row.status == "completed") == completed)
-                .filter_map(|t| Some((x_of(t)?, t.record.val_macro_f1)))
-                .collect();
-            panel.series.push(Series::dots(String::new(), shade, keep_best(points, MAX_POINTS)));
-        }
-        if panel.series.iter().any(|s| !s.points.is_empty()) || title != "hidden width" {
+    for row in &rows {
+        for &(title, x_desc, x_ticks, x_of) in row.iter().filter(|a| with_width || !a.0.starts_with("hidden width")) {
+            let mut panel = Panel::new(format!("Validation macro-F1 by {title}"), x_desc, "macro-F1");
+            (panel.x_ticks, panel.y_ticks, panel.legend) = (x_ticks, Ticks::Plain(3), false);
+            for (completed, shade) in [(false, faded(color)), (true, color)] {
+                let points: Vec<(f64, f64)> = ended
+                    .iter()
+                    .filter(|t| (t.row.status == "completed") == completed)
+                    .filter_map(|t| Some((x_of(t)?, t.record.val_macro_f1)))
+                    .collect();
+                panel.series.push(Series::dots(String::new(), shade, keep_best(points, MAX_POINTS)));
+            }
             panels.push(panel);
         }
     }
-    chart::render("slices", (1000, 300), 1, panels.len(), &panels)
+    let cols = panels.len() / rows.len();
+    chart::render("slices", (1000, 300 * rows.len() as u32), rows.len(), cols, &panels)
 }
 
 /// At most `max` of `points` (a digits study has thousands of trials): the best quarter of

@@ -590,9 +590,13 @@ fn the_slices_chart_draws_every_ended_trial() {
     let (completed, stopped) = (count(true), count(false));
     let slices = figure_of(&html, "slices");
     // Every trial of a series (completed, stopped) of up to 300, once a panel; of more, 300
-    // (`keep_best`). mlp:32 has a width, so three panels.
+    // (`keep_best`). mlp:32 has a width, so three panels a row; the rl policy moved trials,
+    // so a second row against where they ended.
     assert!(completed > 5, "{completed} completed, {stopped} stopped");
-    assert_eq!(slices.matches("Validation macro-F1 by ").count(), 3);
+    let moved = study.trials.iter().filter(|t| t.record.final_hparams.lr != t.record.start.lr).count();
+    assert!(moved > 0, "no trial of the rl study changed its learning rate");
+    assert_eq!(slices.matches("Validation macro-F1 by ").count(), 6);
+    assert_eq!(slices.matches("Validation macro-F1 by learning rate at the end").count(), 1);
     let dots = slices.matches("<circle").count();
-    assert_eq!(dots, 3 * (completed.min(300) + stopped.min(300)), "{completed} completed, {stopped} stopped");
+    assert_eq!(dots, 6 * (completed.min(300) + stopped.min(300)), "{completed} completed, {stopped} stopped");
 }
