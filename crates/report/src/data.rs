@@ -391,6 +391,47 @@ impl Study {
         out
     }
 
+    /// How much each hyper-parameter alone explains of the completed trials' validation
+    /// macro-F1 ([`omega_squared`] over its groups: learning rates by [`lr_group`], batch sizes
+    /// and first hidden widths by value), at the trials' start and at their end; `None` where
+    /// it is not defined (one group, or too few trials). Empty with fewer than
+    /// [`MIN_IMPORTANCE_TRIALS`] completed trials.
+    pub fn importances(&self) -> Vec<Importance> {
+        let completed: Vec<&TrialData> =
+            self.trials.iter().filter(|t| t.row.status == "completed" && t.record.val_macro_f1.is_finite()).collect();
+        if completed.len() < MIN_IMPORTANCE_TRIALS {
+            return Vec::new();
+        }
+        let width = |t: &TrialData| -> Option<i64> {
+            let (_, widths) = t.record.start.model.split_once(':')?;
+            widths.split(',').next()?.trim().parse().ok()
+        };
+        let end_width = |t: &TrialData| width(t).and(t.record.final_hparams.widths.first().map(|&w| w as i64));
+        type Key<'a> = &'a dyn Fn(&TrialData) -> Option<i64>;
+        let params: [(&'static str, Key<'_>, Key<'_>); 3] = [
+            ("learning rate", &|t| Some(lr_group(t.record.start.lr)), &|t| Some(lr_group(t.record.final_hparams.lr))),
+            ("batch size", &|t| Some(t.record.start.batch_size as i64), &|t| {
+                Some(t.record.final_hparams.batch_size as i64)
+            }),
+            ("first hidden width", &width, &end_width),
+        ];
+        let of = |key: Key<'_>| -> Option<Omega> {
+            let values: Vec<(i64, f64)> =
+                completed.iter().map(|t| Some((key(t)?, t.record.val_macro_f1))).collect::<Option<_>>()?;
+            omega_squared(&values)
+        };
+        params
+            .into_iter()
+            .filter(|(_, start, _)| completed.iter().all(|t| start(t).is_some()))
+            .map(|(parameter, start, end)| Importance {
+                parameter,
+                trials: completed.len(),
+                start: of(start),
+                end: of(end),
+            })
+            .collect()
+    }
+
     /// Trials with a finite validation macro-F1 and throughput, as `(trial id, samples/s, F1)`.
     pub fn front_points(&self) -> Vec<(u64, f64, f64)> {
         self.trials
@@ -431,6 +472,78 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     }
     front.reverse();
     front
+}
+
+/// The fewest completed trials [`Study::importances`] reads.
+pub const MIN_IMPORTANCE_TRIALS: usize = 10;
+
+/// One hyper-parameter's share of the variance of the completed trials' validation
+/// macro-F1 ([`Study::importances`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Importance {
+    /// `learning rate`, `batch size` or `first hidden width`.
+    pub parameter: &'static str,
+    /// Completed trials read.
+    pub trials: usize,
+    /// Grouped by its value at the trial's start.
+    pub start: Option<Omega>,
+    /// Grouped by its value at the trial's end.
+    pub end: Option<Omega>,
+}
+
+/// ω² of a one-way analysis of variance, and its number of groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Omega {
+    /// ω² = (SS_between − (k − 1)·MS_within) / (SS_total + MS_within), at least 0.
+    pub omega2: f64,
+    /// Groups (k).
+    pub groups: usize,
+}
+
+/// The group of a learning rate: its quarter-decade, ⌊4·log10(lr)⌋ (1e-3 ≤ lr < 1.78e-3 is
+/// −12).
+pub fn lr_group(lr: f64) -> i64 {
+    (lr.log10() * 4.0).floor() as i64
+}
+
+/// How much of the variance of the values a grouping explains: ω² (Hays) of a one-way
+/// analysis of variance of `(group, value)` pairs — the share of the variance explained by
+/// the groups, less what as many groups of pure noise would explain (η², SS_between ÷
+/// SS_total, grows with every group added). Clamped at 0. `None` with fewer than two groups,
+/// no more values than groups, or values that do not vary.
+///
+/// ```
+/// use tuneforge_report::data::omega_squared;
+/// // Two groups far apart, little spread within: nearly all of the variance is the groups'.
+/// let values = [(0, 0.50), (0, 0.52), (0, 0.51), (1, 0.90), (1, 0.91), (1, 0.89)];
+/// let w = omega_squared(&values).unwrap();
+/// assert!(w.omega2 > 0.99 && w.groups == 2);
+/// // One group: nothing to tell apart.
+/// assert!(omega_squared(&[(7, 0.5), (7, 0.6), (7, 0.7)]).is_none());
+/// ```
+pub fn omega_squared(values: &[(i64, f64)]) -> Option<Omega> {
+    let n = values.len();
+    let mut groups: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+    for &(g, v) in values {
+        let e = groups.entry(g).or_default();
+        e.0 += v;
+        e.1 += 1;
+    }
+    let k = groups.len();
+    if k < 2 || n <= k {
+        return None;
+    }
+    let mean = values.iter().map(|v| v.1).sum::<f64>() / n as f64;
+    let total: f64 = values.iter().map(|v| (v.1 - mean).powi(2)).sum();
+    let group_mean = |g: &i64| groups[g].0 / groups[g].1 as f64;
+    let between: f64 = groups.values().map(|&(sum, m)| m as f64 * (sum / m as f64 - mean).powi(2)).sum();
+    let within: f64 = values.iter().map(|(g, v)| (v - group_mean(g)).powi(2)).sum();
+    let ms_within = within / (n - k) as f64;
+    if total <= 0.0 {
+        return None;
+    }
+    let omega2 = ((between - (k - 1) as f64 * ms_within) / (total + ms_within)).max(0.0);
+    Some(Omega { omega2, groups: k })
 }
 
 /// Mean and sample standard deviation (0 for one value); `None` when empty.

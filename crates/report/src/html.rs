@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, PALETTE, Panel, Series, Ticks, strategy_color};
-use crate::data::{Bench, Source, Study, TrialData, pareto_front};
+use crate::data::{Bench, MIN_IMPORTANCE_TRIALS, Omega, Source, Study, TrialData, pareto_front};
 use crate::error::Result;
 
 /// Trials drawn one by one (learning rate, batch size and widths over steps) in a study's
@@ -165,9 +165,10 @@ fn study_page(h: &mut String, s: &Study) -> Result<()> {
         "slices",
         &slices_chart(s)?,
         "Validation macro-F1 of every ended trial against where it started (log scales) and, when trials moved \
-         (rl, pbt), where they ended; faded: stopped before its end (a rung, the budget). Where the F1 is high is \
+         (rl's actions, pbt's explore, the monitor's rate cuts), where they ended; faded: stopped before its end (a rung, the budget). Where the F1 is high is \
          where the search space is worth keeping.",
     );
+    importance_table(h, s);
     h.push_str("<h2 id=\"leaderboard\">Leaderboard</h2>\n");
     leaderboard(h, s, LEADERBOARD_ROWS);
     let shown = s.shown_trials(TRACED_TRIALS);
@@ -335,6 +336,43 @@ fn search_space(config: &serde_json::Value) -> String {
     )
 }
 
+/// What each hyper-parameter alone explains of the completed trials' validation macro-F1
+/// ([`Study::importances`]); the "at the end" columns only where trials moved.
+fn importance_table(h: &mut String, s: &Study) {
+    let rows = s.importances();
+    let Some(first) = rows.first() else {
+        let completed = s.trials.iter().filter(|t| t.row.status == "completed").count();
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">Importance: {completed} completed trials, fewer than the {MIN_IMPORTANCE_TRIALS} it \
+             needs.</p>"
+        );
+        return;
+    };
+    let moved = rows.iter().any(|r| r.start != r.end);
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">Importance: the share of the variance of the {} completed trials' validation macro-F1 \
+         that each hyper-parameter explains alone — ω² of a one-way analysis of variance over its values (learning \
+         rates in quarter-decades), 0 when it explains no more than as many random groups would; – where it took one \
+         value, or one per trial. Hyper-parameters \
+         interact and a strategy draws them together: read it beside the slices.</p>\n\
+         <table data-table=\"importance\"><tr><th class=\"l\">hyper-parameter</th><th>ω² at the start</th>\
+         <th>groups</th>{}</tr>",
+        first.trials,
+        if moved { "<th>ω² at the end</th><th>groups</th>" } else { "" }
+    );
+    let cells = |o: Option<Omega>| match o {
+        Some(o) => format!("<td>{:.3}</td><td>{}</td>", o.omega2, o.groups),
+        None => "<td>–</td><td>–</td>".into(),
+    };
+    for r in &rows {
+        let end = if moved { cells(r.end) } else { String::new() };
+        let _ = writeln!(h, "<tr><td class=\"l\">{}</td>{}{end}</tr>", r.parameter, cells(r.start));
+    }
+    h.push_str("</table>\n");
+}
+
 fn leaderboard(h: &mut String, s: &Study, rows: usize) {
     let shown = s.shown_trials(rows);
     let _ = writeln!(
@@ -497,7 +535,8 @@ fn front_chart(studies: &[&Study]) -> Result<String> {
 /// Validation macro-F1 of each ended trial (failed ones left out) against its starting
 /// learning rate, batch size and first hidden width (when the model's name gives widths):
 /// completed trials in the strategy's colour, the others (stopped) faded. When trials moved
-/// (`rl`'s actions, `pbt`'s explore), a second row against where they ended.
+/// (`rl`'s actions, `pbt`'s explore, the monitor's rate cuts after a divergence), a second row
+/// against where they ended.
 fn slices_chart(s: &Study) -> Result<String> {
     let color = strategy_color(&s.row.strategy);
     let ended: Vec<&TrialData> = s

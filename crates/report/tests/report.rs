@@ -600,3 +600,91 @@ fn the_slices_chart_draws_every_ended_trial() {
     let dots = slices.matches("<circle").count();
     assert_eq!(dots, 6 * (completed.min(300) + stopped.min(300)), "{completed} completed, {stopped} stopped");
 }
+
+/// ω² of each grouping of two real studies' completed trials equals statsmodels' one-way
+/// ANOVA of the same groups (`scripts/fixtures/importance.py`, values in
+/// `tests/fixtures/importance.json`).
+#[test]
+fn omega_squared_equals_statsmodels_on_real_studies() {
+    use tuneforge_report::data::{lr_group, omega_squared};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/importance.json");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut checked = 0;
+    for (name, study) in fixture["studies"].as_object().unwrap() {
+        let trials = study["trials"].as_array().unwrap();
+        let f1: Vec<f64> = trials.iter().map(|t| t["val_macro_f1"].as_f64().unwrap()).collect();
+        for key in ["lr", "end_lr", "batch_size", "end_batch_size", "width", "end_width"] {
+            let groups: Vec<i64> = trials
+                .iter()
+                .map(|t| match key {
+                    "lr" | "end_lr" => lr_group(t[key].as_f64().unwrap()),
+                    _ => t[key].as_i64().unwrap(),
+                })
+                .collect();
+            let values: Vec<(i64, f64)> = groups.into_iter().zip(f1.iter().copied()).collect();
+            let got = omega_squared(&values);
+            match study["expected"].get(key) {
+                Some(want) => {
+                    let got = got.unwrap_or_else(|| panic!("{name} {key}: none"));
+                    assert_eq!(got.groups as u64, want["groups"].as_u64().unwrap(), "{name} {key}");
+                    let want = want["omega2"].as_f64().unwrap();
+                    assert!((got.omega2 - want).abs() < 1e-9, "{name} {key}: {} against {want}", got.omega2);
+                    checked += 1;
+                }
+                None => assert!(got.is_none(), "{name} {key}: one group, yet {got:?}"),
+            }
+        }
+    }
+    assert_eq!(checked, 12);
+}
+
+/// The report's importance table: one row per hyper-parameter of the study's completed
+/// trials (read here with plain SQL), its ω² at the start and, trials having moved, at the
+/// end; a study with too few completed trials says so instead.
+#[test]
+fn the_importance_table_reads_the_completed_trials() {
+    use tuneforge_report::data::{lr_group, omega_squared};
+    let dir = bench_dir().join("rl-seed3");
+    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
+    let sql = Sql::open(&dir);
+    let mut stmt = sql.0.prepare("SELECT record FROM trials WHERE status = 'completed' ORDER BY id").unwrap();
+    let records: Vec<serde_json::Value> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+        .collect();
+    assert!(records.len() >= 10, "{} completed trials", records.len());
+    let f1 = |r: &serde_json::Value| r["val_macro_f1"].as_f64().unwrap();
+    let cell = |key: &dyn Fn(&serde_json::Value) -> i64| {
+        let values: Vec<(i64, f64)> = records.iter().map(|r| (key(r), f1(r))).collect();
+        omega_squared(&values)
+            .map_or("<td>–</td><td>–</td>".into(), |o| format!("<td>{:.3}</td><td>{}</td>", o.omega2, o.groups))
+    };
+    let lr = |at: &'static str| move |r: &serde_json::Value| lr_group(r[at]["lr"].as_f64().unwrap());
+    let batch = |at: &'static str| move |r: &serde_json::Value| r[at]["batch_size"].as_i64().unwrap();
+    let start_width = |r: &serde_json::Value| -> i64 {
+        r["start"]["model"].as_str().unwrap().split_once(':').unwrap().1.split(',').next().unwrap().parse().unwrap()
+    };
+    let end_width = |r: &serde_json::Value| r["final_hparams"]["widths"][0].as_i64().unwrap();
+    let table = &html[html.find("<table data-table=\"importance\">").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(html.contains(&format!("the {} completed trials' validation macro-F1", records.len())));
+    assert!(table.contains("<th>ω² at the end</th>"), "{table}");
+    for (name, start, end) in [
+        ("learning rate", cell(&lr("start")), cell(&lr("final_hparams"))),
+        ("batch size", cell(&batch("start")), cell(&batch("final_hparams"))),
+        ("first hidden width", cell(&start_width), cell(&end_width)),
+    ] {
+        let row = format!("<tr><td class=\"l\">{name}</td>{start}{end}</tr>");
+        assert!(table.contains(&row), "{row}\n{table}");
+    }
+    assert_eq!(table.matches("<tr>").count(), 4, "{table}");
+    // Three completed trials: too few.
+    let tmp = tempfile::tempdir().unwrap();
+    let few = tmp.path().join("few");
+    let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 60.0, 160) };
+    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &few, &mut |_| {}).unwrap();
+    let html = std::fs::read_to_string(write_report(&few).unwrap().path).unwrap();
+    assert!(html.contains("Importance: 3 completed trials, fewer than the 10 it needs."), "few");
+    assert!(!html.contains("data-table=\"importance\""));
+}
