@@ -1,14 +1,14 @@
 //! `cargo xtask study list|show|export --storage URL`: look at studies without running a
 //! worker (SQLite study folders and PostgreSQL databases alike).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tuneforge_agent::store::postgres::{PgOptions, StudyListing};
 use tuneforge_agent::store::{DecisionRow, EvaluationRow, PostgresStore, SqliteStore, StudyRow, StudyStore, TrialRow};
-use tuneforge_agent::tune::TrialRecord;
+use tuneforge_agent::tune::{TrialRecord, study_path};
 
 use crate::tune::{Storage, parse_storage};
 
@@ -23,6 +23,8 @@ pub struct StudyArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum StudyCommand {
     /// One line per study: strategy, dataset, trials, open trials, best validation macro-F1.
+    /// DIR may also be a folder of study folders (runs/, a bench-tune --out): one line for
+    /// each study found up to three levels down.
     List(Where),
     /// A study and its trials.
     Show(Where),
@@ -200,6 +202,43 @@ pub fn export(place: &Where) -> anyhow::Result<Export> {
     Ok(Export { name, study, trials, policy, best, max_trials })
 }
 
+/// The listing of the SQLite study in `store`.
+fn listing(name: String, store: &SqliteStore) -> anyhow::Result<StudyListing> {
+    let study = store.study()?.with_context(|| format!("{name}: no study row"))?;
+    let trials = store.trials()?;
+    Ok(StudyListing {
+        name,
+        study,
+        max_trials: store.max_trials()?,
+        trials: trials.len() as u64,
+        open: trials.iter().filter(|t| t.status == "running" || t.status == "paused").count() as u64,
+        best: best_of(&trials).map(|b| (b.trial, b.val_macro_f1)),
+    })
+}
+
+/// The study folders (holding a `study.sqlite`) in `dir`, up to three levels down (`runs/`,
+/// `runs/bench/`, `runs/bench/rl-seed0/`), by path. Unreadable folders are passed over.
+fn study_folders(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if study_path(&path).is_file() {
+                out.push(path);
+            } else if depth > 1 {
+                walk(&path, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, 3, &mut out);
+    out.sort();
+    out
+}
+
 fn place_name(place: &Where) -> String {
     match (&place.dir, &place.storage) {
         (Some(dir), _) => dir.display().to_string(),
@@ -211,21 +250,31 @@ fn place_name(place: &Where) -> String {
 pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
     match &args.command {
         StudyCommand::List(place) => {
-            let listings: Vec<StudyListing> = match open(place, false)? {
-                Opened::Postgres(_, pg) => pg.list_studies()?,
-                Opened::Sqlite(name, store) => {
-                    let study = store.study()?.with_context(|| format!("{}: no study row", place_name(place)))?;
-                    let trials = store.trials()?;
-                    let max_trials = store.max_trials()?;
-                    vec![StudyListing {
-                        name,
-                        study,
-                        max_trials,
-                        trials: trials.len() as u64,
-                        open: trials.iter().filter(|t| t.status == "running" || t.status == "paused").count() as u64,
-                        best: best_of(&trials).map(|b| (b.trial, b.val_macro_f1)),
-                    }]
+            let listings: Vec<StudyListing> = match &place.dir {
+                // A folder of study folders (runs/, a bench-tune --out): each of them.
+                Some(dir) if !study_path(dir).exists() && dir.is_dir() => {
+                    let found = study_folders(dir);
+                    if found.is_empty() {
+                        bail!(
+                            "{}: not a study folder, and no study folder inside it (up to 3 levels down)",
+                            dir.display()
+                        );
+                    }
+                    let mut listings = Vec::new();
+                    for folder in found {
+                        let store = SqliteStore::open_existing(&study_path(&folder));
+                        match store.map_err(anyhow::Error::from).and_then(|s| listing(folder.display().to_string(), &s))
+                        {
+                            Ok(l) => listings.push(l),
+                            Err(e) => errln!("skipped {}: {e:#}", folder.display()),
+                        }
+                    }
+                    listings
                 }
+                _ => match open(place, false)? {
+                    Opened::Postgres(_, pg) => pg.list_studies()?,
+                    Opened::Sqlite(name, store) => vec![listing(name, &store)?],
+                },
             };
             outln!(
                 "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10} {:>10} {:>12}",

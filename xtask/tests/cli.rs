@@ -712,6 +712,21 @@ fn study_commands_read_a_tune_folder() {
     }
     let list = stdout(&["study", "list", d]);
     assert!(list.lines().nth(1).unwrap().contains(&format!(" {trials} ")), "{list}");
+    // The folder above it lists the studies inside (here the one, and one that is not a
+    // study store, skipped with the reason); an empty folder is an error.
+    let broken = tmp.path().join("more/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("study.sqlite"), b"not a database").unwrap();
+    let out = xtask(&["study", "list", tmp.path().to_str().unwrap()]);
+    let (above, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(above.lines().count(), 2, "{above}");
+    assert_eq!(above.lines().nth(1).unwrap().replacen(d, "", 1), list.lines().nth(1).unwrap().replacen(d, "", 1));
+    assert!(stderr.contains(&format!("skipped {}: ", broken.display())), "{stderr}");
+    std::fs::create_dir_all(tmp.path().join("empty")).unwrap();
+    let out = xtask(&["study", "list", tmp.path().join("empty").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && stderr.contains("no study folder inside it"), "{stderr}");
     // Both a folder and --storage, or neither: refused by the parser.
     for args in [&["study", "list", d, "--storage", &storage][..], &["study", "show"][..]] {
         let out = xtask(args);
