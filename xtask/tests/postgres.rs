@@ -499,6 +499,15 @@ fn bad_urls_and_strategies_give_clear_errors() {
     assert!(!ok && err.contains("the starting model seed-cnn cannot train on digits"), "{err}");
     let rows = client(&url).query("SELECT name FROM studies WHERE name = $1", &[&study]).unwrap();
     assert!(rows.is_empty(), "the study was created");
+    // Once a worker has created it, one joining with that model takes the stored settings.
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = worker(&url, &study, "first", dir.path(), 2, "30");
+    wait_ok(&mut first, dir.path(), "first", Duration::from_secs(120));
+    let mut joining = worker_with(&url, &study, "joining", dir.path(), 2, "30", &["--model", "seed-cnn"]);
+    wait_ok(&mut joining, dir.path(), "joining", Duration::from_secs(120));
+    let config: String =
+        client(&url).query_one("SELECT config FROM studies WHERE name = $1", &[&study]).unwrap().get(0);
+    assert!(config.contains("\"model\":\"mlp:64\""), "{config}");
     let (ok, err) = run(&["study", "list", "--storage", "mysql://x@y/z"]);
     assert!(!ok && err.contains("expected sqlite://"), "{err}");
     let (ok, err) = run(&["study", "list", "--storage", &url]);

@@ -398,10 +398,15 @@ pub fn work(
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
     super::check_max_trials(max_trials)?;
-    // The data and the starting model before the study is created or joined: a study is
-    // not created for data that cannot be read or a model that cannot take it.
-    let mut data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
-    super::check_model(config, &data)?;
+    // A worker about to create the study checks the data and the starting model first: a
+    // study is not created for data that cannot be read or a model that cannot take it. (One
+    // joining a study takes its stored settings, whatever its own flags say.)
+    let mut data = None;
+    if store.study()?.is_none() {
+        let mine = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+        super::check_model(config, &mine)?;
+        data = Some(mine);
+    }
     let mine = StudyRow {
         config: super::study_config_json(&TuneConfig { max_trials: None, ..config.clone() }),
         strategy: config.strategy.name().into(),
@@ -424,9 +429,8 @@ pub fn work(
         )?;
         refuse(c.strategy)?;
         if (&c.data, c.val_fraction, c.seed) != (&config.data, config.val_fraction, config.seed) {
-            data = prepare(&c.data, dirs, cache, c.val_fraction, c.seed)?;
+            data = None;
         }
-        super::check_model(&c, &data)?;
         let json = |p: &Option<StudyPolicy>| serde_json::to_string(p).expect("policy serialises");
         if config.policy.is_some() && json(&config.policy) != json(&c.policy) {
             tracing::warn!(study = store.study_name(), "--policy ignored: the study keeps the policy it started from");
@@ -435,6 +439,11 @@ pub fn work(
         joined = c;
         &joined
     };
+    let data = match data {
+        Some(data) => data,
+        None => prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?,
+    };
+    super::check_model(config, &data)?;
     tracing::info!(study = store.study_name(), worker = store.worker(), ?max_trials, "worker started");
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     let _lock = StudyLock::acquire(out)?;
