@@ -1303,6 +1303,9 @@ fn finalize(
     }
     let trials: Vec<TrialRecord> = st.records.into_values().collect();
     let wall_s = elapsed();
+    // The time of this test and these writes is used too: stored, so that a resume (whose
+    // clock starts from the stored time) never reports less wall time than this summary.
+    ctx.store.set_elapsed(wall_s)?;
     let agent_seconds: f64 = trials.iter().map(|t| t.agent_seconds).sum();
     let resumes = trials.iter().filter(|t| t.resumed).count() as u64;
     let summary = TuneSummary {

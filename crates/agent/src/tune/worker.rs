@@ -559,8 +559,7 @@ pub fn work(
     }
     st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
     st.policy = w.latest_policy()?;
-    let wall = (w.elapsed)();
-    w.store.set_elapsed(wall)?;
+    // (finalize records the elapsed time.)
     let mut summary = finalize(&mut w.ctx(), st, out, 0, &elapsed)?;
     summary.study_path = PathBuf::from(target);
     summary.worker_store_seconds = Some(w.store_seconds);
