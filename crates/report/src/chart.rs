@@ -179,6 +179,10 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> DrawR
     }
     if x1 <= x0 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
+    } else if panel.series.iter().any(|s| s.dots) {
+        // Dots on the first and last x drawn whole, not cut by the frame.
+        let pad = (x1 - x0) * 0.03;
+        (x0, x1) = (x0 - pad, x1 + pad);
     }
     let pad = if y1 > y0 { (y1 - y0) * 0.06 } else { y0.abs().max(1.0) * 0.05 };
     let (y0, y1) = (y0 - pad, y1 + pad);

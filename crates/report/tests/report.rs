@@ -639,26 +639,48 @@ fn omega_squared_equals_statsmodels_on_real_studies() {
 }
 
 /// The report's importance table: one row per hyper-parameter of the study's completed
-/// trials (read here with plain SQL), its ω² at the start and, trials having moved, at the
+/// trials (read here with plain SQL), its ω² at the start and, where trials moved, at the
 /// end; a study with too few completed trials says so instead.
 #[test]
 fn the_importance_table_reads_the_completed_trials() {
-    use tuneforge_report::data::{lr_group, omega_squared};
-    let dir = bench_dir().join("rl-seed3");
-    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
-    let sql = Sql::open(&dir);
+    // A random study of 12 trials (none stopped early: all complete), the rl study (trials
+    // move; how many complete depends on the clock), and one of 3 trials: too few.
+    let tmp = tempfile::tempdir().unwrap();
+    let twelve = tmp.path().join("twelve");
+    let capped = TuneConfig { max_trials: Some(12), ..config("digits", Strategy::Random, 600.0, 160) };
+    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &twelve, &mut |_| {}).unwrap();
+    assert!(importance_is_of_the_store(&twelve) >= 10);
+    importance_is_of_the_store(&bench_dir().join("rl-seed3"));
+    let few = tmp.path().join("few");
+    let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 600.0, 160) };
+    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &few, &mut |_| {}).unwrap();
+    assert_eq!(importance_is_of_the_store(&few), 3);
+}
+
+/// Checks the importance table (or note) of the study in `dir` against ω² computed from its
+/// store's completed trials; returns how many there were.
+fn importance_is_of_the_store(dir: &Path) -> usize {
+    use tuneforge_report::data::{Omega, lr_group, omega_squared};
+    let html = std::fs::read_to_string(write_report(dir).unwrap().path).unwrap();
+    let sql = Sql::open(dir);
     let mut stmt = sql.0.prepare("SELECT record FROM trials WHERE status = 'completed' ORDER BY id").unwrap();
     let records: Vec<serde_json::Value> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .unwrap()
         .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
         .collect();
-    assert!(records.len() >= 10, "{} completed trials", records.len());
-    let f1 = |r: &serde_json::Value| r["val_macro_f1"].as_f64().unwrap();
-    let cell = |key: &dyn Fn(&serde_json::Value) -> i64| {
-        let values: Vec<(i64, f64)> = records.iter().map(|r| (key(r), f1(r))).collect();
+    let n = records.len();
+    if n < 10 {
+        assert!(html.contains(&format!("Importance: {n} completed trials, fewer than the 10 it needs.")));
+        assert!(!html.contains("data-table=\"importance\""));
+        return n;
+    }
+    let omega = |key: &dyn Fn(&serde_json::Value) -> i64| -> Option<Omega> {
+        let values: Vec<(i64, f64)> = records.iter().map(|r| (key(r), r["val_macro_f1"].as_f64().unwrap())).collect();
         omega_squared(&values)
-            .map_or("<td>–</td><td>–</td>".into(), |o| format!("<td>{:.3}</td><td>{}</td>", o.omega2, o.groups))
+    };
+    let cell = |o: Option<Omega>| {
+        o.map_or("<td>–</td><td>–</td>".into(), |o| format!("<td>{:.3}</td><td>{}</td>", o.omega2, o.groups))
     };
     let lr = |at: &'static str| move |r: &serde_json::Value| lr_group(r[at]["lr"].as_f64().unwrap());
     let batch = |at: &'static str| move |r: &serde_json::Value| r[at]["batch_size"].as_i64().unwrap();
@@ -666,25 +688,21 @@ fn the_importance_table_reads_the_completed_trials() {
         r["start"]["model"].as_str().unwrap().split_once(':').unwrap().1.split(',').next().unwrap().parse().unwrap()
     };
     let end_width = |r: &serde_json::Value| r["final_hparams"]["widths"][0].as_i64().unwrap();
+    let rows = [
+        ("learning rate", omega(&lr("start")), omega(&lr("final_hparams"))),
+        ("batch size", omega(&batch("start")), omega(&batch("final_hparams"))),
+        ("first hidden width", omega(&start_width), omega(&end_width)),
+    ];
+    let moved = rows.iter().any(|(_, start, end)| start != end);
     let table = &html[html.find("<table data-table=\"importance\">").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
-    assert!(html.contains(&format!("the {} completed trials' validation macro-F1", records.len())));
-    assert!(table.contains("<th>ω² at the end</th>"), "{table}");
-    for (name, start, end) in [
-        ("learning rate", cell(&lr("start")), cell(&lr("final_hparams"))),
-        ("batch size", cell(&batch("start")), cell(&batch("final_hparams"))),
-        ("first hidden width", cell(&start_width), cell(&end_width)),
-    ] {
-        let row = format!("<tr><td class=\"l\">{name}</td>{start}{end}</tr>");
+    assert!(html.contains(&format!("the {n} completed trials' validation macro-F1")));
+    assert_eq!(table.contains("<th>ω² at the end</th>"), moved, "{table}");
+    for (name, start, end) in rows {
+        let end = if moved { cell(end) } else { String::new() };
+        let row = format!("<tr><td class=\"l\">{name}</td>{}{end}</tr>", cell(start));
         assert!(table.contains(&row), "{row}\n{table}");
     }
     assert_eq!(table.matches("<tr>").count(), 4, "{table}");
-    // Three completed trials: too few.
-    let tmp = tempfile::tempdir().unwrap();
-    let few = tmp.path().join("few");
-    let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 60.0, 160) };
-    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &few, &mut |_| {}).unwrap();
-    let html = std::fs::read_to_string(write_report(&few).unwrap().path).unwrap();
-    assert!(html.contains("Importance: 3 completed trials, fewer than the 10 it needs."), "few");
-    assert!(!html.contains("data-table=\"importance\""));
+    n
 }
