@@ -88,6 +88,13 @@ pub struct TuneArgs {
     /// channels and 64 dense units).
     #[arg(long, value_name = "LO:HI")]
     pub width_range: Option<String>,
+    /// A trial start to run before the strategy's own, as Optuna's enqueue_trial: any of
+    /// lr=RATE, batch=N, model=PRESET, e.g. --enqueue lr=3e-3,batch=64,model=mlp:128,64
+    /// (what is left out is the study's --lr, --batch-size or --model). Repeat it for
+    /// several: trial 0 takes the first. Each must be inside the ranges; they count against
+    /// --max-trials.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub enqueue: Vec<String>,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
     /// actions scale its base rate) or constant.
     #[arg(long, default_value = "cosine")]
@@ -109,7 +116,7 @@ pub struct TuneArgs {
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed, but --budget and --max-trials (new totals: a
     /// finished study given more runs on).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -309,6 +316,11 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         strategy,
         budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
+        enqueued: args
+            .enqueue
+            .iter()
+            .map(|e| e.parse().with_context(|| format!("--enqueue {e}")))
+            .collect::<anyhow::Result<_>>()?,
         seed: args.seed,
         batch_size: space.batch_size,
         lr: space.lr,
@@ -662,13 +674,18 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
             errln!(
-                "tuning {} ({}) with {} for {:?}{}; writing to {} (continue it with --resume {}; \
+                "tuning {} ({}) with {} for {:?}{}{}; writing to {} (continue it with --resume {}; \
                  follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
                 config.model,
                 config.strategy,
                 config.budget,
                 trials_at_most(config.max_trials),
+                match config.enqueued.len() {
+                    0 => String::new(),
+                    1 => ", the enqueued start first".into(),
+                    n => format!(", {n} enqueued starts first"),
+                },
                 out.display(),
                 out.display(),
                 out.display()

@@ -890,6 +890,42 @@ fn a_search_space_bounds_every_trial() {
     }
 }
 
+/// `--enqueue`: trials 0 and 1 start where given (the rest from the study's flags), the
+/// start line says so, bad ones are refused with the flag named, and a resume cannot add any.
+#[test]
+fn enqueued_starts_run_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let dir = tmp.path().join("study");
+    let d = dir.to_str().unwrap();
+    let tune = |extra: &[&str]| {
+        let mut args = vec!["tune", "--strategy", "random", "--budget", "10m", "--max-trials", "3"];
+        args.extend_from_slice(&["--data-dir", data.to_str().unwrap(), "--progress", "off"]);
+        args.extend_from_slice(extra);
+        xtask(&args)
+    };
+    let out = tune(&["--enqueue", "lr=2e-3,batch=48,model=mlp:16,8", "--enqueue", "batch=64", "--out", d]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("for 600s or 3 trials, 2 enqueued starts first;"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let start = |i: usize| summary["trials"][i]["start"].clone();
+    assert_eq!(start(0), serde_json::json!({"model": "mlp:16,8", "lr": 2e-3, "batch_size": 48, "seed": 0}));
+    // The study's own model and rate for tables: mlp:64 at 3e-3.
+    assert_eq!(start(1), serde_json::json!({"model": "mlp:64", "lr": 3e-3, "batch_size": 64, "seed": 1}));
+    for (args, code, says) in [
+        (&["--enqueue", "lr=fast"][..], 1, "--enqueue lr=fast"),
+        (&["--enqueue", "batch=8", "--batch-range", "16:64"][..], 1, "batch 8 is outside the batch-size bounds 16:64"),
+        (&["--resume", d, "--enqueue", "lr=1e-3"][..], 2, "--enqueue"),
+    ] {
+        let out = tune(&[args, &["--out", tmp.path().join("refused").to_str().unwrap()]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code() == Some(code) && stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!tmp.path().join("refused").exists(), "{args:?}");
+    }
+}
+
 /// `tune … 2>&1 | head -1`: its standard error (trial lines, the start line) and output
 /// closed early, the study still runs to its end and writes its files, and exits 0 (it
 /// panicked on the first trial line with `eprintln!`: exit 101 and no summary.json).

@@ -127,6 +127,91 @@ impl std::str::FromStr for Strategy {
     }
 }
 
+/// A trial start given by the user, run before any sampled one (Optuna's `enqueue_trial`):
+/// what is `None` is the study's own ([`TuneConfig::model`], [`TuneConfig::lr`],
+/// [`TuneConfig::batch_size`]), not sampled. Parsed from `lr=3e-3,batch=64,model=mlp:128,64`
+/// (any of the three keys, in any order; a model's widths may hold commas).
+///
+/// ```
+/// use tuneforge_agent::tune::Enqueued;
+/// let e: Enqueued = "model=mlp:128,64,lr=3e-3".parse()?;
+/// assert_eq!((e.model.as_deref(), e.lr, e.batch_size), (Some("mlp:128,64"), Some(3e-3), None));
+/// assert!("lr=fast".parse::<Enqueued>().is_err());
+/// # Ok::<(), tuneforge_agent::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enqueued {
+    /// The architecture preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// The batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+}
+
+impl std::str::FromStr for Enqueued {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Enqueued> {
+        let bad = |why: String| Error::Config { what: "enqueued trial", why: format!("{text:?}: {why}") };
+        // Split at the commas that start a `key=`: the others belong to a model's widths.
+        let mut pairs: Vec<String> = Vec::new();
+        for piece in text.split(',') {
+            match pairs.last_mut() {
+                Some(last) if !piece.contains('=') => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => pairs.push(piece.to_string()),
+            }
+        }
+        let mut e = Enqueued::default();
+        for pair in &pairs {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(bad("expected KEY=VALUE pairs: lr=3e-3,batch=64,model=mlp:128".into()));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let twice = match key {
+                "lr" => {
+                    e.lr.replace(value.parse().map_err(|_| bad(format!("lr {value:?} is not a number")))?).is_some()
+                }
+                "batch" | "batch_size" => e
+                    .batch_size
+                    .replace(value.parse().map_err(|_| bad(format!("batch {value:?} is not a whole number")))?)
+                    .is_some(),
+                "model" => e.model.replace(value.to_string()).is_some(),
+                other => return Err(bad(format!("unknown key {other:?}: expected lr, batch or model"))),
+            };
+            if twice {
+                return Err(bad(format!("{key} given twice")));
+            }
+        }
+        if e == Enqueued::default() {
+            return Err(bad("empty: give at least one of lr, batch, model".into()));
+        }
+        Ok(e)
+    }
+}
+
+impl std::fmt::Display for Enqueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(lr) = self.lr {
+            parts.push(format!("lr={lr}"));
+        }
+        if let Some(b) = self.batch_size {
+            parts.push(format!("batch={b}"));
+        }
+        if let Some(m) = &self.model {
+            parts.push(format!("model={m}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// A study's settings.
 #[derive(Debug, Clone)]
 pub struct TuneConfig {
@@ -143,6 +228,10 @@ pub struct TuneConfig {
     /// ends at whichever budget is spent first. `None`: the wall clock alone. At least 1.
     /// For a PostgreSQL study, [`WorkerOptions::max_trials`] of the worker that creates it.
     pub max_trials: Option<u64>,
+    /// Trial starts run first, in order (trial 0 takes the first), before any the strategy
+    /// samples; each inside the bounds of [`EnvConfig::bounds`]. They count against
+    /// `max_trials`. Empty: the strategy's own starts only.
+    pub enqueued: Vec<Enqueued>,
     /// Seed of everything.
     pub seed: u64,
     /// Starting batch size.
@@ -210,6 +299,9 @@ struct Spec {
     /// Absent in studies stored before trial budgets (and in those without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_trials: Option<u64>,
+    /// Absent in studies stored before enqueued starts (and in those without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    enqueued: Vec<Enqueued>,
     seed: u64,
     batch_size: usize,
     lr: f64,
@@ -239,6 +331,7 @@ impl TuneConfig {
             strategy: self.strategy,
             budget_s: self.budget.as_secs_f64(),
             max_trials: self.max_trials,
+            enqueued: self.enqueued.clone(),
             seed: self.seed,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -273,12 +366,17 @@ impl TuneConfig {
             }
             None => spec.strategy.learns().then(StudyPolicy::pretrained),
         };
+        check_enqueued(&spec.enqueued, &spec.env.bounds).map_err(|e| match e {
+            Error::Config { why, .. } => bad(why),
+            other => other,
+        })?;
         Ok(TuneConfig {
             data: spec.data,
             model: spec.model,
             strategy: spec.strategy,
             budget: seconds("budget_s", spec.budget_s)?,
             max_trials: spec.max_trials,
+            enqueued: spec.enqueued,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
@@ -374,6 +472,7 @@ pub fn tune(
         });
     }
     check_max_trials(config.max_trials)?;
+    check_enqueued(&config.enqueued, &config.env.bounds)?;
     // The data first: a study is not created for data that cannot be read.
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     // And the starting model: one that cannot take the data would fail every trial.
@@ -487,13 +586,52 @@ pub fn resume(
     drive(&config, data, &mut store, device, dir, elapsed, on_trial, &lock)
 }
 
-/// Refuses a starting model that cannot be built over the prepared data (a study of it
-/// would fail trial by trial until its budget ends), with the preset's reason.
+/// Refuses a starting model (the study's, or an enqueued trial's) that cannot be built over
+/// the prepared data (a study of it would fail trial by trial until its budget ends), with
+/// the preset's reason.
 pub(crate) fn check_model(config: &TuneConfig, data: &Prepared) -> Result<()> {
-    crate::run::model_spec(&config.model, data).map(drop).map_err(|e| Error::Config {
-        what: "model",
-        why: format!("the starting model {} cannot train on {}: {e}", config.model, config.data),
-    })
+    let enqueued = config
+        .enqueued
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((format!(" of enqueued trial {i}"), e.model.as_ref()?)));
+    for (whose, model) in std::iter::once((String::new(), &config.model)).chain(enqueued) {
+        crate::run::model_spec(model, data).map_err(|e| Error::Config {
+            what: "model",
+            why: format!("the starting model {model}{whose} cannot train on {}: {e}", config.data),
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses an enqueued start outside the study's bounds (a learning rate, a batch size, a
+/// width named in its model) — what every sampled start and every move is kept inside.
+pub(crate) fn check_enqueued(enqueued: &[Enqueued], bounds: &crate::env::Bounds) -> Result<()> {
+    for (i, e) in enqueued.iter().enumerate() {
+        let bad = |why: String| Error::Config { what: "enqueued trial", why: format!("{i} ({e}): {why}") };
+        if let Some(lr) = e.lr
+            && !(lr > 0.0 && lr.is_finite() && lr >= bounds.lr.0 && lr <= bounds.lr.1)
+        {
+            return Err(bad(format!("lr {lr} is outside the learning-rate bounds {}:{}", bounds.lr.0, bounds.lr.1)));
+        }
+        if let Some(b) = e.batch_size
+            && !(bounds.batch.0..=bounds.batch.1).contains(&b)
+        {
+            return Err(bad(format!(
+                "batch {b} is outside the batch-size bounds {}:{}",
+                bounds.batch.0, bounds.batch.1
+            )));
+        }
+        let widths = e.model.as_deref().and_then(|m| m.split_once(':')).map(|(_, w)| w).unwrap_or("");
+        if let Some(w) = widths
+            .split(',')
+            .filter_map(|w| w.trim().parse::<usize>().ok())
+            .find(|w| !(bounds.width.0..=bounds.width.1).contains(w))
+        {
+            return Err(bad(format!("width {w} is outside the width bounds {}:{}", bounds.width.0, bounds.width.1)));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
@@ -744,6 +882,15 @@ impl State<'_> {
     /// The starting configuration of trial `id`.
     fn sample_start(&self, id: u64) -> TrialStart {
         let c = self.config;
+        // Enqueued starts first (the draws of later trials do not depend on them).
+        if let Some(e) = usize::try_from(id).ok().and_then(|i| c.enqueued.get(i)) {
+            return TrialStart {
+                model: e.model.clone().unwrap_or_else(|| c.model.clone()),
+                lr: e.lr.unwrap_or(c.lr),
+                batch_size: e.batch_size.unwrap_or(c.batch_size),
+                seed: c.seed + id,
+            };
+        }
         let mut start = TrialStart { model: c.model.clone(), lr: c.lr, batch_size: c.batch_size, seed: c.seed + id };
         // `rl` and `rl-no-width` keep the study's defaults for their first trial.
         let sampled = match c.strategy {

@@ -1096,6 +1096,7 @@ mod tune {
             strategy,
             budget: Duration::from_secs_f64(budget_s),
             max_trials: None,
+            enqueued: Vec::new(),
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
@@ -1276,6 +1277,60 @@ mod tune {
     fn repeatable(t: &TrialRecord) -> String {
         serde_json::to_string(&(&t.id, &t.status, &t.start, &t.final_hparams, t.val_macro_f1, &t.rungs, t.steps))
             .unwrap()
+    }
+
+    /// Enqueued starts run first, as given (what they leave out is the study's), the
+    /// strategy's own draws after them are those of a study without them, and they are kept
+    /// with the study; out of bounds or with a model that cannot take the data, refused
+    /// before a study is created.
+    #[test]
+    fn enqueued_starts_run_first_and_leave_the_later_draws_alone() {
+        use tuneforge_agent::tune::Enqueued;
+        let tmp = tempfile::tempdir().unwrap();
+        let plain = TuneConfig { max_trials: Some(4), ..digits_study(Strategy::Random, 600.0) };
+        let enqueued: Vec<Enqueued> =
+            vec!["lr=2e-3,batch=48,model=mlp:16,8".parse().unwrap(), "batch=64".parse().unwrap()];
+        let config = TuneConfig { enqueued: enqueued.clone(), ..plain.clone() };
+        let dir = tmp.path().join("enqueued");
+        let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+        check_outputs(&dir, &s);
+        let starts: Vec<_> = s.trials.iter().map(|t| (t.start.model.clone(), t.start.lr, t.start.batch_size)).collect();
+        assert_eq!(starts[0], ("mlp:16,8".to_string(), 2e-3, 48));
+        assert_eq!(starts[1], (plain.model.clone(), plain.lr, 64));
+        let p = tune(&plain, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("plain"), &mut |_| {}).unwrap();
+        assert_eq!(s.trials[2].start, p.trials[2].start);
+        assert_eq!(s.trials[3].start, p.trials[3].start);
+        assert_eq!(s.trials.len(), 4, "enqueued starts count against the trial budget");
+        assert_eq!(tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap().enqueued, enqueued);
+        assert!(!study_config_json(&plain).contains("enqueued"), "absent when there are none");
+        // Refused, saying which and why, before anything is created.
+        for (e, says) in [
+            ("lr=2", "lr 2 is outside the learning-rate bounds"),
+            ("batch=4096", "batch 4096 is outside the batch-size bounds"),
+            ("model=mlp:4096", "width 4096 is outside the width bounds"),
+            ("model=seed-cnn", "the starting model seed-cnn of enqueued trial 1 cannot train on digits"),
+        ] {
+            let bad = TuneConfig { enqueued: vec![Enqueued::default(), e.parse().unwrap()], ..plain.clone() };
+            let dir = tmp.path().join("refused");
+            let err = tune(&bad, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap_err().to_string();
+            assert!(err.contains(says), "{e}: {err}");
+            assert!(!dir.exists(), "{e}");
+        }
+        for (text, says) in [
+            ("lr=fast", "not a number"),
+            ("batch=1.5", "not a whole number"),
+            ("width=3", "unknown key \"width\""),
+            ("lr=1e-3,lr=2e-3", "lr given twice"),
+            ("mlp:64", "expected KEY=VALUE"),
+            ("", "expected KEY=VALUE"),
+        ] {
+            let err = text.parse::<Enqueued>().unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        // Read back from its text.
+        for e in &enqueued {
+            assert_eq!(&e.to_string().parse::<Enqueued>().unwrap(), e);
+        }
     }
 
     #[test]

@@ -159,6 +159,7 @@ fn study_config_accepts_a_stored_config() {
         strategy: Strategy::Asha,
         budget: std::time::Duration::from_millis(90_500),
         max_trials: None,
+        enqueued: Vec::new(),
         seed: 7,
         batch_size: 32,
         lr: 3e-3,

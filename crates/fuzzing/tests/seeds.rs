@@ -153,6 +153,7 @@ fn study_configs(corpus: &Path) {
         strategy,
         budget: Duration::from_millis(budget_ms),
         max_trials: None,
+        enqueued: Vec::new(),
         seed: 3,
         batch_size: 32,
         lr: 3e-3,

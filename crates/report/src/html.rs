@@ -327,9 +327,21 @@ fn search_space(config: &serde_json::Value) -> String {
         (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
         _ => "?".into(),
     };
+    // Enqueued starts (`--enqueue`), run before the strategy's own.
+    let enqueued: Vec<String> = config["enqueued"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| serde_json::from_value::<tuneforge_agent::tune::Enqueued>(e.clone()).ok())
+                .map(|e| escape(&e.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let enqueued =
+        if enqueued.is_empty() { String::new() } else { format!("; enqueued first: {}", enqueued.join("; ")) };
     format!(
         "<tr><th class=\"l\">search space</th><td class=\"l\">starts at lr {lr}, batch {batch}; bounds: lr {}, \
-         batch {}, widths {}</td></tr>",
+         batch {}, widths {}{enqueued}</td></tr>",
         pair("lr"),
         pair("batch"),
         pair("width")

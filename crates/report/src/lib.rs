@@ -43,6 +43,7 @@
 //!     strategy: Strategy::Rl,
 //!     budget: Duration::from_secs(2),
 //!     max_trials: None,
+//!     enqueued: Vec::new(),
 //!     seed: 0,
 //!     batch_size: 32,
 //!     lr: 3e-3,

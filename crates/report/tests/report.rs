@@ -46,6 +46,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         strategy,
         budget: Duration::from_secs_f64(budget_s),
         max_trials: None,
+        enqueued: Vec::new(),
         seed: 3,
         batch_size: 32,
         lr: 3e-3,
@@ -545,13 +546,20 @@ fn a_kept_study_reloaded_as_its_workers_logs_grow_equals_one_read_at_once() {
 fn the_overview_gives_the_trial_budget_and_the_search_space() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("capped");
-    let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 60.0, 160) };
+    let capped = TuneConfig {
+        max_trials: Some(3),
+        enqueued: vec!["lr=2e-3,batch=48".parse().unwrap(), "model=mlp:16,8".parse().unwrap()],
+        ..config("digits", Strategy::Random, 60.0, 160)
+    };
     tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
     let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
     assert!(html.contains("<td class=\"l\">60 s or 3 trials, whichever ends first</td>"), "capped");
     assert!(html.contains("<td class=\"l\">3 (0 unfinished)</td>"), "trials");
     assert!(
-        html.contains("starts at lr 0.003, batch 32; bounds: lr 0.00001–1, batch 16–1024, widths 8–2048</td>"),
+        html.contains(
+            "starts at lr 0.003, batch 32; bounds: lr 0.00001–1, batch 16–1024, widths 8–2048; enqueued first: \
+             lr=0.002,batch=48; model=mlp:16,8</td>"
+        ),
         "search space"
     );
     // The slices: three panels (lr, batch, width), a dot per ended trial in each.

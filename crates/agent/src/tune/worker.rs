@@ -398,6 +398,7 @@ pub fn work(
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
     super::check_max_trials(max_trials)?;
+    super::check_enqueued(&config.enqueued, &config.env.bounds)?;
     // A worker about to create the study checks the data and the starting model first: a
     // study is not created for data that cannot be read or a model that cannot take it. (One
     // joining a study takes its stored settings, whatever its own flags say.)
