@@ -95,6 +95,11 @@ pub struct TuneArgs {
     /// --max-trials.
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub enqueue: Vec<String>,
+    /// Check the study's settings against its data as a run would (the data read, the
+    /// model built, the ranges and enqueued starts checked) and print what it would train
+    /// on; nothing is created.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
     /// Learning-rate schedule of each trial: cosine (annealed to 0 over the trial's steps;
     /// actions scale its base rate) or constant.
     #[arg(long, default_value = "cosine")]
@@ -589,6 +594,60 @@ fn trials_at_most(max_trials: Option<u64>) -> String {
     max_trials.map_or_else(String::new, |n| format!(" or {n} trial{}", if n == 1 { "" } else { "s" }))
 }
 
+/// `tune --dry-run`: the study's settings checked against its data as a run would, and what
+/// it would train on; nothing is created, no store opened.
+fn dry_run(args: &TuneArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let plan = tuneforge_agent::tune::plan(&config, &args.data.dirs(), &args.data.cache())?;
+    let b = &config.env.bounds;
+    // (PostgreSQL: the study is found or created in the database, not in --out.)
+    let out = out_dir(args);
+    if args.storage.is_none() && study_path(&out).exists() {
+        bail!("{} already holds a study: continue it with --resume, or choose another --out", out.display());
+    }
+    outln!(
+        "would tune {} ({}) with {} for {:?}{}{}",
+        config.data,
+        config.model,
+        config.strategy,
+        config.budget,
+        trials_at_most(config.max_trials),
+        if args.storage.is_none() { format!(", writing to {}", out.display()) } else { String::new() }
+    );
+    outln!(
+        "data: {} training rows, {} validation, {} test; {} classes; samples of shape {:?}",
+        plan.train_rows,
+        plan.val_rows,
+        plan.test_rows,
+        plan.classes,
+        plan.sample_shape
+    );
+    outln!("starting model: {}, {} parameters", config.model, plan.parameters);
+    outln!(
+        "each trial: {} training rows ({} steps at batch {}), a decision every {} steps",
+        plan.rows_per_trial,
+        config.env.budget_steps,
+        config.env.unit_batch.unwrap_or(config.batch_size),
+        config.env.decision_steps
+    );
+    outln!(
+        "search space: starts at lr {}, batch {}; bounds: lr {}:{}, batch {}:{}, widths {}:{}",
+        config.lr,
+        config.batch_size,
+        b.lr.0,
+        b.lr.1,
+        b.batch.0,
+        b.batch.1,
+        b.width.0,
+        b.width.1
+    );
+    for (i, e) in config.enqueued.iter().enumerate() {
+        outln!("enqueued trial {i}: {e}");
+    }
+    outln!("nothing written (--dry-run)");
+    Ok(())
+}
+
 /// `` `cargo xtask tune --resume DIR` ``, quoted for messages.
 fn resume_command(dir: &Path) -> String {
     format!("`cargo xtask tune --resume {}`", dir.display())
@@ -607,6 +666,9 @@ fn exit_if_interrupted(summary: &TuneSummary, again: &str) {
 }
 
 pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
+    if args.dry_run {
+        return dry_run(args);
+    }
     let storage = args.storage.as_deref().map(parse_storage).transpose()?;
     if let Some(Storage::Postgres(url)) = &storage {
         return run_worker(args, url);

@@ -926,6 +926,57 @@ fn enqueued_starts_run_first() {
     }
 }
 
+/// `tune --dry-run`: the checks a run makes and what it would train on, nothing created.
+#[test]
+fn a_dry_run_checks_and_describes_the_study_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let dir = tmp.path().join("study");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["tune", "--dry-run", "--data-dir", data.to_str().unwrap(), "--out", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        xtask(&args)
+    };
+    let out = run(&["--max-trials", "20", "--enqueue", "lr=1e-2,model=mlp:32"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.exists(), "a dry run created {}", dir.display());
+    let line =
+        |prefix: &str| stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {stdout}"));
+    assert_eq!(
+        line("would tune"),
+        format!("would tune digits (mlp:64) with rl for 60s or 20 trials, writing to {}", dir.display())
+    );
+    // digits.csv holds 1,797 images; an MLP of one 64-unit layer over the prepared features.
+    let numbers: Vec<usize> =
+        line("data:").split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    let [train, val, test, classes, features] = numbers[..] else { panic!("{stdout}") };
+    assert_eq!((train + val + test, classes), (1797, 10), "{stdout}");
+    assert!(features <= 64, "{stdout}");
+    assert_eq!(
+        line("starting model:"),
+        format!("starting model: mlp:64, {} parameters", features * 64 + 64 + 64 * 10 + 10)
+    );
+    assert_eq!(
+        line("each trial:"),
+        "each trial: 9600 training rows (300 steps at batch 32), a decision every 30 steps"
+    );
+    assert_eq!(line("enqueued trial 0:"), "enqueued trial 0: lr=0.01,model=mlp:32");
+    // What a run would refuse, refused; --resume has its own settings.
+    let out = run(&["--model", "seed-cnn"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && stderr.contains("the starting model seed-cnn cannot train"), "{stderr}");
+    let out = run(&["--resume", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.exists());
+    // A folder that holds a study already: refused, as the run would be.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("study.sqlite"), b"").unwrap();
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && stderr.contains("already holds a study"), "{stderr}");
+}
+
 /// `tune … 2>&1 | head -1`: its standard error (trial lines, the start line) and output
 /// closed early, the study still runs to its end and writes its files, and exits 0 (it
 /// panicked on the first trial line with `eprintln!`: exit 101 and no summary.json).

@@ -471,12 +471,9 @@ pub fn tune(
             why: format!("{} already holds a study: continue it with --resume, or choose another --out", out.display()),
         });
     }
-    check_max_trials(config.max_trials)?;
-    check_enqueued(&config.enqueued, &config.env.bounds)?;
-    // The data first: a study is not created for data that cannot be read.
-    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
-    // And the starting model: one that cannot take the data would fail every trial.
-    check_model(config, &data)?;
+    // The data first: a study is not created for data that cannot be read, or a model that
+    // cannot take it (it would fail every trial).
+    let data = checked_data(config, dirs, cache)?;
     std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
     let lock = StudyLock::acquire(out)?;
     if path.exists() {
@@ -493,6 +490,84 @@ pub fn tune(
         created_unix: unix_now(),
     })?;
     drive(config, data, &mut store, device, out, 0.0, on_trial, &lock)
+}
+
+/// The settings [`tune`] checks before it creates a study, and the data prepared.
+fn checked_data(config: &TuneConfig, dirs: &DataDirs, cache: &GzCache) -> Result<Prepared> {
+    check_max_trials(config.max_trials)?;
+    check_enqueued(&config.enqueued, &config.env.bounds)?;
+    let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
+    check_model(config, &data)?;
+    Ok(data)
+}
+
+/// What a study of `config` would train on, found as [`tune`] finds it before it creates
+/// the study (the same checks, the same errors) and nothing written: `tune --dry-run`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Training rows (the validation split held out).
+    pub train_rows: usize,
+    /// Validation rows.
+    pub val_rows: usize,
+    /// Test rows.
+    pub test_rows: usize,
+    /// Classes.
+    pub classes: usize,
+    /// One sample's shape as the model sees it.
+    pub sample_shape: Vec<usize>,
+    /// Trainable parameters of the starting model.
+    pub parameters: usize,
+    /// Training rows each trial gets (`budget_steps × unit batch`), whatever its batch size.
+    pub rows_per_trial: u64,
+}
+
+/// Checks `config` against its data as [`tune`] would and says what the study would train
+/// on, without creating anything.
+///
+/// ```
+/// use std::time::Duration;
+/// use tuneforge_agent::data::DataSource;
+/// use tuneforge_agent::env::EnvConfig;
+/// use tuneforge_agent::tune::{Strategy, TuneConfig, plan};
+/// use tuneforge_loader::{DataDirs, GzCache};
+///
+/// # let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+/// let dirs = DataDirs::new(vec![root.join("datasets")]); // where digits.csv is
+/// let config = TuneConfig {
+///     data: DataSource::parse("digits", None)?,
+///     model: "mlp:64".into(),
+///     strategy: Strategy::Random,
+///     budget: Duration::from_secs(60),
+///     max_trials: None,
+///     enqueued: Vec::new(),
+///     seed: 0,
+///     batch_size: 32,
+///     lr: 3e-3,
+///     env: EnvConfig { budget_steps: 300, ..EnvConfig::default() },
+///     checkpoint_every: Duration::from_secs(10),
+///     policy: None,
+///     progress: Default::default(),
+///     log_steps_every: 10,
+///     stop: Default::default(),
+///     cosine: true,
+///     val_fraction: 0.2,
+/// };
+/// let p = plan(&config, &dirs, &GzCache::default_location())?;
+/// assert_eq!((p.classes, p.rows_per_trial), (10, 300 * 32));
+/// assert!(p.parameters > 64 * 10 && p.val_rows > 0);
+/// # Ok::<(), tuneforge_agent::Error>(())
+/// ```
+pub fn plan(config: &TuneConfig, dirs: &DataDirs, cache: &GzCache) -> Result<Plan> {
+    let data = checked_data(config, dirs, cache)?;
+    Ok(Plan {
+        train_rows: data.train.len(),
+        val_rows: data.val.as_ref().map_or(0, |v| v.len()),
+        test_rows: data.test.len(),
+        classes: data.train.num_classes(),
+        sample_shape: data.sample_shape.clone(),
+        parameters: crate::run::model_spec(&config.model, &data)?.parameter_count()?,
+        rows_per_trial: config.env.budget_steps * config.env.unit_batch.unwrap_or(config.batch_size) as u64,
+    })
 }
 
 /// The configuration of the study in `dir`. Refused, as by [`resume`], while another
