@@ -222,8 +222,9 @@ fn study_folders(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
+            // Links followed (a bench folder of linked studies); the depth bounds a loop.
             let path = entry.path();
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !path.is_dir() {
                 continue;
             }
             if study_path(&path).is_file() {
@@ -276,8 +277,11 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     Opened::Sqlite(name, store) => vec![listing(name, &store)?],
                 },
             };
+            // Columns as wide as their longest entry (paths of study folders, dataset names).
+            let name_w = listings.iter().map(|l| l.name.chars().count()).max().unwrap_or(0).max(24);
+            let data_w = listings.iter().map(|l| l.study.dataset.chars().count()).max().unwrap_or(0).max(14);
             outln!(
-                "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10} {:>10} {:>12}",
+                "{:<name_w$} {:>11} {:<data_w$} {:>7} {:>5} {:>10} {:>10} {:>12}",
                 "study",
                 "strategy",
                 "dataset",
@@ -293,7 +297,7 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
                     None => l.trials.to_string(),
                 };
                 outln!(
-                    "{:<24} {:>11} {:<14} {:>7} {:>5} {:>10.1} {:>10.1} {:>12}",
+                    "{:<name_w$} {:>11} {:<data_w$} {:>7} {:>5} {:>10.1} {:>10.1} {:>12}",
                     l.name,
                     l.study.strategy,
                     l.study.dataset,
