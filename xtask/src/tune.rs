@@ -11,7 +11,7 @@ use tuneforge_agent::policy::StudyPolicy;
 use tuneforge_agent::store::PostgresStore;
 use tuneforge_agent::store::postgres::PgOptions;
 use tuneforge_agent::tune::{
-    Output, Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions, resume, study_path, tune, work,
+    Enqueued, Output, Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions, resume, study_path, tune, work,
 };
 use tuneforge_monitor::ProgressMode;
 
@@ -90,9 +90,9 @@ pub struct TuneArgs {
     pub width_range: Option<String>,
     /// A trial start to run before the strategy's own, as Optuna's enqueue_trial: any of
     /// lr=RATE, batch=N, model=PRESET, e.g. --enqueue lr=3e-3,batch=64,model=mlp:128,64
-    /// (what is left out is the study's --lr, --batch-size or --model). Repeat it for
-    /// several: trial 0 takes the first. Each must be inside the ranges; they count against
-    /// --max-trials.
+    /// (what is left out is the study's --lr, --batch-size or --model), or best:DIR, where
+    /// the best trial of the finished study in DIR ended. Repeat it for several: trial 0
+    /// takes the first. Each must be inside the ranges; they count against --max-trials.
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub enqueue: Vec<String>,
     /// Check the study's settings against its data as a run would (the data read, the
@@ -324,7 +324,10 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         enqueued: args
             .enqueue
             .iter()
-            .map(|e| e.parse().with_context(|| format!("--enqueue {e}")))
+            .map(|e| match e.strip_prefix("best:") {
+                Some(dir) => Enqueued::best_of(Path::new(dir)).with_context(|| format!("--enqueue {e}")),
+                None => e.parse().with_context(|| format!("--enqueue {e}")),
+            })
             .collect::<anyhow::Result<_>>()?,
         seed: args.seed,
         batch_size: space.batch_size,

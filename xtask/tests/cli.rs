@@ -914,7 +914,22 @@ fn enqueued_starts_run_first() {
     assert_eq!(start(0), serde_json::json!({"model": "mlp:16,8", "lr": 2e-3, "batch_size": 48, "seed": 0}));
     // The study's own model and rate for tables: mlp:64 at 3e-3.
     assert_eq!(start(1), serde_json::json!({"model": "mlp:64", "lr": 3e-3, "batch_size": 64, "seed": 1}));
+    // best:DIR — where that study's best trial ended, as its summary has it.
+    let best = &summary["trials"][summary["best"]["trial"].as_u64().unwrap() as usize];
+    let end = &best["final_hparams"];
+    let out =
+        tune(&["--dry-run", "--enqueue", &format!("best:{d}"), "--out", tmp.path().join("next").to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let widths: Vec<String> = end["widths"].as_array().unwrap().iter().map(|w| w.to_string()).collect();
+    let want = format!(
+        "enqueued trial 0: lr={},batch={},model=mlp:{}",
+        end["lr"].as_f64().unwrap(),
+        end["batch_size"],
+        widths.join(",")
+    );
+    assert!(out.status.success() && stdout.lines().any(|l| l == want), "{want}\n{stdout}");
     for (args, code, says) in [
+        (&["--enqueue", "best:/no/such/study"][..], 1, "a finished study's folder is needed"),
         (&["--enqueue", "lr=fast"][..], 1, "--enqueue lr=fast"),
         (&["--enqueue", "batch=8", "--batch-range", "16:64"][..], 1, "batch 8 is outside the batch-size bounds 16:64"),
         (&["--resume", d, "--enqueue", "lr=1e-3"][..], 2, "--enqueue"),

@@ -196,6 +196,31 @@ impl std::str::FromStr for Enqueued {
     }
 }
 
+impl Enqueued {
+    /// Where the best trial of the finished study in `dir` ended (from its `summary.json`):
+    /// its learning rate and batch size, and for an MLP its hidden widths (other models as it
+    /// started) — to start a new study there (Optuna's `enqueue_trial(old.best_params)`).
+    pub fn best_of(dir: &Path) -> Result<Enqueued> {
+        let path = dir.join("summary.json");
+        let bad = |why: String| Error::Config { what: "enqueued trial", why: format!("best:{}: {why}", dir.display()) };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad(format!("{}: {e} (a finished study's folder is needed)", path.display())))?;
+        let summary: TuneSummary =
+            serde_json::from_str(&text).map_err(|e| bad(format!("{}: not a tune summary: {e}", path.display())))?;
+        let best = summary.trials.iter().find(|t| t.id == summary.best.trial).ok_or_else(|| {
+            bad(format!("{}: the best trial {} is not among its trials", path.display(), summary.best.trial))
+        })?;
+        let end = &best.final_hparams;
+        let model = match best.start.model.split_once(':') {
+            Some(("mlp", _)) if !end.widths.is_empty() => {
+                format!("mlp:{}", end.widths.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+            }
+            _ => best.start.model.clone(),
+        };
+        Ok(Enqueued { model: Some(model), lr: Some(end.lr), batch_size: Some(end.batch_size) })
+    }
+}
+
 impl std::fmt::Display for Enqueued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();

@@ -780,6 +780,42 @@ fn best_model(path: &Path, trial: u64, val_macro_f1: f64, labels: &[u32], predic
 mod tests {
     use super::*;
 
+    /// Where ω² is not defined, none; where the groups are noise, about 0 (η² would not be);
+    /// learning rates group by quarter-decade.
+    #[test]
+    fn omega_squared_edge_cases_and_lr_groups() {
+        // One value per group (n = k), one group, values that do not vary, nothing.
+        assert_eq!(omega_squared(&[(0, 0.1), (1, 0.2), (2, 0.3)]), None);
+        assert_eq!(omega_squared(&[(5, 0.1), (5, 0.2), (5, 0.3)]), None);
+        assert_eq!(omega_squared(&[(0, 0.5), (0, 0.5), (1, 0.5), (1, 0.5)]), None);
+        assert_eq!(omega_squared(&[]), None);
+        // 50 groups of 4 over a value that does not depend on them: η² ≈ 0.25, ω² ≈ 0.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let values: Vec<(i64, f64)> = (0..200).map(|i| (i % 50, noise())).collect();
+        let w = omega_squared(&values).unwrap();
+        let mean = values.iter().map(|v| v.1).sum::<f64>() / 200.0;
+        let total: f64 = values.iter().map(|v| (v.1 - mean).powi(2)).sum();
+        let between: f64 = (0..50)
+            .map(|g| {
+                let m = values.iter().filter(|v| v.0 == g).map(|v| v.1).sum::<f64>() / 4.0;
+                4.0 * (m - mean).powi(2)
+            })
+            .sum();
+        // (Deterministic draws: η² 0.311, ω² 0.085 here; η²'s expected value is (k − 1)/(n − 1) = 0.25.)
+        assert!(w.omega2 < 0.12 && between / total > 0.2 && w.groups == 50, "{w:?}, η² {}", between / total);
+        // A group shifted far from the rest explains most of the variance.
+        let shifted: Vec<(i64, f64)> =
+            values.iter().map(|&(g, v)| (g.min(1), v + if g == 0 { 10.0 } else { 0.0 })).collect();
+        assert!(omega_squared(&shifted).unwrap().omega2 > 0.9);
+        assert_eq!((lr_group(1e-3), lr_group(1.7e-3), lr_group(1.8e-3), lr_group(9.9e-4)), (-12, -12, -11, -13));
+    }
+
     /// Brute force: a point is on the front if no other point dominates it.
     fn front_by_brute_force(points: &[(f64, f64)]) -> Vec<usize> {
         let dominates = |a: (f64, f64), b: (f64, f64)| a.0 >= b.0 && a.1 >= b.1 && (a.0 > b.0 || a.1 > b.1);
