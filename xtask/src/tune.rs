@@ -420,15 +420,9 @@ fn search_space(args: &TuneArgs, d: &Defaults, model: &str) -> anyhow::Result<Se
         Some(b) => b,
         None => d.batch_size.clamp(lo, hi),
     };
-    // The starting architecture's own widths (`mlp:W,...`, `text-bag:D,H,...`, ...; seed-cnn's
-    // channels and units, whatever the number of classes).
+    // The starting architecture's own widths (seed-cnn's channels and units included).
     let (lo, hi) = bounds.width;
-    let widths: Vec<usize> = match model.split_once(':') {
-        _ if model == "seed-cnn" => tuneforge_model::ModelSpec::seed_cnn(10).hidden_widths(),
-        Some((_, widths)) => widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).collect(),
-        None => Vec::new(),
-    };
-    if let Some(w) = widths.into_iter().find(|w| !(lo..=hi).contains(w)) {
+    if let Some(w) = tuneforge_agent::tune::model_widths(model).into_iter().find(|w| !(lo..=hi).contains(w)) {
         bail!(
             "the starting model {model} has a width of {w}, outside --width-range {lo}:{hi}: give a --model whose \
              widths are inside it"

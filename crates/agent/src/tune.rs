@@ -722,16 +722,23 @@ pub(crate) fn check_enqueued(enqueued: &[Enqueued], bounds: &crate::env::Bounds)
                 bounds.batch.0, bounds.batch.1
             )));
         }
-        let widths = e.model.as_deref().and_then(|m| m.split_once(':')).map(|(_, w)| w).unwrap_or("");
-        if let Some(w) = widths
-            .split(',')
-            .filter_map(|w| w.trim().parse::<usize>().ok())
-            .find(|w| !(bounds.width.0..=bounds.width.1).contains(w))
-        {
+        let widths = e.model.as_deref().map(model_widths).unwrap_or_default();
+        if let Some(w) = widths.into_iter().find(|w| !(bounds.width.0..=bounds.width.1).contains(w)) {
             return Err(bad(format!("width {w} is outside the width bounds {}:{}", bounds.width.0, bounds.width.1)));
         }
     }
     Ok(())
+}
+
+/// The widths a starting model has, as the width bounds apply to them: those in its name
+/// (`mlp:W,...`, `text-bag:D,H,...`, `text-cnn:D,C,...`), or seed-cnn's 32 channels and 64
+/// dense units.
+pub fn model_widths(model: &str) -> Vec<usize> {
+    match model.split_once(':') {
+        _ if model == "seed-cnn" => tuneforge_model::ModelSpec::seed_cnn(10).hidden_widths(),
+        Some((_, widths)) => widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).collect(),
+        None => Vec::new(),
+    }
 }
 
 /// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
