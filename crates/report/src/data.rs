@@ -152,6 +152,20 @@ pub struct TrialData {
     pub trace: Trace,
 }
 
+impl TrialData {
+    /// The first hidden width its model's name gives (`mlp:W,...`, `text-bag:D,...`); `None`
+    /// for a name without widths (seed-cnn's first "width" is its channels).
+    pub fn first_width(&self) -> Option<usize> {
+        let (_, widths) = self.record.start.model.split_once(':')?;
+        widths.split(',').next()?.trim().parse().ok()
+    }
+
+    /// Its first hidden width at its end (or now), for a model with [`first_width`](Self::first_width).
+    pub fn end_first_width(&self) -> Option<usize> {
+        self.first_width().and(self.record.final_hparams.widths.first().copied())
+    }
+}
+
 /// A trial's steps as the event log has them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Trace {
@@ -402,11 +416,8 @@ impl Study {
         if completed.len() < MIN_IMPORTANCE_TRIALS {
             return Vec::new();
         }
-        let width = |t: &TrialData| -> Option<i64> {
-            let (_, widths) = t.record.start.model.split_once(':')?;
-            widths.split(',').next()?.trim().parse().ok()
-        };
-        let end_width = |t: &TrialData| width(t).and(t.record.final_hparams.widths.first().map(|&w| w as i64));
+        let width = |t: &TrialData| t.first_width().map(|w| w as i64);
+        let end_width = |t: &TrialData| t.end_first_width().map(|w| w as i64);
         type Key<'a> = &'a dyn Fn(&TrialData) -> Option<i64>;
         let params: [(&'static str, Key<'_>, Key<'_>); 3] = [
             ("learning rate", &|t| Some(lr_group(t.record.start.lr)), &|t| Some(lr_group(t.record.final_hparams.lr))),

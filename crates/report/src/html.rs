@@ -556,19 +556,12 @@ fn slices_chart(s: &Study) -> Result<String> {
         .iter()
         .filter(|t| !matches!(t.row.status.as_str(), "running" | "paused") && !t.row.status.starts_with("failed"))
         .collect();
-    let width = |t: &TrialData| {
-        let (_, widths) = t.record.start.model.split_once(':')?;
-        widths.split(',').next()?.trim().parse::<f64>().ok()
-    };
-    // The first hidden width at the end, of a model whose name gives widths (seed-cnn's
-    // first "width" is its channels).
-    let end_width = |t: &TrialData| width(t).and(t.record.final_hparams.widths.first().map(|&w| w as f64));
     let moved = ended.iter().any(|t| {
         let (start, end) = (&t.record.start, &t.record.final_hparams);
-        start.lr != end.lr || start.batch_size != end.batch_size || width(t) != end_width(t)
+        start.lr != end.lr || start.batch_size != end.batch_size || t.first_width() != t.end_first_width()
     });
-    let start_width = |t: &TrialData| width(t).map(f64::log2);
-    let final_width = |t: &TrialData| end_width(t).map(f64::log2);
+    let start_width = |t: &TrialData| t.first_width().map(|w| (w as f64).log2());
+    let final_width = |t: &TrialData| t.end_first_width().map(|w| (w as f64).log2());
     type Axis<'a> = (&'a str, &'a str, Ticks, &'a dyn Fn(&TrialData) -> Option<f64>);
     let mut rows: Vec<[Axis<'_>; 3]> = vec![[
         ("learning rate", "starting learning rate", Ticks::Pow10, &|t| Some(t.record.start.lr.log10())),
@@ -587,7 +580,7 @@ fn slices_chart(s: &Study) -> Result<String> {
         ]);
     }
     // No width panels for a model without named widths (seed-cnn, text presets).
-    let with_width = ended.iter().any(|t| width(t).is_some());
+    let with_width = ended.iter().any(|t| t.first_width().is_some());
     let mut panels = Vec::new();
     for row in &rows {
         for &(title, x_desc, x_ticks, x_of) in row.iter().filter(|a| with_width || !a.0.starts_with("hidden width")) {
