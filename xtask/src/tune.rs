@@ -11,7 +11,8 @@ use tuneforge_agent::policy::StudyPolicy;
 use tuneforge_agent::store::PostgresStore;
 use tuneforge_agent::store::postgres::PgOptions;
 use tuneforge_agent::tune::{
-    Enqueued, Output, Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions, resume, study_path, tune, work,
+    Ended, Enqueued, Extension, Output, StopWhen, Strategy, TrialRecord, TuneConfig, TuneSummary, WorkerOptions,
+    resume, study_path, tune, work,
 };
 use tuneforge_monitor::ProgressMode;
 
@@ -120,7 +121,7 @@ pub struct TuneArgs {
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed, but --budget and --max-trials (new totals: a
-    /// finished study given more runs on).
+    /// finished study given more runs on), --stop-at and --patience.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
@@ -169,6 +170,19 @@ pub struct TuneArgs {
     /// worker that creates the study.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_trials: Option<u64>,
+    /// Early stopping: the study ends once a trial ends with a validation macro-F1 of at least
+    /// F1 (above 0, at most 1), as a spent budget ends it (Ray Tune's `stop`, Optuna's
+    /// `study.stop()` from a callback). With --resume: a new value, or `off` to remove it.
+    /// With PostgreSQL storage, set by the worker that creates the study.
+    #[arg(long, value_name = "F1|off")]
+    pub stop_at: Option<String>,
+    /// Early stopping: the study ends once N trials started after the best one have ended
+    /// without beating it — for fixed, random, rl and rl-no-width, which run one trial at a
+    /// time, N trials in a row without a new best
+    /// (Ray Tune's ExperimentPlateauStopper). With --resume: a new value, or `off`.
+    /// With PostgreSQL storage, set by the worker that creates the study.
+    #[arg(long, value_name = "N|off")]
+    pub patience: Option<String>,
     /// With PostgreSQL storage: seconds without a write from a trial's worker after which
     /// another worker takes the trial over from its last checkpoint.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
@@ -321,6 +335,10 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         strategy,
         budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
+        stop_when: StopWhen {
+            f1: args.stop_at.as_deref().map(parse_stop_at).transpose()?.flatten(),
+            patience: args.patience.as_deref().map(parse_patience).transpose()?.flatten(),
+        },
         enqueued: args
             .enqueue
             .iter()
@@ -591,6 +609,34 @@ fn trials_at_most(max_trials: Option<u64>) -> String {
     max_trials.map_or_else(String::new, |n| format!(" or {n} trial{}", if n == 1 { "" } else { "s" }))
 }
 
+/// `", until val macro-F1 ≥ F1 or N trials without a better one"` for a study's start line
+/// when it has an early-stopping rule.
+fn stops_early(stop_when: &StopWhen) -> String {
+    if stop_when.is_none() { String::new() } else { format!(", {stop_when}") }
+}
+
+/// `--stop-at F1|off` (`off`: `None`).
+pub fn parse_stop_at(text: &str) -> anyhow::Result<Option<f64>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(f1) if f1 > 0.0 && f1 <= 1.0 => Ok(Some(f1)),
+        _ => bail!("--stop-at {text}: a validation macro-F1 above 0 and at most 1 (e.g. 0.97), or off"),
+    }
+}
+
+/// `--patience N|off` (`off`: `None`).
+pub fn parse_patience(text: &str) -> anyhow::Result<Option<u64>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => bail!("--patience {text}: a number of trials, at least 1, or off"),
+    }
+}
+
 /// `tune --dry-run`: the study's settings checked against its data as a run would, and what
 /// it would train on; nothing is created, no store opened.
 fn dry_run(args: &TuneArgs) -> anyhow::Result<()> {
@@ -603,12 +649,13 @@ fn dry_run(args: &TuneArgs) -> anyhow::Result<()> {
         bail!("{} already holds a study: continue it with --resume, or choose another --out", out.display());
     }
     outln!(
-        "would tune {} ({}) with {} for {:?}{}{}",
+        "would tune {} ({}) with {} for {:?}{}{}{}",
         config.data,
         config.model,
         config.strategy,
         config.budget,
         trials_at_most(config.max_trials),
+        stops_early(&config.stop_when),
         if args.storage.is_none() { format!(", writing to {}", out.display()) } else { String::new() }
     );
     outln!(
@@ -691,16 +738,23 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
     let cache = args.data.cache();
     let (summary, out) = match &args.resume {
         Some(dir) => {
-            let config = if args.budget.is_some() || args.max_trials.is_some() {
-                let budget = args.budget.as_deref().map(parse_budget).transpose()?;
-                let (before, after) = tuneforge_agent::tune::extend(dir, budget, args.max_trials)?;
+            let change = Extension {
+                budget: args.budget.as_deref().map(parse_budget).transpose()?,
+                max_trials: args.max_trials,
+                stop_at: args.stop_at.as_deref().map(parse_stop_at).transpose()?,
+                patience: args.patience.as_deref().map(parse_patience).transpose()?,
+            };
+            let config = if change != Extension::default() {
+                let (before, after) = tuneforge_agent::tune::extend(dir, &change)?;
                 errln!(
-                    "{}: budget {:?}{} (was {:?}{})",
+                    "{}: budget {:?}{}{} (was {:?}{}{})",
                     dir.display(),
                     after.budget,
                     trials_at_most(after.max_trials),
+                    stops_early(&after.stop_when),
                     before.budget,
-                    trials_at_most(before.max_trials)
+                    trials_at_most(before.max_trials),
+                    stops_early(&before.stop_when)
                 );
                 after
             } else {
@@ -708,12 +762,13 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             };
             let slow = defaults(&config.data).slow;
             errln!(
-                "resuming {} ({}, {}, budget {:?}{}, seed {})",
+                "resuming {} ({}, {}, budget {:?}{}{}, seed {})",
                 dir.display(),
                 config.data,
                 config.strategy,
                 config.budget,
                 trials_at_most(config.max_trials),
+                stops_early(&config.stop_when),
                 config.seed
             );
             let mut printer =
@@ -733,13 +788,14 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
             errln!(
-                "tuning {} ({}) with {} for {:?}{}{}; writing to {} (continue it with --resume {}; \
+                "tuning {} ({}) with {} for {:?}{}{}{}; writing to {} (continue it with --resume {}; \
                  follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
                 config.model,
                 config.strategy,
                 config.budget,
                 trials_at_most(config.max_trials),
+                stops_early(&config.stop_when),
                 match config.enqueued.len() {
                     0 => String::new(),
                     1 => ", the enqueued start first".into(),
@@ -801,12 +857,13 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
     let worker = options.worker.clone();
     let mut store = PostgresStore::open(url, study, options)?;
     errln!(
-        "worker {worker} on study {study} at {} ({}, {}, {:?}{}); writing to {}",
+        "worker {worker} on study {study} at {} ({}, {}, {:?}{}{}); writing to {}",
         store.target(),
         config.data,
         config.strategy,
         config.budget,
         trials_at_most(config.max_trials),
+        stops_early(&config.stop_when),
         out.display()
     );
     // The trial budget travels in `config.max_trials` (`WorkerOptions::max_trials` is for a
@@ -887,6 +944,10 @@ fn print_leaderboard(summary: &TuneSummary, out: &Path) {
         out.display(),
         out.display()
     );
+    // (An interrupted study says so, and how it continues, as the process exits.)
+    if let Some(ended) = summary.ended.as_ref().filter(|e| **e != Ended::Interrupted) {
+        outln!("the study ended because {ended}");
+    }
 }
 
 #[cfg(test)]

@@ -820,6 +820,84 @@ fn a_trial_budget_ends_a_local_study() {
     assert!(list.lines().nth(1).unwrap().contains(" 10/20 "), "{list}");
 }
 
+/// `--stop-at` and `--patience` end a study where its own trials say they should, the end
+/// line says why, and `--resume` changes or removes them.
+#[test]
+fn a_study_ends_early_at_stop_at_or_after_patience() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let common = ["--data-dir", data.to_str().unwrap(), "--progress", "off"];
+    let run = |args: &[&str]| {
+        let out = xtask(&[args, &common[..]].concat());
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        (out.status.code(), text)
+    };
+    let summary = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+    };
+    // rl runs one trial at a time: it ends at the first point where 5 trials in a row did
+    // not beat the best (failed ones count, and are never the best).
+    let dir = tmp.path().join("patience");
+    let d = dir.to_str().unwrap();
+    let (code, text) = run(&["tune", "--budget", "10m", "--max-trials", "300", "--patience", "5", "--out", d]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("for 600s or 300 trials, until 5 trials without a better one;"), "{text}");
+    let s = summary(&dir);
+    let trials = s["trials"].as_array().unwrap();
+    let mut best: Option<(f64, usize)> = None;
+    let mut end = None;
+    for (i, t) in trials.iter().enumerate() {
+        let f1 = t["val_macro_f1"].as_f64().unwrap_or(f64::NAN);
+        if !t["status"].as_str().unwrap().starts_with("failed") && best.is_none_or(|(b, _)| f1 > b) {
+            best = Some((f1, i));
+        } else if best.is_some_and(|(_, b)| i - b == 5) {
+            end = Some(i);
+            break;
+        }
+    }
+    let (end, (_, b)) = (end.expect("5 trials without a better one"), best.unwrap());
+    assert_eq!(trials.len(), end + 1, "{text}");
+    assert_eq!(s["ended"], serde_json::json!({"why": "patience", "best_trial": b, "trials_after": 5}));
+    assert!(
+        text.contains(&format!("the study ended because 5 trials started after the best (trial {b}) ended")),
+        "{text}"
+    );
+    // Resumed with the rule removed, it runs on to its trial budget; `off` and new values
+    // are said against the old ones.
+    let (code, text) = run(&["tune", "--resume", d, "--patience", "off", "--max-trials", &(end + 4).to_string()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("or {} trials (was 600s or 300 trials, until 5 trials", end + 4)), "{text}");
+    let s = summary(&dir);
+    assert_eq!(
+        (s["trials"].as_array().unwrap().len(), &s["ended"]),
+        (end + 4, &serde_json::json!({"why": "max_trials"}))
+    );
+    assert!(text.contains("the study ended because its trial budget was spent"), "{text}");
+    // --stop-at: the first trial at or above it is the last.
+    let dir = tmp.path().join("stop-at");
+    let (code, text) =
+        run(&["tune", "--strategy", "random", "--budget", "10m", "--stop-at", "0.95", "--out", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    let s = summary(&dir);
+    let f1: Vec<f64> = s["trials"].as_array().unwrap().iter().map(|t| t["val_macro_f1"].as_f64().unwrap()).collect();
+    let last = f1.len() - 1;
+    assert!(f1[last] >= 0.95 && f1[..last].iter().all(|&f| f < 0.95), "{f1:?}");
+    assert_eq!((s["ended"]["why"].as_str(), s["ended"]["trial"].as_u64()), (Some("f1_reached"), Some(last as u64)));
+    assert!(text.contains(&format!("trial {last} ended with val macro-F1 {:.4}", f1[last])), "{text}");
+    // Refused with the flag and what it takes; --dry-run says the rule.
+    for (args, says) in [
+        (vec!["tune", "--stop-at", "1.5"], "--stop-at 1.5: a validation macro-F1 above 0 and at most 1"),
+        (vec!["tune", "--stop-at", "high"], "--stop-at high"),
+        (vec!["tune", "--patience", "0"], "--patience 0: a number of trials, at least 1, or off"),
+        (vec!["tune", "--resume", d, "--stop-at", "0"], "--stop-at 0"),
+    ] {
+        let (code, text) = run(&args);
+        assert!(code == Some(1) && text.contains(says), "{args:?}: {text}");
+    }
+    let (code, text) = run(&["tune", "--dry-run", "--stop-at", "0.99", "--patience", "20"]);
+    assert!(code == Some(0) && text.contains("until val macro-F1 ≥ 0.99 or 20 trials without a better one"), "{text}");
+}
+
 /// `--lr`, `--batch-size` and the `--*-range` flags bound where every strategy starts and
 /// moves a trial, are kept with the study, and bad values are refused with what is wrong.
 #[test]

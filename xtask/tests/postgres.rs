@@ -378,6 +378,58 @@ fn rl_workers_merge_every_trial_into_one_policy() {
     assert_eq!(stored["episodes"].as_i64().unwrap(), prior as i64 + finished);
 }
 
+/// `--patience` across workers: each checks the study's trials before it claims one, so
+/// the study ends where its trials (in the order they ended) first met the rule, give or
+/// take the one trial the other worker had claimed.
+#[test]
+fn workers_end_a_study_at_its_patience() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("patience");
+    let args = ["--strategy", "random", "--patience", "4"];
+    let mut ws: Vec<Child> =
+        ["p1", "p2"].iter().map(|w| worker_with(&url, &study, w, dir.path(), 200, "30", &args)).collect();
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("p{}", i + 1), Duration::from_secs(600));
+    }
+    let mut db = client(&url);
+    let rows: Vec<(i64, String, f64, f64)> = db
+        .query(
+            "SELECT id, status, coalesce(val_macro_f1, 'NaN'), ended_unix FROM trials WHERE study = $1 ORDER BY ended_unix, id",
+            &[&study],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert!(rows.iter().all(|r| r.1 == "completed" || r.1.starts_with("failed")), "{rows:?}");
+    // Replay the ends: the best (highest F1, the earlier on ties) and the trials after it.
+    let mut met = None;
+    for k in 1..=rows.len() {
+        let ended = &rows[..k];
+        let best = ended
+            .iter()
+            .filter(|r| r.1 == "completed" && !r.2.is_nan())
+            .fold(None::<&(i64, String, f64, f64)>, |b, r| if b.is_none_or(|b| r.2 > b.2) { Some(r) } else { b });
+        if let Some(b) = best
+            && ended.iter().filter(|r| r.0 > b.0).count() >= 4
+        {
+            met = Some(k);
+            break;
+        }
+    }
+    let met = met.unwrap_or_else(|| panic!("the rule was never met: {rows:?}"));
+    assert!(rows.len() <= met + 1 && rows.len() < 200, "{} trials, met after {met}", rows.len());
+    for name in ["p1", "p2"] {
+        let s = summary(&dir.path().join(name));
+        assert_eq!(s["ended"]["why"], "patience", "{name}: {}", s["ended"]);
+        assert!(s["ended"]["trials_after"].as_u64().unwrap() >= 4, "{name}");
+        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        assert!(log.contains("until 4 trials without a better one"), "{log}");
+    }
+}
+
 #[test]
 fn asha_workers_promote_each_others_paused_trials() {
     let Some(url) = url() else { return };

@@ -70,6 +70,7 @@
 //!     budget: Duration::from_secs(2),
 //!     max_trials: None,
 //!     enqueued: Vec::new(),
+//!     stop_when: Default::default(),
 //!     seed: 0,
 //!     batch_size: 32,
 //!     lr: 3e-3,

@@ -22,7 +22,11 @@
 //! `stopped`), and the study ends at whichever budget is spent first. With a wall clock long
 //! enough for the trial budget, a `fixed`, `random`, `asha` or `pbt` study run twice with one
 //! build on one machine has the same trials with the same validation F1, however busy the
-//! machine was (`rl` and `rl-no-width` learn from throughput too, so theirs differ). A trial's reward counts its first interval from the untrained
+//! machine was (`rl` and `rl-no-width` learn from throughput too, so theirs differ).
+//! An early-stopping rule ([`TuneConfig::stop_when`], [`StopWhen`]) may end the study
+//! sooner, as a spent budget does: once a trial ends at or above a validation macro-F1, or
+//! once N trials started after the best have ended without beating it; the summary says
+//! what ended the study ([`TuneSummary::ended`]). A trial's reward counts its first interval from the untrained
 //! model's F1 ([`crate::env::Env::start_reward`]), so a strategy's starting configuration
 //! is rewarded like any decision. The study's reward is the mean of its trials' rewards.
 //!
@@ -237,6 +241,123 @@ impl std::fmt::Display for Enqueued {
     }
 }
 
+/// Early stopping of a whole study, besides its budgets: Ray Tune's experiment-level
+/// `stop` and `ExperimentPlateauStopper`, Optuna's `study.stop()` called from a callback.
+/// Either rule, once met, ends the study as a spent budget does: no trial starts, and trials
+/// still running (`pbt`'s members, `asha`'s paused ones) are stopped at their next decision
+/// point. Both are checked as trials end. With PostgreSQL storage a worker checks before it
+/// claims a trial; trials already running on other workers run on to their end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopWhen {
+    /// Ends the study once a trial has ended with a validation macro-F1 of at least this
+    /// (0 < F1 ≤ 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    /// Ends the study once this many trials started after the best one have ended without
+    /// beating it (failed ones included; ≥ 1). For the strategies that run one trial at a
+    /// time, this many trials in a row without a new best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u64>,
+}
+
+impl StopWhen {
+    /// No rule: the budgets alone end the study.
+    pub fn is_none(&self) -> bool {
+        self.f1.is_none() && self.patience.is_none()
+    }
+
+    /// Refuses an F1 outside (0, 1] and a patience of 0.
+    pub fn check(&self) -> Result<()> {
+        if let Some(f1) = self.f1
+            && !(f1 > 0.0 && f1 <= 1.0)
+        {
+            return Err(Error::Config {
+                what: "stop_at",
+                why: format!("{f1}: a validation macro-F1 to stop at must be above 0 and at most 1"),
+            });
+        }
+        if self.patience == Some(0) {
+            return Err(Error::Config {
+                what: "patience",
+                why: "0: the best trial needs at least 1 trial after it to be judged".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the study ends, given its best trial so far (`(val macro-F1, id)`, failed
+    /// trials never) and how many trials with a greater id have ended (failed ones included).
+    pub fn met(&self, best: Option<(f64, u64)>, ended_after_best: u64) -> Option<Ended> {
+        let (f1, id) = best?;
+        if self.f1.is_some_and(|target| f1 >= target) {
+            return Some(Ended::F1Reached { trial: id, val_macro_f1: f1 });
+        }
+        self.patience
+            .filter(|&p| ended_after_best >= p)
+            .map(|_| Ended::Patience { best_trial: id, trials_after: ended_after_best })
+    }
+}
+
+impl std::fmt::Display for StopWhen {
+    /// `until val macro-F1 ≥ 0.97 or 20 trials without a better one` (empty without a rule).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(f1) = self.f1 {
+            parts.push(format!("val macro-F1 ≥ {f1}"));
+        }
+        if let Some(p) = self.patience {
+            parts.push(format!("{p} trial{} without a better one", if p == 1 { "" } else { "s" }));
+        }
+        if !parts.is_empty() {
+            write!(f, "until {}", parts.join(" or "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a study ended (`summary.json`'s `ended`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "why")]
+pub enum Ended {
+    /// The wall-clock budget ([`TuneConfig::budget`]) was spent.
+    Budget,
+    /// The trial budget ([`TuneConfig::max_trials`]) was spent.
+    MaxTrials,
+    /// A trial reached [`StopWhen::f1`].
+    F1Reached {
+        /// The trial.
+        trial: u64,
+        /// Its validation macro-F1.
+        val_macro_f1: f64,
+    },
+    /// [`StopWhen::patience`] trials ended after the best without beating it.
+    Patience {
+        /// The best trial.
+        best_trial: u64,
+        /// Trials started after it that had ended.
+        trials_after: u64,
+    },
+    /// Stopped by Ctrl-C or [`Stop::request`]: [`resume`] runs on.
+    Interrupted,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Budget => f.write_str("its wall-clock budget was spent"),
+            Ended::MaxTrials => f.write_str("its trial budget was spent"),
+            Ended::F1Reached { trial, val_macro_f1 } => {
+                write!(f, "trial {trial} ended with val macro-F1 {val_macro_f1:.4}, at least the F1 to stop at")
+            }
+            Ended::Patience { best_trial, trials_after } => {
+                write!(f, "{trials_after} trials started after the best (trial {best_trial}) ended without beating it")
+            }
+            Ended::Interrupted => f.write_str("it was interrupted"),
+        }
+    }
+}
+
 /// A study's settings.
 #[derive(Debug, Clone)]
 pub struct TuneConfig {
@@ -257,6 +378,8 @@ pub struct TuneConfig {
     /// samples; each inside the bounds of [`EnvConfig::bounds`]. They count against
     /// `max_trials`. Empty: the strategy's own starts only.
     pub enqueued: Vec<Enqueued>,
+    /// Early stopping of the study besides its budgets (none by default).
+    pub stop_when: StopWhen,
     /// Seed of everything.
     pub seed: u64,
     /// Starting batch size.
@@ -327,6 +450,9 @@ struct Spec {
     /// Absent in studies stored before enqueued starts (and in those without any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     enqueued: Vec<Enqueued>,
+    /// Absent in studies stored before early stopping (and in those without it).
+    #[serde(default, skip_serializing_if = "StopWhen::is_none")]
+    stop_when: StopWhen,
     seed: u64,
     batch_size: usize,
     lr: f64,
@@ -357,6 +483,7 @@ impl TuneConfig {
             budget_s: self.budget.as_secs_f64(),
             max_trials: self.max_trials,
             enqueued: self.enqueued.clone(),
+            stop_when: self.stop_when,
             seed: self.seed,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -384,6 +511,10 @@ impl TuneConfig {
         if spec.max_trials == Some(0) {
             return Err(bad("max_trials 0: a study runs at least one trial".into()));
         }
+        spec.stop_when.check().map_err(|e| match e {
+            Error::Config { what, why } => bad(format!("{what} {why}")),
+            other => other,
+        })?;
         let policy = match spec.policy {
             Some(p) => {
                 p.validate().map_err(|why| bad(format!("starting policy: {why}")))?;
@@ -402,6 +533,7 @@ impl TuneConfig {
             budget: seconds("budget_s", spec.budget_s)?,
             max_trials: spec.max_trials,
             enqueued: spec.enqueued,
+            stop_when: spec.stop_when,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
@@ -464,6 +596,9 @@ pub struct TuneSummary {
     /// Trials continued from their checkpoint by [`resume`] (cut short by a crash and taken
     /// up again); a study stopped between trials and resumed has none.
     pub resumes: u64,
+    /// Why the study ended (absent in summaries written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ended>,
     /// The study store.
     pub study_path: PathBuf,
     /// Every trial, by id.
@@ -520,6 +655,7 @@ pub fn tune(
 /// The settings [`tune`] checks before it creates a study, and the data prepared.
 fn checked_data(config: &TuneConfig, dirs: &DataDirs, cache: &GzCache) -> Result<Prepared> {
     check_max_trials(config.max_trials)?;
+    config.stop_when.check()?;
     check_enqueued(&config.enqueued, &config.env.bounds)?;
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     check_model(config, &data)?;
@@ -565,6 +701,7 @@ pub struct Plan {
 ///     budget: Duration::from_secs(60),
 ///     max_trials: None,
 ///     enqueued: Vec::new(),
+///     stop_when: Default::default(),
 ///     seed: 0,
 ///     batch_size: 32,
 ///     lr: 3e-3,
@@ -749,21 +886,37 @@ pub(crate) fn check_max_trials(max_trials: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// Gives the study in `dir` a new wall-clock budget and/or trial budget — totals, the time
-/// and trials already used included, as [`TuneConfig::budget`] and [`TuneConfig::max_trials`]
-/// are — kept in its store, so that [`resume`] runs on to them; `None` keeps what it has.
-/// Returns the configuration before and after. Refused while another process runs the
-/// study, and for a trial budget of 0.
+/// New settings for a stored study ([`extend`]): each `None` keeps what the study has.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Extension {
+    /// A new wall-clock budget, a total (the time already used counts against it).
+    pub budget: Option<Duration>,
+    /// A new trial budget, a total (the trials already run count against it).
+    pub max_trials: Option<u64>,
+    /// A new [`StopWhen::f1`] (`Some(None)` removes it).
+    pub stop_at: Option<Option<f64>>,
+    /// A new [`StopWhen::patience`] (`Some(None)` removes it).
+    pub patience: Option<Option<u64>>,
+}
+
+/// Gives the study in `dir` a new wall-clock budget, trial budget or early-stopping rule —
+/// budgets are totals, the time and trials already used included, as [`TuneConfig::budget`]
+/// and [`TuneConfig::max_trials`] are — kept in its store, so that [`resume`] runs on to
+/// them. Returns the configuration before and after. Refused while another process runs
+/// the study, for a trial budget of 0 and for a rule [`StopWhen::check`] refuses.
 ///
 /// A finished study extended and resumed starts new trials (`rl` with the policy it learnt);
-/// a budget below what was used ends it again at once.
-pub fn extend(dir: &Path, budget: Option<Duration>, max_trials: Option<u64>) -> Result<(TuneConfig, TuneConfig)> {
+/// a budget below what was used, or a rule the study already meets, ends it again at once.
+pub fn extend(dir: &Path, change: &Extension) -> Result<(TuneConfig, TuneConfig)> {
     let _lock = StudyLock::acquire(dir)?;
     let before = read_study_config(dir, Output::from(ProgressMode::Off))?;
-    check_max_trials(max_trials)?;
+    check_max_trials(change.max_trials)?;
     let mut after = before.clone();
-    after.budget = budget.unwrap_or(before.budget);
-    after.max_trials = max_trials.or(before.max_trials);
+    after.budget = change.budget.unwrap_or(before.budget);
+    after.max_trials = change.max_trials.or(before.max_trials);
+    after.stop_when.f1 = change.stop_at.unwrap_or(before.stop_when.f1);
+    after.stop_when.patience = change.patience.unwrap_or(before.stop_when.patience);
+    after.stop_when.check()?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     store.set_config(&study_config_json(&after), after.budget.as_secs_f64())?;
     Ok((before, after))
@@ -974,11 +1127,47 @@ struct State<'a> {
     next_id: u64,
     on_trial: &'a mut dyn FnMut(&TrialRecord),
     budget_s: f64,
+    /// Ended trials (in `records`) whose id is greater than the best's: what
+    /// [`StopWhen::patience`] counts.
+    ended_after_best: u64,
+    /// The early-stopping rule ([`TuneConfig::stop_when`]) as first met: the study ends
+    /// (trials still running then may end better than the best, and that does not restart
+    /// it).
+    converged: Option<Ended>,
 }
 
 impl State<'_> {
     fn over(&self, ctx: &TrialContext<'_>) -> bool {
-        (ctx.elapsed)() >= self.budget_s || self.config.stop.requested()
+        (ctx.elapsed)() >= self.budget_s || self.config.stop.requested() || self.converged.is_some()
+    }
+
+    /// Checks the early-stopping rule against the trials ended so far, unless it was met.
+    fn check_converged(&mut self) {
+        if self.converged.is_none() {
+            self.converged = self.config.stop_when.met(self.best, self.ended_after_best);
+        }
+    }
+
+    /// Counts [`State::ended_after_best`] again from `records` (the best changed, or the
+    /// records were read from the store).
+    fn recount(&mut self) {
+        self.ended_after_best = match self.best {
+            Some((_, best)) => self.records.range(best + 1..).count() as u64,
+            None => 0,
+        };
+    }
+
+    /// Why the study ends, once its loop has ended.
+    fn ended(&self) -> Ended {
+        if self.config.stop.requested() {
+            Ended::Interrupted
+        } else if let Some(e) = &self.converged {
+            e.clone()
+        } else if self.config.max_trials.is_some_and(|m| self.records.len() as u64 >= m) {
+            Ended::MaxTrials
+        } else {
+            Ended::Budget
+        }
     }
 
     /// Whether the trial budget ([`TuneConfig::max_trials`]) lets another trial start.
@@ -1075,6 +1264,7 @@ impl State<'_> {
             ctx.store.delete_checkpoint(old)?;
         }
         self.best = Some((f1, id));
+        self.recount();
         Ok(())
     }
 
@@ -1092,6 +1282,10 @@ impl State<'_> {
 
     fn push(&mut self, record: TrialRecord) {
         (self.on_trial)(&record);
+        if self.best.is_some_and(|(_, best)| record.id > best) {
+            self.ended_after_best += 1;
+        }
+        self.check_converged();
         self.records.insert(record.id, record);
     }
 
@@ -1229,6 +1423,8 @@ fn drive(
         next_id: rows.iter().map(|r| r.id + 1).max().unwrap_or(0),
         on_trial,
         budget_s: config.budget.as_secs_f64(),
+        ended_after_best: 0,
+        converged: None,
     };
     let mut unfinished = Vec::new();
     for row in rows {
@@ -1246,6 +1442,8 @@ fn drive(
             }
         }
     }
+    st.recount();
+    st.check_converged();
     let env = EnvConfig { unit_batch: config.env.unit_batch.or(Some(config.batch_size)), ..config.env.clone() };
     let mut ctx = TrialContext {
         data: &data,
@@ -1555,6 +1753,7 @@ fn finalize(
         let json = serde_json::to_string_pretty(&st.policy).expect("policy serialises");
         write_atomic(&out.join("policy.json"), json.as_bytes())?;
     }
+    let ended = st.ended();
     let trials: Vec<TrialRecord> = st.records.into_values().collect();
     let wall_s = elapsed();
     // The time of this test and these writes is used too: stored, so that a resume (whose
@@ -1574,6 +1773,7 @@ fn finalize(
         store_seconds: trials.iter().map(|t| t.store_seconds).sum(),
         worker_store_seconds: None,
         resumes: resumes.max(resumed_before),
+        ended: Some(ended),
         study_path: study_path(out),
         trials,
         best: Best {

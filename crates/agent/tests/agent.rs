@@ -983,8 +983,8 @@ mod tune {
     use tuneforge_agent::env::{Bounds, EnvConfig};
     use tuneforge_agent::store::{SqliteStore, StudyStore};
     use tuneforge_agent::tune::{
-        Output, Stop, Strategy, TrialRecord, TuneConfig, TuneSummary, parse_study_config, resume, study_config_json,
-        study_path, tune,
+        Extension, Output, Stop, Strategy, TrialRecord, TuneConfig, TuneSummary, parse_study_config, resume,
+        study_config_json, study_path, tune,
     };
     use tuneforge_monitor::ProgressMode;
 
@@ -1097,6 +1097,7 @@ mod tune {
             budget: Duration::from_secs_f64(budget_s),
             max_trials: None,
             enqueued: Vec::new(),
+            stop_when: Default::default(),
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
@@ -1380,6 +1381,90 @@ mod tune {
         }
     }
 
+    /// The early-stopping rules end a study where an independent reading of its trials says
+    /// they should (the first trial at or above the F1; the first point at which N trials
+    /// after the best had ended), say why in the summary, and are kept, changed or removed
+    /// with the study.
+    #[test]
+    fn a_study_ends_early_at_a_target_f1_or_after_trials_without_a_better_one() {
+        use tuneforge_agent::tune::{Ended, StopWhen};
+        let tmp = tempfile::tempdir().unwrap();
+        let long = TuneConfig { max_trials: Some(200), seed: 1, ..digits_study(Strategy::Random, 600.0) };
+        // The reference: the same study run to 40 trials without a rule (a random study's
+        // trials do not depend on what ended it).
+        let plain = TuneConfig { max_trials: Some(40), ..long.clone() };
+        let p = tune(&plain, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("plain"), &mut |_| {}).unwrap();
+        assert_eq!(p.ended, Some(Ended::MaxTrials));
+        let f1: Vec<f64> = p.trials.iter().map(|t| t.val_macro_f1).collect();
+        // A target the 40 trials reach, but not at once: the F1 of the first trial better
+        // than trial 0.
+        let target = f1.iter().copied().find(|&f| f > f1[0]).expect("a trial better than the first");
+        let first = f1.iter().position(|&f| f >= target).unwrap();
+        assert!(first > 0, "{f1:?}");
+        let config = TuneConfig { stop_when: StopWhen { f1: Some(target), patience: None }, ..long.clone() };
+        let dir = tmp.path().join("target");
+        let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+        check_outputs(&dir, &s);
+        assert_eq!(s.trials.len(), first + 1);
+        assert_eq!(s.ended, Some(Ended::F1Reached { trial: first as u64, val_macro_f1: f1[first] }));
+        assert_eq!(s.best.trial, first as u64);
+        // Patience: where N trials after the best first have ended, read off the reference.
+        let n = 4;
+        let mut best = 0;
+        let stop = (1..f1.len())
+            .find(|&i| {
+                if f1[i] > f1[best] {
+                    best = i;
+                }
+                i - best >= n
+            })
+            .expect("the reference has 4 trials in a row without a better one");
+        let config = TuneConfig { stop_when: StopWhen { f1: None, patience: Some(n as u64) }, ..long.clone() };
+        let dir = tmp.path().join("patience");
+        let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+        assert_eq!(s.trials.len(), stop + 1);
+        assert_eq!(s.ended, Some(Ended::Patience { best_trial: best as u64, trials_after: n as u64 }));
+        assert_eq!(tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap().stop_when, config.stop_when);
+        // Resumed as it is, it ends again at once; with the rule removed, it runs on.
+        let s = resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |_| {}).unwrap();
+        assert_eq!(s.trials.len(), stop + 1);
+        let change = Extension { patience: Some(None), max_trials: Some(stop as u64 + 3), ..Extension::default() };
+        let (_, after) = tuneforge_agent::tune::extend(&dir, &change).unwrap();
+        assert!(after.stop_when.is_none());
+        let s = resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |_| {}).unwrap();
+        assert_eq!((s.trials.len(), s.ended), (stop + 3, Some(Ended::MaxTrials)));
+        // asha: paused trials end as stopped once the rule is met.
+        let config = TuneConfig {
+            stop_when: StopWhen { f1: None, patience: Some(3) },
+            ..TuneConfig { max_trials: Some(200), ..digits_study(Strategy::Asha, 600.0) }
+        };
+        let dir = tmp.path().join("asha");
+        let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+        check_outputs(&dir, &s);
+        let Some(Ended::Patience { best_trial, trials_after }) = s.ended else { panic!("{:?}", s.ended) };
+        let after = s.trials.iter().filter(|t| t.id > best_trial).count() as u64;
+        assert!(trials_after >= 3 && after >= trials_after && s.trials.len() < 200, "{trials_after} {after}");
+        assert!(s.trials.iter().all(|t| t.status == "completed" || t.status == "stopped"));
+        // Refused: in a new study, a stored one, and as a change.
+        for (rule, says) in [
+            (StopWhen { f1: Some(0.0), patience: None }, "stop_at"),
+            (StopWhen { f1: Some(1.5), patience: None }, "stop_at"),
+            (StopWhen { f1: None, patience: Some(0) }, "patience"),
+        ] {
+            let bad = TuneConfig { stop_when: rule, ..long.clone() };
+            let dir = tmp.path().join("refused");
+            let err = tune(&bad, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap_err().to_string();
+            assert!(err.contains(says) && !dir.exists(), "{err}");
+            let mut stored: serde_json::Value = serde_json::from_str(&study_config_json(&long)).unwrap();
+            stored["stop_when"] = serde_json::to_value(rule).unwrap();
+            let err = parse_study_config(&stored.to_string(), ProgressMode::Off).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let change = Extension { stop_at: Some(Some(2.0)), ..Extension::default() };
+        assert!(tuneforge_agent::tune::extend(&tmp.path().join("target"), &change).is_err());
+        assert!(!study_config_json(&long).contains("stop_when"), "absent when there is none");
+    }
+
     #[test]
     fn a_study_stopped_early_runs_what_is_left_of_its_trial_budget_when_resumed() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1395,15 +1480,30 @@ mod tune {
         assert_eq!(s.trials.len(), 4);
         check_outputs(&dir, &s);
         // Extended (new totals, kept in the store), the finished study runs on to them.
-        let (before, after) = tuneforge_agent::tune::extend(&dir, Some(Duration::from_secs(900)), Some(6)).unwrap();
+        let (before, after) = tuneforge_agent::tune::extend(
+            &dir,
+            &Extension { budget: Some(Duration::from_secs(900)), max_trials: Some(6), ..Extension::default() },
+        )
+        .unwrap();
         assert_eq!((before.max_trials, after.max_trials, after.budget.as_secs()), (Some(4), Some(6), 900));
         assert_eq!(tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap().budget.as_secs(), 900);
         let mut ids = Vec::new();
         let s = resume(&dir, &repo_dirs(), &cache(), &Device::Cpu, ProgressMode::Off, &mut |t| ids.push(t.id)).unwrap();
         assert_eq!((ids, s.trials.len(), s.budget_s), (vec![4, 5], 6, 900.0));
         check_outputs(&dir, &s);
-        assert!(tuneforge_agent::tune::extend(&dir, None, Some(0)).unwrap_err().to_string().contains("max_trials"));
-        assert!(tuneforge_agent::tune::extend(&tmp.path().join("none"), None, Some(9)).is_err());
+        assert!(
+            tuneforge_agent::tune::extend(&dir, &Extension { max_trials: Some(0), ..Extension::default() })
+                .unwrap_err()
+                .to_string()
+                .contains("max_trials")
+        );
+        assert!(
+            tuneforge_agent::tune::extend(
+                &tmp.path().join("none"),
+                &Extension { max_trials: Some(9), ..Extension::default() }
+            )
+            .is_err()
+        );
         // No trial budget of 0, in a new study or a stored one.
         let zero = TuneConfig { max_trials: Some(0), ..digits_study(Strategy::Random, 600.0) };
         let e = tune(&zero, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("z"), &mut |_| {}).unwrap_err();

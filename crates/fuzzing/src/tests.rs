@@ -160,6 +160,7 @@ fn study_config_accepts_a_stored_config() {
         budget: std::time::Duration::from_millis(90_500),
         max_trials: None,
         enqueued: Vec::new(),
+        stop_when: Default::default(),
         seed: 7,
         batch_size: 32,
         lr: 3e-3,

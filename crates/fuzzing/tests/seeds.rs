@@ -154,6 +154,7 @@ fn study_configs(corpus: &Path) {
         budget: Duration::from_millis(budget_ms),
         max_trials: None,
         enqueued: Vec::new(),
+        stop_when: Default::default(),
         seed: 3,
         batch_size: 32,
         lr: 3e-3,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use crate::chart::{self, PALETTE, Panel, Series, Ticks, strategy_color};
 use crate::data::{Bench, MIN_IMPORTANCE_TRIALS, Omega, Source, Study, TrialData, pareto_front};
 use crate::error::Result;
+use tuneforge_agent::tune::StopWhen;
 
 /// Trials drawn one by one (learning rate, batch size and widths over steps) in a study's
 /// report: the best ones by validation macro-F1.
@@ -288,10 +289,18 @@ fn overview(h: &mut String, s: &Study) {
         ),
         None => ("– (not finished)".into(), format!("{:.1} s so far", s.row.elapsed_s)),
     };
-    let budget = match s.config.get("max_trials").and_then(serde_json::Value::as_u64) {
+    let mut budget = match s.config.get("max_trials").and_then(serde_json::Value::as_u64) {
         Some(n) => format!("{:.0} s or {n} trials, whichever ends first", s.row.budget_s),
         None => format!("{:.0} s", s.row.budget_s),
     };
+    // An early-stopping rule (`--stop-at`, `--patience`), and why the study ended.
+    let rule = s.config.get("stop_when").and_then(|v| serde_json::from_value::<StopWhen>(v.clone()).ok());
+    if let Some(rule) = rule.filter(|r| !r.is_none()) {
+        budget = format!("{budget}; {}", escape(&rule.to_string()));
+    }
+    if let Some(ended) = s.summary.as_ref().and_then(|sum| sum.ended.as_ref()) {
+        budget = format!("{budget}; ended because {}", escape(&ended.to_string()));
+    }
     let _ = writeln!(
         h,
         "<table data-table=\"overview\"><tr><th class=\"l\">dataset</th><td class=\"l\">{}</td></tr>\

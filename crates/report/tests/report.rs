@@ -47,6 +47,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         budget: Duration::from_secs_f64(budget_s),
         max_trials: None,
         enqueued: Vec::new(),
+        stop_when: Default::default(),
         seed: 3,
         batch_size: 32,
         lr: 3e-3,
@@ -540,8 +541,8 @@ fn a_kept_study_reloaded_as_its_workers_logs_grow_equals_one_read_at_once() {
     }
 }
 
-/// The overview gives a study's trial budget beside its wall clock (only when it has one)
-/// and where it searches.
+/// The overview gives a study's trial budget beside its wall clock (only when it has one),
+/// its early-stopping rule, why it ended, and where it searches.
 #[test]
 fn the_overview_gives_the_trial_budget_and_the_search_space() {
     let tmp = tempfile::tempdir().unwrap();
@@ -553,7 +554,12 @@ fn the_overview_gives_the_trial_budget_and_the_search_space() {
     };
     tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
     let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
-    assert!(html.contains("<td class=\"l\">60 s or 3 trials, whichever ends first</td>"), "capped");
+    assert!(
+        html.contains(
+            "<td class=\"l\">60 s or 3 trials, whichever ends first; ended because its trial budget was spent</td>"
+        ),
+        "capped"
+    );
     assert!(html.contains("<td class=\"l\">3 (0 unfinished)</td>"), "trials");
     assert!(
         html.contains(
@@ -569,7 +575,27 @@ fn the_overview_gives_the_trial_budget_and_the_search_space() {
     let plain = tmp.path().join("plain");
     copy_dir(&bench_dir().join("rl-seed3"), &plain);
     let html = std::fs::read_to_string(write_report(&plain).unwrap().path).unwrap();
-    assert!(html.contains("budget</th><td class=\"l\">3 s</td>"), "not capped");
+    assert!(
+        html.contains("budget</th><td class=\"l\">3 s; ended because its wall-clock budget was spent</td>"),
+        "not capped"
+    );
+    // An early-stopping rule, and the study's end by it.
+    let dir = tmp.path().join("patience");
+    let rule = TuneConfig {
+        max_trials: Some(100),
+        stop_when: tuneforge_agent::tune::StopWhen { f1: None, patience: Some(2) },
+        ..config("digits", Strategy::Random, 60.0, 160)
+    };
+    let summary = tune(&rule, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+    let Some(tuneforge_agent::tune::Ended::Patience { best_trial, .. }) = summary.ended else {
+        panic!("{:?}", summary.ended)
+    };
+    let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
+    let row = format!(
+        "<td class=\"l\">60 s or 100 trials, whichever ends first; until 2 trials without a better one; ended because 2 \
+         trials started after the best (trial {best_trial}) ended without beating it</td>"
+    );
+    assert!(html.contains(&row), "{row}");
 }
 
 /// The `<figure>` of the chart `kind` in a report page.

@@ -1066,6 +1066,23 @@ impl PostgresStore {
         )
     }
 
+    /// The best finished trial (as [`best_trial`](Self::best_trial)) and how many trials
+    /// with a greater id have ended (failed ones included): what a worker checks the study's
+    /// early-stopping rule ([`StopWhen`](crate::tune::StopWhen)) against. One transaction.
+    pub fn best_and_ended_after(&self) -> Result<(Option<(u64, f64)>, u64)> {
+        self.once(
+            || "checking the study's early-stopping rule".into(),
+            |tx, study, _| {
+                let Some(best) = tx.query_opt(BEST_TRIAL, &[&study])? else {
+                    return Ok((None, 0));
+                };
+                let id: i64 = best.get(0);
+                let after: i64 = tx.query_one(ENDED_AFTER, &[&study, &id])?.get(0);
+                Ok((Some((id as u64, best.get::<_, f64>(1))), after as u64))
+            },
+        )
+    }
+
     /// Records trials that ended (each as [`StudyStore::finish_trial`] without a policy) in
     /// one transaction: all of them, or, when another worker owns one, none
     /// ([`Error::TakenOver`]).
@@ -1149,6 +1166,9 @@ impl PostgresStore {
 
 const BEST_TRIAL: &str = "SELECT id, val_macro_f1 FROM trials WHERE study = $1 AND status IN ('completed', 'stopped') \
      AND val_macro_f1 IS NOT NULL AND val_macro_f1 <> 'NaN' ORDER BY val_macro_f1 DESC, ended_unix ASC, id ASC LIMIT 1";
+
+const ENDED_AFTER: &str =
+    "SELECT count(*) FROM trials WHERE study = $1 AND id > $2 AND status NOT IN ('running', 'paused')";
 
 /// Creates or migrates the schema (see the module docs); refuses a newer one.
 fn migrate(client: &mut Client) -> std::result::Result<(), postgres::Error> {

@@ -41,8 +41,8 @@ use tuneforge_monitor::Outcome;
 use tuneforge_optim::ScheduleConfig;
 
 use super::{
-    Clock, ETA, Output, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize, parse_study_config,
-    rung_stops, rungs, stop_paused,
+    Clock, ETA, Ended, Output, State, Strategy, StudyLock, TrialRecord, TuneConfig, TuneSummary, finalize,
+    parse_study_config, rung_stops, rungs, stop_paused,
 };
 use crate::data::{Prepared, prepare};
 use crate::policy::StudyPolicy;
@@ -163,6 +163,16 @@ impl Worker<'_> {
 
     fn over(&self) -> bool {
         (self.elapsed)() >= self.config.budget.as_secs_f64() || self.config.stop.requested()
+    }
+
+    /// The study's early-stopping rule ([`TuneConfig::stop_when`]) if the trials ended so
+    /// far, by any worker, meet it (a query only when the study has a rule).
+    fn converged(&mut self) -> Result<Option<Ended>> {
+        if self.config.stop_when.is_none() {
+            return Ok(None);
+        }
+        let (best, after) = timed(&mut self.store_seconds, || self.store.best_and_ended_after())?;
+        Ok(self.config.stop_when.met(best.map(|(id, f1)| (f1, id)), after))
     }
 
     /// The stored policy, or the prior before the first update.
@@ -398,6 +408,7 @@ pub fn work(
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
     super::check_max_trials(max_trials)?;
+    config.stop_when.check()?;
     super::check_enqueued(&config.enqueued, &config.env.bounds)?;
     // A worker about to create the study checks the data and the starting model first: a
     // study is not created for data that cannot be read or a model that cannot take it. (One
@@ -440,6 +451,14 @@ pub fn work(
         joined = c;
         &joined
     };
+    // The study's trial budget is kept beside its configuration, not in it.
+    let budgeted;
+    let config = if config.max_trials == max_trials {
+        config
+    } else {
+        budgeted = TuneConfig { max_trials, ..config.clone() };
+        &budgeted
+    };
     let data = match data {
         Some(data) => data,
         None => prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?,
@@ -461,6 +480,8 @@ pub fn work(
         next_id: 0,
         on_trial,
         budget_s: config.budget.as_secs_f64(),
+        ended_after_best: 0,
+        converged: None,
     };
     let mut w = Worker {
         config,
@@ -484,7 +505,10 @@ pub fn work(
         if config.stop.requested() {
             break;
         }
-        let allow_new = !w.over();
+        if st.converged.is_none() {
+            st.converged = w.converged()?;
+        }
+        let allow_new = !w.over() && st.converged.is_none();
         let now = unix_now();
         let claim = {
             let st = &st;
@@ -559,6 +583,8 @@ pub fn work(
         st.records.insert(row.id, record);
     }
     st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
+    st.recount();
+    st.check_converged();
     st.policy = w.latest_policy()?;
     // (finalize records the elapsed time.)
     let mut summary = finalize(&mut w.ctx(), st, out, 0, &elapsed)?;
