@@ -64,6 +64,12 @@ pub struct TuneArgs {
     /// epochs of Fashion-MNIST's 54,000 training rows). `--decision-steps` is counted the same way.
     #[arg(long)]
     pub trial_steps: Option<u64>,
+    /// A time limit of each trial, e.g. 30s or 2m: a trial that has run this long (its own
+    /// wall-clock time, across pauses and resumes) stops at its next decision point, as
+    /// `stopped`, its validation macro-F1 counted — so that a slow configuration (a tiny
+    /// batch, very wide layers) costs at most this much. Default: none, a trial runs its rows.
+    #[arg(long, value_name = "DURATION")]
+    pub trial_timeout: Option<String>,
     /// The study's learning rate: the first trial's for rl and rl-no-width, every trial's
     /// for fixed, and the middle of the sampled starts (log-uniform over a decade either
     /// side, within --lr-range) for random, asha, pbt and rl's later trials (default: 1e-3
@@ -122,7 +128,7 @@ pub struct TuneArgs {
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed, but --budget and --max-trials (new totals: a
     /// finished study given more runs on), --stop-at and --patience.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue", "trial_timeout"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -335,6 +341,16 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         strategy,
         budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
+        trial_timeout: args
+            .trial_timeout
+            .as_deref()
+            .map(|t| {
+                tuneforge_agent::tune::parse_budget(t).map_err(|e| match e {
+                    tuneforge_agent::Error::Config { why, .. } => anyhow::anyhow!("--trial-timeout {t}: {why}"),
+                    other => anyhow::Error::new(other).context(format!("--trial-timeout {t}")),
+                })
+            })
+            .transpose()?,
         stop_when: StopWhen {
             f1: args.stop_at.as_deref().map(parse_stop_at).transpose()?.flatten(),
             patience: args.patience.as_deref().map(parse_patience).transpose()?.flatten(),
@@ -615,6 +631,11 @@ fn stops_early(stop_when: &StopWhen) -> String {
     if stop_when.is_none() { String::new() } else { format!(", {stop_when}") }
 }
 
+/// `", each trial at most 30s"` for a study's start line when its trials have a time limit.
+fn trial_limit(timeout: Option<Duration>) -> String {
+    timeout.map_or_else(String::new, |t| format!(", each trial at most {t:?}"))
+}
+
 /// `--stop-at F1|off` (`off`: `None`).
 pub fn parse_stop_at(text: &str) -> anyhow::Result<Option<f64>> {
     if text == "off" {
@@ -649,13 +670,14 @@ fn dry_run(args: &TuneArgs) -> anyhow::Result<()> {
         bail!("{} already holds a study: continue it with --resume, or choose another --out", out.display());
     }
     outln!(
-        "would tune {} ({}) with {} for {:?}{}{}{}",
+        "would tune {} ({}) with {} for {:?}{}{}{}{}",
         config.data,
         config.model,
         config.strategy,
         config.budget,
         trials_at_most(config.max_trials),
         stops_early(&config.stop_when),
+        trial_limit(config.trial_timeout),
         if args.storage.is_none() { format!(", writing to {}", out.display()) } else { String::new() }
     );
     outln!(
@@ -762,13 +784,14 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             };
             let slow = defaults(&config.data).slow;
             errln!(
-                "resuming {} ({}, {}, budget {:?}{}{}, seed {})",
+                "resuming {} ({}, {}, budget {:?}{}{}{}, seed {})",
                 dir.display(),
                 config.data,
                 config.strategy,
                 config.budget,
                 trials_at_most(config.max_trials),
                 stops_early(&config.stop_when),
+                trial_limit(config.trial_timeout),
                 config.seed
             );
             let mut printer =
@@ -788,7 +811,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
             let lines = TrialLines::parse(args.trial_lines.as_deref(), defaults(&config.data).slow)?;
             let out = out_dir(args);
             errln!(
-                "tuning {} ({}) with {} for {:?}{}{}{}; writing to {} (continue it with --resume {}; \
+                "tuning {} ({}) with {} for {:?}{}{}{}{}; writing to {} (continue it with --resume {}; \
                  follow it live with: cargo xtask report {} --watch 10)",
                 config.data,
                 config.model,
@@ -796,6 +819,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 config.budget,
                 trials_at_most(config.max_trials),
                 stops_early(&config.stop_when),
+                trial_limit(config.trial_timeout),
                 match config.enqueued.len() {
                     0 => String::new(),
                     1 => ", the enqueued start first".into(),
@@ -857,13 +881,14 @@ fn run_worker(args: &TuneArgs, url: &str) -> anyhow::Result<()> {
     let worker = options.worker.clone();
     let mut store = PostgresStore::open(url, study, options)?;
     errln!(
-        "worker {worker} on study {study} at {} ({}, {}, {:?}{}{}); writing to {}",
+        "worker {worker} on study {study} at {} ({}, {}, {:?}{}{}{}); writing to {}",
         store.target(),
         config.data,
         config.strategy,
         config.budget,
         trials_at_most(config.max_trials),
         stops_early(&config.stop_when),
+        trial_limit(config.trial_timeout),
         out.display()
     );
     // The trial budget travels in `config.max_trials` (`WorkerOptions::max_trials` is for a

@@ -821,9 +821,9 @@ fn a_trial_budget_ends_a_local_study() {
 }
 
 /// `--stop-at` and `--patience` end a study where its own trials say they should, the end
-/// line says why, and `--resume` changes or removes them.
+/// line says why, and `--resume` changes or removes them; `--trial-timeout` stops slow trials.
 #[test]
-fn a_study_ends_early_at_stop_at_or_after_patience() {
+fn a_study_and_its_trials_end_early_at_stop_at_patience_or_trial_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
     let common = ["--data-dir", data.to_str().unwrap(), "--progress", "off"];
@@ -896,6 +896,22 @@ fn a_study_ends_early_at_stop_at_or_after_patience() {
     }
     let (code, text) = run(&["tune", "--dry-run", "--stop-at", "0.99", "--patience", "20"]);
     assert!(code == Some(0) && text.contains("until val macro-F1 ≥ 0.99 or 20 trials without a better one"), "{text}");
+    // --trial-timeout: slow trials stop at their next decision point past it.
+    let dir = tmp.path().join("timeout");
+    let slow = ["--model", "mlp:256,256", "--trial-steps", "1200", "--max-trials", "2", "--budget", "10m"];
+    let (code, text) =
+        run(&[&["tune", "--strategy", "random", "--trial-timeout", "0.1s", "--out", dir.to_str().unwrap()], &slow[..]]
+            .concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("for 600s or 2 trials, each trial at most 100ms;"), "{text}");
+    for t in summary(&dir)["trials"].as_array().unwrap() {
+        assert!(t["status"] == "stopped" && t["seconds"].as_f64().unwrap() >= 0.1, "{t}");
+        assert!(t["steps"].as_u64().unwrap() < 1200 * 32 / 16, "{t}");
+    }
+    let (code, text) = run(&["tune", "--trial-timeout", "0s"]);
+    assert!(code == Some(1) && text.contains("--trial-timeout 0s"), "{text}");
+    let (code, text) = run(&["tune", "--resume", dir.to_str().unwrap(), "--trial-timeout", "1s"]);
+    assert!(code == Some(2) && text.contains("--trial-timeout"), "{text}");
 }
 
 /// `--lr`, `--batch-size` and the `--*-range` flags bound where every strategy starts and

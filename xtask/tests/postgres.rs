@@ -260,7 +260,12 @@ fn report_of_the_study(url: &str, study: &str, dir: &Path, victim: i64, exported
         html.contains(&format!("Study <code>{study}</code> in <code>")) && !html.contains("Incomplete"),
         "{stdout}"
     );
-    assert!(html.contains(&format!(" s or {n} trials, whichever ends first</td>")), "the trial budget");
+    assert!(
+        html.contains(&format!(
+            " s or {n} trials, whichever ends first; ended because its trial budget was spent</td>"
+        )),
+        "the trial budget"
+    );
 
     let store =
         PostgresStore::open(url, study, PgOptions { worker: "report-test".into(), ..PgOptions::default() }).unwrap();

@@ -71,6 +71,7 @@
 //!     max_trials: None,
 //!     enqueued: Vec::new(),
 //!     stop_when: Default::default(),
+//!     trial_timeout: None,
 //!     seed: 0,
 //!     batch_size: 32,
 //!     lr: 3e-3,

@@ -71,6 +71,11 @@ pub struct Tally {
     /// Seconds spent writing to the study store (decisions, evaluations, checkpoints).
     #[serde(default)]
     pub store_seconds: f64,
+    /// Wall-clock seconds the trial has run: its first interval and every step (training,
+    /// evaluation, decision, store writes), across pauses and resumes; what a trial time
+    /// limit (`TuneConfig::trial_timeout`) counts. Absent in checkpoints written before it.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// A trial in memory.
@@ -225,10 +230,15 @@ impl TrialContext<'_> {
 
     /// Starts a new trial (trains its first interval) and records it as running.
     pub fn start(&mut self, id: u64, start: TrialStart) -> Result<Trial> {
+        let t = Instant::now();
         let run = self.run(id, &start)?;
         let env = Env::new(run, self.env.clone())?;
-        let tally =
-            Tally { reward: env.start_reward().unwrap_or(0.0), untrained_f1: env.untrained_f1(), ..Tally::default() };
+        let tally = Tally {
+            reward: env.start_reward().unwrap_or(0.0),
+            untrained_f1: env.untrained_f1(),
+            seconds: t.elapsed().as_secs_f64(),
+            ..Tally::default()
+        };
         let mut trial =
             Trial { id, env, start, tally, resumed: false, started_unix: unix_now(), last_checkpoint: Instant::now() };
         self.store.save_trial(&trial.row("running"), (self.elapsed)())?;
@@ -274,6 +284,7 @@ impl TrialContext<'_> {
     /// Applies `action`, trains one interval, records the decision (store and event log)
     /// and checkpoints when due. `agent_seconds` is the time the caller spent choosing.
     pub fn step(&mut self, trial: &mut Trial, action: Action, agent_seconds: f64) -> Result<Transition> {
+        let t0 = Instant::now();
         let observation = trial.env.observe().clone();
         let step = trial.env.run().step();
         let t = trial.env.step(action)?;
@@ -316,6 +327,8 @@ impl TrialContext<'_> {
                 reward: Some(t.reward),
             })?;
         }
+        // (Counted before a checkpoint, which then keeps it.)
+        trial.tally.seconds += t0.elapsed().as_secs_f64() + agent_seconds;
         if !t.done && trial.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint(trial, "running")?;
         }
@@ -444,6 +457,10 @@ pub struct TrialRecord {
     /// Seconds spent writing it to the study store (checkpoints included).
     #[serde(default)]
     pub store_seconds: f64,
+    /// Wall-clock seconds it ran (its first interval and every step; 0 in records written
+    /// before it was kept).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl TrialRecord {
@@ -467,6 +484,7 @@ impl TrialRecord {
             exploits: 0,
             agent_seconds: 0.0,
             store_seconds: 0.0,
+            seconds: 0.0,
         }
     }
 }
@@ -511,6 +529,7 @@ impl Trial {
             exploits: self.tally.exploits,
             agent_seconds: self.tally.agent_seconds,
             store_seconds: self.tally.store_seconds,
+            seconds: self.tally.seconds,
         }
     }
 

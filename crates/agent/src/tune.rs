@@ -26,7 +26,10 @@
 //! An early-stopping rule ([`TuneConfig::stop_when`], [`StopWhen`]) may end the study
 //! sooner, as a spent budget does: once a trial ends at or above a validation macro-F1, or
 //! once N trials started after the best have ended without beating it; the summary says
-//! what ended the study ([`TuneSummary::ended`]). A trial's reward counts its first interval from the untrained
+//! what ended the study ([`TuneSummary::ended`]). A trial time limit
+//! ([`TuneConfig::trial_timeout`]) stops a trial that has run that long (its own time, across
+//! pauses and resumes) at its next decision point, as `stopped` — pruning on time, so that
+//! a slow configuration costs at most that much. A trial's reward counts its first interval from the untrained
 //! model's F1 ([`crate::env::Env::start_reward`]), so a strategy's starting configuration
 //! is rewarded like any decision. The study's reward is the mean of its trials' rewards.
 //!
@@ -380,6 +383,11 @@ pub struct TuneConfig {
     pub enqueued: Vec<Enqueued>,
     /// Early stopping of the study besides its budgets (none by default).
     pub stop_when: StopWhen,
+    /// A time limit of each trial: a trial that has run this long (its own wall-clock time,
+    /// [`TrialRecord::seconds`], across pauses and resumes) stops at its next decision point,
+    /// as `stopped`, its validation macro-F1 counted as a budget's end counts it. `None`:
+    /// trials run their rows (`EnvConfig::budget_steps`) whatever it takes.
+    pub trial_timeout: Option<Duration>,
     /// Seed of everything.
     pub seed: u64,
     /// Starting batch size.
@@ -453,6 +461,9 @@ struct Spec {
     /// Absent in studies stored before early stopping (and in those without it).
     #[serde(default, skip_serializing_if = "StopWhen::is_none")]
     stop_when: StopWhen,
+    /// Absent in studies stored before trial time limits (and in those without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trial_timeout_s: Option<f64>,
     seed: u64,
     batch_size: usize,
     lr: f64,
@@ -484,6 +495,7 @@ impl TuneConfig {
             max_trials: self.max_trials,
             enqueued: self.enqueued.clone(),
             stop_when: self.stop_when,
+            trial_timeout_s: self.trial_timeout.map(|t| t.as_secs_f64()),
             seed: self.seed,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -511,6 +523,12 @@ impl TuneConfig {
         if spec.max_trials == Some(0) {
             return Err(bad("max_trials 0: a study runs at least one trial".into()));
         }
+        check_trial_timeout(spec.trial_timeout_s.map(|s| seconds("trial_timeout_s", s)).transpose()?).map_err(|e| {
+            match e {
+                Error::Config { what, why } => bad(format!("{what} {why}")),
+                other => other,
+            }
+        })?;
         spec.stop_when.check().map_err(|e| match e {
             Error::Config { what, why } => bad(format!("{what} {why}")),
             other => other,
@@ -534,6 +552,7 @@ impl TuneConfig {
             max_trials: spec.max_trials,
             enqueued: spec.enqueued,
             stop_when: spec.stop_when,
+            trial_timeout: spec.trial_timeout_s.map(|s| seconds("trial_timeout_s", s)).transpose()?,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
@@ -655,6 +674,7 @@ pub fn tune(
 /// The settings [`tune`] checks before it creates a study, and the data prepared.
 fn checked_data(config: &TuneConfig, dirs: &DataDirs, cache: &GzCache) -> Result<Prepared> {
     check_max_trials(config.max_trials)?;
+    check_trial_timeout(config.trial_timeout)?;
     config.stop_when.check()?;
     check_enqueued(&config.enqueued, &config.env.bounds)?;
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
@@ -702,6 +722,7 @@ pub struct Plan {
 ///     max_trials: None,
 ///     enqueued: Vec::new(),
 ///     stop_when: Default::default(),
+///     trial_timeout: None,
 ///     seed: 0,
 ///     batch_size: 32,
 ///     lr: 3e-3,
@@ -876,6 +897,14 @@ pub fn model_widths(model: &str) -> Vec<usize> {
         Some((_, widths)) => widths.split(',').filter_map(|w| w.trim().parse::<usize>().ok()).collect(),
         None => Vec::new(),
     }
+}
+
+/// Refuses a trial time limit of 0.
+pub(crate) fn check_trial_timeout(timeout: Option<Duration>) -> Result<()> {
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(Error::Config { what: "trial_timeout", why: "0: a trial needs time to train".into() });
+    }
+    Ok(())
 }
 
 /// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
@@ -1170,6 +1199,11 @@ impl State<'_> {
         }
     }
 
+    /// Whether `trial` has run for its time limit ([`TuneConfig::trial_timeout`]).
+    fn timed_out(&self, trial: &Trial) -> bool {
+        self.config.trial_timeout.is_some_and(|t| trial.tally.seconds >= t.as_secs_f64())
+    }
+
     /// Whether the trial budget ([`TuneConfig::max_trials`]) lets another trial start.
     fn may_start(&self) -> bool {
         self.config.max_trials.is_none_or(|m| self.next_id < m)
@@ -1292,7 +1326,11 @@ impl State<'_> {
     /// Trains `trial` until its episode ends, `until` steps are taken, or the budget is
     /// spent; `false` if it failed (and was recorded so).
     fn train(&mut self, ctx: &mut TrialContext<'_>, trial: &mut Trial, until: Option<u64>) -> Result<bool> {
-        while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over(ctx) {
+        while !trial.env.done()
+            && until.is_none_or(|u| trial.env.steps() < u)
+            && !self.over(ctx)
+            && !self.timed_out(trial)
+        {
             let (action, secs) = self.choose(trial);
             if let Err(e) = ctx.step(trial, action, secs) {
                 self.fail(ctx, trial, e)?;
@@ -1608,7 +1646,7 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
             trial.tally.rungs.push(trial.env.observe().val_f1);
             reached.insert(trial.id, trial.tally.rungs.clone());
         }
-        if trial.env.done() || st.over(ctx) {
+        if trial.env.done() || st.over(ctx) || st.timed_out(&trial) {
             st.end(ctx, &mut trial)?;
         } else {
             ctx.checkpoint(&mut trial, "paused")?;
@@ -1667,7 +1705,7 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
                 members.remove(i);
             }
         }
-        if st.over(ctx) || members.iter().all(|m| m.env.done()) {
+        if st.over(ctx) || members.iter().all(|m| m.env.done() || st.timed_out(m)) {
             for mut m in members.drain(..) {
                 st.end(ctx, &mut m)?;
             }

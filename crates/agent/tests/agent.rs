@@ -1098,6 +1098,7 @@ mod tune {
             max_trials: None,
             enqueued: Vec::new(),
             stop_when: Default::default(),
+            trial_timeout: None,
             seed: 5,
             batch_size: 32,
             lr: 3e-3,
@@ -1463,6 +1464,86 @@ mod tune {
         let change = Extension { stop_at: Some(Some(2.0)), ..Extension::default() };
         assert!(tuneforge_agent::tune::extend(&tmp.path().join("target"), &change).is_err());
         assert!(!study_config_json(&long).contains("stop_when"), "absent when there is none");
+    }
+
+    /// A trial time limit stops a trial that has run that long at its next decision point
+    /// (`stopped`, short of its rows) under every strategy; without it, the same trials run
+    /// all their rows.
+    #[test]
+    fn a_trial_time_limit_stops_slow_trials_at_a_decision_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slow = |strategy, timeout: Option<f64>| {
+            let mut c = TuneConfig {
+                max_trials: Some(4),
+                model: "mlp:256,256".into(),
+                trial_timeout: timeout.map(Duration::from_secs_f64),
+                ..digits_study(strategy, 600.0)
+            };
+            c.env.budget_steps = 1200;
+            c
+        };
+        let limit = 0.1;
+        let full = tune(
+            &slow(Strategy::Random, None),
+            &repo_dirs(),
+            &cache(),
+            &Device::Cpu,
+            &tmp.path().join("full"),
+            &mut |_| {},
+        )
+        .unwrap();
+        for t in &full.trials {
+            assert_eq!(t.status, "completed", "trial {}", t.id);
+            // (What the limit is measured against: each of these trials ran well past it.)
+            assert!(t.seconds > 2.0 * limit && t.seconds < full.wall_s, "trial {}: {} s", t.id, t.seconds);
+        }
+        let dir = tmp.path().join("limited");
+        let cut = tune(&slow(Strategy::Random, Some(limit)), &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {})
+            .unwrap();
+        check_outputs(&dir, &cut);
+        for (t, f) in cut.trials.iter().zip(&full.trials) {
+            assert_eq!(t.start, f.start);
+            assert_eq!(t.status, "stopped", "trial {}", t.id);
+            assert!(
+                t.seconds >= limit && t.steps < f.steps,
+                "trial {}: {} s, {} of {} steps",
+                t.id,
+                t.seconds,
+                t.steps,
+                f.steps
+            );
+        }
+        let stored = tuneforge_agent::tune::study_config(&dir, ProgressMode::Off).unwrap();
+        assert_eq!(stored.trial_timeout, Some(Duration::from_secs_f64(limit)));
+        // Every strategy ends its trials at the limit (none left paused, none running on).
+        for strategy in [Strategy::Asha, Strategy::Pbt, Strategy::Rl] {
+            let dir = tmp.path().join(strategy.name());
+            let s =
+                tune(&slow(strategy, Some(limit)), &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+            assert_eq!(s.trials.len(), 4, "{strategy}");
+            for t in &s.trials {
+                // (asha also ends the trials still paused when its trial budget is spent.)
+                let timed_out = t.seconds >= limit || strategy == Strategy::Asha;
+                assert!(
+                    t.status == "stopped" && timed_out,
+                    "{strategy} trial {}: {} after {} s",
+                    t.id,
+                    t.status,
+                    t.seconds
+                );
+            }
+            assert!(s.trials.iter().any(|t| t.seconds >= limit), "{strategy}");
+        }
+        // Refused: 0, new or stored.
+        let zero = slow(Strategy::Random, Some(0.0));
+        let err = tune(&zero, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("zero"), &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("trial_timeout") && !tmp.path().join("zero").exists(), "{err}");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&study_config_json(&slow(Strategy::Random, Some(1.0)))).unwrap();
+        assert_eq!(json["trial_timeout_s"], 1.0);
+        json["trial_timeout_s"] = 0.0.into();
+        let err = parse_study_config(&json.to_string(), ProgressMode::Off).unwrap_err().to_string();
+        assert!(err.contains("trial_timeout"), "{err}");
     }
 
     #[test]

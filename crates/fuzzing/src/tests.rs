@@ -161,6 +161,7 @@ fn study_config_accepts_a_stored_config() {
         max_trials: None,
         enqueued: Vec::new(),
         stop_when: Default::default(),
+        trial_timeout: None,
         seed: 7,
         batch_size: 32,
         lr: 3e-3,

@@ -155,6 +155,7 @@ fn study_configs(corpus: &Path) {
         max_trials: None,
         enqueued: Vec::new(),
         stop_when: Default::default(),
+        trial_timeout: None,
         seed: 3,
         batch_size: 32,
         lr: 3e-3,

@@ -293,6 +293,9 @@ fn overview(h: &mut String, s: &Study) {
         Some(n) => format!("{:.0} s or {n} trials, whichever ends first", s.row.budget_s),
         None => format!("{:.0} s", s.row.budget_s),
     };
+    if let Some(t) = s.config.get("trial_timeout_s").and_then(serde_json::Value::as_f64) {
+        budget = format!("{budget}; each trial at most {t} s");
+    }
     // An early-stopping rule (`--stop-at`, `--patience`), and why the study ended.
     let rule = s.config.get("stop_when").and_then(|v| serde_json::from_value::<StopWhen>(v.clone()).ok());
     if let Some(rule) = rule.filter(|r| !r.is_none()) {

@@ -48,6 +48,7 @@ fn config(data: &str, strategy: Strategy, budget_s: f64, budget_steps: u64) -> T
         max_trials: None,
         enqueued: Vec::new(),
         stop_when: Default::default(),
+        trial_timeout: None,
         seed: 3,
         batch_size: 32,
         lr: 3e-3,
@@ -584,6 +585,7 @@ fn the_overview_gives_the_trial_budget_and_the_search_space() {
     let rule = TuneConfig {
         max_trials: Some(100),
         stop_when: tuneforge_agent::tune::StopWhen { f1: None, patience: Some(2) },
+        trial_timeout: Some(std::time::Duration::from_secs(30)),
         ..config("digits", Strategy::Random, 60.0, 160)
     };
     let summary = tune(&rule, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
@@ -592,7 +594,7 @@ fn the_overview_gives_the_trial_budget_and_the_search_space() {
     };
     let html = std::fs::read_to_string(write_report(&dir).unwrap().path).unwrap();
     let row = format!(
-        "<td class=\"l\">60 s or 100 trials, whichever ends first; until 2 trials without a better one; ended because 2 \
+        "<td class=\"l\">60 s or 100 trials, whichever ends first; each trial at most 30 s; until 2 trials without a better one; ended because 2 \
          trials started after the best (trial {best_trial}) ended without beating it</td>"
     );
     assert!(html.contains(&row), "{row}");

@@ -200,7 +200,11 @@ impl Worker<'_> {
             let rung = trial.tally.rungs.len().min(targets.len() - 1);
             let at_rung = asha || (rl && rung < targets.len() - 1);
             let until = at_rung.then_some(targets[rung]);
-            while !trial.env.done() && until.is_none_or(|u| trial.env.steps() < u) && !self.over() {
+            while !trial.env.done()
+                && until.is_none_or(|u| trial.env.steps() < u)
+                && !self.over()
+                && !st.timed_out(trial)
+            {
                 let (action, secs) = st.choose(trial);
                 if let Err(e) = self.ctx().step(trial, action, secs) {
                     if !e.ends_only_the_trial() {
@@ -218,7 +222,7 @@ impl Worker<'_> {
             let f1 = trial.env.observe().val_f1;
             trial.tally.rungs.push(f1);
             if asha {
-                if !trial.env.done() && !self.over() {
+                if !trial.env.done() && !self.over() && !st.timed_out(trial) {
                     // Paused at its rung: any worker may promote it from this checkpoint.
                     self.ctx().checkpoint(trial, "paused")?;
                     trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
@@ -226,7 +230,7 @@ impl Worker<'_> {
                 }
                 break;
             }
-            if self.over() || rung_stops(self.rung_results(rung)?, f1) {
+            if self.over() || st.timed_out(trial) || rung_stops(self.rung_results(rung)?, f1) {
                 break;
             }
         }
@@ -409,6 +413,7 @@ pub fn work(
     let max_trials = options.max_trials.or(config.max_trials);
     super::check_max_trials(max_trials)?;
     config.stop_when.check()?;
+    super::check_trial_timeout(config.trial_timeout)?;
     super::check_enqueued(&config.enqueued, &config.env.bounds)?;
     // A worker about to create the study checks the data and the starting model first: a
     // study is not created for data that cannot be read or a model that cannot take it. (One
