@@ -24,8 +24,9 @@
 //! - [`predict`] — [`predict::Predictor`]: a model that `train` or `tune` wrote, with its
 //!   fitted preprocessing and classes (`predictor.json`), applied to new rows (`cargo xtask
 //!   predict`).
-//! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl` or
-//!   `rl-no-width` within a wall-clock budget, resumable after `kill -9`
+//! - [`tpe`] — the tree-structured Parzen estimator that chooses the `tpe` strategy's starts.
+//! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl`,
+//!   `rl-no-width` or `tpe` within a wall-clock budget, resumable after `kill -9`
 //!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`); [`tune::work`] is one worker of
 //!   a study shared through PostgreSQL (`cargo xtask tune --storage postgres://...`).
 //!
@@ -96,6 +97,7 @@ pub mod policy;
 pub mod predict;
 pub mod run;
 pub mod store;
+pub mod tpe;
 pub mod trial;
 pub mod tune;
 

@@ -12,6 +12,7 @@
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
 //! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::untrained`] unless [`TuneConfig::policy`] says otherwise (e.g. [`StudyPolicy::pretrained`], the digits prior). The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
+//! | `tpe` | the tree-structured Parzen estimator ([`crate::tpe`], Optuna's default sampler): the first [`tpe::STARTUP_TRIALS`](crate::tpe::STARTUP_TRIALS) trials start as `random`'s, each later one where the trials before it say is most promising (learning rate, batch size, widths); no actions; `rl`'s rung stopping, as Optuna's TPE with a pruner |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
 //! begins, once it is spent, and trials still running then are stopped at their next
@@ -94,12 +95,22 @@ pub enum Strategy {
     Rl,
     /// REINFORCE without the width action.
     RlNoWidth,
+    /// Starts drawn by a tree-structured Parzen estimator ([`crate::tpe`], Optuna's default
+    /// sampler) from the trials before, no actions, `rl`'s rung stopping.
+    Tpe,
 }
 
 impl Strategy {
     /// Every strategy, in the order of the docs.
-    pub const ALL: [Strategy; 6] =
-        [Strategy::Fixed, Strategy::Random, Strategy::Asha, Strategy::Pbt, Strategy::Rl, Strategy::RlNoWidth];
+    pub const ALL: [Strategy; 7] = [
+        Strategy::Fixed,
+        Strategy::Random,
+        Strategy::Asha,
+        Strategy::Pbt,
+        Strategy::Rl,
+        Strategy::RlNoWidth,
+        Strategy::Tpe,
+    ];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -110,11 +121,18 @@ impl Strategy {
             Strategy::Pbt => "pbt",
             Strategy::Rl => "rl",
             Strategy::RlNoWidth => "rl-no-width",
+            Strategy::Tpe => "tpe",
         }
     }
 
     fn learns(self) -> bool {
         matches!(self, Strategy::Rl | Strategy::RlNoWidth)
+    }
+
+    /// Whether a trial not in the top third of the trials before it at ⅑ or ⅓ of its rows
+    /// stops there ([`rung_stops`]).
+    fn stops_at_rungs(self) -> bool {
+        matches!(self, Strategy::Rl | Strategy::RlNoWidth | Strategy::Tpe)
     }
 }
 
@@ -129,7 +147,7 @@ impl std::str::FromStr for Strategy {
     fn from_str(s: &str) -> Result<Self> {
         Strategy::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Config {
             what: "strategy",
-            why: format!("{s:?}: expected one of fixed, random, asha, pbt, rl, rl-no-width"),
+            why: format!("{s:?}: expected one of fixed, random, asha, pbt, rl, rl-no-width, tpe"),
         })
     }
 }
@@ -1225,6 +1243,10 @@ impl State<'_> {
         // `rl` and `rl-no-width` keep the study's defaults for their first trial.
         let sampled = match c.strategy {
             Strategy::Random | Strategy::Asha | Strategy::Pbt => true,
+            Strategy::Tpe if id >= crate::tpe::STARTUP_TRIALS && !self.records.is_empty() => {
+                return self.tpe_start(id);
+            }
+            Strategy::Tpe => true,
             Strategy::Rl | Strategy::RlNoWidth => id > 0,
             Strategy::Fixed => false,
         };
@@ -1244,6 +1266,39 @@ impl State<'_> {
             }
         }
         start
+    }
+
+    /// The start of trial `id` of a `tpe` study: the estimator's suggestion from the trials
+    /// ended so far, over the choices a random start has.
+    fn tpe_start(&self, id: u64) -> TrialStart {
+        let c = self.config;
+        let space = StartSpace::of(c);
+        let observations: Vec<crate::tpe::Observation> = self
+            .records
+            .values()
+            .map(|r| {
+                let stage = match r.status.as_str() {
+                    "completed" => 3,
+                    s if s.starts_with("failed") => -1,
+                    _ => r.rungs.len() as i32,
+                };
+                let f1 = if r.val_macro_f1.is_finite() { r.val_macro_f1 } else { f64::NEG_INFINITY };
+                crate::tpe::Observation {
+                    log_lr: (r.start.lr / c.lr).log10(),
+                    batch: space.batches.iter().position(|&b| b == r.start.batch_size),
+                    width: space.models.iter().position(|m| *m == r.start.model),
+                    score: (stage, f1),
+                }
+            })
+            .collect();
+        let mut rng = rng_for(c.seed, id, 0, 2);
+        let s = crate::tpe::suggest(&space.tpe(), &observations, &mut rng);
+        TrialStart {
+            model: space.models.get(s.width).cloned().unwrap_or_else(|| c.model.clone()),
+            lr: (c.lr * 10f64.powf(s.log_lr)).clamp(c.env.bounds.lr.0, c.env.bounds.lr.1),
+            batch_size: space.batches.get(s.batch).copied().unwrap_or(c.batch_size),
+            seed: c.seed + id,
+        }
     }
 
     /// The action at the current decision point of `trial` (timed into its tally).
@@ -1399,6 +1454,50 @@ impl State<'_> {
     }
 }
 
+/// The choices of a sampled start ([`sample_lr`], [`sample_batch`], the widths ×½, ×1, ×2),
+/// as the `tpe` strategy searches them.
+struct StartSpace {
+    /// The learning rate's exponent range (log10 of its factor to the study's rate).
+    log_lr: (f64, f64),
+    /// The batch sizes.
+    batches: Vec<usize>,
+    /// The models (the study's widths ×½, ×1, ×2, cut to the bounds); empty for a model
+    /// without widths in its name.
+    models: Vec<String>,
+}
+
+impl StartSpace {
+    fn of(c: &TuneConfig) -> StartSpace {
+        let b = &c.env.bounds;
+        let lo = (b.lr.0 / c.lr).log10().max(-1.0);
+        let hi = (b.lr.1 / c.lr).log10().min(1.0);
+        let scaled = |k: i32| (c.batch_size as f64 * 2f64.powi(k)) as usize;
+        let mut batches: Vec<usize> = (-2..=1).map(scaled).filter(|x| (b.batch.0..=b.batch.1).contains(x)).collect();
+        if batches.is_empty() {
+            batches.push(c.batch_size.clamp(b.batch.0, b.batch.1));
+        }
+        let models = match c.model.split_once(':') {
+            Some((kind, widths)) => [0.5, 1.0, 2.0]
+                .iter()
+                .map(|f| {
+                    let scaled: Vec<String> = widths
+                        .split(',')
+                        .filter_map(|w| w.trim().parse::<f64>().ok())
+                        .map(|w| (((w * f).round() as usize).clamp(b.width.0, b.width.1)).to_string())
+                        .collect();
+                    format!("{kind}:{}", scaled.join(","))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        StartSpace { log_lr: if lo < hi { (lo, hi) } else { (lo.min(hi), lo.min(hi)) }, batches, models }
+    }
+
+    fn tpe(&self) -> crate::tpe::Space {
+        crate::tpe::Space { log_lr: self.log_lr, batches: self.batches.len(), widths: self.models.len() }
+    }
+}
+
 /// A sampled start's learning rate: log-uniform over a decade either side of the study's
 /// rate `lr`, cut to the `bounds` (when they cut the decade, the draw spreads over what is
 /// left rather than piling up at the bound). When they do not cut it (the default bounds
@@ -1526,7 +1625,7 @@ fn sequential(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<Tr
                 None => continue,
             },
         };
-        let trained = if st.config.strategy.learns() {
+        let trained = if st.config.strategy.stops_at_rungs() {
             st.train_with_rungs(ctx, &mut trial)?
         } else {
             st.train(ctx, &mut trial, None)?

@@ -127,6 +127,7 @@ pub(crate) fn strategy_color(strategy: &str) -> RGBColor {
         "pbt" => PALETTE[3],
         "rl" => PALETTE[0],
         "rl-no-width" => PALETTE[6],
+        "tpe" => PALETTE[5],
         _ => PALETTE[4],
     }
 }

@@ -397,6 +397,15 @@ pub fn work(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let refuse = |strategy: Strategy| -> Result<()> {
+        if strategy == Strategy::Tpe {
+            return Err(Error::Config {
+                what: "strategy",
+                why: "tpe cannot be shared by several workers yet (each start is drawn from every trial before it, \
+                      which a worker would have to read at each claim); with --storage postgres://... use fixed, \
+                      random, asha, rl or rl-no-width, or run tpe with SQLite storage"
+                    .into(),
+            });
+        }
         if strategy == Strategy::Pbt {
             return Err(Error::Config {
                 what: "strategy",
