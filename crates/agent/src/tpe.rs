@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn categorical_weights_are_counts_plus_a_spread_prior() {
         let c = Categorical::new([0, 0, 2].into_iter(), 3);
-        let total = 4.0;
+        let total: f64 = 4.0;
         assert!((c.log_p(0) - ((2.0 + 1.0 / 3.0) / total).ln()).abs() < 1e-12);
         assert!((c.log_p(1) - ((1.0 / 3.0) / total).ln()).abs() < 1e-12);
         let none = Categorical::new(std::iter::empty(), 0);
