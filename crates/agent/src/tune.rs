@@ -1422,9 +1422,15 @@ impl State<'_> {
     fn start(&mut self, ctx: &mut TrialContext<'_>) -> Result<Option<Trial>> {
         let id = self.next_id;
         self.next_id += 1;
+        // (Choosing a `tpe` start is the agent's work.)
+        let t = Instant::now();
         let start = self.sample_start(id);
+        let choosing = t.elapsed().as_secs_f64();
         match ctx.start(id, start.clone()) {
-            Ok(t) => Ok(Some(t)),
+            Ok(mut t) => {
+                t.tally.agent_seconds += choosing;
+                Ok(Some(t))
+            }
             Err(e) if !e.ends_only_the_trial() => Err(e),
             Err(e) => {
                 // Could not even train its first interval: recorded as failed, the study goes on.
