@@ -172,4 +172,11 @@ fn study_configs(corpus: &Path) {
     let csv = config(DataSource::parse("csv:data/table.csv", Some("class")).unwrap(), Strategy::Rl, 600_250);
     put(corpus, "study_config", "digits-asha.json", study_config_json(&digits).as_bytes());
     put(corpus, "study_config", "csv-rl.json", study_config_json(&csv).as_bytes());
+    // Early stopping, a trial time limit and the tpe strategy.
+    let tpe = TuneConfig {
+        stop_when: tuneforge_agent::tune::StopWhen { f1: Some(0.97), patience: Some(20) },
+        trial_timeout: Some(Duration::from_millis(30_500)),
+        ..config(DataSource::parse("digits", None).unwrap(), Strategy::Tpe, 60_000)
+    };
+    put(corpus, "study_config", "digits-tpe-early-stopping.json", study_config_json(&tpe).as_bytes());
 }
