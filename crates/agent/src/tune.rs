@@ -1255,14 +1255,9 @@ impl State<'_> {
             start.lr = sample_lr(c.lr, c.env.bounds.lr, &mut rng);
             start.batch_size = sample_batch(c.batch_size, c.env.bounds.batch, &mut rng);
             // Presets with widths (`mlp:W,...`, `text-bag:D,H,...`, `text-cnn:D,C,...`).
-            if let Some((kind, widths)) = c.model.split_once(':') {
-                let f = [0.5, 1.0, 2.0][rng.random_range(0..3)];
-                let scaled: Vec<String> = widths
-                    .split(',')
-                    .filter_map(|w| w.trim().parse::<f64>().ok())
-                    .map(|w| (((w * f).round() as usize).clamp(c.env.bounds.width.0, c.env.bounds.width.1)).to_string())
-                    .collect();
-                start.model = format!("{kind}:{}", scaled.join(","));
+            let models = StartSpace::models(c);
+            if !models.is_empty() {
+                start.model = models[rng.random_range(0..models.len())].clone();
             }
         }
         start
@@ -1482,21 +1477,28 @@ impl StartSpace {
         if batches.is_empty() {
             batches.push(c.batch_size.clamp(b.batch.0, b.batch.1));
         }
-        let models = match c.model.split_once(':') {
-            Some((kind, widths)) => [0.5, 1.0, 2.0]
-                .iter()
-                .map(|f| {
-                    let scaled: Vec<String> = widths
-                        .split(',')
-                        .filter_map(|w| w.trim().parse::<f64>().ok())
-                        .map(|w| (((w * f).round() as usize).clamp(b.width.0, b.width.1)).to_string())
-                        .collect();
-                    format!("{kind}:{}", scaled.join(","))
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        StartSpace { log_lr: if lo < hi { (lo, hi) } else { (lo.min(hi), lo.min(hi)) }, batches, models }
+        StartSpace {
+            log_lr: if lo < hi { (lo, hi) } else { (lo.min(hi), lo.min(hi)) },
+            batches,
+            models: Self::models(c),
+        }
+    }
+
+    /// The study's model with its widths ×½, ×1 and ×2, cut to the bounds (empty for a model
+    /// without widths in its name).
+    fn models(c: &TuneConfig) -> Vec<String> {
+        let Some((kind, widths)) = c.model.split_once(':') else { return Vec::new() };
+        [0.5, 1.0, 2.0]
+            .iter()
+            .map(|f| {
+                let scaled: Vec<String> = widths
+                    .split(',')
+                    .filter_map(|w| w.trim().parse::<f64>().ok())
+                    .map(|w| (((w * f).round() as usize).clamp(c.env.bounds.width.0, c.env.bounds.width.1)).to_string())
+                    .collect();
+                format!("{kind}:{}", scaled.join(","))
+            })
+            .collect()
     }
 
     fn tpe(&self) -> crate::tpe::Space {
@@ -1864,7 +1866,10 @@ fn finalize(
     elapsed: &dyn Fn() -> f64,
 ) -> Result<TuneSummary> {
     let (val_f1, best_id) = st.best.ok_or_else(|| Error::Config { what: "study", why: "every trial failed".into() })?;
-    let record = &st.records[&best_id];
+    let record = st.records.get(&best_id).ok_or_else(|| Error::Config {
+        what: "study store",
+        why: format!("the best trial ({best_id}) has no finished record"),
+    })?;
     let ck = ctx.store.checkpoint(best_id)?.ok_or_else(|| Error::Config {
         what: "study store",
         why: format!("the best trial ({best_id}) has no checkpoint"),

@@ -586,7 +586,11 @@ pub fn work(
             Err(e) => return Err(e),
         }
     }
-    // Every worker reports the whole study.
+    // Every worker reports the whole study. The best first, then the trials: other workers
+    // may still be finishing trials, and a trial that has ended stays ended, so the best read
+    // first is among the trials read after it (read the other way round, a trial that ended
+    // in between was the best and had no record).
+    st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
     st.records.clear();
     for row in w.store.trials()? {
         if row.status == "running" || row.status == "paused" {
@@ -596,7 +600,6 @@ pub fn work(
             .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
         st.records.insert(row.id, record);
     }
-    st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
     st.recount();
     st.check_converged();
     st.policy = w.latest_policy()?;
