@@ -1614,7 +1614,7 @@ fn drive(
         _ => sequential(&mut ctx, &mut st, unfinished)?,
     }
     ctx.store.set_elapsed(elapsed())?;
-    finalize(&mut ctx, st, out, resumed_before, &elapsed)
+    finalize(&mut ctx, &st, out, resumed_before, &elapsed)
 }
 
 /// fixed, random, rl, rl-no-width: one trial after another; `rl` and `rl-no-width` stop a
@@ -1860,7 +1860,7 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
 /// Tests the best trial once and writes the outputs.
 fn finalize(
     ctx: &mut TrialContext<'_>,
-    st: State<'_>,
+    st: &State<'_>,
     out: &Path,
     resumed_before: u64,
     elapsed: &dyn Fn() -> f64,
@@ -1902,7 +1902,7 @@ fn finalize(
         write_atomic(&out.join("policy.json"), json.as_bytes())?;
     }
     let ended = st.ended();
-    let trials: Vec<TrialRecord> = st.records.into_values().collect();
+    let trials: Vec<TrialRecord> = st.records.values().cloned().collect();
     let wall_s = elapsed();
     // The time of this test and these writes is used too: stored, so that a resume (whose
     // clock starts from the stored time) never reports less wall time than this summary.

@@ -586,25 +586,36 @@ pub fn work(
             Err(e) => return Err(e),
         }
     }
+    st.policy = w.latest_policy()?;
     // Every worker reports the whole study. The best first, then the trials: other workers
     // may still be finishing trials, and a trial that has ended stays ended, so the best read
     // first is among the trials read after it (read the other way round, a trial that ended
-    // in between was the best and had no record).
-    st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
-    st.records.clear();
-    for row in w.store.trials()? {
-        if row.status == "running" || row.status == "paused" {
-            continue;
+    // in between was the best and had no record). A better trial that ends on another worker
+    // before the best's checkpoint is read has that checkpoint deleted (only the best's is
+    // kept): then the best has changed, and the study is read again.
+    let mut attempts = 0;
+    let mut summary = loop {
+        st.best = w.store.best_trial()?.map(|(id, f1)| (f1, id));
+        st.records.clear();
+        for row in w.store.trials()? {
+            if row.status == "running" || row.status == "paused" {
+                continue;
+            }
+            let record: TrialRecord = serde_json::from_str(&row.record)
+                .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
+            st.records.insert(row.id, record);
         }
-        let record: TrialRecord = serde_json::from_str(&row.record)
-            .map_err(|e| Error::Config { what: "study store", why: format!("trial {}: record: {e}", row.id) })?;
-        st.records.insert(row.id, record);
-    }
-    st.recount();
-    st.check_converged();
-    st.policy = w.latest_policy()?;
-    // (finalize records the elapsed time.)
-    let mut summary = finalize(&mut w.ctx(), st, out, 0, &elapsed)?;
+        st.recount();
+        st.check_converged();
+        // (finalize records the elapsed time.)
+        match finalize(&mut w.ctx(), &st, out, 0, &elapsed) {
+            Err(e) if attempts < 5 && w.store.best_trial()?.map(|(id, f1)| (f1, id)) != st.best => {
+                attempts += 1;
+                tracing::info!(error = %e, "the best trial changed while this worker reported the study; reading it again");
+            }
+            result => break result?,
+        }
+    };
     summary.study_path = PathBuf::from(target);
     summary.worker_store_seconds = Some(w.store_seconds);
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
