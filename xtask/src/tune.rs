@@ -244,9 +244,14 @@ pub fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
 /// Parses `90s`, `10m`, `1h` or a plain number of seconds
 /// ([`tuneforge_agent::tune::parse_budget`], with the flag named in the message).
 pub fn parse_budget(text: &str) -> anyhow::Result<Duration> {
+    parse_duration("--budget", text)
+}
+
+/// A duration flag's value (`--budget`, `--trial-timeout`), as [`parse_budget`].
+fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     tuneforge_agent::tune::parse_budget(text).map_err(|e| match e {
-        tuneforge_agent::Error::Config { why, .. } => anyhow::anyhow!("--budget {text}: {why}"),
-        other => anyhow::Error::new(other).context(format!("--budget {text}")),
+        tuneforge_agent::Error::Config { why, .. } => anyhow::anyhow!("{flag} {text}: {why}"),
+        other => anyhow::Error::new(other).context(format!("{flag} {text}")),
     })
 }
 
@@ -343,16 +348,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         strategy,
         budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
-        trial_timeout: args
-            .trial_timeout
-            .as_deref()
-            .map(|t| {
-                tuneforge_agent::tune::parse_budget(t).map_err(|e| match e {
-                    tuneforge_agent::Error::Config { why, .. } => anyhow::anyhow!("--trial-timeout {t}: {why}"),
-                    other => anyhow::Error::new(other).context(format!("--trial-timeout {t}")),
-                })
-            })
-            .transpose()?,
+        trial_timeout: args.trial_timeout.as_deref().map(|t| parse_duration("--trial-timeout", t)).transpose()?,
         stop_when: StopWhen {
             f1: args.stop_at.as_deref().map(parse_stop_at).transpose()?.flatten(),
             patience: args.patience.as_deref().map(parse_patience).transpose()?.flatten(),

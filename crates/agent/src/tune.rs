@@ -538,16 +538,8 @@ impl TuneConfig {
         {
             return Err(bad(format!("action bounds {b:?}: each range must be ordered, learning rates positive")));
         }
-        if spec.max_trials == Some(0) {
-            return Err(bad("max_trials 0: a study runs at least one trial".into()));
-        }
-        check_trial_timeout(spec.trial_timeout_s.map(|s| seconds("trial_timeout_s", s)).transpose()?).map_err(|e| {
-            match e {
-                Error::Config { what, why } => bad(format!("{what} {why}")),
-                other => other,
-            }
-        })?;
-        spec.stop_when.check().map_err(|e| match e {
+        let trial_timeout = spec.trial_timeout_s.map(|s| seconds("trial_timeout_s", s)).transpose()?;
+        check_limits(spec.max_trials, trial_timeout, &spec.stop_when).map_err(|e| match e {
             Error::Config { what, why } => bad(format!("{what} {why}")),
             other => other,
         })?;
@@ -570,7 +562,7 @@ impl TuneConfig {
             max_trials: spec.max_trials,
             enqueued: spec.enqueued,
             stop_when: spec.stop_when,
-            trial_timeout: spec.trial_timeout_s.map(|s| seconds("trial_timeout_s", s)).transpose()?,
+            trial_timeout,
             seed: spec.seed,
             batch_size: spec.batch_size,
             lr: spec.lr,
@@ -691,9 +683,7 @@ pub fn tune(
 
 /// The settings [`tune`] checks before it creates a study, and the data prepared.
 fn checked_data(config: &TuneConfig, dirs: &DataDirs, cache: &GzCache) -> Result<Prepared> {
-    check_max_trials(config.max_trials)?;
-    check_trial_timeout(config.trial_timeout)?;
-    config.stop_when.check()?;
+    check_limits(config.max_trials, config.trial_timeout, &config.stop_when)?;
     check_enqueued(&config.enqueued, &config.env.bounds)?;
     let data = prepare(&config.data, dirs, cache, config.val_fraction, config.seed)?;
     check_model(config, &data)?;
@@ -917,12 +907,18 @@ pub fn model_widths(model: &str) -> Vec<usize> {
     }
 }
 
-/// Refuses a trial time limit of 0.
-pub(crate) fn check_trial_timeout(timeout: Option<Duration>) -> Result<()> {
-    if timeout.is_some_and(|t| t.is_zero()) {
+/// Refuses a trial budget of 0, a trial time limit of 0 and an early-stopping rule
+/// [`StopWhen::check`] refuses: a new study's, a worker's, or a stored one's.
+pub(crate) fn check_limits(
+    max_trials: Option<u64>,
+    trial_timeout: Option<Duration>,
+    stop_when: &StopWhen,
+) -> Result<()> {
+    check_max_trials(max_trials)?;
+    if trial_timeout.is_some_and(|t| t.is_zero()) {
         return Err(Error::Config { what: "trial_timeout", why: "0: a trial needs time to train".into() });
     }
-    Ok(())
+    stop_when.check()
 }
 
 /// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
@@ -1470,10 +1466,9 @@ struct StartSpace {
 impl StartSpace {
     fn of(c: &TuneConfig) -> StartSpace {
         let b = &c.env.bounds;
-        let lo = (b.lr.0 / c.lr).log10().max(-1.0);
-        let hi = (b.lr.1 / c.lr).log10().min(1.0);
-        let scaled = |k: i32| (c.batch_size as f64 * 2f64.powi(k)) as usize;
-        let mut batches: Vec<usize> = (-2..=1).map(scaled).filter(|x| (b.batch.0..=b.batch.1).contains(x)).collect();
+        let (lo, hi) = lr_exponents(c.lr, b.lr);
+        let mut batches: Vec<usize> =
+            batch_exponents(c.batch_size, b.batch).into_iter().map(|k| scaled_batch(c.batch_size, k)).collect();
         if batches.is_empty() {
             batches.push(c.batch_size.clamp(b.batch.0, b.batch.1));
         }
@@ -1511,8 +1506,7 @@ impl StartSpace {
 /// left rather than piling up at the bound). When they do not cut it (the default bounds
 /// with the default rates), the same draw as before bounds could be set.
 fn sample_lr(lr: f64, bounds: (f64, f64), rng: &mut impl Rng) -> f64 {
-    let lo = (bounds.0 / lr).log10().max(-1.0);
-    let hi = (bounds.1 / lr).log10().min(1.0);
+    let (lo, hi) = lr_exponents(lr, bounds);
     let exponent = if lo < hi {
         rng.random_range(lo..hi)
     } else {
@@ -1529,13 +1523,28 @@ fn sample_lr(lr: f64, bounds: (f64, f64), rng: &mut impl Rng) -> f64 {
 /// the nearest bound. Tables' default (32, bounds 16–1024) leaves three: 16, 32 and 64 a
 /// third each, where the clamp before gave 16 half the time (8 and 16 both became 16).
 fn sample_batch(batch: usize, bounds: (usize, usize), rng: &mut impl Rng) -> usize {
-    let scaled = |k: i32| (batch as f64 * 2f64.powi(k)) as usize;
-    let inside: Vec<i32> = (-2..=1).filter(|&k| (bounds.0..=bounds.1).contains(&scaled(k))).collect();
+    let inside = batch_exponents(batch, bounds);
     let k = match inside.len() {
         4 | 0 => rng.random_range(-2i32..=1),
         n => inside[rng.random_range(0..n)],
     };
-    scaled(k).clamp(bounds.0, bounds.1)
+    scaled_batch(batch, k).clamp(bounds.0, bounds.1)
+}
+
+/// The range of a sampled start's learning-rate exponent (log10 of its factor to `lr`): a
+/// decade either side, cut to the `bounds` (`lo > hi` when `lr` is outside them).
+fn lr_exponents(lr: f64, bounds: (f64, f64)) -> (f64, f64) {
+    ((bounds.0 / lr).log10().max(-1.0), (bounds.1 / lr).log10().min(1.0))
+}
+
+/// `batch × 2^k`.
+fn scaled_batch(batch: usize, k: i32) -> usize {
+    (batch as f64 * 2f64.powi(k)) as usize
+}
+
+/// The `k` in −2..=1 whose `batch × 2^k` is inside the `bounds`.
+fn batch_exponents(batch: usize, bounds: (usize, usize)) -> Vec<i32> {
+    (-2..=1).filter(|&k| (bounds.0..=bounds.1).contains(&scaled_batch(batch, k))).collect()
 }
 
 #[allow(clippy::too_many_arguments)]

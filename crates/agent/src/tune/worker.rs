@@ -420,9 +420,7 @@ pub fn work(
     };
     refuse(config.strategy)?;
     let max_trials = options.max_trials.or(config.max_trials);
-    super::check_max_trials(max_trials)?;
-    config.stop_when.check()?;
-    super::check_trial_timeout(config.trial_timeout)?;
+    super::check_limits(max_trials, config.trial_timeout, &config.stop_when)?;
     super::check_enqueued(&config.enqueued, &config.env.bounds)?;
     // A worker about to create the study checks the data and the starting model first: a
     // study is not created for data that cannot be read or a model that cannot take it. (One
