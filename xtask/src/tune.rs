@@ -40,7 +40,7 @@ pub struct TuneArgs {
     /// rl-no-width (rl without the width action) or tpe (Optuna's default sampler, a
     /// tree-structured Parzen estimator, choosing each start from the trials before it after
     /// 10 random ones; no actions; rl's rung stopping). With PostgreSQL storage every
-    /// strategy but pbt and tpe.
+    /// strategy but pbt.
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop

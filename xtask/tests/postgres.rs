@@ -435,6 +435,93 @@ fn workers_end_a_study_at_its_patience() {
     }
 }
 
+/// `tpe` on PostgreSQL: one worker draws exactly the starts of a single-process `tpe` study
+/// (it reads every trial ended before each claim from the server, where the single process
+/// has them in memory); two workers share a study, each drawing from both workers' trials.
+#[test]
+fn tpe_workers_draw_starts_from_every_ended_trial() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let n = 14;
+    let args = ["--strategy", "tpe"];
+    // The reference: the same study in one process with SQLite storage.
+    let local = dir.path().join("local");
+    let out = xtask()
+        .args(["tune", "--dataset", "digits", "--budget", "900s", "--seed", "3", "--strategy", "tpe"])
+        .args(["--max-trials", &n.to_string(), "--trial-steps", &TRIAL_STEPS.to_string()])
+        .args(["--decision-steps", &DECISION_STEPS.to_string(), "--checkpoint-every", "0"])
+        .args(["--out", local.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let starts = |s: &serde_json::Value| -> Vec<(u64, serde_json::Value, String)> {
+        s["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].as_u64().unwrap(), t["start"].clone(), t["status"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let reference = starts(&summary(&local));
+    assert_eq!(reference.len() as u64, n);
+    // tpe's own starts (from trial 10 on) and rung stops are part of what is compared.
+    assert!(reference.iter().any(|t| t.2 == "stopped"), "{reference:?}");
+    let study = unique("tpe-one");
+    let mut one = worker_with(&url, &study, "one", dir.path(), n, "30", &args);
+    wait_ok(&mut one, dir.path(), "one", Duration::from_secs(600));
+    assert_eq!(starts(&summary(&dir.path().join("one"))), reference);
+
+    // Two workers, the second joining once the first has ended 10 trials: its first start is
+    // drawn from the first worker's trials, not at random (as with nothing read).
+    let study = unique("tpe-two");
+    let n = 24;
+    let mut t1 = worker_with(&url, &study, "t1", dir.path(), n, "30", &args);
+    let mut db = client(&url);
+    let t = Instant::now();
+    loop {
+        let ended: i64 = db
+            .query_one(
+                "SELECT count(*) FROM trials WHERE study = $1 AND status NOT IN ('running', 'paused')",
+                &[&study],
+            )
+            .map_or(0, |r| r.get(0));
+        if ended >= 10 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "t1 ended {ended} trials");
+        assert!(t1.try_wait().unwrap().is_none(), "t1 exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = [t1, worker_with(&url, &study, "t2", dir.path(), n, "30", &args)];
+    for (i, w) in ws.iter_mut().enumerate() {
+        wait_ok(w, dir.path(), &format!("t{}", i + 1), Duration::from_secs(600));
+    }
+    let rows = trials(&mut db, &study);
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (0..n as i64).collect::<Vec<_>>());
+    assert!(rows.iter().all(|r| r.1 == "completed" || r.1 == "stopped" || r.1.starts_with("failed")), "{rows:?}");
+    let first = rows.iter().find(|r| r.2 == "t2").unwrap_or_else(|| panic!("t2 ran no trial: {rows:?}")).0 as usize;
+    assert!(first >= 10, "{rows:?}");
+    // Random draws of the same seed (they do not depend on the trials' length).
+    let random = dir.path().join("random");
+    let out = xtask()
+        .args(["tune", "--dataset", "digits", "--budget", "900s", "--seed", "3", "--strategy", "random"])
+        .args(["--max-trials", &n.to_string(), "--trial-steps", "40", "--decision-steps", "20"])
+        .args(["--out", random.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = export(&url, &study, dir.path());
+    let lr = |s: &serde_json::Value, id: usize| s["trials"][id]["start"]["lr"].as_f64().unwrap();
+    assert_eq!(lr(&summary(&random), 3), lr(&summary(&dir.path().join("t1")), 3), "random draws as tpe's first");
+    assert_ne!(lr(&summary(&random), first), lr(&summary(&dir.path().join("t2")), first), "trial {first}");
+    for name in ["t1", "t2"] {
+        let s = summary(&dir.path().join(name));
+        assert_eq!(s["best"]["trial"], exported["best"]["trial"], "{name}");
+        assert_eq!(starts(&s).len() as u64, n, "{name}");
+    }
+}
+
 #[test]
 fn asha_workers_promote_each_others_paused_trials() {
     let Some(url) = url() else { return };
@@ -548,8 +635,6 @@ fn bad_urls_and_strategies_give_clear_errors() {
     assert!(!ok && err.contains("password") && !err.contains("wrong-one"), "{err}");
     let (ok, err) = run(&[&tune[..], &[url.as_str(), "--strategy", "pbt"]].concat());
     assert!(!ok && err.contains("pbt cannot be shared"), "{err}");
-    let (ok, err) = run(&[&tune[..], &[url.as_str(), "--strategy", "tpe"]].concat());
-    assert!(!ok && err.contains("tpe cannot be shared"), "{err}");
     let (ok, err) = run(&["tune", "--storage", &url]);
     assert!(!ok && err.contains("--study"), "{err}");
     // A model that cannot take the data: refused before the study row is written.

@@ -11,7 +11,7 @@
 //! of them may die); with nothing running it tests the study's best trial, as every worker
 //! does, and writes the same outputs as [`tune`](super::tune) to its own output directory.
 //!
-//! Strategies: `fixed`, `random`, `asha`, `rl` and `rl-no-width`. Under `asha` a trial trains
+//! Strategies: `fixed`, `random`, `asha`, `rl`, `rl-no-width` and `tpe`. Under `asha` a trial trains
 //! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
 //! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
 //! single-process `asha` does ([`PostgresStore::promotable`]: ranked in memory from the
@@ -28,8 +28,13 @@
 //! an episode that was acted out with the state of its start, which other workers may have
 //! updated since: the
 //! policy learns slightly off-policy, by at most the updates committed during one trial (about
-//! one per other worker), as asynchronous SGD does. `pbt` is refused: its exploits copy
-//! weights between members time-sliced in one process's memory.
+//! one per other worker), as asynchronous SGD does. Under `tpe` a worker reads the trials
+//! ended since its last claim (any worker's; [`PostgresStore::trials_from`], as the rung
+//! results) before it claims a new trial, and draws its start from every trial ended so
+//! far: trials still running on other workers do not count (Optuna's TPE does the same
+//! with its default `constant_liar=False`). With one worker the starts are those of a
+//! single-process `tpe` study. `tpe` stops trials at rungs as `rl` does. `pbt` is refused:
+//! its exploits copy weights between members time-sliced in one process's memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,7 +85,7 @@ struct Worker<'a> {
     elapsed: &'a dyn Fn() -> f64,
     /// The policy a study starts from (before any trial's update is stored).
     prior: StudyPolicy,
-    /// The finished trials' rung results read so far (`rl` and `rl-no-width`).
+    /// The finished trials' rung results read so far (`rl`, `rl-no-width` and `tpe`).
     rung_results: RungResults,
     /// Seconds in the store besides the trials' own writes ([`TuneSummary::worker_store_seconds`]).
     store_seconds: f64,
@@ -109,6 +114,10 @@ struct RungResults {
     seen: std::collections::BTreeSet<u64>,
     /// `by_rung[k]`: the F1 at rung `k` of every ended trial read that reached it.
     by_rung: Vec<Vec<f64>>,
+    /// Whether to keep the records read in `fresh` (`tpe`).
+    keep: bool,
+    /// The records of the trials read as ended, kept (when `keep`) until taken.
+    fresh: Vec<TrialRecord>,
 }
 
 impl RungResults {
@@ -124,12 +133,15 @@ impl RungResults {
                 continue;
             }
             // A record that does not parse has no rung results to give (as before).
-            let rungs = serde_json::from_str::<TrialRecord>(&row.record).map(|r| r.rungs).unwrap_or_default();
-            for (k, f1) in rungs.into_iter().enumerate() {
+            let Ok(record) = serde_json::from_str::<TrialRecord>(&row.record) else { continue };
+            for (k, &f1) in record.rungs.iter().enumerate() {
                 if self.by_rung.len() <= k {
                     self.by_rung.resize_with(k + 1, Vec::new);
                 }
                 self.by_rung[k].push(f1);
+            }
+            if self.keep {
+                self.fresh.push(record);
             }
         }
         self.from = open.unwrap_or_else(|| rows.last().map_or(self.from, |r| r.id + 1));
@@ -187,18 +199,18 @@ impl Worker<'_> {
     /// Trains `trial` to its end (or the budget's) and records it; under ASHA, to its next
     /// rung, where it is paused (checkpointed, status `paused`) unless it is done.
     fn handle(&mut self, st: &mut State<'_>, trial: &mut Trial) -> Result<()> {
-        // rl and rl-no-width also stop a trial at a rung where it is not in the top third.
-        let rl = st.config.strategy.learns();
         // The policy this worker merged last is in `st.policy`; read it again only when
         // another worker may have merged since.
-        if rl && !self.store.merged_policy_is_latest() {
+        if st.config.strategy.learns() && !self.store.merged_policy_is_latest() {
             st.policy = self.latest_policy()?;
         }
+        // rl, rl-no-width and tpe stop a trial at a rung where it is not in the top third.
+        let judged = st.config.strategy.stops_at_rungs();
         let asha = st.config.strategy == Strategy::Asha;
         let targets = rungs(self.config.env.budget_steps);
         loop {
             let rung = trial.tally.rungs.len().min(targets.len() - 1);
-            let at_rung = asha || (rl && rung < targets.len() - 1);
+            let at_rung = asha || (judged && rung < targets.len() - 1);
             let until = at_rung.then_some(targets[rung]);
             while !trial.env.done()
                 && until.is_none_or(|u| trial.env.steps() < u)
@@ -300,6 +312,19 @@ impl Worker<'_> {
         Ok(self.rung_results.at(k))
     }
 
+    /// Adds to `st.records` the trials that ended, on any worker, since the last read (for
+    /// `tpe`'s next start; rung checks read some of them first), reading only the trials the
+    /// worker's [`RungResults`] has not seen end.
+    fn read_ended(&mut self, st: &mut State<'_>) -> Result<()> {
+        let from = self.rung_results.from;
+        let rows = timed(&mut self.store_seconds, || self.store.trials_from(from))?;
+        self.rung_results.absorb(&rows);
+        for record in self.rung_results.fresh.drain(..) {
+            st.records.insert(record.id, record);
+        }
+        Ok(())
+    }
+
     /// Ends paused trials as `stopped` from their rows (each one's final validation macro-F1
     /// added to its reward), as the single-process ASHA ends the trials still paused at its
     /// end: in one transaction, then one deletion of the checkpoints no longer needed.
@@ -397,22 +422,13 @@ pub fn work(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let refuse = |strategy: Strategy| -> Result<()> {
-        if strategy == Strategy::Tpe {
-            return Err(Error::Config {
-                what: "strategy",
-                why: "tpe cannot be shared by several workers yet (each start is drawn from every trial before it, \
-                      which a worker would have to read at each claim); with --storage postgres://... use fixed, \
-                      random, asha, rl or rl-no-width, or run tpe with SQLite storage"
-                    .into(),
-            });
-        }
         if strategy == Strategy::Pbt {
             return Err(Error::Config {
                 what: "strategy",
                 why: format!(
                     "{strategy} cannot be shared by several workers (its exploits copy weights between members \
-                     time-sliced in one process); with --storage postgres://... use fixed, random, asha, rl or \
-                     rl-no-width, or run {strategy} with SQLite storage"
+                     time-sliced in one process); with --storage postgres://... use fixed, random, asha, rl, \
+                     rl-no-width or tpe, or run {strategy} with SQLite storage"
                 ),
             });
         }
@@ -508,7 +524,7 @@ pub fn work(
         store,
         elapsed: &elapsed,
         prior,
-        rung_results: RungResults::default(),
+        rung_results: RungResults { keep: config.strategy == Strategy::Tpe, ..RungResults::default() },
         store_seconds: 0.0,
     };
     loop {
@@ -521,10 +537,22 @@ pub fn work(
             st.converged = w.converged()?;
         }
         let allow_new = !w.over() && st.converged.is_none();
+        if allow_new && config.strategy == Strategy::Tpe {
+            w.read_ended(&mut st)?;
+        }
         let now = unix_now();
+        // The start drawn for a new trial (in the claim's transaction), and how long drawing it
+        // took (a `tpe` start is the agent's work).
+        let mut drawn: Option<(u64, TrialStart, f64)> = None;
         let claim = {
             let st = &st;
-            let mut new_row = |id| pending_row(&TrialRecord::unstarted(id, &st.sample_start(id), "running"), now);
+            let mut new_row = |id| {
+                let t = Instant::now();
+                let start = st.sample_start(id);
+                let row = pending_row(&TrialRecord::unstarted(id, &start, "running"), now);
+                drawn = Some((id, start, t.elapsed().as_secs_f64()));
+                row
+            };
             let promote = (config.strategy == Strategy::Asha && allow_new)
                 .then(|| Promotion { rungs: rungs(config.env.budget_steps).len(), eta: ETA });
             timed(&mut w.store_seconds, || w.store.claim(allow_new, &mut new_row, promote))?
@@ -536,9 +564,15 @@ pub fn work(
                 continue;
             }
             Claim::New(id) => {
-                let start = st.sample_start(id);
+                let (start, choosing) = match drawn {
+                    Some((drawn_id, start, seconds)) if drawn_id == id => (start, seconds),
+                    _ => (st.sample_start(id), 0.0),
+                };
                 match w.ctx().start(id, start.clone()) {
-                    Ok(t) => t,
+                    Ok(mut t) => {
+                        t.tally.agent_seconds += choosing;
+                        t
+                    }
                     Err(e @ Error::TakenOver { .. }) => {
                         tracing::warn!(trial = id, error = %e, "dropped a trial another worker took over");
                         continue;
@@ -646,13 +680,16 @@ mod tests {
     }
 
     #[test]
-    fn rung_results_read_incrementally_equal_a_full_scan_while_trials_end_out_of_order() {
+    fn rung_results_and_ended_records_read_incrementally_equal_a_full_scan_while_trials_end_out_of_order() {
         // Four workers: trials are claimed in id order and end in any order, some with a
         // record that does not parse; a rung check reads only the rows from `from`.
         let mut rng = StdRng::seed_from_u64(7);
         let mut rows: Vec<TrialRow> = Vec::new();
-        let mut cache = RungResults::default();
+        // Kept records (`tpe`) are taken at some reads, as `Worker::read_ended` does.
+        let mut cache = RungResults { keep: true, ..RungResults::default() };
+        let mut taken: BTreeMap<u64, TrialRecord> = BTreeMap::new();
         let mut checks = 0;
+        let mut takes = 0;
         for _ in 0..2000 {
             let running: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].status == "running").collect();
             match rng.random_range(0..3) {
@@ -676,10 +713,25 @@ mod tests {
                         assert_eq!(got, full_scan(&rows, k), "rung {k} after {} trials", rows.len());
                     }
                     checks += 1;
+                    if rng.random_range(0..3) == 0 {
+                        // Every ended trial with a record, once, whichever read saw it end.
+                        for record in cache.fresh.drain(..) {
+                            assert!(taken.insert(record.id, record).is_none(), "a trial taken twice");
+                        }
+                        let ended: Vec<u64> = rows
+                            .iter()
+                            .filter(|r| r.status != "running" && r.status != "paused")
+                            .filter(|r| serde_json::from_str::<TrialRecord>(&r.record).is_ok())
+                            .map(|r| r.id)
+                            .collect();
+                        assert_eq!(taken.keys().copied().collect::<Vec<_>>(), ended, "after {} trials", rows.len());
+                        takes += 1;
+                    }
                 }
             }
         }
         assert!(checks > 300 && rows.len() > 300, "{checks} checks over {} trials", rows.len());
+        assert!(takes > 100, "{takes} takes");
         assert!(cache.at(2).len() > 50, "rung 2 reached by {} ended trials", cache.at(2).len());
         // A check reads from the oldest trial still open: bounded by what is open, not by the
         // study's size.
