@@ -178,9 +178,10 @@ pub struct TuneArgs {
     /// worker that creates the study.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_trials: Option<u64>,
-    /// Early stopping: the study ends once a trial ends with a validation macro-F1 of at least
+    /// Early stopping: the study ends once a trial reaches a validation macro-F1 of at least
     /// F1 (above 0, at most 1), as a spent budget ends it (Ray Tune's `stop`, Optuna's
-    /// `study.stop()` from a callback). With --resume: a new value, or `off` to remove it.
+    /// `study.stop()` from a callback); that trial stops at the decision point where it
+    /// reached it. With --resume: a new value, or `off` to remove it.
     /// With PostgreSQL storage, set by the worker that creates the study.
     #[arg(long, value_name = "F1|off")]
     pub stop_at: Option<String>,

@@ -266,13 +266,15 @@ impl std::fmt::Display for Enqueued {
 /// `stop` and `ExperimentPlateauStopper`, Optuna's `study.stop()` called from a callback.
 /// Either rule, once met, ends the study as a spent budget does: no trial starts, and trials
 /// still running (`pbt`'s members, `asha`'s paused ones) are stopped at their next decision
-/// point. Both are checked as trials end. With PostgreSQL storage a worker checks before it
-/// claims a trial; trials already running on other workers run on to their end.
+/// point. Both are checked as trials end; a trial also stops at the first decision point
+/// where its validation macro-F1 reaches [`StopWhen::f1`] (it need not train to its end for
+/// the study to end). With PostgreSQL storage a worker checks before it claims a trial;
+/// trials already running on other workers run on to their end, or to the F1.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopWhen {
-    /// Ends the study once a trial has ended with a validation macro-F1 of at least this
-    /// (0 < F1 ≤ 1).
+    /// Ends the study once a trial has reached a validation macro-F1 of at least this
+    /// (0 < F1 ≤ 1): the trial stops at that decision point, as `stopped`, and the study ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f1: Option<f64>,
     /// Ends the study once this many trials started after the best one have ended without
@@ -1218,6 +1220,18 @@ impl State<'_> {
         self.config.trial_timeout.is_some_and(|t| trial.tally.seconds >= t.as_secs_f64())
     }
 
+    /// Whether `trial`'s validation macro-F1 has reached the F1 to stop the study at
+    /// ([`StopWhen::f1`]): the trial ends there and, once recorded, so does the study.
+    fn reached_target(&self, trial: &Trial) -> bool {
+        self.config.stop_when.f1.is_some_and(|target| trial.env.observe().val_f1 >= target)
+    }
+
+    /// Whether `trial` stops at this decision point, before its end: its time is up or it
+    /// reached the F1 to stop at.
+    fn ends_early(&self, trial: &Trial) -> bool {
+        self.timed_out(trial) || self.reached_target(trial)
+    }
+
     /// Whether the trial budget ([`TuneConfig::max_trials`]) lets another trial start.
     fn may_start(&self) -> bool {
         self.config.max_trials.is_none_or(|m| self.next_id < m)
@@ -1375,7 +1389,7 @@ impl State<'_> {
         while !trial.env.done()
             && until.is_none_or(|u| trial.env.steps() < u)
             && !self.over(ctx)
-            && !self.timed_out(trial)
+            && !self.ends_early(trial)
         {
             let (action, secs) = self.choose(trial);
             if let Err(e) = ctx.step(trial, action, secs) {
@@ -1397,7 +1411,7 @@ impl State<'_> {
                 return Ok(false);
             }
             if trial.env.steps() < targets[k] {
-                return Ok(true); // the budget is spent
+                return Ok(true); // the budget is spent, or the trial stops early
             }
             let f1 = trial.env.observe().val_f1;
             trial.tally.rungs.push(f1);
@@ -1762,7 +1776,7 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
             trial.tally.rungs.push(trial.env.observe().val_f1);
             reached.insert(trial.id, trial.tally.rungs.clone());
         }
-        if trial.env.done() || st.over(ctx) || st.timed_out(&trial) {
+        if trial.env.done() || st.over(ctx) || st.ends_early(&trial) {
             st.end(ctx, &mut trial)?;
         } else {
             ctx.checkpoint(&mut trial, "paused")?;
@@ -1821,7 +1835,11 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
                 members.remove(i);
             }
         }
-        if st.over(ctx) || members.iter().all(|m| m.env.done() || st.timed_out(m)) {
+        // A member at the F1 to stop at ends the study: the generation ends with it.
+        if st.over(ctx)
+            || members.iter().any(|m| st.reached_target(m))
+            || members.iter().all(|m| m.env.done() || st.timed_out(m))
+        {
             for mut m in members.drain(..) {
                 st.end(ctx, &mut m)?;
             }

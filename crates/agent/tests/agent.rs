@@ -1383,9 +1383,9 @@ mod tune {
     }
 
     /// The early-stopping rules end a study where an independent reading of its trials says
-    /// they should (the first trial at or above the F1; the first point at which N trials
-    /// after the best had ended), say why in the summary, and are kept, changed or removed
-    /// with the study.
+    /// they should (the first evaluation at or above the F1, mid-trial; the first point at
+    /// which N trials after the best had ended), say why in the summary, and are kept,
+    /// changed or removed with the study.
     #[test]
     fn a_study_ends_early_at_a_target_f1_or_after_trials_without_a_better_one() {
         use tuneforge_agent::tune::{Ended, StopWhen};
@@ -1397,18 +1397,65 @@ mod tune {
         let p = tune(&plain, &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join("plain"), &mut |_| {}).unwrap();
         assert_eq!(p.ended, Some(Ended::MaxTrials));
         let f1: Vec<f64> = p.trials.iter().map(|t| t.val_macro_f1).collect();
-        // A target the 40 trials reach, but not at once: the F1 of the first trial better
-        // than trial 0.
-        let target = f1.iter().copied().find(|&f| f > f1[0]).expect("a trial better than the first");
-        let first = f1.iter().position(|&f| f >= target).unwrap();
+        // Each trial's validation macro-F1 after each of its intervals, (step, F1), from the
+        // study store.
+        let store = SqliteStore::open(&study_path(&tmp.path().join("plain"))).unwrap();
+        let curves: Vec<Vec<(u64, f64)>> = (0..f1.len() as u64)
+            .map(|id| {
+                let mut rows = store.evaluations(id).unwrap();
+                rows.retain(|e| e.split == "validation");
+                rows.sort_by_key(|e| e.idx);
+                rows.iter().map(|e| (e.step, e.macro_f1)).collect()
+            })
+            .collect();
+        drop(store);
+        // Where a study ends for a target: the first trial with an evaluation at or above it,
+        // at that evaluation.
+        let ends_at = |target: f64| {
+            curves.iter().enumerate().find_map(|(k, c)| c.iter().find(|e| e.1 >= target).map(|e| (k, *e)))
+        };
+        // A target the 40 trials reach, but not at trial 0, and first in the middle of a
+        // trial (before its last interval): an F1 some trial had mid-way.
+        let (target, first, (step, reached)) = curves
+            .iter()
+            .flat_map(|c| c[..c.len() - 1].iter().map(|e| e.1))
+            .filter(|&t| t > curves[0].iter().map(|e| e.1).fold(0.0, f64::max))
+            .find_map(|t| {
+                let (k, e) = ends_at(t)?;
+                (e.0 < curves[k].last().unwrap().0).then_some((t, k, e))
+            })
+            .expect("an F1 first reached mid-trial after trial 0");
         assert!(first > 0, "{f1:?}");
         let config = TuneConfig { stop_when: StopWhen { f1: Some(target), patience: None }, ..long.clone() };
         let dir = tmp.path().join("target");
         let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
         check_outputs(&dir, &s);
         assert_eq!(s.trials.len(), first + 1);
-        assert_eq!(s.ended, Some(Ended::F1Reached { trial: first as u64, val_macro_f1: f1[first] }));
+        assert_eq!(s.ended, Some(Ended::F1Reached { trial: first as u64, val_macro_f1: reached }));
         assert_eq!(s.best.trial, first as u64);
+        // That trial stopped where it reached the target, short of its rows.
+        let last = &s.trials[first];
+        assert_eq!((last.status.as_str(), last.steps, last.val_macro_f1), ("stopped", step, reached));
+        assert!(last.steps < p.trials[first].steps, "{} of {} steps", last.steps, p.trials[first].steps);
+        // asha (paused trials) and pbt (a population): no trial trains past an evaluation at
+        // the target, and the study ends there.
+        for strategy in [Strategy::Asha, Strategy::Pbt] {
+            let config = TuneConfig { strategy, ..config.clone() };
+            let dir = tmp.path().join(format!("target-{strategy}"));
+            let s = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, &dir, &mut |_| {}).unwrap();
+            check_outputs(&dir, &s);
+            let Some(Ended::F1Reached { trial, val_macro_f1 }) = s.ended else { panic!("{strategy}: {:?}", s.ended) };
+            assert!(val_macro_f1 >= target && s.trials.len() < 200, "{strategy}");
+            let store = SqliteStore::open(&study_path(&dir)).unwrap();
+            for t in &s.trials {
+                let mut rows = store.evaluations(t.id).unwrap();
+                rows.retain(|e| e.split == "validation");
+                rows.sort_by_key(|e| e.idx);
+                let early = rows.iter().rev().skip(1).find(|e| e.macro_f1 >= target);
+                assert!(early.is_none(), "{strategy}: trial {} went on past {early:?}", t.id);
+            }
+            assert!(s.trials.iter().any(|t| t.id == trial && t.val_macro_f1 == val_macro_f1), "{strategy}");
+        }
         // Patience: where N trials after the best first have ended, read off the reference.
         let n = 4;
         let mut best = 0;

@@ -215,7 +215,7 @@ impl Worker<'_> {
             while !trial.env.done()
                 && until.is_none_or(|u| trial.env.steps() < u)
                 && !self.over()
-                && !st.timed_out(trial)
+                && !st.ends_early(trial)
             {
                 let (action, secs) = st.choose(trial);
                 if let Err(e) = self.ctx().step(trial, action, secs) {
@@ -234,7 +234,7 @@ impl Worker<'_> {
             let f1 = trial.env.observe().val_f1;
             trial.tally.rungs.push(f1);
             if asha {
-                if !trial.env.done() && !self.over() && !st.timed_out(trial) {
+                if !trial.env.done() && !self.over() && !st.ends_early(trial) {
                     // Paused at its rung: any worker may promote it from this checkpoint.
                     self.ctx().checkpoint(trial, "paused")?;
                     trial.env.run_mut().finish_monitor(Outcome::Stopped)?;
@@ -242,7 +242,7 @@ impl Worker<'_> {
                 }
                 break;
             }
-            if self.over() || st.timed_out(trial) || rung_stops(self.rung_results(rung)?, f1) {
+            if self.over() || st.ends_early(trial) || rung_stops(self.rung_results(rung)?, f1) {
                 break;
             }
         }
