@@ -70,7 +70,8 @@ pub struct TuneArgs {
     /// wall-clock time, across pauses and resumes) stops at its next decision point, as
     /// `stopped`, its validation macro-F1 counted — so that a slow configuration (a tiny
     /// batch, very wide layers) costs at most this much. Default: none, a trial runs its rows.
-    #[arg(long, value_name = "DURATION")]
+    /// With --resume: a new limit, or `off` to remove it (for the trials run from then on).
+    #[arg(long, value_name = "DURATION|off")]
     pub trial_timeout: Option<String>,
     /// The study's learning rate: the first trial's for rl and rl-no-width, every trial's
     /// for fixed, and the middle of the sampled starts (log-uniform over a decade either
@@ -129,8 +130,8 @@ pub struct TuneArgs {
     pub out: PathBuf,
     /// Continue the study in DIR (killed or finished) with its own settings; the other
     /// study flags are then not allowed, but --budget and --max-trials (new totals: a
-    /// finished study given more runs on), --stop-at and --patience.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue", "trial_timeout"])]
+    /// finished study given more runs on), --stop-at, --patience and --trial-timeout.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "label", "text_field", "keep_headers", "model", "strategy", "lambda", "decision_steps", "trial_steps", "seed", "policy", "checkpoint_every", "schedule", "val_fraction", "lr", "batch_size", "lr_range", "batch_range", "width_range", "enqueue"])]
     pub resume: Option<PathBuf>,
     /// For rl and rl-no-width: start from this saved policy (the policy.json of an earlier
     /// study), or `digits` for the prior shipped with tuneforge (what a digits study learnt;
@@ -349,7 +350,7 @@ pub fn config(args: &TuneArgs) -> anyhow::Result<TuneConfig> {
         strategy,
         budget: parse_budget(args.budget.as_deref().unwrap_or(DEFAULT_BUDGET))?,
         max_trials: args.max_trials,
-        trial_timeout: args.trial_timeout.as_deref().map(|t| parse_duration("--trial-timeout", t)).transpose()?,
+        trial_timeout: args.trial_timeout.as_deref().map(parse_trial_timeout).transpose()?.flatten(),
         stop_when: StopWhen {
             f1: args.stop_at.as_deref().map(parse_stop_at).transpose()?.flatten(),
             patience: args.patience.as_deref().map(parse_patience).transpose()?.flatten(),
@@ -646,6 +647,14 @@ pub fn parse_stop_at(text: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
+/// `--trial-timeout DURATION|off` (`off`: `None`).
+pub fn parse_trial_timeout(text: &str) -> anyhow::Result<Option<Duration>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    parse_duration("--trial-timeout", text).map(Some)
+}
+
 /// `--patience N|off` (`off`: `None`).
 pub fn parse_patience(text: &str) -> anyhow::Result<Option<u64>> {
     if text == "off" {
@@ -764,18 +773,21 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<()> {
                 max_trials: args.max_trials,
                 stop_at: args.stop_at.as_deref().map(parse_stop_at).transpose()?,
                 patience: args.patience.as_deref().map(parse_patience).transpose()?,
+                trial_timeout: args.trial_timeout.as_deref().map(parse_trial_timeout).transpose()?,
             };
             let config = if change != Extension::default() {
                 let (before, after) = tuneforge_agent::tune::extend(dir, &change)?;
                 errln!(
-                    "{}: budget {:?}{}{} (was {:?}{}{})",
+                    "{}: budget {:?}{}{}{} (was {:?}{}{}{})",
                     dir.display(),
                     after.budget,
                     trials_at_most(after.max_trials),
                     stops_early(&after.stop_when),
+                    trial_limit(after.trial_timeout),
                     before.budget,
                     trials_at_most(before.max_trials),
-                    stops_early(&before.stop_when)
+                    stops_early(&before.stop_when),
+                    trial_limit(before.trial_timeout)
                 );
                 after
             } else {

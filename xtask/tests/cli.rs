@@ -821,7 +821,8 @@ fn a_trial_budget_ends_a_local_study() {
 }
 
 /// `--stop-at` and `--patience` end a study where its own trials say they should, the end
-/// line says why, and `--resume` changes or removes them; `--trial-timeout` stops slow trials.
+/// line says why, and `--resume` changes or removes them; `--trial-timeout` stops slow trials
+/// (and `--resume` removes it too).
 #[test]
 fn a_study_and_its_trials_end_early_at_stop_at_patience_or_trial_timeout() {
     let tmp = tempfile::tempdir().unwrap();
@@ -910,8 +911,15 @@ fn a_study_and_its_trials_end_early_at_stop_at_patience_or_trial_timeout() {
     }
     let (code, text) = run(&["tune", "--trial-timeout", "0s"]);
     assert!(code == Some(1) && text.contains("--trial-timeout 0s"), "{text}");
-    let (code, text) = run(&["tune", "--resume", dir.to_str().unwrap(), "--trial-timeout", "1s"]);
-    assert!(code == Some(2) && text.contains("--trial-timeout"), "{text}");
+    // Removed on --resume: the trials run from then on train all their rows.
+    let (code, text) = run(&["tune", "--resume", dir.to_str().unwrap(), "--trial-timeout", "off", "--max-trials", "3"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("or 3 trials (was 600s or 2 trials, each trial at most 100ms)"), "{text}");
+    let trials = summary(&dir)["trials"].as_array().unwrap().clone();
+    assert_eq!(trials.len(), 3);
+    assert!(trials[2]["status"] == "completed" && trials[2]["seconds"].as_f64().unwrap() > 0.1, "{}", trials[2]);
+    let (code, text) = run(&["tune", "--resume", dir.to_str().unwrap(), "--trial-timeout", "0s"]);
+    assert!(code == Some(1) && text.contains("trial"), "{text}");
 }
 
 /// `--lr`, `--batch-size` and the `--*-range` flags bound where every strategy starts and

@@ -910,25 +910,19 @@ pub fn model_widths(model: &str) -> Vec<usize> {
 }
 
 /// Refuses a trial budget of 0, a trial time limit of 0 and an early-stopping rule
-/// [`StopWhen::check`] refuses: a new study's, a worker's, or a stored one's.
+/// [`StopWhen::check`] refuses: a new study's, a worker's, a stored one's or a changed one's.
 pub(crate) fn check_limits(
     max_trials: Option<u64>,
     trial_timeout: Option<Duration>,
     stop_when: &StopWhen,
 ) -> Result<()> {
-    check_max_trials(max_trials)?;
+    if max_trials == Some(0) {
+        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
+    }
     if trial_timeout.is_some_and(|t| t.is_zero()) {
         return Err(Error::Config { what: "trial_timeout", why: "0: a trial needs time to train".into() });
     }
     stop_when.check()
-}
-
-/// Refuses a trial budget of 0 (a new study's, a worker's, or a new total for a stored one).
-pub(crate) fn check_max_trials(max_trials: Option<u64>) -> Result<()> {
-    if max_trials == Some(0) {
-        return Err(Error::Config { what: "max_trials", why: "0: a study runs at least one trial".into() });
-    }
-    Ok(())
 }
 
 /// New settings for a stored study ([`extend`]): each `None` keeps what the study has.
@@ -942,26 +936,30 @@ pub struct Extension {
     pub stop_at: Option<Option<f64>>,
     /// A new [`StopWhen::patience`] (`Some(None)` removes it).
     pub patience: Option<Option<u64>>,
+    /// A new [`TuneConfig::trial_timeout`] (`Some(None)` removes it): trials started or
+    /// continued after the change have it (a trial's time already run counts against it).
+    pub trial_timeout: Option<Option<Duration>>,
 }
 
-/// Gives the study in `dir` a new wall-clock budget, trial budget or early-stopping rule —
-/// budgets are totals, the time and trials already used included, as [`TuneConfig::budget`]
-/// and [`TuneConfig::max_trials`] are — kept in its store, so that [`resume`] runs on to
-/// them. Returns the configuration before and after. Refused while another process runs
-/// the study, for a trial budget of 0 and for a rule [`StopWhen::check`] refuses.
+/// Gives the study in `dir` a new wall-clock budget, trial budget, early-stopping rule or
+/// trial time limit — budgets are totals, the time and trials already used included, as
+/// [`TuneConfig::budget`] and [`TuneConfig::max_trials`] are — kept in its store, so that
+/// [`resume`] runs on to them. Returns the configuration before and after. Refused while
+/// another process runs the study, for a trial budget or time limit of 0 and for a rule
+/// [`StopWhen::check`] refuses.
 ///
 /// A finished study extended and resumed starts new trials (`rl` with the policy it learnt);
 /// a budget below what was used, or a rule the study already meets, ends it again at once.
 pub fn extend(dir: &Path, change: &Extension) -> Result<(TuneConfig, TuneConfig)> {
     let _lock = StudyLock::acquire(dir)?;
     let before = read_study_config(dir, Output::from(ProgressMode::Off))?;
-    check_max_trials(change.max_trials)?;
     let mut after = before.clone();
     after.budget = change.budget.unwrap_or(before.budget);
     after.max_trials = change.max_trials.or(before.max_trials);
     after.stop_when.f1 = change.stop_at.unwrap_or(before.stop_when.f1);
     after.stop_when.patience = change.patience.unwrap_or(before.stop_when.patience);
-    after.stop_when.check()?;
+    after.trial_timeout = change.trial_timeout.unwrap_or(before.trial_timeout);
+    check_limits(after.max_trials, after.trial_timeout, &after.stop_when)?;
     let mut store = SqliteStore::open(&study_path(dir))?;
     store.set_config(&study_config_json(&after), after.budget.as_secs_f64())?;
     Ok((before, after))
