@@ -223,8 +223,9 @@ impl std::str::FromStr for Enqueued {
 
 impl Enqueued {
     /// Where the best trial of the finished study in `dir` ended (from its `summary.json`):
-    /// its learning rate and batch size, and for an MLP its hidden widths (other models as it
-    /// started) — to start a new study there (Optuna's `enqueue_trial(old.best_params)`).
+    /// its learning rate and batch size, and for the presets named with their widths (`mlp`,
+    /// `text-bag`, `text-bag-max`, `text-cnn`) its widths (`seed-cnn` as it started) — to
+    /// start a new study there (Optuna's `enqueue_trial(old.best_params)`).
     pub fn best_of(dir: &Path) -> Result<Enqueued> {
         let path = dir.join("summary.json");
         let bad = |why: String| Error::Config { what: "enqueued trial", why: format!("best:{}: {why}", dir.display()) };
@@ -236,13 +237,25 @@ impl Enqueued {
             bad(format!("{}: the best trial {} is not among its trials", path.display(), summary.best.trial))
         })?;
         let end = &best.final_hparams;
-        let model = match best.start.model.split_once(':') {
-            Some(("mlp", _)) if !end.widths.is_empty() => {
-                format!("mlp:{}", end.widths.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
-            }
-            _ => best.start.model.clone(),
-        };
-        Ok(Enqueued { model: Some(model), lr: Some(end.lr), batch_size: Some(end.batch_size) })
+        Ok(Enqueued {
+            model: Some(ended_model(&best.start.model, &end.widths)),
+            lr: Some(end.lr),
+            batch_size: Some(end.batch_size),
+        })
+    }
+}
+
+/// The preset of a model that started as `start` and ended with hidden `widths` (every
+/// parametric layer's but the output's, as [`ModelSpec::hidden_widths`](tuneforge_model::ModelSpec::hidden_widths)
+/// lists them, which is the order the presets name them in: `mlp:H1,...`, `text-bag:D,H1,...`,
+/// `text-cnn:D,C,H1,...`); a preset without widths in its name (`seed-cnn`) as it started.
+fn ended_model(start: &str, widths: &[usize]) -> String {
+    let kind = start.split_once(':').map_or(start, |(kind, _)| kind);
+    match kind {
+        "mlp" | "text-bag" | "text-bag-max" | "text-cnn" if !widths.is_empty() => {
+            format!("{kind}:{}", widths.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+        }
+        _ => start.to_string(),
     }
 }
 
@@ -2021,6 +2034,34 @@ mod tests {
         assert!((1800..2200).contains(&two[&64]), "{two:?}");
         // None inside (the study's batch far from the bounds): the nearest bound.
         assert_eq!(count(1024, (16, 64)).keys().copied().collect::<Vec<_>>(), [64]);
+    }
+
+    /// The preset a best trial is enqueued with builds, through the model crate's own
+    /// parsers, a model with the widths the trial ended with.
+    #[test]
+    fn an_ended_model_has_the_widths_the_trial_ended_with() {
+        use tuneforge_model::ModelSpec;
+        let text = |name: &str| ModelSpec::text_preset(name, 40, 1000, 2).unwrap();
+        for (start, ended) in [
+            ("mlp:64", vec![96]),
+            ("mlp:64,32", vec![48, 8]),
+            ("text-bag:64,64", vec![64, 96]),
+            ("text-bag", vec![64, 32]),
+            ("text-bag-max:32,16,16", vec![32, 24, 8]),
+            ("text-cnn", vec![64, 192]),
+            ("text-cnn:64,128,32", vec![64, 96, 48]),
+        ] {
+            // (The widths the started model has: what the trial's widths replace.)
+            let spec =
+                if start.starts_with("mlp") { ModelSpec::preset(start, &[64], 10).unwrap() } else { text(start) };
+            assert_eq!(spec.hidden_widths().len(), ended.len(), "{start}");
+            let name = ended_model(start, &ended);
+            let spec =
+                if start.starts_with("mlp") { ModelSpec::preset(&name, &[64], 10).unwrap() } else { text(&name) };
+            assert_eq!(spec.hidden_widths(), ended, "{start} -> {name}");
+        }
+        // No widths in its name: as it started.
+        assert_eq!(ended_model("seed-cnn", &[32, 64, 128]), "seed-cnn");
     }
 
     #[test]
