@@ -408,14 +408,33 @@ impl Study {
     /// How much each hyper-parameter alone explains of the completed trials' validation
     /// macro-F1 ([`omega_squared`] over its groups: learning rates by [`lr_group`], batch sizes
     /// and first hidden widths by value), at the trials' start and at their end; `None` where
-    /// it is not defined (one group, or too few trials). Empty with fewer than
-    /// [`MIN_IMPORTANCE_TRIALS`] completed trials.
+    /// it is not defined (one group, or too few trials).
+    ///
+    /// With fewer than [`MIN_IMPORTANCE_TRIALS`] completed trials — a short study whose
+    /// strategy stops most trials at a rung (`asha`, `rl`, `tpe`) — the validation macro-F1
+    /// every trial had at its first rung (⅑ of its rows: the same budget for all) instead,
+    /// grouped by the starting values only ([`Basis::FirstRung`]; `end` is `None`: where the
+    /// trial's settings were at that rung is not recorded). Empty when neither has enough.
     pub fn importances(&self) -> Vec<Importance> {
-        let completed: Vec<&TrialData> =
-            self.trials.iter().filter(|t| t.row.status == "completed" && t.record.val_macro_f1.is_finite()).collect();
-        if completed.len() < MIN_IMPORTANCE_TRIALS {
+        let mut basis = Basis::Completed;
+        let mut scored: Vec<(&TrialData, f64)> = self
+            .trials
+            .iter()
+            .filter(|t| t.row.status == "completed" && t.record.val_macro_f1.is_finite())
+            .map(|t| (t, t.record.val_macro_f1))
+            .collect();
+        if scored.len() < MIN_IMPORTANCE_TRIALS {
+            basis = Basis::FirstRung;
+            scored = self
+                .trials
+                .iter()
+                .filter_map(|t| Some((t, t.record.rungs.first().copied().filter(|f| f.is_finite())?)))
+                .collect();
+        }
+        if scored.len() < MIN_IMPORTANCE_TRIALS {
             return Vec::new();
         }
+        let completed: Vec<&TrialData> = scored.iter().map(|(t, _)| *t).collect();
         let width = |t: &TrialData| t.first_width().map(|w| w as i64);
         let end_width = |t: &TrialData| t.end_first_width().map(|w| w as i64);
         type Key<'a> = &'a dyn Fn(&TrialData) -> Option<i64>;
@@ -427,8 +446,7 @@ impl Study {
             ("first hidden width", &width, &end_width),
         ];
         let of = |key: Key<'_>| -> Option<Omega> {
-            let values: Vec<(i64, f64)> =
-                completed.iter().map(|t| Some((key(t)?, t.record.val_macro_f1))).collect::<Option<_>>()?;
+            let values: Vec<(i64, f64)> = scored.iter().map(|&(t, f1)| Some((key(t)?, f1))).collect::<Option<_>>()?;
             omega_squared(&values)
         };
         params
@@ -437,8 +455,9 @@ impl Study {
             .map(|(parameter, start, end)| Importance {
                 parameter,
                 trials: completed.len(),
+                basis,
                 start: of(start),
-                end: of(end),
+                end: if basis == Basis::Completed { of(end) } else { None },
             })
             .collect()
     }
@@ -485,8 +504,17 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     front
 }
 
-/// The fewest completed trials [`Study::importances`] reads.
+/// The fewest trials [`Study::importances`] reads (completed ones, or ones at their first rung).
 pub const MIN_IMPORTANCE_TRIALS: usize = 10;
+
+/// Which validation macro-F1 [`Study::importances`] explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The completed trials' final one.
+    Completed,
+    /// Every trial's at its first rung (⅑ of its rows), with too few completed trials.
+    FirstRung,
+}
 
 /// One hyper-parameter's share of the variance of the completed trials' validation
 /// macro-F1 ([`Study::importances`]).
@@ -494,8 +522,10 @@ pub const MIN_IMPORTANCE_TRIALS: usize = 10;
 pub struct Importance {
     /// `learning rate`, `batch size` or `first hidden width`.
     pub parameter: &'static str,
-    /// Completed trials read.
+    /// Trials read.
     pub trials: usize,
+    /// Which F1 of theirs.
+    pub basis: Basis,
     /// Grouped by its value at the trial's start.
     pub start: Option<Omega>,
     /// Grouped by its value at the trial's end.

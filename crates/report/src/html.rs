@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{self, PALETTE, Panel, Series, Ticks, strategy_color};
-use crate::data::{Bench, MIN_IMPORTANCE_TRIALS, Omega, Source, Study, TrialData, pareto_front};
+use crate::data::{Basis, Bench, MIN_IMPORTANCE_TRIALS, Omega, Source, Study, TrialData, pareto_front};
 use crate::error::Result;
 use tuneforge_agent::tune::StopWhen;
 
@@ -361,29 +361,39 @@ fn search_space(config: &serde_json::Value) -> String {
 }
 
 /// What each hyper-parameter alone explains of the completed trials' validation macro-F1
-/// ([`Study::importances`]); the "at the end" columns only where trials moved.
+/// (or, with too few, of every trial's at its first rung; [`Study::importances`]); the "at
+/// the end" columns only where trials moved.
 fn importance_table(h: &mut String, s: &Study) {
     let rows = s.importances();
+    let completed = s.trials.iter().filter(|t| t.row.status == "completed").count();
     let Some(first) = rows.first() else {
-        let completed = s.trials.iter().filter(|t| t.row.status == "completed").count();
+        let at_rung = s.trials.iter().filter(|t| !t.record.rungs.is_empty()).count();
         let _ = writeln!(
             h,
             "<p class=\"note\">Importance: {completed} completed trials, fewer than the {MIN_IMPORTANCE_TRIALS} it \
-             needs.</p>"
+             needs{}.</p>",
+            if at_rung > 0 { format!(", and {at_rung} at their first rung") } else { String::new() }
         );
         return;
     };
-    let moved = rows.iter().any(|r| r.start != r.end);
+    let moved = first.basis == Basis::Completed && rows.iter().any(|r| r.start != r.end);
+    let what = match first.basis {
+        Basis::Completed => format!("{} completed trials' validation macro-F1", first.trials),
+        Basis::FirstRung => format!(
+            "{} trials' validation macro-F1 at their first rung (⅑ of their rows: {completed} completed trials are \
+             fewer than the {MIN_IMPORTANCE_TRIALS} the final F1 needs; grouped by the values they started with)",
+            first.trials
+        ),
+    };
     let _ = writeln!(
         h,
-        "<p class=\"note\">Importance: the share of the variance of the {} completed trials' validation macro-F1 \
+        "<p class=\"note\">Importance: the share of the variance of the {what} \
          that each hyper-parameter explains alone — ω² of a one-way analysis of variance over its values (learning \
          rates in quarter-decades), 0 when it explains no more than as many random groups would; – where it took one \
          value, or one per trial. Hyper-parameters \
          interact and a strategy draws them together: read it beside the slices.</p>\n\
          <table data-table=\"importance\"><tr><th class=\"l\">hyper-parameter</th><th>ω² at the start</th>\
          <th>groups</th>{}</tr>",
-        first.trials,
         if moved { "<th>ω² at the end</th><th>groups</th>" } else { "" }
     );
     let cells = |o: Option<Omega>| match o {

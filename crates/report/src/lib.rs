@@ -19,7 +19,8 @@
 //! first hidden width, and where it ended when trials moved (`rl`, `pbt`; a study page); training loss and validation macro-F1 of the best trials; per trial, learning rate,
 //! batch size and hidden widths over the steps with anomaly and rollback markers; the best
 //! model's confusion matrix as a heat map. The tables: how much each hyper-parameter alone
-//! explains of the completed trials' validation macro-F1 (ω², [`data::omega_squared`]), a leaderboard, the study's
+//! explains of the completed trials' validation macro-F1 (or, with fewer than 10, of every trial's at its
+//! first rung; ω², [`data::omega_squared`]), a leaderboard, the study's
 //! configuration, the best model's classification report and, for bench-tune folders, each
 //! strategy's mean ± sd. [`data`] holds the figures behind them, for tests and other tools.
 //!

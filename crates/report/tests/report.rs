@@ -676,7 +676,8 @@ fn omega_squared_equals_statsmodels_on_real_studies() {
 
 /// The report's importance table: one row per hyper-parameter of the study's completed
 /// trials (read here with plain SQL), its ω² at the start and, where trials moved, at the
-/// end; a study with too few completed trials says so instead.
+/// end; with too few completed trials, of every trial's F1 at its first rung (an asha study
+/// of 15 trials); a study with too few of both says so instead.
 #[test]
 fn the_importance_table_reads_the_completed_trials() {
     // A random study of 12 trials (none stopped early: all complete), the rl study (trials
@@ -691,28 +692,48 @@ fn the_importance_table_reads_the_completed_trials() {
     let capped = TuneConfig { max_trials: Some(3), ..config("digits", Strategy::Random, 600.0, 160) };
     tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &few, &mut |_| {}).unwrap();
     assert_eq!(importance_is_of_the_store(&few), 3);
+    let asha = tmp.path().join("asha");
+    let capped = TuneConfig { max_trials: Some(15), ..config("digits", Strategy::Asha, 600.0, 160) };
+    tune(&capped, &repo_dirs(), &cache(), &Device::Cpu, &asha, &mut |_| {}).unwrap();
+    assert_eq!(importance_is_of_the_store(&asha), 15, "every asha trial reaches its first rung");
 }
 
 /// Checks the importance table (or note) of the study in `dir` against ω² computed from its
-/// store's completed trials; returns how many there were.
+/// store's completed trials (or, with fewer than 10, every trial's F1 at its first rung);
+/// returns how many trials it read (with too few of both, how many completed).
 fn importance_is_of_the_store(dir: &Path) -> usize {
     use tuneforge_report::data::{Omega, lr_group, omega_squared};
     let html = std::fs::read_to_string(write_report(dir).unwrap().path).unwrap();
     let sql = Sql::open(dir);
-    let mut stmt = sql.0.prepare("SELECT record FROM trials WHERE status = 'completed' ORDER BY id").unwrap();
-    let records: Vec<serde_json::Value> = stmt
-        .query_map([], |r| r.get::<_, String>(0))
+    let mut stmt = sql.0.prepare("SELECT status, record FROM trials ORDER BY id").unwrap();
+    let all: Vec<(String, serde_json::Value)> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .unwrap()
-        .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+        .map(|r| {
+            let (status, record) = r.unwrap();
+            (status, serde_json::from_str(&record).unwrap())
+        })
         .collect();
+    // (record, the F1 explained)
+    let completed: Vec<(&serde_json::Value, f64)> =
+        all.iter().filter(|(s, _)| s == "completed").map(|(_, r)| (r, r["val_macro_f1"].as_f64().unwrap())).collect();
+    let at_rung: Vec<(&serde_json::Value, f64)> =
+        all.iter().filter_map(|(_, r)| Some((r, r["rungs"].as_array()?.first()?.as_f64()?))).collect();
+    let (records, first_rung) = if completed.len() >= 10 { (completed, false) } else { (at_rung.clone(), true) };
     let n = records.len();
     if n < 10 {
-        assert!(html.contains(&format!("Importance: {n} completed trials, fewer than the 10 it needs.")));
+        let c = all.iter().filter(|(s, _)| s == "completed").count();
+        let rung =
+            if at_rung.is_empty() { String::new() } else { format!(", and {} at their first rung", at_rung.len()) };
+        assert!(
+            html.contains(&format!("Importance: {c} completed trials, fewer than the 10 it needs{rung}.")),
+            "{rung}"
+        );
         assert!(!html.contains("data-table=\"importance\""));
-        return n;
+        return c;
     }
     let omega = |key: &dyn Fn(&serde_json::Value) -> i64| -> Option<Omega> {
-        let values: Vec<(i64, f64)> = records.iter().map(|r| (key(r), r["val_macro_f1"].as_f64().unwrap())).collect();
+        let values: Vec<(i64, f64)> = records.iter().map(|&(r, f1)| (key(r), f1)).collect();
         omega_squared(&values)
     };
     let cell = |o: Option<Omega>| {
@@ -729,10 +750,14 @@ fn importance_is_of_the_store(dir: &Path) -> usize {
         ("batch size", omega(&batch("start")), omega(&batch("final_hparams"))),
         ("first hidden width", omega(&start_width), omega(&end_width)),
     ];
-    let moved = rows.iter().any(|(_, start, end)| start != end);
+    let moved = !first_rung && rows.iter().any(|(_, start, end)| start != end);
     let table = &html[html.find("<table data-table=\"importance\">").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
-    assert!(html.contains(&format!("the {n} completed trials' validation macro-F1")));
+    if first_rung {
+        assert!(html.contains(&format!("the {n} trials' validation macro-F1 at their first rung")), "{n}");
+    } else {
+        assert!(html.contains(&format!("the {n} completed trials' validation macro-F1")));
+    }
     assert_eq!(table.contains("<th>ω² at the end</th>"), moved, "{table}");
     for (name, start, end) in rows {
         let end = if moved { cell(end) } else { String::new() };
