@@ -408,7 +408,6 @@ fn workers_end_a_study_at_its_patience() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    assert!(rows.iter().all(|r| r.1 == "completed" || r.1.starts_with("failed")), "{rows:?}");
     // Replay the ends: the best (highest F1, the earlier on ties) and the trials after it.
     let mut met = None;
     for k in 1..=rows.len() {
@@ -426,12 +425,83 @@ fn workers_end_a_study_at_its_patience() {
     }
     let met = met.unwrap_or_else(|| panic!("the rule was never met: {rows:?}"));
     assert!(rows.len() <= met + 1 && rows.len() < 200, "{} trials, met after {met}", rows.len());
+    // Trials end at their end, but the one the other worker was running when the rule was met
+    // may stop at a decision point once its worker read that.
+    assert!(rows[..met].iter().all(|r| r.1 == "completed" || r.1.starts_with("failed")), "{rows:?}");
+    assert!(
+        rows[met..].iter().all(|r| r.1 == "completed" || r.1 == "stopped" || r.1.starts_with("failed")),
+        "{rows:?}"
+    );
     for name in ["p1", "p2"] {
         let s = summary(&dir.path().join(name));
         assert_eq!(s["ended"]["why"], "patience", "{name}: {}", s["ended"]);
         assert!(s["ended"]["trials_after"].as_u64().unwrap() >= 4, "{name}");
         let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
         assert!(log.contains("until 4 trials without a better one"), "{log}");
+    }
+}
+
+/// `--stop-at` across workers: once one worker's trial reaches the F1, a trial running on
+/// another stops at its next decision point (its worker reads the rule while it trains),
+/// not at its end. Trial 0 is slow and poor (lr 1e-5, 8 units: far from the F1 in its
+/// 30,000 steps); trial 1, started once trial 0 runs, reaches it within a few hundred.
+#[test]
+fn a_trial_running_on_another_worker_stops_once_the_study_reaches_stop_at() {
+    let Some(url) = url() else { return };
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let study = unique("stop-at");
+    let steps = 30_000;
+    let spawn = |name: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        xtask()
+            .args(["tune", "--storage", &url, "--study", &study, "--worker", name])
+            .args(["--dataset", "digits", "--budget", "900s", "--seed", "3", "--strategy", "random"])
+            .args(["--enqueue", "lr=1e-5,model=mlp:8", "--enqueue", "lr=3e-3", "--stop-at", "0.95"])
+            .args(["--max-trials", "50", "--trial-steps", &steps.to_string(), "--decision-steps", "200"])
+            .args(["--checkpoint-every", "0", "--heartbeat-timeout", "30", "--retry-for", "120"])
+            .args(["--out", dir.path().join(name).to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut slow = spawn("slow");
+    let mut db = client(&url);
+    let t = Instant::now();
+    // (The first worker on a fresh server creates the tables.)
+    while db
+        .query_opt("SELECT 1 FROM trials WHERE study = $1 AND id = 0 AND status = 'running'", &[&study])
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "trial 0 never ran");
+        assert!(slow.try_wait().unwrap().is_none(), "the first worker exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = [slow, spawn("fast")];
+    for (w, name) in ws.iter_mut().zip(["slow", "fast"]) {
+        wait_ok(w, dir.path(), name, Duration::from_secs(300));
+    }
+    let rows: Vec<(i64, String, String, f64)> = db
+        .query("SELECT id, status, worker, val_macro_f1 FROM trials WHERE study = $1 ORDER BY id", &[&study])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[1].1.as_str(), rows[1].2.as_str()), ("stopped", "fast"), "{rows:?}");
+    assert!(rows[1].3 >= 0.95 && rows[0].3 < 0.95, "{rows:?}");
+    // Trial 0 stopped short of its rows, on the worker that ran it.
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), ("stopped", "slow"), "{rows:?}");
+    let record: serde_json::Value = serde_json::from_str(
+        &db.query_one("SELECT record FROM trials WHERE study = $1 AND id = 0", &[&study]).unwrap().get::<_, String>(0),
+    )
+    .unwrap();
+    assert!(record["steps"].as_u64().unwrap() < steps, "{record}");
+    for name in ["slow", "fast"] {
+        assert_eq!(summary(&dir.path().join(name))["ended"]["why"], "f1_reached", "{name}");
     }
 }
 

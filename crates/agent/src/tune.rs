@@ -281,8 +281,9 @@ impl std::fmt::Display for Enqueued {
 /// still running (`pbt`'s members, `asha`'s paused ones) are stopped at their next decision
 /// point. Both are checked as trials end; a trial also stops at the first decision point
 /// where its validation macro-F1 reaches [`StopWhen::f1`] (it need not train to its end for
-/// the study to end). With PostgreSQL storage a worker checks before it claims a trial;
-/// trials already running on other workers run on to their end, or to the F1.
+/// the study to end). With PostgreSQL storage a worker reads the rule before it claims a
+/// trial and, while its trial trains, at most once a second: a trial running on another
+/// worker stops at its next decision point after its worker has read the rule met.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopWhen {

@@ -89,7 +89,14 @@ struct Worker<'a> {
     rung_results: RungResults,
     /// Seconds in the store besides the trials' own writes ([`TuneSummary::worker_store_seconds`]).
     store_seconds: f64,
+    /// Why the study ends by its early-stopping rule, once read as met ([`Worker::poll_rule`]).
+    met: Option<Ended>,
+    /// When the rule was last read.
+    rule_read: Option<Instant>,
 }
+
+/// How often a worker reads the study's early-stopping rule while a trial trains.
+const RULE_POLL: Duration = Duration::from_secs(1);
 
 /// Runs `f`, adding its wall time to `seconds`.
 fn timed<T>(seconds: &mut f64, f: impl FnOnce() -> T) -> T {
@@ -173,18 +180,28 @@ impl Worker<'_> {
         }
     }
 
+    /// Whether the study is over for this worker: its wall-clock budget spent, a stop asked
+    /// for, or its early-stopping rule met (as last read, [`Worker::poll_rule`]).
     fn over(&self) -> bool {
-        (self.elapsed)() >= self.config.budget.as_secs_f64() || self.config.stop.requested()
+        (self.elapsed)() >= self.config.budget.as_secs_f64() || self.config.stop.requested() || self.met.is_some()
     }
 
-    /// The study's early-stopping rule ([`TuneConfig::stop_when`]) if the trials ended so
-    /// far, by any worker, meet it (a query only when the study has a rule).
-    fn converged(&mut self) -> Result<Option<Ended>> {
-        if self.config.stop_when.is_none() {
-            return Ok(None);
+    /// Reads whether the trials ended so far, by any worker, meet the study's early-stopping
+    /// rule ([`TuneConfig::stop_when`]; one query, only when the study has one and it was not
+    /// met yet): before each claim (`now`), and while a trial trains at most every
+    /// [`RULE_POLL`], so that a trial stops at its next decision point once another worker's
+    /// trial has met the rule, as a single-process study's trials do.
+    fn poll_rule(&mut self, now: bool) -> Result<()> {
+        if self.met.is_some() || self.config.stop_when.is_none() {
+            return Ok(());
         }
+        if !now && self.rule_read.is_some_and(|t| t.elapsed() < RULE_POLL) {
+            return Ok(());
+        }
+        self.rule_read = Some(Instant::now());
         let (best, after) = timed(&mut self.store_seconds, || self.store.best_and_ended_after())?;
-        Ok(self.config.stop_when.met(best.map(|(id, f1)| (f1, id)), after))
+        self.met = self.config.stop_when.met(best.map(|(id, f1)| (f1, id)), after);
+        Ok(())
     }
 
     /// The stored policy, or the prior before the first update.
@@ -212,11 +229,14 @@ impl Worker<'_> {
             let rung = trial.tally.rungs.len().min(targets.len() - 1);
             let at_rung = asha || (judged && rung < targets.len() - 1);
             let until = at_rung.then_some(targets[rung]);
-            while !trial.env.done()
-                && until.is_none_or(|u| trial.env.steps() < u)
-                && !self.over()
-                && !st.ends_early(trial)
-            {
+            loop {
+                if trial.env.done() || until.is_some_and(|u| trial.env.steps() >= u) || st.ends_early(trial) {
+                    break;
+                }
+                self.poll_rule(false)?;
+                if self.over() {
+                    break;
+                }
                 let (action, secs) = st.choose(trial);
                 if let Err(e) = self.ctx().step(trial, action, secs) {
                     if !e.ends_only_the_trial() {
@@ -526,6 +546,8 @@ pub fn work(
         prior,
         rung_results: RungResults { keep: config.strategy == Strategy::Tpe, ..RungResults::default() },
         store_seconds: 0.0,
+        met: None,
+        rule_read: None,
     };
     loop {
         // Stopped (Ctrl-C, `TuneConfig::stop`): this worker's trial ended as `stopped`; it
@@ -533,10 +555,9 @@ pub fn work(
         if config.stop.requested() {
             break;
         }
-        if st.converged.is_none() {
-            st.converged = w.converged()?;
-        }
-        let allow_new = !w.over() && st.converged.is_none();
+        w.poll_rule(true)?;
+        st.converged = w.met.clone();
+        let allow_new = !w.over();
         if allow_new && config.strategy == Strategy::Tpe {
             w.read_ended(&mut st)?;
         }
