@@ -36,11 +36,12 @@ pub struct TuneArgs {
     pub model: Option<String>,
     /// fixed (defaults, no actions), random (random starts, no actions), asha (successive
     /// halving over random starts, η = 3), pbt (population of 4, exploit/explore every 2
-    /// decision intervals), rl (an actor–critic acting mid-run, learning after every decision),
-    /// rl-no-width (rl without the width action) or tpe (Optuna's default sampler, a
-    /// tree-structured Parzen estimator, choosing each start from the trials before it after
-    /// 10 random ones; no actions; rl's rung stopping). With PostgreSQL storage every
-    /// strategy but pbt.
+    /// decision intervals), pb2 (pbt whose explore step chooses the learning rate and batch
+    /// size with a Gaussian process of every round's F1 gain, as Ray Tune's PB2), rl (an
+    /// actor–critic acting mid-run, learning after every decision), rl-no-width (rl without
+    /// the width action) or tpe (Optuna's default sampler, a tree-structured Parzen
+    /// estimator, choosing each start from the trials before it after 10 random ones; no
+    /// actions; rl's rung stopping). With PostgreSQL storage every strategy but pbt and pb2.
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop

@@ -166,7 +166,7 @@ fn fifty_random_kills_leave_nothing_torn_and_every_study_resumes() {
     let kills_wanted: usize = std::env::var("TUNEFORGE_KILLS").map_or(50, |v| v.parse().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-    let strategies = ["rl", "asha", "pbt", "random"];
+    let strategies = ["rl", "asha", "pbt", "random", "pb2"];
     let t0 = Instant::now();
     let (mut kills, mut resumes, mut finished_runs, mut torn_tails, mut temp_files, mut checkpoints) =
         (0, 0, 0, 0, 0, 0);

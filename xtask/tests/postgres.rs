@@ -705,6 +705,8 @@ fn bad_urls_and_strategies_give_clear_errors() {
     assert!(!ok && err.contains("password") && !err.contains("wrong-one"), "{err}");
     let (ok, err) = run(&[&tune[..], &[url.as_str(), "--strategy", "pbt"]].concat());
     assert!(!ok && err.contains("pbt cannot be shared"), "{err}");
+    let (ok, err) = run(&[&tune[..], &[url.as_str(), "--strategy", "pb2"]].concat());
+    assert!(!ok && err.contains("pb2 cannot be shared"), "{err}");
     let (ok, err) = run(&["tune", "--storage", &url]);
     assert!(!ok && err.contains("--study"), "{err}");
     // A model that cannot take the data: refused before the study row is written.

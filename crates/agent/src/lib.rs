@@ -93,6 +93,7 @@
 pub mod data;
 pub mod env;
 mod error;
+pub mod pb2;
 pub mod policy;
 pub mod predict;
 pub mod run;

@@ -66,6 +66,9 @@ pub struct Tally {
     pub rungs: Vec<f64>,
     /// PBT: times this member took another's weights.
     pub exploits: u64,
+    /// PB2: this member's rounds so far and the one under way ([`crate::pb2`]).
+    #[serde(default)]
+    pub pb2: Pb2Rounds,
     /// Seconds spent choosing actions and learning (observation, policy, update).
     pub agent_seconds: f64,
     /// Seconds spent writing to the study store (decisions, evaluations, checkpoints).
@@ -76,6 +79,16 @@ pub struct Tally {
     /// limit (`TuneConfig::trial_timeout`) counts. Absent in checkpoints written before it.
     #[serde(default)]
     pub seconds: f64,
+}
+
+/// A `pb2` member's rounds: the ones it has finished (what [`crate::pb2::suggest`] learns
+/// from) and the one under way (its start, settings and validation macro-F1 then).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pb2Rounds {
+    /// The rounds finished in this trial.
+    pub done: Vec<crate::pb2::Round>,
+    /// The round under way: `gain` holds the validation macro-F1 at its start.
+    pub open: Option<crate::pb2::Round>,
 }
 
 /// A trial in memory.
@@ -452,6 +465,10 @@ pub struct TrialRecord {
     /// PBT: times it took another member's weights.
     #[serde(default)]
     pub exploits: u64,
+    /// PB2: its rounds ([`crate::pb2::Round`]), which later generations learn from too
+    /// (absent for other strategies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pb2_rounds: Vec<crate::pb2::Round>,
     /// Seconds of agent work (observation, policy, update).
     pub agent_seconds: f64,
     /// Seconds spent writing it to the study store (checkpoints included).
@@ -482,6 +499,7 @@ impl TrialRecord {
             samples: 0,
             rungs: Vec::new(),
             exploits: 0,
+            pb2_rounds: Vec::new(),
             agent_seconds: 0.0,
             store_seconds: 0.0,
             seconds: 0.0,
@@ -527,6 +545,7 @@ impl Trial {
             samples: self.env.samples(),
             rungs: self.tally.rungs.clone(),
             exploits: self.tally.exploits,
+            pb2_rounds: self.tally.pb2.done.clone(),
             agent_seconds: self.tally.agent_seconds,
             store_seconds: self.tally.store_seconds,
             seconds: self.tally.seconds,

@@ -10,6 +10,7 @@
 //! | `random` | random initial learning rate, batch size and (MLP) widths, no actions |
 //! | `asha` | asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel Hyperparameter Tuning"), η = 3, rungs at ⅑, ⅓ and all of a trial's steps; random starts; a paused trial is promoted, from its checkpoint, when it is in the top ⅓ of its rung |
 //! | `pbt` | population-based training (Jaderberg et al., 2017) with 4 members time-sliced in one process: each trains 2 decision intervals in turn, then the worst copies the best's weights, optimiser state, learning rate and batch size (exploit) and multiplies learning rate and batch size by 0.8 or 1.2 (explore) |
+//! | `pb2` | population-based bandits (Parker-Holder et al., 2020; Ray Tune's `PB2`): `pbt`, but the explore step chooses the learning rate and batch size within the random starts' ranges with a time-varying Gaussian process fitted to every member's F1 gain per round ([`crate::pb2`]) |
 //! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::untrained`] unless [`TuneConfig::policy`] says otherwise (e.g. [`StudyPolicy::pretrained`], the digits prior). The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
 //! | `tpe` | the tree-structured Parzen estimator ([`crate::tpe`], Optuna's default sampler): the first [`tpe::STARTUP_TRIALS`](crate::tpe::STARTUP_TRIALS) trials start as `random`'s, each later one where the trials before it say is most promising (learning rate, batch size, widths); no actions; `rl`'s rung stopping, as Optuna's TPE with a pruner |
@@ -91,6 +92,8 @@ pub enum Strategy {
     Asha,
     /// Population-based training, 4 members.
     Pbt,
+    /// Population-based bandits ([`crate::pb2`]): `pbt` with a Gaussian-process explore step.
+    Pb2,
     /// REINFORCE acting during each trial.
     Rl,
     /// REINFORCE without the width action.
@@ -102,11 +105,12 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in the order of the docs.
-    pub const ALL: [Strategy; 7] = [
+    pub const ALL: [Strategy; 8] = [
         Strategy::Fixed,
         Strategy::Random,
         Strategy::Asha,
         Strategy::Pbt,
+        Strategy::Pb2,
         Strategy::Rl,
         Strategy::RlNoWidth,
         Strategy::Tpe,
@@ -119,6 +123,7 @@ impl Strategy {
             Strategy::Random => "random",
             Strategy::Asha => "asha",
             Strategy::Pbt => "pbt",
+            Strategy::Pb2 => "pb2",
             Strategy::Rl => "rl",
             Strategy::RlNoWidth => "rl-no-width",
             Strategy::Tpe => "tpe",
@@ -147,7 +152,7 @@ impl std::str::FromStr for Strategy {
     fn from_str(s: &str) -> Result<Self> {
         Strategy::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Config {
             what: "strategy",
-            why: format!("{s:?}: expected one of fixed, random, asha, pbt, rl, rl-no-width, tpe"),
+            why: format!("{s:?}: expected one of fixed, random, asha, pbt, pb2, rl, rl-no-width, tpe"),
         })
     }
 }
@@ -1264,7 +1269,7 @@ impl State<'_> {
         let mut start = TrialStart { model: c.model.clone(), lr: c.lr, batch_size: c.batch_size, seed: c.seed + id };
         // `rl` and `rl-no-width` keep the study's defaults for their first trial.
         let sampled = match c.strategy {
-            Strategy::Random | Strategy::Asha | Strategy::Pbt => true,
+            Strategy::Random | Strategy::Asha | Strategy::Pbt | Strategy::Pb2 => true,
             Strategy::Tpe if id >= crate::tpe::STARTUP_TRIALS && !self.records.is_empty() => {
                 return self.tpe_start(id);
             }
@@ -1645,7 +1650,7 @@ fn drive(
     };
     match config.strategy {
         Strategy::Asha => asha(&mut ctx, &mut st, unfinished)?,
-        Strategy::Pbt => pbt(&mut ctx, &mut st, unfinished)?,
+        Strategy::Pbt | Strategy::Pb2 => pbt(&mut ctx, &mut st, unfinished)?,
         _ => sequential(&mut ctx, &mut st, unfinished)?,
     }
     ctx.store.set_elapsed(elapsed())?;
@@ -1814,8 +1819,53 @@ fn asha(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow
 const PBT_POPULATION: usize = 4;
 const PBT_READY: usize = 2;
 
-/// Population-based training (see the module docs).
+/// The `pb2` search space: the random starts' learning rates and batch sizes
+/// ([`StartSpace`]), each on a log scale mapped to `[0, 1]`.
+struct Pb2Space {
+    /// The study's learning rate.
+    lr: f64,
+    /// The learning rate's exponent range (log10 of its factor to `lr`).
+    log_lr: (f64, f64),
+    /// log2 of the smallest and largest batch size.
+    log2_batch: (f64, f64),
+    bounds: crate::env::Bounds,
+}
+
+impl Pb2Space {
+    fn of(c: &TuneConfig) -> Pb2Space {
+        let s = StartSpace::of(c);
+        let (lo, hi) = s.batches.iter().fold((usize::MAX, 0), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+        Pb2Space {
+            lr: c.lr,
+            log_lr: s.log_lr,
+            log2_batch: ((lo as f64).log2(), (hi as f64).log2()),
+            bounds: c.env.bounds.clone(),
+        }
+    }
+
+    /// A member's settings in `[0, 1]²` (0.5 along a dimension with one value).
+    fn normalise(&self, lr: f64, batch: usize) -> [f64; 2] {
+        let unit = |v: f64, (lo, hi): (f64, f64)| if hi > lo { ((v - lo) / (hi - lo)).clamp(0.0, 1.0) } else { 0.5 };
+        [unit((lr / self.lr).log10(), self.log_lr), unit((batch as f64).log2(), self.log2_batch)]
+    }
+
+    /// The learning rate and batch size at `x` (inside the bounds).
+    fn settings(&self, x: [f64; 2]) -> (f64, usize) {
+        let at = |u: f64, (lo, hi): (f64, f64)| lo + u.clamp(0.0, 1.0) * (hi - lo);
+        let lr = (self.lr * 10f64.powf(at(x[0], self.log_lr))).clamp(self.bounds.lr.0, self.bounds.lr.1);
+        let batch =
+            (2f64.powf(at(x[1], self.log2_batch)).round() as usize).clamp(self.bounds.batch.0, self.bounds.batch.1);
+        (lr, batch)
+    }
+
+    fn of_member(&self, m: &Trial) -> [f64; 2] {
+        self.normalise(m.env.run().base_learning_rate(), m.env.run().batch_size())
+    }
+}
+
+/// Population-based training, and bandits (`pb2`) (see the module docs).
 fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>) -> Result<()> {
+    let pb2 = (st.config.strategy == Strategy::Pb2).then(|| Pb2Space::of(st.config));
     let mut members = Vec::new();
     for row in unfinished {
         members.push(ctx.restore(&row, true)?);
@@ -1837,6 +1887,17 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
                 continue;
             }
         }
+        // pb2: a round begins for each member still training (an exploited member's began
+        // when it took the best's state).
+        if let Some(space) = &pb2 {
+            for m in &mut members {
+                if m.tally.pb2.open.is_none() && !m.env.done() && !st.ends_early(m) {
+                    let o = m.env.observe();
+                    m.tally.pb2.open =
+                        Some(crate::pb2::Round { t: o.budget_used, x: space.of_member(m), gain: o.val_f1 });
+                }
+            }
+        }
         // One round: each member trains PBT_READY intervals.
         let mut i = 0;
         while i < members.len() {
@@ -1845,6 +1906,14 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
                 i += 1;
             } else {
                 members.remove(i);
+            }
+        }
+        if pb2.is_some() {
+            for m in &mut members {
+                if let Some(open) = m.tally.pb2.open.take() {
+                    let gain = m.env.observe().val_f1 - open.gain;
+                    m.tally.pb2.done.push(crate::pb2::Round { gain, ..open });
+                }
             }
         }
         // A member at the F1 to stop at ends the study: the generation ends with it.
@@ -1868,6 +1937,18 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
             && members[worst].env.observe().val_f1 < members[best].env.observe().val_f1
         {
             let t = Instant::now();
+            // pb2 learns from every round: the members' and the earlier generations'.
+            let pb2_inputs = pb2.as_ref().map(|space| {
+                let rounds: Vec<crate::pb2::Round> = st
+                    .records
+                    .values()
+                    .flat_map(|r| r.pb2_rounds.iter().copied())
+                    .chain(members.iter().flat_map(|m| m.tally.pb2.done.iter().copied()))
+                    .collect();
+                let pending: Vec<[f64; 2]> =
+                    (0..members.len()).filter(|&i| i != worst).map(|i| space.of_member(&members[i])).collect();
+                (space, rounds, pending)
+            });
             let (b, w) = if best < worst {
                 let (lo, hi) = members.split_at_mut(worst);
                 (&lo[best], &mut hi[0])
@@ -1877,17 +1958,30 @@ fn pbt(ctx: &mut TrialContext<'_>, st: &mut State<'_>, unfinished: Vec<TrialRow>
             };
             w.env.run_mut().copy_from(b.env.run())?;
             let mut rng = rng_for(st.config.seed, w.id, w.tally.rows, 3);
-            let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
-            let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
-            let bounds = &ctx.env.bounds;
             let lr = w.env.run().base_learning_rate();
-            w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
-            let batch =
-                ((w.env.run().batch_size() as f64 * f_batch).round() as usize).clamp(bounds.batch.0, bounds.batch.1);
-            w.env.run_mut().set_batch_size(batch)?;
+            if let Some((space, rounds, pending)) = pb2_inputs {
+                // pb2: where the process of the rounds so far says a round from the best's
+                // state and time gains most; that round begins now.
+                let from = b.env.observe();
+                let x = crate::pb2::suggest(&rounds, &pending, from.budget_used, &mut rng);
+                let (new_lr, batch) = space.settings(x);
+                w.env.run_mut().scale_learning_rate(new_lr / lr.max(1e-30))?;
+                w.env.run_mut().set_batch_size(batch)?;
+                w.tally.pb2.open =
+                    Some(crate::pb2::Round { t: from.budget_used, x: space.of_member(w), gain: from.val_f1 });
+                tracing::debug!(from = b.id, to = w.id, lr = new_lr, batch, rounds = rounds.len(), "pb2 exploit");
+            } else {
+                let f_lr = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+                let f_batch = if rng.random_bool(0.5) { 0.8 } else { 1.2 };
+                let bounds = &ctx.env.bounds;
+                w.env.run_mut().scale_learning_rate((lr * f_lr).clamp(bounds.lr.0, bounds.lr.1) / lr.max(1e-30))?;
+                let batch = ((w.env.run().batch_size() as f64 * f_batch).round() as usize)
+                    .clamp(bounds.batch.0, bounds.batch.1);
+                w.env.run_mut().set_batch_size(batch)?;
+                tracing::debug!(from = b.id, to = w.id, f_lr, f_batch, "pbt exploit");
+            }
             w.tally.exploits += 1;
             w.tally.agent_seconds += t.elapsed().as_secs_f64();
-            tracing::debug!(from = b.id, to = w.id, f_lr, f_batch, "pbt exploit");
         }
         for m in &mut members {
             ctx.checkpoint(m, "running")?;

@@ -1344,7 +1344,7 @@ mod tune {
     fn a_trial_budget_ends_the_study_and_a_second_run_has_the_same_trials() {
         let tmp = tempfile::tempdir().unwrap();
         // A wall clock far longer than 5 digits trials take: the trial budget ends each study.
-        for strategy in [Strategy::Random, Strategy::Asha, Strategy::Pbt, Strategy::Rl] {
+        for strategy in [Strategy::Random, Strategy::Asha, Strategy::Pbt, Strategy::Pb2, Strategy::Rl] {
             let config = TuneConfig { max_trials: Some(5), ..digits_study(strategy, 600.0) };
             let run = |name: &str| {
                 let dir = tmp.path().join(format!("{strategy}-{name}"));
@@ -1777,6 +1777,35 @@ mod tune {
         let starts: std::collections::HashSet<String> =
             summary.trials[..4].iter().map(|t| format!("{:?}", t.start)).collect();
         assert_eq!(starts.len(), 4);
+    }
+
+    /// pb2: every member's rounds are recorded (when, where, what they gained) and kept with
+    /// its record for later generations; members are exploited, and the explore step keeps
+    /// every setting inside the random starts' ranges (pbt's ×0.8/×1.2 may leave them).
+    #[test]
+    fn pb2_records_its_rounds_and_explores_inside_the_search_space() {
+        let config = TuneConfig { max_trials: Some(8), ..digits_study(Strategy::Pb2, 600.0) };
+        let tmp = tempfile::tempdir().unwrap();
+        let summary = tune(&config, &repo_dirs(), &cache(), &Device::Cpu, tmp.path(), &mut |_| {}).unwrap();
+        check_outputs(tmp.path(), &summary);
+        assert_eq!(summary.trials.len(), 8);
+        assert!(summary.trials.iter().map(|t| t.exploits).sum::<u64>() >= 1, "no member was exploited");
+        // 180 steps in rounds of 2 decision intervals of 20 steps: at most 5 rounds a member.
+        for t in &summary.trials {
+            assert!((1..=5).contains(&t.pb2_rounds.len()), "trial {}: {:?}", t.id, t.pb2_rounds);
+            for r in &t.pb2_rounds {
+                assert!((0.0..=1.0).contains(&r.t) && r.gain.is_finite(), "trial {}: {r:?}", t.id);
+                assert!(r.x.iter().all(|v| (0.0..=1.0).contains(v)), "trial {}: {r:?}", t.id);
+            }
+            // Rounds begin later and later in a member's trial.
+            assert!(t.pb2_rounds.windows(2).all(|w| w[0].t < w[1].t), "trial {}: {:?}", t.id, t.pb2_rounds);
+            // The random starts' ranges: lr 3e-3 ×10^[-1, 1], batch 32 ×¼ … ×2.
+            let h = &t.final_hparams;
+            assert!((3e-4 * 0.999..=3e-2 * 1.001).contains(&h.lr) && (8..=64).contains(&h.batch_size), "{h:?}");
+        }
+        // Kept in summary.json and the store (what a resumed study's later generations read).
+        let text = std::fs::read_to_string(tmp.path().join("summary.json")).unwrap();
+        assert!(text.contains("\"pb2_rounds\""));
     }
 
     #[test]

@@ -33,8 +33,9 @@
 //! results) before it claims a new trial, and draws its start from every trial ended so
 //! far: trials still running on other workers do not count (Optuna's TPE does the same
 //! with its default `constant_liar=False`). With one worker the starts are those of a
-//! single-process `tpe` study. `tpe` stops trials at rungs as `rl` does. `pbt` is refused:
-//! its exploits copy weights between members time-sliced in one process's memory.
+//! single-process `tpe` study. `tpe` stops trials at rungs as `rl` does. `pbt` and `pb2`
+//! are refused: their exploits copy weights between members time-sliced in one process's
+//! memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -442,7 +443,7 @@ pub fn work(
     on_trial: &mut dyn FnMut(&TrialRecord),
 ) -> Result<TuneSummary> {
     let refuse = |strategy: Strategy| -> Result<()> {
-        if strategy == Strategy::Pbt {
+        if matches!(strategy, Strategy::Pbt | Strategy::Pb2) {
             return Err(Error::Config {
                 what: "strategy",
                 why: format!(
