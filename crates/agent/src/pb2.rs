@@ -38,17 +38,19 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Random points the acquisition is evaluated at, besides the pending ones.
-pub const CANDIDATES: usize = 512;
+pub const CANDIDATES: usize = 256;
 
-/// The most recent rounds the process is fitted to (by `t`): its cost is cubic in them.
-pub const MAX_ROUNDS: usize = 128;
+/// The rounds the process is fitted to at most: those that began nearest the time asked
+/// about (the later on ties). Its cost is cubic in them; a suggestion from 64 rounds takes
+/// about a millisecond.
+pub const MAX_ROUNDS: usize = 64;
 
 /// Length scales `ℓ` tried (the kernel divides the squared distance by it).
-const LENGTH_SCALES: [f64; 5] = [0.05, 0.1, 0.2, 0.5, 1.0];
+pub const LENGTH_SCALES: [f64; 3] = [0.1, 0.3, 1.0];
 /// Time decays `ε` tried.
-const EPSILONS: [f64; 3] = [0.01, 0.1, 0.5];
+pub const EPSILONS: [f64; 2] = [0.1, 0.5];
 /// Noise variances `σ²` tried (of the standardised changes).
-const NOISES: [f64; 3] = [1e-3, 1e-2, 1e-1];
+pub const NOISES: [f64; 2] = [1e-2, 1e-1];
 
 /// One round of one member: when it began, the settings it trained with, and what its
 /// validation macro-F1 gained over it.
@@ -90,20 +92,52 @@ pub struct Gp {
     alpha: Vec<f64>,
 }
 
+/// The squared distances and time gaps between every two points (lower triangle, row-major
+/// `n × n`), computed once for all the kernel settings a fit tries.
+struct Gaps {
+    d2: Vec<f64>,
+    dt: Vec<f64>,
+}
+
+impl Gaps {
+    fn of(points: &[(f64, [f64; 2])]) -> Gaps {
+        let n = points.len();
+        let (mut d2, mut dt) = (vec![0.0; n * n], vec![0.0; n * n]);
+        for i in 0..n {
+            for j in 0..=i {
+                let (a, b) = (points[i], points[j]);
+                d2[i * n + j] = (a.1[0] - b.1[0]).powi(2) + (a.1[1] - b.1[1]).powi(2);
+                dt[i * n + j] = (a.0 - b.0).abs();
+            }
+        }
+        Gaps { d2, dt }
+    }
+
+    /// `K + σ²I` (lower triangle), as [`kernel`] gives it, with one `exp` an entry.
+    fn matrix(&self, h: &Hyper, n: usize) -> Vec<f64> {
+        let decay = (1.0 - h.epsilon).ln() / 2.0;
+        let mut k = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let at = i * n + j;
+                k[at] = (-self.d2[at] / h.length + decay * self.dt[at]).exp() + if i == j { h.noise } else { 0.0 };
+            }
+        }
+        k
+    }
+}
+
 impl Gp {
     /// The process through `points` with values `y`; `None` when `K + σ²I` is not positive
     /// definite in floating point (it always is for `σ² > 0`, up to rounding).
     pub fn new(hyper: Hyper, points: Vec<(f64, [f64; 2])>, y: &[f64]) -> Option<Gp> {
+        let k = Gaps::of(&points).matrix(&hyper, points.len());
+        Gp::factor(hyper, points, &k, y)
+    }
+
+    fn factor(hyper: Hyper, points: Vec<(f64, [f64; 2])>, k: &[f64], y: &[f64]) -> Option<Gp> {
         let n = points.len();
-        let mut k = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..=i {
-                let v = kernel(&hyper, points[i], points[j]) + if i == j { hyper.noise } else { 0.0 };
-                k[i * n + j] = v;
-                k[j * n + i] = v;
-            }
-        }
-        let chol = cholesky(&k, n)?;
+        let chol = cholesky(k, n)?;
         let alpha = solve_upper_t(&chol, n, &solve_lower(&chol, n, y));
         Some(Gp { hyper, points, chol, alpha })
     }
@@ -130,11 +164,14 @@ impl Gp {
 /// The grid point of [`LENGTH_SCALES`] × [`EPSILONS`] × [`NOISES`] whose process explains
 /// `y` best (highest log marginal likelihood), with that process.
 pub fn fit(points: &[(f64, [f64; 2])], y: &[f64]) -> Option<Gp> {
+    let gaps = Gaps::of(points);
     let mut best: Option<(f64, Gp)> = None;
     for &length in &LENGTH_SCALES {
         for &epsilon in &EPSILONS {
             for &noise in &NOISES {
-                let Some(gp) = Gp::new(Hyper { length, epsilon, noise }, points.to_vec(), y) else { continue };
+                let hyper = Hyper { length, epsilon, noise };
+                let k = gaps.matrix(&hyper, points.len());
+                let Some(gp) = Gp::factor(hyper, points.to_vec(), &k, y) else { continue };
                 let ll = gp.log_likelihood(y);
                 if ll.is_finite() && best.as_ref().is_none_or(|(b, _)| ll > *b) {
                     best = Some((ll, gp));
@@ -165,10 +202,11 @@ pub fn kappa(n: usize) -> f64 {
 pub fn suggest(rounds: &[Round], pending: &[[f64; 2]], t: f64, rng: &mut impl Rng) -> [f64; 2] {
     let mut candidates: Vec<[f64; 2]> = (0..CANDIDATES).map(|_| [rng.random::<f64>(), rng.random::<f64>()]).collect();
     candidates.extend_from_slice(pending);
-    // The most recent rounds.
-    let mut recent: Vec<&Round> = rounds.iter().filter(|r| r.gain.is_finite()).collect();
-    recent.sort_by(|a, b| b.t.total_cmp(&a.t));
+    // The rounds that began nearest `t`, the later ones (further down `rounds`) on ties.
+    let mut recent: Vec<(usize, &Round)> = rounds.iter().enumerate().filter(|(_, r)| r.gain.is_finite()).collect();
+    recent.sort_by(|(i, a), (j, b)| (a.t - t).abs().total_cmp(&(b.t - t).abs()).then(j.cmp(i)));
     recent.truncate(MAX_ROUNDS);
+    let recent: Vec<&Round> = recent.into_iter().map(|(_, r)| r).collect();
     let Some(gp) = (!recent.is_empty())
         .then(|| {
             let points: Vec<(f64, [f64; 2])> = recent.iter().map(|r| (r.t, r.x)).collect();
@@ -202,7 +240,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
+            let s: f64 = l[i * n..i * n + j].iter().zip(&l[j * n..j * n + j]).map(|(a, b)| a * b).sum();
             if i == j {
                 let d = a[i * n + i] - s;
                 if d <= 0.0 || !d.is_finite() {
@@ -221,7 +259,7 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 fn solve_lower(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
     let mut x = vec![0.0; n];
     for i in 0..n {
-        let s: f64 = (0..i).map(|k| l[i * n + k] * x[k]).sum();
+        let s: f64 = l[i * n..i * n + i].iter().zip(&x[..i]).map(|(a, b)| a * b).sum();
         x[i] = (b[i] - s) / l[i * n + i];
     }
     x
