@@ -125,6 +125,7 @@ pub(crate) fn strategy_color(strategy: &str) -> RGBColor {
         "random" => PALETTE[1],
         "asha" => PALETTE[2],
         "pbt" => PALETTE[3],
+        "pb2" => PALETTE[4],
         "rl" => PALETTE[0],
         "rl-no-width" => PALETTE[6],
         "tpe" => PALETTE[5],

@@ -624,7 +624,7 @@ pub struct StrategyRow {
 
 impl Bench {
     /// Per-strategy mean ± sd, strategies in the order `cargo xtask tune --help` lists them
-    /// (`fixed`, `random`, `asha`, `pbt`, `rl`, `rl-no-width`; others after, by name).
+    /// ([`Strategy::ALL`](tuneforge_agent::tune::Strategy::ALL)'s order; others after, by name).
     pub fn strategies(&self) -> Vec<StrategyRow> {
         let mut groups: BTreeMap<(usize, String), Vec<&Study>> = BTreeMap::new();
         for s in &self.studies {

@@ -166,7 +166,7 @@ fn study_page(h: &mut String, s: &Study) -> Result<()> {
         "slices",
         &slices_chart(s)?,
         "Validation macro-F1 of every ended trial against where it started (log scales) and, when trials moved \
-         (rl's actions, pbt's explore, the monitor's rate cuts), where they ended; faded: stopped before its end (a rung, the budget). Where the F1 is high is \
+         (rl's actions, pbt's and pb2's explore, the monitor's rate cuts), where they ended; faded: stopped before its end (a rung, the budget). Where the F1 is high is \
          where the search space is worth keeping.",
     );
     importance_table(h, s);
@@ -569,7 +569,7 @@ fn front_chart(studies: &[&Study]) -> Result<String> {
 /// Validation macro-F1 of each ended trial (failed ones left out) against its starting
 /// learning rate, batch size and first hidden width (when the model's name gives widths):
 /// completed trials in the strategy's colour, the others (stopped) faded. When trials moved
-/// (`rl`'s actions, `pbt`'s explore, the monitor's rate cuts after a divergence), a second row
+/// (`rl`'s actions, `pbt`'s and `pb2`'s explore, the monitor's rate cuts after a divergence), a second row
 /// against where they ended.
 fn slices_chart(s: &Study) -> Result<String> {
     let color = strategy_color(&s.row.strategy);

@@ -16,7 +16,7 @@
 //! The charts: best validation macro-F1 so far against wall time (one line per study);
 //! validation macro-F1 against training samples/s for every trial, with the Pareto front;
 //! validation macro-F1 against each ended trial's starting learning rate, batch size and
-//! first hidden width, and where it ended when trials moved (`rl`, `pbt`; a study page); training loss and validation macro-F1 of the best trials; per trial, learning rate,
+//! first hidden width, and where it ended when trials moved (`rl`, `pbt`, `pb2`; a study page); training loss and validation macro-F1 of the best trials; per trial, learning rate,
 //! batch size and hidden widths over the steps with anomaly and rollback markers; the best
 //! model's confusion matrix as a heat map. The tables: how much each hyper-parameter alone
 //! explains of the completed trials' validation macro-F1 (or, with fewer than 10, of every trial's at its
