@@ -884,7 +884,7 @@ fn a_study_and_its_trials_end_early_at_stop_at_patience_or_trial_timeout() {
     let last = f1.len() - 1;
     assert!(f1[last] >= 0.95 && f1[..last].iter().all(|&f| f < 0.95), "{f1:?}");
     assert_eq!((s["ended"]["why"].as_str(), s["ended"]["trial"].as_u64()), (Some("f1_reached"), Some(last as u64)));
-    assert!(text.contains(&format!("trial {last} ended with val macro-F1 {:.4}", f1[last])), "{text}");
+    assert!(text.contains(&format!("trial {last} reached val macro-F1 {:.4}", f1[last])), "{text}");
     // Refused with the flag and what it takes; --dry-run says the rule.
     for (args, says) in [
         (vec!["tune", "--stop-at", "1.5"], "--stop-at 1.5: a validation macro-F1 above 0 and at most 1"),

@@ -390,7 +390,7 @@ impl std::fmt::Display for Ended {
             Ended::Budget => f.write_str("its wall-clock budget was spent"),
             Ended::MaxTrials => f.write_str("its trial budget was spent"),
             Ended::F1Reached { trial, val_macro_f1 } => {
-                write!(f, "trial {trial} ended with val macro-F1 {val_macro_f1:.4}, at least the F1 to stop at")
+                write!(f, "trial {trial} reached val macro-F1 {val_macro_f1:.4}, at least the F1 to stop at")
             }
             Ended::Patience { best_trial, trials_after } => {
                 write!(f, "{trials_after} trials started after the best (trial {best_trial}) ended without beating it")
