@@ -1076,13 +1076,20 @@ pub fn study_process(dir: &Path) -> Option<u32> {
     }
 }
 
-/// Whether `/proc/locks` lists a granted `flock` on the file at `path` (its inode, and its
-/// device or the holder `pid`: a file on an overlay can show the device of the layer below);
-/// `None` when the table or the file cannot be read.
+/// Whether process `pid` holds a `flock` on the file at `path`; `None` when neither its
+/// open files nor the kernel's lock table can be read. First from the process's own open
+/// files: the one that is `path` (same device and inode) and its `/proc/PID/fdinfo` entry,
+/// which lists the locks held through it (exact, and unaffected by other processes' locks);
+/// a process that is gone holds nothing. When those cannot be read (another user's process),
+/// from `/proc/locks`: a granted `flock` on the file's inode, and its device or the holder
+/// `pid` (a file on an overlay can show the device of the layer below).
 #[cfg(target_os = "linux")]
 fn flock_held(path: &Path, pid: u32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
+    if let Some(held) = flock_held_through_fds(&meta, pid) {
+        return Some(held);
+    }
     let device = format!("{:02x}:{:02x}", libc::major(meta.dev()), libc::minor(meta.dev()));
     // The kernel writes /proc/locks a page per read(2), walking its lock list anew from the
     // entry's index each time: locks taken or released by others between two reads shift
@@ -1095,6 +1102,42 @@ fn flock_held(path: &Path, pid: u32) -> Option<bool> {
         }
     }
     Some(false)
+}
+
+/// [`flock_held`] from the open files of `pid`: `None` when they cannot be listed for
+/// another reason than the process being gone.
+#[cfg(target_os = "linux")]
+fn flock_held_through_fds(meta: &std::fs::Metadata, pid: u32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    for fd in fds.flatten() {
+        // The link's target, followed: the same file has the same device and inode.
+        let Ok(target) = std::fs::metadata(fd.path()) else { continue };
+        if (target.dev(), target.ino()) != (meta.dev(), meta.ino()) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()?;
+        if fdinfo_lists_flock(&info) {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// Whether a `/proc/PID/fdinfo/FD` text lists a `flock` held through that descriptor: a
+/// line such as `lock:\t1: FLOCK  ADVISORY  WRITE 4242 fe:00:10011578 0 EOF`.
+#[cfg(any(target_os = "linux", test))]
+fn fdinfo_lists_flock(info: &str) -> bool {
+    info.lines().any(|line| {
+        line.strip_prefix("lock:").is_some_and(|rest| {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            matches!(f[..], [_, "FLOCK", ..])
+        })
+    })
 }
 
 /// [`flock_held`] on the text of `/proc/locks`: lines such as
@@ -2175,5 +2218,38 @@ mod tests {
         assert!(!locks_list(table, "fe:00", 600, 99));
         assert!(!locks_list("", "fe:00", 10011578, 4242));
         assert!(!locks_list("garbage\n1:\n", "fe:00", 10011578, 4242));
+    }
+
+    #[test]
+    fn an_fdinfo_text_lists_a_flock_held_through_it() {
+        let info = "pos:\t0\nflags:\t0100002\nmnt_id:\t31\nino:\t10011578\n\
+                    lock:\t1: FLOCK  ADVISORY  WRITE 4242 fe:00:10011578 0 EOF\n";
+        assert!(fdinfo_lists_flock(info));
+        assert!(!fdinfo_lists_flock("pos:\t0\nflags:\t0100002\n"));
+        assert!(!fdinfo_lists_flock("lock:\t1: POSIX  ADVISORY  WRITE 4242 fe:00:10011578 0 EOF\n"));
+        assert!(!fdinfo_lists_flock("lock:\n"));
+    }
+
+    /// This process's own lock, through its open files: held while locked, not after, and
+    /// a process that is gone holds nothing.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_lock_this_process_holds_is_found_through_its_open_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("study.lock");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let me = std::process::id();
+        assert_eq!(flock_held_through_fds(&meta, me), Some(false));
+        file.lock().unwrap();
+        assert_eq!(flock_held_through_fds(&meta, me), Some(true));
+        assert_eq!(flock_held(&path, me), Some(true));
+        file.unlock().unwrap();
+        assert_eq!(flock_held_through_fds(&meta, me), Some(false));
+        // A child that has exited and been waited for: its pid is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(flock_held_through_fds(&meta, pid), Some(false));
     }
 }
