@@ -96,8 +96,8 @@ enum Command {
     /// Train one model once, without tuning, and write summary.json, predictions.csv,
     /// the model and the optimiser state to --out.
     Train(train::TrainArgs),
-    /// Tune a network while it trains (strategies rl, rl-no-width, fixed, random, asha, pbt, tpe)
-    /// within a wall-clock budget; writes summary.json, the best model and its test predictions.
+    /// Tune a network while it trains (strategies rl, rl-no-width, fixed, random, asha, pbt,
+    /// pb2, tpe, tpe-multivariate) within a wall-clock budget; writes summary.json, the best model and its test predictions.
     Tune(Box<tune::TuneArgs>),
     /// Apply a model that train or tune wrote (its folder) to new rows — a CSV file, texts,
     /// images or a known dataset — and write each row's predicted class (and probabilities).

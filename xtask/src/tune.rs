@@ -41,7 +41,9 @@ pub struct TuneArgs {
     /// actor–critic acting mid-run, learning after every decision), rl-no-width (rl without
     /// the width action) or tpe (Optuna's default sampler, a tree-structured Parzen
     /// estimator, choosing each start from the trials before it after 10 random ones; no
-    /// actions; rl's rung stopping). With PostgreSQL storage every strategy but pbt and pb2.
+    /// actions; rl's rung stopping; each setting modelled on its own, as Optuna's default) or
+    /// tpe-multivariate (tpe with one joint density over all settings, Optuna's
+    /// multivariate=True). With PostgreSQL storage every strategy but pbt and pb2.
     #[arg(long, default_value = "rl")]
     pub strategy: String,
     /// Wall-clock budget, e.g. 90s or 10m: no trial starts after it and running trials stop

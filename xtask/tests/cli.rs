@@ -79,7 +79,10 @@ fn tune_rejects_bad_budgets_and_strategies_with_clear_messages() {
     for (args, needle) in [
         (&["tune", "--budget", "ten"][..], "expected e.g. 90s, 10m or 1h"),
         (&["tune", "--budget", "5d"][..], "unit must be s, m or h"),
-        (&["tune", "--strategy", "bohb"][..], "expected one of fixed, random, asha, pbt, pb2, rl, rl-no-width, tpe"),
+        (
+            &["tune", "--strategy", "bohb"][..],
+            "expected one of fixed, random, asha, pbt, pb2, rl, rl-no-width, tpe, tpe-multivariate",
+        ),
         (&["tune", "--resume", "/nonexistent/study"][..], "does not exist: nothing to resume"),
         (&["tune", "--policy", "/nonexistent/policy.json"][..], "--policy /nonexistent/policy.json"),
         (&["tune", "--checkpoint-every=-1"][..], "must be a number of seconds >= 0"),

@@ -13,7 +13,8 @@
 //! | `pb2` | population-based bandits (Parker-Holder et al., 2020; Ray Tune's `PB2`): `pbt`, but the explore step chooses the learning rate and batch size within the random starts' ranges with a time-varying Gaussian process fitted to every member's F1 gain per round ([`crate::pb2`]) |
 //! | `rl` | the [`StudyPolicy`] ([`ActorCritic`](crate::policy::ActorCritic), one-step actor–critic) acts at every decision point and learns after every decision; its state is kept in the study; it starts from [`StudyPolicy::untrained`] unless [`TuneConfig::policy`] says otherwise (e.g. [`StudyPolicy::pretrained`], the digits prior). The first trial starts at the study's configuration, the others at random starts as `asha`'s; a trial not in the top ⅓ of the trials that reached ⅑ or ⅓ of their rows before it stops there ([`rung_stops`]) |
 //! | `rl-no-width` | `rl` with the width action disabled, to show what live restructuring is worth |
-//! | `tpe` | the tree-structured Parzen estimator ([`crate::tpe`], Optuna's default sampler): the first [`tpe::STARTUP_TRIALS`](crate::tpe::STARTUP_TRIALS) trials start as `random`'s, each later one where the trials before it say is most promising (learning rate, batch size, widths); no actions; `rl`'s rung stopping, as Optuna's TPE with a pruner |
+//! | `tpe` | the tree-structured Parzen estimator ([`crate::tpe`], Optuna's default sampler): the first [`tpe::STARTUP_TRIALS`](crate::tpe::STARTUP_TRIALS) trials start as `random`'s, each later one where the trials before it say is most promising (learning rate, batch size, widths, each on its own); no actions; `rl`'s rung stopping, as Optuna's TPE with a pruner |
+//! | `tpe-multivariate` | `tpe` with one joint density over the learning rate, batch size and widths (Optuna's `multivariate=True`): settings that went well together are drawn together |
 //!
 //! The budget is wall-clock time: no trial starts, and no ASHA promotion or PBT round
 //! begins, once it is spent, and trials still running then are stopped at their next
@@ -101,11 +102,13 @@ pub enum Strategy {
     /// Starts drawn by a tree-structured Parzen estimator ([`crate::tpe`], Optuna's default
     /// sampler) from the trials before, no actions, `rl`'s rung stopping.
     Tpe,
+    /// `tpe` with a joint density over all dimensions (Optuna's `multivariate=True`).
+    TpeMultivariate,
 }
 
 impl Strategy {
     /// Every strategy, in the order of the docs.
-    pub const ALL: [Strategy; 8] = [
+    pub const ALL: [Strategy; 9] = [
         Strategy::Fixed,
         Strategy::Random,
         Strategy::Asha,
@@ -114,6 +117,7 @@ impl Strategy {
         Strategy::Rl,
         Strategy::RlNoWidth,
         Strategy::Tpe,
+        Strategy::TpeMultivariate,
     ];
 
     /// Its name on the command line.
@@ -127,6 +131,16 @@ impl Strategy {
             Strategy::Rl => "rl",
             Strategy::RlNoWidth => "rl-no-width",
             Strategy::Tpe => "tpe",
+            Strategy::TpeMultivariate => "tpe-multivariate",
+        }
+    }
+
+    /// The tree-structured Parzen estimator's mode, for `tpe` and `tpe-multivariate`.
+    pub fn tpe_mode(self) -> Option<crate::tpe::Mode> {
+        match self {
+            Strategy::Tpe => Some(crate::tpe::Mode::Independent),
+            Strategy::TpeMultivariate => Some(crate::tpe::Mode::Multivariate),
+            _ => None,
         }
     }
 
@@ -137,7 +151,7 @@ impl Strategy {
     /// Whether a trial not in the top third of the trials before it at ⅑ or ⅓ of its rows
     /// stops there ([`rung_stops`]).
     fn stops_at_rungs(self) -> bool {
-        matches!(self, Strategy::Rl | Strategy::RlNoWidth | Strategy::Tpe)
+        matches!(self, Strategy::Rl | Strategy::RlNoWidth | Strategy::Tpe | Strategy::TpeMultivariate)
     }
 }
 
@@ -152,7 +166,9 @@ impl std::str::FromStr for Strategy {
     fn from_str(s: &str) -> Result<Self> {
         Strategy::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| Error::Config {
             what: "strategy",
-            why: format!("{s:?}: expected one of fixed, random, asha, pbt, pb2, rl, rl-no-width, tpe"),
+            why: format!(
+                "{s:?}: expected one of fixed, random, asha, pbt, pb2, rl, rl-no-width, tpe, tpe-multivariate"
+            ),
         })
     }
 }
@@ -1313,10 +1329,13 @@ impl State<'_> {
         // `rl` and `rl-no-width` keep the study's defaults for their first trial.
         let sampled = match c.strategy {
             Strategy::Random | Strategy::Asha | Strategy::Pbt | Strategy::Pb2 => true,
-            Strategy::Tpe if id >= crate::tpe::STARTUP_TRIALS && !self.records.is_empty() => {
+            Strategy::Tpe | Strategy::TpeMultivariate
+                if id >= crate::tpe::STARTUP_TRIALS
+                    && self.records.values().any(|r| !r.status.starts_with("failed")) =>
+            {
                 return self.tpe_start(id);
             }
-            Strategy::Tpe => true,
+            Strategy::Tpe | Strategy::TpeMultivariate => true,
             Strategy::Rl | Strategy::RlNoWidth => id > 0,
             Strategy::Fixed => false,
         };
@@ -1333,8 +1352,8 @@ impl State<'_> {
         start
     }
 
-    /// The start of trial `id` of a `tpe` study: the estimator's suggestion from the trials
-    /// ended so far, over the choices a random start has.
+    /// The start of trial `id` of a `tpe` or `tpe-multivariate` study: the estimator's
+    /// suggestion from the trials ended so far, over the choices a random start has.
     fn tpe_start(&self, id: u64) -> TrialStart {
         let c = self.config;
         let space = StartSpace::of(c);
@@ -1349,6 +1368,7 @@ impl State<'_> {
                 };
                 let f1 = if r.val_macro_f1.is_finite() { r.val_macro_f1 } else { f64::NEG_INFINITY };
                 crate::tpe::Observation {
+                    number: r.id,
                     log_lr: (r.start.lr / c.lr).log10(),
                     batch: space.batches.iter().position(|&b| b == r.start.batch_size),
                     width: space.models.iter().position(|m| *m == r.start.model),
@@ -1357,7 +1377,8 @@ impl State<'_> {
             })
             .collect();
         let mut rng = rng_for(c.seed, id, 0, 2);
-        let s = crate::tpe::suggest(&space.tpe(), &observations, &mut rng);
+        let mode = c.strategy.tpe_mode().unwrap_or(crate::tpe::Mode::Independent);
+        let s = crate::tpe::suggest(&space.tpe(), &observations, mode, &mut rng);
         TrialStart {
             model: space.models.get(s.width).cloned().unwrap_or_else(|| c.model.clone()),
             lr: (c.lr * 10f64.powf(s.log_lr)).clamp(c.env.bounds.lr.0, c.env.bounds.lr.1),

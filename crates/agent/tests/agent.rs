@@ -1593,10 +1593,10 @@ mod tune {
         assert!(err.contains("trial_timeout"), "{err}");
     }
 
-    /// `tpe`: its first 10 starts are `random`'s, the later ones are among the choices a
-    /// random start has (and differ from random's), a trial below the top third at a rung
-    /// stops there, and a second run has the same trials (its draws depend on the trials'
-    /// validation F1 alone, not on time).
+    /// `tpe` and `tpe-multivariate`: their first 10 starts are `random`'s, the later ones are
+    /// among the choices a random start has (and differ from random's, and from each
+    /// other's), a trial below the top third at a rung stops there, and a second run has the
+    /// same trials (the draws depend on the trials' validation F1 alone, not on time).
     #[test]
     fn tpe_starts_as_random_then_from_the_trials_before() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1604,30 +1604,37 @@ mod tune {
         let run = |strategy, name: &str| {
             tune(&config(strategy), &repo_dirs(), &cache(), &Device::Cpu, &tmp.path().join(name), &mut |_| {}).unwrap()
         };
-        let (tpe, random) = (run(Strategy::Tpe, "tpe"), run(Strategy::Random, "random"));
-        check_outputs(&tmp.path().join("tpe"), &tpe);
-        assert_eq!(tpe.trials.len(), 30);
+        let random = run(Strategy::Random, "random");
         let n = tuneforge_agent::tpe::STARTUP_TRIALS as usize;
-        for (t, r) in tpe.trials.iter().zip(&random.trials).take(n) {
-            assert_eq!(t.start, r.start, "trial {}", t.id);
-        }
-        let c = config(Strategy::Tpe);
-        let models = ["mlp:16", "mlp:32", "mlp:64"];
-        for t in &tpe.trials[n..] {
-            let factor = t.start.lr / c.lr;
-            assert!((0.1..=10.0).contains(&factor), "trial {}: lr {}", t.id, t.start.lr);
-            assert!([8, 16, 32, 64].contains(&t.start.batch_size) && t.start.batch_size >= 16, "trial {}", t.id);
-            assert!(models.contains(&t.start.model.as_str()), "trial {}: {}", t.id, t.start.model);
-        }
         let later = |s: &TuneSummary| s.trials[n..].iter().map(|t| t.start.clone()).collect::<Vec<_>>();
-        assert_ne!(later(&tpe), later(&random));
-        assert!(tpe.trials.iter().any(|t| t.status == "stopped" && t.rungs.len() < 3), "rung stopping");
-        let again = run(Strategy::Tpe, "again");
-        assert_eq!(
-            tpe.trials.iter().map(repeatable).collect::<Vec<_>>(),
-            again.trials.iter().map(repeatable).collect::<Vec<_>>()
-        );
-        assert_eq!("tpe".parse::<Strategy>().unwrap(), Strategy::Tpe);
+        let mut runs = Vec::new();
+        for strategy in [Strategy::Tpe, Strategy::TpeMultivariate] {
+            let tpe = run(strategy, strategy.name());
+            check_outputs(&tmp.path().join(strategy.name()), &tpe);
+            assert_eq!(tpe.trials.len(), 30);
+            for (t, r) in tpe.trials.iter().zip(&random.trials).take(n) {
+                assert_eq!(t.start, r.start, "{strategy} trial {}", t.id);
+            }
+            let c = config(strategy);
+            let models = ["mlp:16", "mlp:32", "mlp:64"];
+            for t in &tpe.trials[n..] {
+                let factor = t.start.lr / c.lr;
+                assert!((0.1..=10.0).contains(&factor), "{strategy} trial {}: lr {}", t.id, t.start.lr);
+                assert!([8, 16, 32, 64].contains(&t.start.batch_size) && t.start.batch_size >= 16, "trial {}", t.id);
+                assert!(models.contains(&t.start.model.as_str()), "{strategy} trial {}: {}", t.id, t.start.model);
+            }
+            assert_ne!(later(&tpe), later(&random), "{strategy}");
+            assert!(tpe.trials.iter().any(|t| t.status == "stopped" && t.rungs.len() < 3), "{strategy}: rung stopping");
+            let again = run(strategy, &format!("{strategy}-again"));
+            assert_eq!(
+                tpe.trials.iter().map(repeatable).collect::<Vec<_>>(),
+                again.trials.iter().map(repeatable).collect::<Vec<_>>(),
+                "{strategy}"
+            );
+            assert_eq!(strategy.name().parse::<Strategy>().unwrap(), strategy);
+            runs.push(tpe);
+        }
+        assert_ne!(later(&runs[0]), later(&runs[1]), "the joint density draws other starts");
     }
 
     #[test]

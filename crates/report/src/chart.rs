@@ -129,6 +129,7 @@ pub(crate) fn strategy_color(strategy: &str) -> RGBColor {
         "rl" => PALETTE[0],
         "rl-no-width" => PALETTE[6],
         "tpe" => PALETTE[5],
+        "tpe-multivariate" => RGBColor(188, 189, 34),
         _ => PALETTE[4],
     }
 }

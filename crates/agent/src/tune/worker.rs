@@ -11,7 +11,7 @@
 //! of them may die); with nothing running it tests the study's best trial, as every worker
 //! does, and writes the same outputs as [`tune`](super::tune) to its own output directory.
 //!
-//! Strategies: `fixed`, `random`, `asha`, `rl`, `rl-no-width` and `tpe`. Under `asha` a trial trains
+//! Strategies: `fixed`, `random`, `asha`, `rl`, `rl-no-width`, `tpe` and `tpe-multivariate`. Under `asha` a trial trains
 //! to its next rung and is paused there (checkpointed, status `paused`); a claim promotes a
 //! paused trial — any worker's — that is in the top ⅓ of the highest rung that has one, as the
 //! single-process `asha` does ([`PostgresStore::promotable`]: ranked in memory from the
@@ -33,7 +33,7 @@
 //! results) before it claims a new trial, and draws its start from every trial ended so
 //! far: trials still running on other workers do not count (Optuna's TPE does the same
 //! with its default `constant_liar=False`). With one worker the starts are those of a
-//! single-process `tpe` study. `tpe` stops trials at rungs as `rl` does. `pbt` and `pb2`
+//! single-process `tpe` study (`tpe-multivariate` likewise). Both stop trials at rungs as `rl` does. `pbt` and `pb2`
 //! are refused: their exploits copy weights between members time-sliced in one process's
 //! memory.
 
@@ -449,7 +449,7 @@ pub fn work(
                 why: format!(
                     "{strategy} cannot be shared by several workers (its exploits copy weights between members \
                      time-sliced in one process); with --storage postgres://... use fixed, random, asha, rl, \
-                     rl-no-width or tpe, or run {strategy} with SQLite storage"
+                     rl-no-width, tpe or tpe-multivariate, or run {strategy} with SQLite storage"
                 ),
             });
         }
@@ -545,7 +545,7 @@ pub fn work(
         store,
         elapsed: &elapsed,
         prior,
-        rung_results: RungResults { keep: config.strategy == Strategy::Tpe, ..RungResults::default() },
+        rung_results: RungResults { keep: config.strategy.tpe_mode().is_some(), ..RungResults::default() },
         store_seconds: 0.0,
         met: None,
         rule_read: None,
@@ -559,7 +559,7 @@ pub fn work(
         w.poll_rule(true)?;
         st.converged = w.met.clone();
         let allow_new = !w.over();
-        if allow_new && config.strategy == Strategy::Tpe {
+        if allow_new && config.strategy.tpe_mode().is_some() {
             w.read_ended(&mut st)?;
         }
         let now = unix_now();
