@@ -24,9 +24,11 @@
 //! - [`predict`] — [`predict::Predictor`]: a model that `train` or `tune` wrote, with its
 //!   fitted preprocessing and classes (`predictor.json`), applied to new rows (`cargo xtask
 //!   predict`).
-//! - [`tpe`] — the tree-structured Parzen estimator that chooses the `tpe` strategy's starts.
-//! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `rl`,
-//!   `rl-no-width` or `tpe` within a wall-clock budget, resumable after `kill -9`
+//! - [`tpe`] — the tree-structured Parzen estimator that chooses the `tpe` and
+//!   `tpe-multivariate` strategies' starts.
+//! - [`pb2`] — population-based bandits' explore step.
+//! - [`trial`] and [`tune`]: a study under `fixed`, `random`, `asha`, `pbt`, `pb2`, `rl`,
+//!   `rl-no-width`, `tpe` or `tpe-multivariate` within a wall-clock budget, resumable after `kill -9`
 //!   ([`tune::tune`], [`tune::resume`]; `cargo xtask tune`); [`tune::work`] is one worker of
 //!   a study shared through PostgreSQL (`cargo xtask tune --storage postgres://...`).
 //!

@@ -252,10 +252,12 @@ impl Dim {
 /// A dimension's kernels, one per trial then the prior's.
 #[derive(Debug)]
 enum Kernels {
-    /// Normal distributions truncated to `range`: (mean, standard deviation, mass inside).
+    /// Normal distributions truncated to `range`: (mean, standard deviation, log of the
+    /// density's normaliser σ·√(2π)·(mass inside the range)).
     Numeric { range: (f64, f64), parts: Vec<(f64, f64, f64)> },
-    /// A probability per choice, for each kernel.
-    Categorical { rows: Vec<Vec<f64>> },
+    /// A probability per choice for each kernel — the row of its trial's choice, the last
+    /// row the prior's — and their logarithms; `row[k]`: kernel k's row.
+    Categorical { row: Vec<usize>, rows: Vec<Vec<f64>>, log_rows: Vec<Vec<f64>> },
 }
 
 /// A weighted mixture of products of per-dimension kernels (Optuna's
@@ -264,16 +266,33 @@ enum Kernels {
 struct Mixture {
     /// Normalised kernel weights.
     weights: Vec<f64>,
+    /// Their logarithms.
+    log_weights: Vec<f64>,
     dims: Vec<(Dim, Kernels)>,
+    /// For a mixture over one categorical dimension, the log probability of each choice
+    /// (kernels with the same choice are alike: a table replaces the sum over trials).
+    table: Option<Vec<f64>>,
 }
 
 impl Mixture {
     /// The density of the trials in `group` (ordered oldest first) that have every one of
     /// `dims`.
     fn new(space: &Space, dims: &[Dim], group: &[&Observation], mode: Mode) -> Mixture {
-        let values: Vec<Vec<f64>> =
-            group.iter().filter_map(|o| dims.iter().map(|d| d.of(o, space)).collect::<Option<Vec<f64>>>()).collect();
-        let n = values.len();
+        // The trials that have every dimension, their values one row after another.
+        let mut values = Vec::with_capacity(group.len() * dims.len());
+        for o in group {
+            let row = values.len();
+            for d in dims {
+                match d.of(o, space) {
+                    Some(v) => values.push(v),
+                    None => {
+                        values.truncate(row);
+                        break;
+                    }
+                }
+            }
+        }
+        let n = values.len() / dims.len();
         let mut weights = trial_weights(n);
         weights.push(1.0);
         let total: f64 = weights.iter().sum();
@@ -282,7 +301,7 @@ impl Mixture {
             .iter()
             .enumerate()
             .map(|(j, &dim)| {
-                let column: Vec<f64> = values.iter().map(|v| v[j]).collect();
+                let column: Vec<f64> = values.iter().skip(j).step_by(dims.len()).copied().collect();
                 let k = match dim {
                     Dim::LogLr => numeric(&column, space.log_lr, mode, dims.len()),
                     _ => categorical(&column, dim.choices(space)),
@@ -290,7 +309,20 @@ impl Mixture {
                 (dim, k)
             })
             .collect();
-        Mixture { weights, dims: kernels }
+        let log_weights = weights.iter().map(|w| w.ln()).collect();
+        let mut mixture = Mixture { weights, log_weights, dims: kernels, table: None };
+        if let [(dim, Kernels::Categorical { rows, .. })] = &mixture.dims[..] {
+            let mut s = Suggestion { log_lr: 0.0, batch: 0, width: 0 };
+            let choices = rows.first().map_or(0, Vec::len);
+            let table = (0..choices)
+                .map(|c| {
+                    dim.set(&mut s, c as f64);
+                    mixture.log_pdf(&s)
+                })
+                .collect();
+            mixture.table = Some(table);
+        }
+        mixture
     }
 
     fn sample(&self, rng: &mut impl Rng) -> Suggestion {
@@ -306,39 +338,39 @@ impl Mixture {
                         .find(|x| (*lo..=*hi).contains(x))
                         .unwrap_or_else(|| mu.clamp(*lo, *hi))
                 }
-                Kernels::Categorical { rows } => pick(&rows[k], rng) as f64,
+                Kernels::Categorical { row, rows, .. } => pick(&rows[row[k]], rng) as f64,
             };
             dim.set(&mut s, v);
         }
         s
     }
 
+    /// log p(s): the log of the weighted sum over kernels of the product of each dimension's
+    /// kernel density, summed in log space (terms below the largest by more than 40, under
+    /// 1e-17 of it, are left out of the sum).
     fn log_pdf(&self, s: &Suggestion) -> f64 {
-        let terms: Vec<f64> = self
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(k, w)| {
-                w.ln()
-                    + self
-                        .dims
-                        .iter()
-                        .map(|(dim, kernels)| {
-                            let x = dim.get(s);
-                            match kernels {
-                                Kernels::Numeric { parts, .. } => {
-                                    let (mu, sigma, mass) = parts[k];
-                                    let z = (x - mu) / sigma;
-                                    -0.5 * z * z - (sigma * (2.0 * std::f64::consts::PI).sqrt() * mass).ln()
-                                }
-                                Kernels::Categorical { rows } => rows[k][x as usize].ln(),
-                            }
-                        })
-                        .sum::<f64>()
-            })
-            .collect();
+        if let (Some(table), [(dim, _)]) = (&self.table, &self.dims[..]) {
+            return table[dim.get(s) as usize];
+        }
+        let xs: Vec<f64> = self.dims.iter().map(|(dim, _)| dim.get(s)).collect();
+        let term = |k: usize| -> f64 {
+            let mut t = self.log_weights[k];
+            for ((_, kernels), &x) in self.dims.iter().zip(&xs) {
+                t += match kernels {
+                    Kernels::Numeric { parts, .. } => {
+                        let (mu, sigma, log_norm) = parts[k];
+                        let z = (x - mu) / sigma;
+                        -0.5 * z * z - log_norm
+                    }
+                    Kernels::Categorical { row, log_rows, .. } => log_rows[row[k]][x as usize],
+                };
+            }
+            t
+        };
+        let terms: Vec<f64> = (0..self.weights.len()).map(term).collect();
         let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+        let sum: f64 = terms.iter().filter(|&&t| t - max > -40.0).map(|t| (t - max).exp()).sum();
+        max + sum.ln()
     }
 }
 
@@ -386,30 +418,32 @@ fn numeric(mus: &[f64], range: (f64, f64), mode: Mode, dims: usize) -> Kernels {
         .into_iter()
         .map(|(mu, sigma)| {
             let mass = normal_cdf((hi - mu) / sigma) - normal_cdf((lo - mu) / sigma);
-            (mu, sigma, mass.max(1e-300))
+            (mu, sigma, (sigma * (2.0 * std::f64::consts::PI).sqrt() * mass.max(1e-300)).ln())
         })
         .collect();
     Kernels::Numeric { range, parts }
 }
 
-/// Categorical kernels for the trials' `choices` plus the prior (uniform).
+/// Categorical kernels for the trials' `choices` plus the prior (uniform): a kernel puts
+/// 1 + 1/(n+1) on its trial's choice and 1/(n+1) on each, normalised.
 fn categorical(choices: &[f64], k: usize) -> Kernels {
-    let kernels = choices.len() + 1;
-    let base = 1.0 / kernels as f64;
-    let mut rows: Vec<Vec<f64>> = choices
-        .iter()
-        .map(|&c| {
+    let base = 1.0 / (choices.len() + 1) as f64;
+    let mut rows: Vec<Vec<f64>> = (0..=k)
+        .map(|c| {
             let mut row = vec![base; k];
-            row[c as usize] += 1.0;
+            if c < k {
+                row[c] += 1.0;
+            }
             row
         })
         .collect();
-    rows.push(vec![base; k]);
     for row in &mut rows {
         let total: f64 = row.iter().sum();
         row.iter_mut().for_each(|p| *p /= total);
     }
-    Kernels::Categorical { rows }
+    let log_rows = rows.iter().map(|row| row.iter().map(|p| p.ln()).collect()).collect();
+    let row = choices.iter().map(|&c| c as usize).chain([k]).collect();
+    Kernels::Categorical { row, rows, log_rows }
 }
 
 /// An index drawn with probability proportional to `weights`.
