@@ -180,6 +180,7 @@ fn the_nightly_baseline_was_measured_under_the_nightly_setup() {
         .unwrap();
     let text = text(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("dry run: 18 studies") && text.contains("nothing run"), "{text}");
+    // Every strategy, 3 seeds each.
+    assert!(text.contains("dry run: 27 studies") && text.contains("nothing run"), "{text}");
     assert!(!tmp.path().join("runs").exists(), "a dry run writes nothing");
 }
