@@ -151,7 +151,7 @@ impl Strategy {
     /// Whether a trial not in the top third of the trials before it at ⅑ or ⅓ of its rows
     /// stops there ([`rung_stops`]).
     fn stops_at_rungs(self) -> bool {
-        matches!(self, Strategy::Rl | Strategy::RlNoWidth | Strategy::Tpe | Strategy::TpeMultivariate)
+        self.learns() || self.tpe_mode().is_some()
     }
 }
 
